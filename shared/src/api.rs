@@ -1,0 +1,185 @@
+//! API Gateway (payload v2) request helpers and the one JSON response shape.
+//!
+//! Every response body is JSON; every error is
+//! `{"error":{"code":"...","message":"...","requestId":"..."}}`.
+
+use lambda_http::{
+    http::{header, HeaderValue, StatusCode},
+    request::RequestContext,
+    Body, Request, RequestExt, Response,
+};
+use serde::de::DeserializeOwned;
+use serde_json::{json, Value};
+
+use crate::{error::AppError, rate_limit::RateDecision, session::COOKIE_NAME};
+
+/// Bodies above this are refused with 413 before parsing.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// What every handler needs to know about the request besides its body.
+#[derive(Clone, Debug)]
+pub struct RequestMeta {
+    /// API Gateway's request id; logged, returned in errors and used as correlationId.
+    pub request_id: String,
+    /// API Gateway's matched route, e.g. `POST /auth/signup`.
+    pub route_key: String,
+    /// The caller's IP (anonymous rate limits).
+    pub source_ip: String,
+}
+
+impl RequestMeta {
+    /// Reads the API Gateway v2 request context.
+    pub fn of(req: &Request) -> Self {
+        let mut meta = Self {
+            request_id: uuid::Uuid::now_v7().to_string(),
+            route_key: format!("{} {}", req.method(), req.uri().path()),
+            source_ip: "unknown".into(),
+        };
+        if let Some(RequestContext::ApiGatewayV2(ctx)) = req.request_context_ref() {
+            if let Some(id) = &ctx.request_id {
+                meta.request_id = id.clone();
+            }
+            if let Some(route) = &ctx.route_key {
+                meta.route_key = route.clone();
+            }
+            if let Some(ip) = &ctx.http.source_ip {
+                meta.source_ip = ip.clone();
+            }
+        }
+        meta
+    }
+}
+
+/// The session token: `Authorization: Bearer <token>`, else the session cookie.
+pub fn bearer_token(req: &Request) -> Option<&str> {
+    if let Some(value) = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+        return value.strip_prefix("Bearer ").map(str::trim);
+    }
+    req.headers()
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|pair| pair.trim().strip_prefix(COOKIE_NAME)?.strip_prefix('='))
+}
+
+/// A path parameter API Gateway extracted, e.g. `{userId}`.
+pub fn path_param(req: &Request, name: &str) -> Result<String, AppError> {
+    req.path_parameters_ref()
+        .and_then(|p| p.first(name))
+        .map(String::from)
+        .ok_or_else(|| AppError::BadRequest(format!("missing path parameter {name}")))
+}
+
+/// A query-string parameter, if present.
+pub fn query_param<'a>(req: &'a Request, name: &str) -> Option<&'a str> {
+    req.query_string_parameters_ref().and_then(|q| q.first(name))
+}
+
+/// Parses the JSON body: 413 if oversized, 400 `bad_request` if not JSON,
+/// 400 `validation_failed` if the JSON has wrong types or missing/unknown fields.
+pub fn json_body<T: DeserializeOwned>(req: &Request) -> Result<T, AppError> {
+    let bytes: &[u8] = req.body().as_ref();
+    if bytes.len() > MAX_BODY_BYTES {
+        return Err(AppError::PayloadTooLarge(MAX_BODY_BYTES));
+    }
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(AppError::BadRequest("a JSON body is required".into()));
+    }
+    serde_json::from_slice(bytes).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => AppError::Validation(e.to_string()),
+        _ => AppError::BadRequest(format!("malformed JSON: {e}")),
+    })
+}
+
+/// Refuses a body on routes that take none beyond the size limit (so a 10 MB POST /auth/logout is a 413).
+pub fn reject_oversized(req: &Request) -> Result<(), AppError> {
+    if req.body().as_ref().len() > MAX_BODY_BYTES {
+        return Err(AppError::PayloadTooLarge(MAX_BODY_BYTES));
+    }
+    Ok(())
+}
+
+/// A successful response before it is encoded.
+#[derive(Debug)]
+pub struct Reply {
+    status: StatusCode,
+    body: Option<Value>,
+    headers: Vec<(&'static str, String)>,
+}
+
+impl Reply {
+    /// 200 with a JSON body.
+    pub fn ok(body: Value) -> Self {
+        Self { status: StatusCode::OK, body: Some(body), headers: Vec::new() }
+    }
+
+    /// 201 with a JSON body.
+    pub fn created(body: Value) -> Self {
+        Self { status: StatusCode::CREATED, body: Some(body), headers: Vec::new() }
+    }
+
+    /// 204.
+    pub fn no_content() -> Self {
+        Self { status: StatusCode::NO_CONTENT, body: None, headers: Vec::new() }
+    }
+
+    /// Adds a header.
+    pub fn header(mut self, name: &'static str, value: String) -> Self {
+        self.headers.push((name, value));
+        self
+    }
+
+    /// Adds the X-RateLimit-* headers of a counted request.
+    pub fn rate(mut self, decision: &RateDecision) -> Self {
+        self.headers.extend(decision.headers());
+        self
+    }
+}
+
+/// Encodes a handler's outcome: the one place errors become HTTP.
+pub fn respond(meta: &RequestMeta, outcome: Result<Reply, AppError>) -> Response<Body> {
+    let reply = outcome.unwrap_or_else(|err| error_reply(meta, &err));
+    let mut builder = Response::builder()
+        .status(reply.status)
+        .header("x-request-id", HeaderValue::from_str(&meta.request_id).unwrap_or(HeaderValue::from_static("-")));
+    for (name, value) in &reply.headers {
+        if let Ok(value) = HeaderValue::from_str(value) {
+            builder = builder.header(*name, value);
+        }
+    }
+    let body = match reply.body {
+        Some(v) => {
+            builder = builder.header(header::CONTENT_TYPE, "application/json");
+            Body::Text(v.to_string())
+        }
+        None => Body::Empty,
+    };
+    builder.body(body).unwrap_or_else(|_| Response::new(Body::Empty))
+}
+
+fn error_reply(meta: &RequestMeta, err: &AppError) -> Reply {
+    let status = err.status();
+    if status.is_server_error() {
+        tracing::error!(error = %err, detail = ?err, request_id = %meta.request_id, "request failed");
+    } else {
+        tracing::info!(code = err.code(), status = status.as_u16(), "request refused");
+    }
+    let mut reply = Reply {
+        status,
+        body: Some(json!({"error": {"code": err.code(), "message": err.public_message(), "requestId": meta.request_id}})),
+        headers: Vec::new(),
+    };
+    if let AppError::RateLimited(decision) = err {
+        reply = reply.rate(decision);
+    }
+    if let Some(secs) = err.retry_after() {
+        reply = reply.header("retry-after", secs.to_string());
+    }
+    reply
+}
+
+/// The 404 for a route this function does not serve.
+pub fn unknown_route(meta: &RequestMeta) -> AppError {
+    AppError::NotFound(format!("no route for {}", meta.route_key))
+}

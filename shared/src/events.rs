@@ -1,0 +1,151 @@
+//! Domain events: their types, their topics and the JSON envelope on the wire.
+//!
+//! Every event type is listed once, in [`EventType`], with the topic it goes to.
+//! Consumers dedupe by `eventId` (a UUIDv7, so ids also sort by time), never by offset.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize, Serializer};
+use uuid::Uuid;
+
+use crate::config::Topics;
+
+/// The envelope version this code writes and understands.
+pub const ENVELOPE_VERSION: u32 = 1;
+
+/// Every event the system produces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[allow(missing_docs)]
+pub enum EventType {
+    UserSignup,
+    UserLogin,
+    UserLogout,
+    ProfileUpdated,
+    UserOnline,
+    UserOffline,
+    ConnectionRequestSent,
+    ConnectionRequestIgnored,
+    ConnectionAccepted,
+    ConnectionRejected,
+    MessageSent,
+    MessagesRead,
+    NotificationCreated,
+}
+
+/// The logical topics; [`Topics`] holds their configured names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Topic {
+    /// user-events
+    User,
+    /// connection-events
+    Connection,
+    /// message-events
+    Message,
+    /// notification-events
+    Notification,
+}
+
+impl EventType {
+    /// The topic this event type is produced to.
+    pub fn topic(self) -> Topic {
+        use EventType::*;
+        match self {
+            UserSignup | UserLogin | UserLogout | ProfileUpdated | UserOnline | UserOffline => Topic::User,
+            ConnectionRequestSent | ConnectionRequestIgnored | ConnectionAccepted | ConnectionRejected => {
+                Topic::Connection
+            }
+            MessageSent | MessagesRead => Topic::Message,
+            NotificationCreated => Topic::Notification,
+        }
+    }
+
+    /// The wire name, e.g. `USER_SIGNUP`.
+    pub fn as_str(self) -> String {
+        serde_json::to_value(self).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
+    }
+}
+
+impl Topic {
+    /// The configured topic name.
+    pub fn name(self, topics: &Topics) -> &str {
+        match self {
+            Topic::User => &topics.user_events,
+            Topic::Connection => &topics.connection_events,
+            Topic::Message => &topics.message_events,
+            Topic::Notification => &topics.notification_events,
+        }
+    }
+}
+
+/// The JSON every event travels in.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Envelope {
+    /// UUIDv7; the dedupe key.
+    pub event_id: Uuid,
+    /// What happened.
+    pub event_type: EventType,
+    /// Envelope version ([`ENVELOPE_VERSION`]).
+    pub version: u32,
+    /// When it happened, RFC 3339 with milliseconds.
+    #[serde(serialize_with = "rfc3339_millis")]
+    pub timestamp: DateTime<Utc>,
+    /// The function that produced it.
+    pub source: String,
+    /// The acting user's id; also the Kafka record key, so one user's events stay ordered.
+    pub key: String,
+    /// The API request id that caused it.
+    pub correlation_id: String,
+    /// Event-specific payload.
+    pub data: serde_json::Value,
+}
+
+fn rfc3339_millis<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&t.to_rfc3339_opts(SecondsFormat::Millis, true))
+}
+
+impl Envelope {
+    /// A new event, stamped now.
+    pub fn new(
+        event_type: EventType,
+        source: &str,
+        key: &str,
+        correlation_id: &str,
+        data: serde_json::Value,
+    ) -> Self {
+        Self {
+            event_id: Uuid::now_v7(),
+            event_type,
+            version: ENVELOPE_VERSION,
+            timestamp: Utc::now(),
+            source: source.to_string(),
+            key: key.to_string(),
+            correlation_id: correlation_id.to_string(),
+            data,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_envelope_serializes_in_camel_case_with_millisecond_timestamps() {
+        let e = Envelope::new(EventType::UserSignup, "auth", "u1", "req-1", serde_json::json!({"a": 1}));
+        let v = serde_json::to_value(&e).unwrap();
+        assert_eq!(v["eventType"], "USER_SIGNUP");
+        assert_eq!(v["version"], 1);
+        assert_eq!(v["correlationId"], "req-1");
+        let ts = v["timestamp"].as_str().unwrap();
+        assert!(ts.ends_with('Z') && ts.len() == "2026-01-01T00:00:00.000Z".len(), "{ts}");
+        assert_eq!(serde_json::from_value::<Envelope>(v).unwrap().event_id, e.event_id);
+    }
+
+    #[test]
+    fn user_events_go_to_the_user_topic() {
+        assert_eq!(EventType::ProfileUpdated.topic(), Topic::User);
+        assert_eq!(EventType::ConnectionAccepted.topic(), Topic::Connection);
+        assert_eq!(EventType::UserLogout.as_str(), "USER_LOGOUT");
+    }
+}

@@ -1,0 +1,36 @@
+//! The DevConnect shared library: everything two or more functions need.
+//!
+//! Module map, from the outside in:
+//! - [`config`]: typed configuration from environment variables, read once per container.
+//! - [`state`]: [`state::AppState`], the clients a handler needs, built once in `main`.
+//! - [`api`]: API Gateway v2 request helpers and the single JSON response shape.
+//! - [`error`]: [`error::AppError`], the one error type, mapped to HTTP in one place.
+//! - [`session`]: bearer tokens, and authentication + rate limit in one Redis round trip.
+//! - [`rate_limit`]: tiered fixed-window limits and their headers.
+//! - [`user`]: the user record, its validation rules and its Redis persistence.
+//! - [`keys`]: every Redis key name, so hash-slot rules are checked in one file.
+//! - [`store`]: the Redis connection (multiplexed, auto-reconnecting, bounded timeouts).
+//! - [`events`]: event types, topics and the JSON envelope.
+//! - [`producer`]: the Kafka producer (pure Rust, key-hash partitioning).
+//! - [`outbox`]: events that could not be produced are parked in Redis and relayed later.
+//! - [`publisher`]: produce-or-park, the only way handlers emit events.
+//! - [`telemetry`]: JSON structured logs.
+#![warn(missing_docs)]
+
+pub mod api;
+pub mod config;
+pub mod error;
+pub mod events;
+pub mod keys;
+pub mod outbox;
+pub mod producer;
+pub mod publisher;
+pub mod rate_limit;
+pub mod session;
+pub mod state;
+pub mod store;
+pub mod telemetry;
+pub mod user;
+
+pub use error::AppError;
+pub use state::AppState;

@@ -1,0 +1,196 @@
+//! The Kafka producer: pure Rust ([`rskafka`]), so functions cross-compile to
+//! arm64 without a C toolchain.
+//!
+//! The client connects lazily and is cached, so a container whose broker is down
+//! at init still serves requests (their events go to the outbox). Partitioning
+//! follows the Java client's default (murmur2 of the key), so one user's events
+//! land on one partition whatever language produced them.
+
+use std::{collections::BTreeMap, collections::HashMap, sync::Arc, time::Duration};
+
+use chrono::Utc;
+use rskafka::{
+    client::{
+        partition::{Compression, PartitionClient, UnknownTopicHandling},
+        Client, ClientBuilder, SaslConfig,
+    },
+    record::Record,
+    BackoffConfig,
+};
+use tokio::sync::{Mutex, OnceCell};
+
+/// Why a record was not produced; the caller parks it in the outbox.
+#[derive(Debug, thiserror::Error)]
+pub enum ProduceError {
+    /// The broker did not answer within the produce timeout.
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+    /// The broker answered with an error, or the topic does not exist.
+    #[error("kafka: {0}")]
+    Kafka(String),
+}
+
+impl From<rskafka::client::error::Error> for ProduceError {
+    fn from(e: rskafka::client::error::Error) -> Self {
+        Self::Kafka(e.to_string())
+    }
+}
+
+/// One message to produce.
+#[derive(Clone, Debug)]
+pub struct OutgoingRecord {
+    /// Topic name.
+    pub topic: String,
+    /// Record key: picks the partition.
+    pub key: String,
+    /// Record value (the JSON envelope).
+    pub value: Vec<u8>,
+    /// Record headers (e.g. the event type, for consumers that route without parsing).
+    pub headers: BTreeMap<String, Vec<u8>>,
+}
+
+/// A cheap-to-share Kafka producer.
+pub struct Producer {
+    brokers: Vec<String>,
+    sasl: Option<SaslConfig>,
+    timeout: Duration,
+    client: OnceCell<Client>,
+    partitions: Mutex<HashMap<String, Arc<Vec<Arc<PartitionClient>>>>>,
+}
+
+impl Producer {
+    /// A producer for `brokers`; nothing connects until the first send.
+    pub fn new(brokers: Vec<String>, timeout: Duration) -> Self {
+        Self { brokers, sasl: None, timeout, client: OnceCell::new(), partitions: Mutex::new(HashMap::new()) }
+    }
+
+    /// Authenticates with SASL (MSK IAM uses OAUTHBEARER with a signed token).
+    pub fn with_sasl(mut self, sasl: SaslConfig) -> Self {
+        self.sasl = Some(sasl);
+        self
+    }
+
+    /// Produces one record, waiting at most the configured timeout.
+    pub async fn send(&self, record: OutgoingRecord) -> Result<i64, ProduceError> {
+        let timeout = self.timeout;
+        tokio::time::timeout(timeout, self.send_unbounded(record)).await.map_err(|_| ProduceError::Timeout(timeout))?
+    }
+
+    async fn send_unbounded(&self, record: OutgoingRecord) -> Result<i64, ProduceError> {
+        let partitions = self.partitions_of(&record.topic).await?;
+        let index = partition_for(record.key.as_bytes(), partitions.len());
+        let offsets = partitions[index]
+            .produce(
+                vec![Record {
+                    key: Some(record.key.into_bytes()),
+                    value: Some(record.value),
+                    headers: record.headers,
+                    timestamp: Utc::now(),
+                }],
+                Compression::NoCompression,
+            )
+            .await?;
+        offsets.first().copied().ok_or_else(|| ProduceError::Kafka("broker returned no offset".into()))
+    }
+
+    /// The connected client, connecting on first use.
+    pub async fn client(&self) -> Result<&Client, ProduceError> {
+        self.client
+            .get_or_try_init(|| async {
+                let mut builder = ClientBuilder::new(self.brokers.clone()).backoff_config(BackoffConfig {
+                    init_backoff: Duration::from_millis(50),
+                    max_backoff: Duration::from_millis(500),
+                    base: 2.0,
+                    deadline: Some(self.timeout),
+                });
+                if let Some(sasl) = &self.sasl {
+                    builder = builder.sasl_config(sasl.clone());
+                }
+                tokio::time::timeout(self.timeout, builder.build())
+                    .await
+                    .map_err(|_| ProduceError::Timeout(self.timeout))?
+                    .map_err(ProduceError::from)
+            })
+            .await
+    }
+
+    async fn partitions_of(&self, topic: &str) -> Result<Arc<Vec<Arc<PartitionClient>>>, ProduceError> {
+        if let Some(found) = self.partitions.lock().await.get(topic) {
+            return Ok(Arc::clone(found));
+        }
+        let client = self.client().await?;
+        let count = client
+            .list_topics()
+            .await?
+            .into_iter()
+            .find(|t| t.name == topic)
+            .map(|t| t.partitions.len())
+            .filter(|n| *n > 0)
+            .ok_or_else(|| ProduceError::Kafka(format!("topic {topic} does not exist")))?;
+        let mut clients = Vec::with_capacity(count);
+        for partition in 0..count {
+            let partition = i32::try_from(partition).map_err(|_| ProduceError::Kafka("too many partitions".into()))?;
+            clients.push(Arc::new(client.partition_client(topic, partition, UnknownTopicHandling::Error).await?));
+        }
+        let clients = Arc::new(clients);
+        self.partitions.lock().await.insert(topic.to_string(), Arc::clone(&clients));
+        Ok(clients)
+    }
+}
+
+/// The partition for `key`, as the Java client's default partitioner picks it.
+pub fn partition_for(key: &[u8], partitions: usize) -> usize {
+    ((murmur2(key) & 0x7fff_ffff) as usize) % partitions.max(1)
+}
+
+/// Kafka's murmur2 (seed 0x9747b28c), as in `org.apache.kafka.common.utils.Utils.murmur2`.
+fn murmur2(data: &[u8]) -> u32 {
+    const M: u32 = 0x5bd1_e995;
+    const R: u32 = 24;
+    let mut h: u32 = 0x9747_b28c ^ (data.len() as u32);
+    let mut chunks = data.chunks_exact(4);
+    for chunk in &mut chunks {
+        let mut k = u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
+        k = k.wrapping_mul(M);
+        k ^= k >> R;
+        k = k.wrapping_mul(M);
+        h = h.wrapping_mul(M) ^ k;
+    }
+    let rest = chunks.remainder();
+    if rest.len() >= 3 {
+        h ^= u32::from(rest[2]) << 16;
+    }
+    if rest.len() >= 2 {
+        h ^= u32::from(rest[1]) << 8;
+    }
+    if !rest.is_empty() {
+        h ^= u32::from(rest[0]);
+        h = h.wrapping_mul(M);
+    }
+    h ^= h >> 13;
+    h = h.wrapping_mul(M);
+    h ^= h >> 15;
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn murmur2_matches_the_java_client() {
+        // Values from Kafka's UtilsTest.testMurmur2 (as signed ints there).
+        assert_eq!(murmur2(b"21") as i32, -973932308);
+        assert_eq!(murmur2(b"foobar") as i32, -790332482);
+        assert_eq!(murmur2(b"a-little-bit-long-string") as i32, -985981536);
+        assert_eq!(murmur2(b"a-little-bit-longer-string") as i32, -1486304829);
+        assert_eq!(murmur2(b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8") as i32, -58897971);
+    }
+
+    #[test]
+    fn one_key_always_maps_to_one_partition() {
+        let p = partition_for(b"user-1", 3);
+        assert!(p < 3);
+        assert_eq!(p, partition_for(b"user-1", 3));
+    }
+}

@@ -1,0 +1,28 @@
+//! [`AppState`]: the clients one container needs, built once in `main`.
+
+use std::sync::Arc;
+
+use crate::{config::Config, producer::Producer, publisher::Publisher, store::Store};
+
+/// Everything a handler needs; cheap to clone (every field is a shared handle).
+#[derive(Clone)]
+pub struct AppState {
+    /// The configuration read at init.
+    pub config: Arc<Config>,
+    /// Redis.
+    pub store: Store,
+    /// Kafka, shared with `publisher` (the outbox relay uses it directly).
+    pub producer: Arc<Producer>,
+    /// Produce-or-park for this function's events.
+    pub publisher: Publisher,
+}
+
+impl AppState {
+    /// Connects to Redis and prepares the (lazy) Kafka producer for the function `source`.
+    pub async fn connect(config: Config, source: &'static str) -> Result<Self, redis::RedisError> {
+        let store = Store::connect(&config.redis_url, config.redis_timeout).await?;
+        let producer = Arc::new(Producer::new(config.kafka_brokers.clone(), config.produce_timeout));
+        let publisher = Publisher::new(Arc::clone(&producer), store.clone(), config.topics.clone(), source);
+        Ok(Self { config: Arc::new(config), store, producer, publisher })
+    }
+}

@@ -1,0 +1,344 @@
+//! The user record: its validation rules, its JSON views and its Redis persistence.
+//!
+//! Stored as one hash per user (`user:{u:<id>}`); the cached public profile sits in
+//! the same slot so a profile update and its cache invalidation are one MULTI.
+
+use std::{collections::HashMap, sync::LazyLock, time::Duration};
+
+use chrono::{SecondsFormat, Utc};
+use redis::{AsyncCommands, Script};
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use crate::{error::AppError, keys, store::Store};
+
+/// Longest `about` text.
+pub const MAX_ABOUT_CHARS: usize = 500;
+/// Most skills on a profile.
+pub const MAX_SKILLS: usize = 20;
+/// Longest single skill.
+pub const MAX_SKILL_CHARS: usize = 40;
+/// Longest first or last name.
+pub const MAX_NAME_CHARS: usize = 50;
+/// Longest photo URL.
+pub const MAX_URL_CHARS: usize = 2048;
+
+/// A user as stored.
+#[derive(Clone, Debug, PartialEq)]
+pub struct User {
+    /// UUIDv7.
+    pub id: String,
+    /// Lower-cased, trimmed.
+    pub email: String,
+    /// argon2id PHC string.
+    pub password_hash: String,
+    /// Given name.
+    pub first_name: String,
+    /// Family name.
+    pub last_name: String,
+    /// Free text, at most [`MAX_ABOUT_CHARS`].
+    pub about: String,
+    /// At most [`MAX_SKILLS`].
+    pub skills: Vec<String>,
+    /// An http(s) URL, or empty.
+    pub photo_url: String,
+    /// `free` or `premium`: picks the rate limit.
+    pub tier: String,
+    /// RFC 3339.
+    pub created_at: String,
+    /// RFC 3339; also the version the cache fill checks against.
+    pub updated_at: String,
+}
+
+/// Now, in the format every stored timestamp uses.
+pub fn now_rfc3339() -> String {
+    Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+impl User {
+    /// A new free-tier user with a fresh UUIDv7.
+    pub fn new(email: String, password_hash: String, first_name: String, last_name: String) -> Self {
+        let now = now_rfc3339();
+        Self {
+            id: Uuid::now_v7().to_string(),
+            email,
+            password_hash,
+            first_name,
+            last_name,
+            about: String::new(),
+            skills: Vec::new(),
+            photo_url: String::new(),
+            tier: "free".into(),
+            created_at: now.clone(),
+            updated_at: now,
+        }
+    }
+
+    /// Reads a stored hash; `None` if the hash is empty (no such user).
+    pub fn from_fields(mut f: HashMap<String, String>) -> Result<Option<Self>, AppError> {
+        if f.is_empty() {
+            return Ok(None);
+        }
+        let mut take = |k: &str| f.remove(k).unwrap_or_default();
+        let user = Self {
+            id: take("id"),
+            email: take("email"),
+            password_hash: take("passwordHash"),
+            first_name: take("firstName"),
+            last_name: take("lastName"),
+            about: take("about"),
+            skills: serde_json::from_str(&take("skills")).unwrap_or_default(),
+            photo_url: take("photoUrl"),
+            tier: take("tier"),
+            created_at: take("createdAt"),
+            updated_at: take("updatedAt"),
+        };
+        if user.id.is_empty() {
+            return Err(AppError::Internal("stored user has no id".into()));
+        }
+        Ok(Some(user))
+    }
+
+    /// The hash fields to store.
+    pub fn to_fields(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("id", self.id.clone()),
+            ("email", self.email.clone()),
+            ("passwordHash", self.password_hash.clone()),
+            ("firstName", self.first_name.clone()),
+            ("lastName", self.last_name.clone()),
+            ("about", self.about.clone()),
+            ("skills", serde_json::to_string(&self.skills).unwrap_or_else(|_| "[]".into())),
+            ("photoUrl", self.photo_url.clone()),
+            ("tier", self.tier.clone()),
+            ("createdAt", self.created_at.clone()),
+            ("updatedAt", self.updated_at.clone()),
+        ]
+    }
+
+    /// What anyone signed in may see.
+    pub fn public_view(&self) -> Value {
+        json!({
+            "id": self.id,
+            "firstName": self.first_name,
+            "lastName": self.last_name,
+            "about": self.about,
+            "skills": self.skills,
+            "photoUrl": if self.photo_url.is_empty() { Value::Null } else { Value::String(self.photo_url.clone()) },
+        })
+    }
+
+    /// What the user sees of themselves (never the password hash).
+    pub fn own_view(&self) -> Value {
+        let mut v = self.public_view();
+        v["email"] = json!(self.email);
+        v["tier"] = json!(self.tier);
+        v["createdAt"] = json!(self.created_at);
+        v["updatedAt"] = json!(self.updated_at);
+        v
+    }
+}
+
+// ---- validation rules (pure; one test each) ----
+
+/// Lower-cases and checks an email; uniqueness is case-insensitive because of this.
+pub fn parse_email(raw: &str) -> Result<String, AppError> {
+    let email = raw.trim().to_lowercase();
+    if email.len() > 254 || !email_address::EmailAddress::is_valid(&email) {
+        return Err(AppError::Validation("email is not a valid address".into()));
+    }
+    Ok(email)
+}
+
+/// A first or last name: trimmed, 1..=50 characters, no control characters.
+pub fn parse_name(field: &str, raw: &str) -> Result<String, AppError> {
+    let name = raw.trim();
+    let len = name.chars().count();
+    if len == 0 || len > MAX_NAME_CHARS || name.chars().any(char::is_control) {
+        return Err(AppError::Validation(format!("{field} must be 1 to {MAX_NAME_CHARS} characters")));
+    }
+    Ok(name.to_string())
+}
+
+/// `about`: at most 500 characters.
+pub fn parse_about(raw: &str) -> Result<String, AppError> {
+    let about = raw.trim();
+    if about.chars().count() > MAX_ABOUT_CHARS {
+        return Err(AppError::Validation(format!("about must be at most {MAX_ABOUT_CHARS} characters")));
+    }
+    Ok(about.to_string())
+}
+
+/// `skills`: at most 20, each 1..=40 characters, duplicates (any case) removed.
+pub fn parse_skills(raw: &[String]) -> Result<Vec<String>, AppError> {
+    if raw.len() > MAX_SKILLS {
+        return Err(AppError::Validation(format!("at most {MAX_SKILLS} skills")));
+    }
+    let mut skills: Vec<String> = Vec::with_capacity(raw.len());
+    for s in raw {
+        let s = s.trim();
+        let len = s.chars().count();
+        if len == 0 || len > MAX_SKILL_CHARS {
+            return Err(AppError::Validation(format!("each skill must be 1 to {MAX_SKILL_CHARS} characters")));
+        }
+        if !skills.iter().any(|k| k.eq_ignore_ascii_case(s)) {
+            skills.push(s.to_string());
+        }
+    }
+    Ok(skills)
+}
+
+/// `photoUrl`: an absolute http(s) URL, or empty to remove the photo.
+pub fn parse_photo_url(raw: &str) -> Result<String, AppError> {
+    let raw = raw.trim();
+    if raw.is_empty() {
+        return Ok(String::new());
+    }
+    let ok = raw.len() <= MAX_URL_CHARS
+        && url::Url::parse(raw).is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
+    if !ok {
+        return Err(AppError::Validation("photoUrl must be an http(s) URL".into()));
+    }
+    Ok(raw.to_string())
+}
+
+/// A user id from a path: must be a UUID (400 otherwise, before any Redis call).
+pub fn parse_user_id(raw: &str) -> Result<String, AppError> {
+    Uuid::parse_str(raw)
+        .map(|u| u.hyphenated().to_string())
+        .map_err(|_| AppError::Validation("userId must be a UUID".into()))
+}
+
+// ---- persistence ----
+
+/// Fills the public-profile cache only if the user was not updated since we read it,
+/// so a slow reader can never overwrite a PATCH's invalidation with stale data.
+static FILL_CACHE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        "if redis.call('HGET', KEYS[1], 'updatedAt') == ARGV[1] then \
+           redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3]) return 1 end return 0",
+    )
+});
+
+/// Claims `email` for `user_id`. `false` if it is taken: exactly one of two racing signups wins.
+pub async fn claim_email(store: &Store, email: &str, user_id: &str) -> Result<bool, AppError> {
+    let set: Option<String> =
+        redis::cmd("SET").arg(keys::email(email)).arg(user_id).arg("NX").query_async(&mut store.conn()).await?;
+    Ok(set.is_some())
+}
+
+/// Gives up a claim whose user could not be written (so the email is not lost forever).
+pub async fn release_email(store: &Store, email: &str) -> Result<(), AppError> {
+    let _: i64 = store.conn().del(keys::email(email)).await?;
+    Ok(())
+}
+
+/// Loads a user; `None` if there is none.
+pub async fn get(store: &Store, user_id: &str) -> Result<Option<User>, AppError> {
+    let fields: HashMap<String, String> = store.conn().hgetall(keys::user(user_id)).await?;
+    User::from_fields(fields)
+}
+
+/// The public profile, cache-aside: one round trip on a hit, three on a miss.
+pub async fn public_profile(store: &Store, user_id: &str, ttl: Duration) -> Result<Option<Value>, AppError> {
+    let mut conn = store.conn();
+    let cached: Option<String> = conn.get(keys::public_profile(user_id)).await?;
+    if let Some(json) = cached.and_then(|c| serde_json::from_str(&c).ok()) {
+        return Ok(Some(json));
+    }
+    let Some(user) = get(store, user_id).await? else { return Ok(None) };
+    let view = user.public_view();
+    let _: i64 = FILL_CACHE
+        .key(keys::user(user_id))
+        .key(keys::public_profile(user_id))
+        .arg(&user.updated_at)
+        .arg(view.to_string())
+        .arg(ttl.as_secs())
+        .invoke_async(&mut conn)
+        .await?;
+    Ok(Some(view))
+}
+
+/// Writes changed profile fields and drops the cached public profile, atomically (one slot, one MULTI).
+pub async fn update_profile(store: &Store, user_id: &str, fields: &[(&'static str, String)]) -> Result<(), AppError> {
+    let () = redis::pipe()
+        .atomic()
+        .hset_multiple(keys::user(user_id), fields)
+        .ignore()
+        .del(keys::public_profile(user_id))
+        .ignore()
+        .query_async(&mut store.conn())
+        .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emails_are_lower_cased_and_trimmed() {
+        assert_eq!(parse_email("  Ada@Example.COM ").unwrap(), "ada@example.com");
+    }
+
+    #[test]
+    fn an_email_without_at_sign_is_rejected() {
+        assert!(parse_email("ada.example.com").is_err());
+    }
+
+    #[test]
+    fn an_empty_name_is_rejected() {
+        assert!(parse_name("firstName", "   ").is_err());
+    }
+
+    #[test]
+    fn a_name_over_fifty_characters_is_rejected() {
+        assert!(parse_name("lastName", &"x".repeat(51)).is_err());
+    }
+
+    #[test]
+    fn about_may_be_500_characters_but_not_501() {
+        assert!(parse_about(&"é".repeat(500)).is_ok());
+        assert!(parse_about(&"é".repeat(501)).is_err());
+    }
+
+    #[test]
+    fn twenty_one_skills_are_too_many() {
+        let skills: Vec<String> = (0..21).map(|i| format!("s{i}")).collect();
+        assert!(parse_skills(&skills).is_err());
+    }
+
+    #[test]
+    fn duplicate_skills_are_merged() {
+        let skills = vec!["Rust".to_string(), "rust".to_string(), " Go ".to_string()];
+        assert_eq!(parse_skills(&skills).unwrap(), vec!["Rust", "Go"]);
+    }
+
+    #[test]
+    fn photo_url_must_be_http_or_https() {
+        assert!(parse_photo_url("https://cdn.example.com/a.png").is_ok());
+        assert!(parse_photo_url("javascript:alert(1)").is_err());
+        assert!(parse_photo_url("not a url").is_err());
+        assert_eq!(parse_photo_url("").unwrap(), "");
+    }
+
+    #[test]
+    fn user_ids_must_be_uuids() {
+        assert!(parse_user_id("123").is_err());
+        assert!(parse_user_id("0190c3a4-0000-7000-8000-000000000001").is_ok());
+    }
+
+    #[test]
+    fn stored_fields_round_trip() {
+        let mut u = User::new("a@b.co".into(), "h".into(), "Ada".into(), "Lovelace".into());
+        u.skills = vec!["rust".into()];
+        let fields = u.to_fields().into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+        assert_eq!(User::from_fields(fields).unwrap(), Some(u));
+    }
+
+    #[test]
+    fn the_own_view_never_contains_the_password_hash() {
+        let u = User::new("a@b.co".into(), "SECRET-HASH".into(), "Ada".into(), "L".into());
+        assert!(!u.own_view().to_string().contains("SECRET-HASH"));
+    }
+}
