@@ -320,6 +320,18 @@ create_topics() {
   dc_log "topics ready: ${topics[*]}"
 }
 
+# dc_run_child CMD [ARG...]: run CMD as a recorded child and wait for it, returning its exit
+# status. Unlike a plain foreground command, a TERM/INT sent to this script interrupts the
+# wait at once, and stop_started (from the traps) then stops CMD too. stdin is passed on.
+dc_run_child() {
+  local pid rc=0
+  "$@" <&0 &
+  pid=$!
+  dc_record_pid "$pid" "$1"
+  wait "$pid" || rc=$?
+  return "$rc"
+}
+
 # Stop everything this library started (newest first), then drop temporary state dirs.
 # Safe to call more than once; always returns 0.
 stop_started() {

@@ -119,6 +119,11 @@ impl Reply {
         Self { status: StatusCode::CREATED, body: Some(body), headers: Vec::new() }
     }
 
+    /// 503 with a JSON body (a health report that is not an error).
+    pub fn unavailable(body: Value) -> Self {
+        Self { status: StatusCode::SERVICE_UNAVAILABLE, body: Some(body), headers: Vec::new() }
+    }
+
     /// 204.
     pub fn no_content() -> Self {
         Self { status: StatusCode::NO_CONTENT, body: None, headers: Vec::new() }

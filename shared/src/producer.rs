@@ -73,7 +73,8 @@ impl Producer {
     /// Produces one record, waiting at most the configured timeout.
     pub async fn send(&self, record: OutgoingRecord) -> Result<i64, ProduceError> {
         let timeout = self.timeout;
-        tokio::time::timeout(timeout, self.send_unbounded(record)).await.map_err(|_| ProduceError::Timeout(timeout))?
+        // Boxed: rskafka's futures nest deep enough to overflow rustc's layout recursion limit in callers.
+        tokio::time::timeout(timeout, Box::pin(self.send_unbounded(record))).await.map_err(|_| ProduceError::Timeout(timeout))?
     }
 
     async fn send_unbounded(&self, record: OutgoingRecord) -> Result<i64, ProduceError> {
@@ -106,7 +107,7 @@ impl Producer {
                 if let Some(sasl) = &self.sasl {
                     builder = builder.sasl_config(sasl.clone());
                 }
-                tokio::time::timeout(self.timeout, builder.build())
+                tokio::time::timeout(self.timeout, Box::pin(builder.build()))
                     .await
                     .map_err(|_| ProduceError::Timeout(self.timeout))?
                     .map_err(ProduceError::from)

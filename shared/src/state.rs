@@ -25,4 +25,11 @@ impl AppState {
         let publisher = Publisher::new(Arc::clone(&producer), store.clone(), config.topics.clone(), source);
         Ok(Self { config: Arc::new(config), store, producer, publisher })
     }
+
+    /// The same clients, publishing as another function (the local gateway hosts them all in one process).
+    pub fn for_function(&self, source: &'static str) -> Self {
+        let publisher =
+            Publisher::new(Arc::clone(&self.producer), self.store.clone(), self.config.topics.clone(), source);
+        Self { publisher, ..self.clone() }
+    }
 }

@@ -1,0 +1,49 @@
+//! The auth function: signup, login, logout, own profile and public profiles.
+//!
+//! [`handle`] is the whole function: `main` hands it every API Gateway request,
+//! and the local gateway and tests call it in-process.
+#![warn(missing_docs)]
+
+mod handlers;
+pub mod login_limit;
+pub mod password;
+
+use devconnect::{
+    api::{self, RequestMeta},
+    AppState,
+};
+use lambda_http::{Body, Request, Response};
+use tracing::Instrument;
+
+/// The envelope `source` of this function's events.
+pub const FUNCTION_NAME: &str = "auth";
+
+/// API Gateway route keys this function serves; template.yaml must declare exactly these.
+pub const ROUTES: &[&str] = &[
+    "POST /auth/signup",
+    "POST /auth/login",
+    "POST /auth/logout",
+    "GET /profile",
+    "PATCH /profile",
+    "GET /users/{userId}",
+];
+
+/// Serves one request. Never fails: every error is already a JSON response.
+pub async fn handle(state: &AppState, req: Request) -> Response<Body> {
+    let meta = RequestMeta::of(&req);
+    let span = tracing::info_span!("request", request_id = %meta.request_id, route = %meta.route_key);
+    let outcome = async {
+        match meta.route_key.as_str() {
+            "POST /auth/signup" => handlers::signup(state, &meta, &req).await,
+            "POST /auth/login" => handlers::login(state, &meta, &req).await,
+            "POST /auth/logout" => handlers::logout(state, &meta, &req).await,
+            "GET /profile" => handlers::get_profile(state, &req).await,
+            "PATCH /profile" => handlers::patch_profile(state, &meta, &req).await,
+            "GET /users/{userId}" => handlers::get_user(state, &req).await,
+            _ => Err(api::unknown_route(&meta)),
+        }
+    }
+    .instrument(span.clone())
+    .await;
+    span.in_scope(|| api::respond(&meta, outcome))
+}

@@ -1,0 +1,81 @@
+//! Operations: GET /health and the outbox relay that a schedule invokes.
+#![warn(missing_docs)]
+
+use std::time::{Duration, Instant};
+
+use devconnect::{
+    api::{self, Reply, RequestMeta},
+    outbox::{self, RelayReport},
+    AppError, AppState,
+};
+use lambda_http::{Body, Request, Response};
+use serde_json::{json, Value};
+
+/// The envelope `source` of this function's events.
+pub const FUNCTION_NAME: &str = "ops";
+
+/// API Gateway route keys this function serves.
+pub const ROUTES: &[&str] = &["GET /health"];
+
+/// Records the relay reads from the outbox per Redis round trip.
+pub const RELAY_BATCH: usize = 100;
+
+/// Serves GET /health.
+pub async fn handle(state: &AppState, req: Request) -> Response<Body> {
+    let meta = RequestMeta::of(&req);
+    let outcome = match meta.route_key.as_str() {
+        "GET /health" => Ok(health(state).await),
+        _ => Err(api::unknown_route(&meta)),
+    };
+    api::respond(&meta, outcome)
+}
+
+/// healthy: both up; degraded: Kafka down (writes still succeed, events wait in the outbox);
+/// unhealthy (503): Redis down.
+async fn health(state: &AppState) -> Reply {
+    let redis = probe(async {
+        let pong: String = redis::cmd("PING").query_async(&mut state.store.conn()).await?;
+        Ok::<_, AppError>(pong == "PONG")
+    })
+    .await;
+    let kafka = probe(async {
+        let client = state.producer.client().await.map_err(|e| AppError::Unavailable(e.to_string()))?;
+        client.list_topics().await.map_err(|e| AppError::Unavailable(e.to_string()))?;
+        Ok(true)
+    })
+    .await;
+    let outbox = outbox::len(&state.store).await.ok();
+    let (redis_up, kafka_up) = (redis["status"] == "up", kafka["status"] == "up");
+    let status = match (redis_up, kafka_up) {
+        (true, true) => "healthy",
+        (true, false) => "degraded",
+        _ => "unhealthy",
+    };
+    let body = json!({"status": status, "dependencies": {"redis": redis, "kafka": kafka}, "outboxBacklog": outbox});
+    if redis_up {
+        Reply::ok(body)
+    } else {
+        Reply::unavailable(body)
+    }
+}
+
+async fn probe(check: impl std::future::Future<Output = Result<bool, AppError>>) -> Value {
+    let started = Instant::now();
+    let outcome = tokio::time::timeout(Duration::from_secs(2), check).await;
+    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    match outcome {
+        Ok(Ok(true)) => json!({"status": "up", "latencyMs": latency_ms}),
+        Ok(Ok(false)) => json!({"status": "down", "latencyMs": latency_ms, "error": "unexpected reply"}),
+        Ok(Err(e)) => json!({"status": "down", "latencyMs": latency_ms, "error": e.to_string()}),
+        Err(_) => json!({"status": "down", "latencyMs": latency_ms, "error": "timed out"}),
+    }
+}
+
+/// One scheduled relay run: drains the outbox to Kafka in order.
+pub async fn relay(state: &AppState) -> Result<RelayReport, AppError> {
+    let report = outbox::relay(&state.store, &state.producer, RELAY_BATCH).await?;
+    if report.relayed > 0 || report.remaining > 0 {
+        tracing::info!(relayed = report.relayed, remaining = report.remaining, "outbox relay run");
+    }
+    Ok(report)
+}

@@ -1,0 +1,67 @@
+//! `local-gateway serve` | `local-gateway invoke <LogicalId> --event <file>`
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use anyhow::{bail, Context};
+use devconnect::{config::Config, telemetry, AppState};
+use local_gateway::{
+    apigw, default_template_path,
+    functions::Functions,
+    server::{self, Gateway},
+    template::Template,
+};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    telemetry::init();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let template_path = std::env::var("TEMPLATE").map(Into::into).unwrap_or_else(|_| default_template_path());
+    let template = Template::load(&template_path)?;
+    let state = AppState::connect(Config::from_env()?, "local-gateway").await.context("connecting to Redis")?;
+    let functions = Functions::new(&state);
+    match args.first().map(String::as_str) {
+        Some("serve") | None => serve(Gateway { template, functions }).await,
+        Some("invoke") => invoke(&functions, &args[1..]).await,
+        Some(other) => bail!("unknown command {other}: use serve or invoke <LogicalId> --event <file>"),
+    }
+}
+
+async fn serve(gateway: Gateway) -> anyhow::Result<()> {
+    let port: u16 = std::env::var("PORT").ok().map(|p| p.parse()).transpose().context("PORT")?.unwrap_or(3000);
+    let schedule_cap: u64 =
+        std::env::var("LOCAL_SCHEDULE_MAX_SECS").ok().map(|p| p.parse()).transpose().context("LOCAL_SCHEDULE_MAX_SECS")?.unwrap_or(2);
+    let gateway = Arc::new(gateway);
+    server::spawn_schedules(Arc::clone(&gateway), Duration::from_secs(schedule_cap));
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.with_context(|| format!("binding port {port}"))?;
+    for r in &gateway.template.routes {
+        tracing::info!(route = %r.route_key(), function = %r.function, "route");
+    }
+    eprintln!("[devconnect] local gateway listening on http://127.0.0.1:{port}");
+    axum::serve(listener, server::router(gateway).into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+    Ok(())
+}
+
+async fn invoke(functions: &Functions, args: &[String]) -> anyhow::Result<()> {
+    let (function, event_path) = match args {
+        [f, flag, path] if flag == "--event" || flag == "-e" => (f.as_str(), path.as_str()),
+        _ => bail!("usage: invoke <LogicalId> --event <file>"),
+    };
+    let event: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(event_path).with_context(|| format!("reading {event_path}"))?)
+            .with_context(|| format!("{event_path} is not JSON"))?;
+    let output = if event.get("requestContext").is_some() {
+        let response = functions
+            .invoke_http(function, apigw::request(&event)?)
+            .await
+            .with_context(|| format!("no HTTP function {function}"))?;
+        apigw::response_json(&response)
+    } else {
+        functions.invoke_scheduled(function).await?
+    };
+    println!("{}", serde_json::to_string_pretty(&output)?);
+    Ok(())
+}
