@@ -1,0 +1,172 @@
+//! Child processes: a private redis-server and a private tansu broker.
+
+use std::{
+    net::TcpListener,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context};
+use rskafka::client::{Client, ClientBuilder};
+
+/// A port the OS says is free right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("no free port")
+}
+
+fn binary(env: &str, name: &str) -> PathBuf {
+    let cached = || {
+        let p = PathBuf::from(std::env::var_os("HOME")?).join(".cache/devconnect/bin").join(name);
+        p.is_file().then_some(p)
+    };
+    std::env::var_os(env).map(PathBuf::from).or_else(|| which(name)).or_else(cached).unwrap_or_else(|| name.into())
+}
+
+fn which(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?.to_str()?.split(':').map(|d| PathBuf::from(d).join(name)).find(|p| p.is_file())
+}
+
+async fn wait_for_port(port: u16, child: &mut Child, what: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+            return Ok(());
+        }
+        if let Some(status) = child.try_wait()? {
+            bail!("{what} exited during startup: {status}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    bail!("{what} did not listen on {port} within 15 s")
+}
+
+/// A redis-server that lives as long as this value.
+pub struct RedisServer {
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    /// Starts one on a free port, persisting nothing.
+    pub async fn start() -> anyhow::Result<Self> {
+        let mut server = Self { port: free_port(), child: None, dir: tempfile::tempdir()? };
+        server.restart().await?;
+        Ok(server)
+    }
+
+    /// `redis://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills it (simulating an outage); its data is gone.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        self.stop();
+        let mut child = Command::new(binary("REDIS_SERVER_BIN", "redis-server"))
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting redis-server (set REDIS_SERVER_BIN or install redis-server)")?;
+        wait_for_port(self.port, &mut child, "redis-server").await?;
+        self.child = Some(child);
+        Ok(())
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A tansu broker (Kafka protocol, in-memory storage) that lives as long as this value.
+pub struct Broker {
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    topics: Vec<String>,
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+}
+
+impl Broker {
+    /// Starts one on a free port and creates `topics` with 3 partitions each.
+    pub async fn start(topics: &[&str]) -> anyhow::Result<Self> {
+        let mut broker = Self {
+            port: free_port(),
+            topics: topics.iter().map(|t| t.to_string()).collect(),
+            child: None,
+            dir: tempfile::tempdir()?,
+        };
+        broker.restart().await?;
+        Ok(broker)
+    }
+
+    /// `127.0.0.1:<port>`.
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Kills it (simulating an outage). Memory storage: its records are gone.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port, with the topics re-created.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        self.stop();
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let mut child = Command::new(binary("TANSU_BIN", "tansu"))
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["--storage-engine", "memory://tansu/"])
+            // tansu reads a .env from its working directory; keep it out of the checkout.
+            .current_dir(self.dir.path())
+            .env_remove("SCHEMA_REGISTRY")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting tansu (set TANSU_BIN or run ./infra/local/test, which installs it)")?;
+        wait_for_port(self.port, &mut child, "tansu").await?;
+        self.child = Some(child);
+        let client = self.client().await?;
+        let controller = client.controller_client()?;
+        for topic in &self.topics {
+            controller.create_topic(topic, 3, 1, 5_000).await.with_context(|| format!("creating topic {topic}"))?;
+        }
+        Ok(())
+    }
+
+    /// A fresh Kafka client (retries while the broker finishes starting).
+    pub async fn client(&self) -> anyhow::Result<Client> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match ClientBuilder::new(vec![self.address()]).build().await {
+                Ok(c) => return Ok(c),
+                Err(e) if Instant::now() > deadline => return Err(e.into()),
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

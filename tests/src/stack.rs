@@ -1,0 +1,224 @@
+//! [`Stack`]: servers + application state + the local gateway, for one test.
+
+use std::{collections::BTreeMap, collections::HashMap, net::SocketAddr, sync::Arc, time::Duration};
+
+use devconnect::{config::Config, events::Envelope, outbox::RelayReport, AppState};
+use local_gateway::{
+    default_template_path,
+    functions::Functions,
+    server::{self, Gateway},
+    template::Template,
+};
+use rskafka::client::partition::UnknownTopicHandling;
+use serde_json::{json, Value};
+
+use crate::servers::{Broker, RedisServer};
+
+/// The topics every stack creates.
+pub const TOPICS: [&str; 6] =
+    ["user-events", "connection-events", "message-events", "notification-events", "analytics-events", "dead-letter-events"];
+
+/// One test's world.
+pub struct Stack {
+    /// The private Redis.
+    pub redis: RedisServer,
+    /// The private broker.
+    pub broker: Broker,
+    /// The clients the handlers use.
+    pub state: AppState,
+    /// `http://127.0.0.1:<port>` of the local gateway.
+    pub base_url: String,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+impl Stack {
+    /// Starts everything with the default configuration.
+    pub async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    /// Starts everything with extra configuration variables (e.g. lower limits).
+    pub async fn start_with(vars: &[(&str, &str)]) -> Self {
+        let redis = RedisServer::start().await.expect("redis-server");
+        let broker = Broker::start(&TOPICS).await.expect("tansu");
+        let mut env: HashMap<String, String> = HashMap::from([
+            ("REDIS_URL".into(), redis.url()),
+            ("KAFKA_BROKERS".into(), broker.address()),
+            ("COOKIE_SECURE".into(), "false".into()),
+            ("RATE_LIMIT_ANONYMOUS".into(), "1000".into()),
+            ("RATE_LIMIT_FREE".into(), "1000".into()),
+        ]);
+        env.extend(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let config = Config::from_map(&env).expect("config");
+        let state = AppState::connect(config, "tests").await.expect("connect");
+        let template = Template::load(&default_template_path()).expect("template.yaml");
+        let gateway = Arc::new(Gateway { template, functions: Functions::new(&state) });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let base_url = format!("http://{}", listener.local_addr().expect("addr"));
+        let app = server::router(gateway).into_make_service_with_connect_info::<SocketAddr>();
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Self { redis, broker, state, base_url, server }
+    }
+
+    /// An HTTP client of the gateway, not signed in.
+    pub fn client(&self) -> Client {
+        Client { http: reqwest::Client::new(), base: self.base_url.clone(), token: None }
+    }
+
+    /// Signs up a fresh user; returns a client holding their token, and their id.
+    pub async fn signed_up(&self, email: &str) -> (Client, String) {
+        let r = self
+            .client()
+            .post("/auth/signup", json!({"email": email, "password": "correct horse battery", "firstName": "Ada", "lastName": "Lovelace"}))
+            .await;
+        assert_eq!(r.status, 201, "signup failed: {}", r.body);
+        let token = r.body["token"].as_str().expect("token").to_string();
+        (self.client().with_token(&token), r.body["user"]["id"].as_str().expect("id").to_string())
+    }
+
+    /// Every envelope on `topic`, across partitions, with its partition and record key.
+    pub async fn events(&self, topic: &str) -> Vec<ProducedEvent> {
+        let client = self.broker.client().await.expect("kafka client");
+        let mut out = Vec::new();
+        for partition in 0..3 {
+            let pc = client.partition_client(topic, partition, UnknownTopicHandling::Retry).await.expect("partition");
+            let mut offset = 0;
+            loop {
+                let (records, high) = pc.fetch_records(offset, 1..10_000_000, 50).await.expect("fetch");
+                for r in &records {
+                    let value = r.record.value.clone().unwrap_or_default();
+                    out.push(ProducedEvent {
+                        partition,
+                        offset: r.offset,
+                        key: String::from_utf8_lossy(&r.record.key.clone().unwrap_or_default()).into_owned(),
+                        envelope: serde_json::from_slice(&value).expect("envelope JSON"),
+                        raw: serde_json::from_slice(&value).expect("JSON"),
+                    });
+                    offset = r.offset + 1;
+                }
+                if records.is_empty() || offset >= high {
+                    break;
+                }
+            }
+        }
+        out
+    }
+
+    /// Every Redis key that holds data, with its serialized value: rate-limit counters
+    /// are left out, since counting a refused request is the limiter's job.
+    pub async fn data_snapshot(&self) -> BTreeMap<String, Vec<u8>> {
+        let mut conn = self.state.store.conn();
+        let keys: Vec<String> = redis::cmd("KEYS").arg("*").query_async(&mut conn).await.expect("KEYS");
+        let mut out = BTreeMap::new();
+        for key in keys.into_iter().filter(|k| !k.starts_with(devconnect::keys::RATE_LIMIT_PREFIX)) {
+            let dump: Vec<u8> = redis::cmd("DUMP").arg(&key).query_async(&mut conn).await.expect("DUMP");
+            out.insert(key, dump);
+        }
+        out
+    }
+
+    /// One run of the scheduled outbox relay.
+    pub async fn relay(&self) -> RelayReport {
+        devconnect::outbox::relay(&self.state.store, &self.state.producer, 100).await.expect("relay")
+    }
+}
+
+/// One record read back from the broker.
+#[derive(Debug)]
+pub struct ProducedEvent {
+    /// Partition it landed on.
+    pub partition: i32,
+    /// Its offset.
+    pub offset: i64,
+    /// Record key.
+    pub key: String,
+    /// The parsed envelope.
+    pub envelope: Envelope,
+    /// The raw JSON, to check field names on the wire.
+    pub raw: Value,
+}
+
+/// A small HTTP client of the gateway.
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: Option<String>,
+}
+
+/// A response, body parsed as JSON (`Null` when empty).
+#[derive(Debug)]
+pub struct Reply {
+    /// HTTP status.
+    pub status: u16,
+    /// Response headers.
+    pub headers: reqwest::header::HeaderMap,
+    /// JSON body.
+    pub body: Value,
+}
+
+impl Reply {
+    /// A header as a string.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// `error.code` of an error body.
+    pub fn error_code(&self) -> &str {
+        self.body["error"]["code"].as_str().unwrap_or("<no error code>")
+    }
+}
+
+impl Client {
+    /// The same client, sending `Authorization: Bearer <token>`.
+    pub fn with_token(&self, token: &str) -> Self {
+        Self { token: Some(token.to_string()), ..self.clone() }
+    }
+
+    /// The token this client sends.
+    pub fn token(&self) -> &str {
+        self.token.as_deref().unwrap_or_default()
+    }
+
+    /// GET.
+    pub async fn get(&self, path: &str) -> Reply {
+        self.raw("GET", path, Vec::new()).await
+    }
+
+    /// POST with a JSON body.
+    pub async fn post(&self, path: &str, body: Value) -> Reply {
+        self.raw("POST", path, body.to_string().into_bytes()).await
+    }
+
+    /// PATCH with a JSON body.
+    pub async fn patch(&self, path: &str, body: Value) -> Reply {
+        self.raw("PATCH", path, body.to_string().into_bytes()).await
+    }
+
+    /// Any method, any bytes.
+    pub async fn raw(&self, method: &str, path: &str, body: Vec<u8>) -> Reply {
+        let mut req = self
+            .http
+            .request(method.parse().expect("method"), format!("{}{path}", self.base))
+            .timeout(Duration::from_secs(20))
+            .header("content-type", "application/json")
+            .body(body);
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        let res = req.send().await.expect("gateway unreachable");
+        let status = res.status().as_u16();
+        let headers = res.headers().clone();
+        let bytes = res.bytes().await.expect("body");
+        let body = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).expect("JSON body") };
+        Reply { status, headers, body }
+    }
+}
