@@ -112,15 +112,31 @@ impl Stack {
         out
     }
 
-    /// Every Redis key that holds data, with its serialized value: rate-limit counters
+    /// Every Redis key that holds data, with its type and contents: rate-limit counters
     /// are left out, since counting a refused request is the limiter's job.
-    pub async fn data_snapshot(&self) -> BTreeMap<String, Vec<u8>> {
+    pub async fn data_snapshot(&self) -> BTreeMap<String, String> {
         let mut conn = self.state.store.conn();
         let keys: Vec<String> = redis::cmd("KEYS").arg("*").query_async(&mut conn).await.expect("KEYS");
         let mut out = BTreeMap::new();
         for key in keys.into_iter().filter(|k| !k.starts_with(devconnect::keys::RATE_LIMIT_PREFIX)) {
-            let dump: Vec<u8> = redis::cmd("DUMP").arg(&key).query_async(&mut conn).await.expect("DUMP");
-            out.insert(key, dump);
+            let kind: String = redis::cmd("TYPE").arg(&key).query_async(&mut conn).await.expect("TYPE");
+            let mut contents = match kind.as_str() {
+                "string" => redis::cmd("GET"),
+                "hash" => redis::cmd("HGETALL"),
+                "list" => redis::cmd("LRANGE").arg(0).arg(-1).clone(),
+                "set" => redis::cmd("SMEMBERS"),
+                "zset" => redis::cmd("ZRANGE").arg(0).arg(-1).arg("WITHSCORES").clone(),
+                other => panic!("snapshot does not know type {other}"),
+            };
+            let mut values: Vec<String> = contents.arg(&key).query_async(&mut conn).await.expect("read");
+            if kind == "hash" {
+                let mut pairs: Vec<String> = values.chunks(2).map(|p| p.join("=")).collect();
+                pairs.sort();
+                values = pairs;
+            } else if kind == "set" {
+                values.sort();
+            }
+            out.insert(key, format!("{kind}: {values:?}"));
         }
         out
     }
