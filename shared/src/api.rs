@@ -111,22 +111,38 @@ pub struct Reply {
 impl Reply {
     /// 200 with a JSON body.
     pub fn ok(body: Value) -> Self {
-        Self { status: StatusCode::OK, body: Some(body), headers: Vec::new() }
+        Self {
+            status: StatusCode::OK,
+            body: Some(body),
+            headers: Vec::new(),
+        }
     }
 
     /// 201 with a JSON body.
     pub fn created(body: Value) -> Self {
-        Self { status: StatusCode::CREATED, body: Some(body), headers: Vec::new() }
+        Self {
+            status: StatusCode::CREATED,
+            body: Some(body),
+            headers: Vec::new(),
+        }
     }
 
     /// 503 with a JSON body (a health report that is not an error).
     pub fn unavailable(body: Value) -> Self {
-        Self { status: StatusCode::SERVICE_UNAVAILABLE, body: Some(body), headers: Vec::new() }
+        Self {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            body: Some(body),
+            headers: Vec::new(),
+        }
     }
 
     /// 204.
     pub fn no_content() -> Self {
-        Self { status: StatusCode::NO_CONTENT, body: None, headers: Vec::new() }
+        Self {
+            status: StatusCode::NO_CONTENT,
+            body: None,
+            headers: Vec::new(),
+        }
     }
 
     /// Adds a header.
@@ -145,9 +161,10 @@ impl Reply {
 /// Encodes a handler's outcome: the one place errors become HTTP.
 pub fn respond(meta: &RequestMeta, outcome: Result<Reply, AppError>) -> Response<Body> {
     let reply = outcome.unwrap_or_else(|err| error_reply(meta, &err));
-    let mut builder = Response::builder()
-        .status(reply.status)
-        .header("x-request-id", HeaderValue::from_str(&meta.request_id).unwrap_or(HeaderValue::from_static("-")));
+    let mut builder = Response::builder().status(reply.status).header(
+        "x-request-id",
+        HeaderValue::from_str(&meta.request_id).unwrap_or(HeaderValue::from_static("-")),
+    );
     for (name, value) in &reply.headers {
         if let Ok(value) = HeaderValue::from_str(value) {
             builder = builder.header(*name, value);
@@ -172,7 +189,9 @@ fn error_reply(meta: &RequestMeta, err: &AppError) -> Reply {
     }
     let mut reply = Reply {
         status,
-        body: Some(json!({"error": {"code": err.code(), "message": err.public_message(), "requestId": meta.request_id}})),
+        body: Some(
+            json!({"error": {"code": err.code(), "message": err.public_message(), "requestId": meta.request_id}}),
+        ),
         headers: Vec::new(),
     };
     if let AppError::RateLimited(decision) = err {

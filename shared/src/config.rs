@@ -114,13 +114,23 @@ impl Config {
         let env = Env { get: &get };
         let redis_url = env.string("REDIS_URL", "redis://127.0.0.1:6379")?;
         if !(redis_url.starts_with("redis://") || redis_url.starts_with("rediss://")) {
-            return Err(ConfigError { var: "REDIS_URL", reason: "must start with redis:// or rediss://".into() });
+            return Err(ConfigError {
+                var: "REDIS_URL",
+                reason: "must start with redis:// or rediss://".into(),
+            });
         }
         let brokers = env.string("KAFKA_BROKERS", "127.0.0.1:9092")?;
-        let kafka_brokers: Vec<String> =
-            brokers.split(',').map(str::trim).filter(|b| !b.is_empty()).map(String::from).collect();
+        let kafka_brokers: Vec<String> = brokers
+            .split(',')
+            .map(str::trim)
+            .filter(|b| !b.is_empty())
+            .map(String::from)
+            .collect();
         if kafka_brokers.is_empty() || kafka_brokers.iter().any(|b| !b.contains(':')) {
-            return Err(ConfigError { var: "KAFKA_BROKERS", reason: "expected host:port[,host:port...]".into() });
+            return Err(ConfigError {
+                var: "KAFKA_BROKERS",
+                reason: "expected host:port[,host:port...]".into(),
+            });
         }
         Ok(Self {
             redis_url,
@@ -157,7 +167,10 @@ struct Env<'a> {
 impl Env<'_> {
     fn string(&self, var: &'static str, default: &str) -> Result<String, ConfigError> {
         match (self.get)(var) {
-            Some(v) if v.trim().is_empty() => Err(ConfigError { var, reason: "is set but empty".into() }),
+            Some(v) if v.trim().is_empty() => Err(ConfigError {
+                var,
+                reason: "is set but empty".into(),
+            }),
             Some(v) => Ok(v.trim().to_string()),
             None => Ok(default.to_string()),
         }
@@ -169,13 +182,19 @@ impl Env<'_> {
     {
         match (self.get)(var) {
             None => Ok(default),
-            Some(v) => v.trim().parse().map_err(|e: T::Err| ConfigError { var, reason: format!("{v:?}: {e}") }),
+            Some(v) => v.trim().parse().map_err(|e: T::Err| ConfigError {
+                var,
+                reason: format!("{v:?}: {e}"),
+            }),
         }
     }
 
     fn positive(&self, var: &'static str, default: u32) -> Result<u32, ConfigError> {
         match self.parse(var, default)? {
-            0 => Err(ConfigError { var, reason: "must be greater than 0".into() }),
+            0 => Err(ConfigError {
+                var,
+                reason: "must be greater than 0".into(),
+            }),
             n => Ok(n),
         }
     }
@@ -210,7 +229,10 @@ mod tests {
 
     #[test]
     fn zero_limits_are_rejected() {
-        assert_eq!(config(&[("LOGIN_MAX_FAILURES", "0")]).unwrap_err().var, "LOGIN_MAX_FAILURES");
+        assert_eq!(
+            config(&[("LOGIN_MAX_FAILURES", "0")]).unwrap_err().var,
+            "LOGIN_MAX_FAILURES"
+        );
     }
 
     #[test]
@@ -221,7 +243,10 @@ mod tests {
     #[test]
     fn brokers_must_be_host_port_pairs() {
         assert_eq!(config(&[("KAFKA_BROKERS", "kafka")]).unwrap_err().var, "KAFKA_BROKERS");
-        assert_eq!(config(&[("KAFKA_BROKERS", "a:1, b:2")]).unwrap().kafka_brokers, vec!["a:1", "b:2"]);
+        assert_eq!(
+            config(&[("KAFKA_BROKERS", "a:1, b:2")]).unwrap().kafka_brokers,
+            vec!["a:1", "b:2"]
+        );
     }
 
     #[test]

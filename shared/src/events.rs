@@ -61,7 +61,10 @@ impl EventType {
 
     /// The wire name, e.g. `USER_SIGNUP`.
     pub fn as_str(self) -> String {
-        serde_json::to_value(self).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
+        serde_json::to_value(self)
+            .ok()
+            .and_then(|v| v.as_str().map(String::from))
+            .unwrap_or_default()
     }
 }
 
@@ -106,13 +109,7 @@ fn rfc3339_millis<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Er
 
 impl Envelope {
     /// A new event, stamped now.
-    pub fn new(
-        event_type: EventType,
-        source: &str,
-        key: &str,
-        correlation_id: &str,
-        data: serde_json::Value,
-    ) -> Self {
+    pub fn new(event_type: EventType, source: &str, key: &str, correlation_id: &str, data: serde_json::Value) -> Self {
         Self {
             event_id: Uuid::now_v7(),
             event_type,
@@ -132,13 +129,22 @@ mod tests {
 
     #[test]
     fn the_envelope_serializes_in_camel_case_with_millisecond_timestamps() {
-        let e = Envelope::new(EventType::UserSignup, "auth", "u1", "req-1", serde_json::json!({"a": 1}));
+        let e = Envelope::new(
+            EventType::UserSignup,
+            "auth",
+            "u1",
+            "req-1",
+            serde_json::json!({"a": 1}),
+        );
         let v = serde_json::to_value(&e).unwrap();
         assert_eq!(v["eventType"], "USER_SIGNUP");
         assert_eq!(v["version"], 1);
         assert_eq!(v["correlationId"], "req-1");
         let ts = v["timestamp"].as_str().unwrap();
-        assert!(ts.ends_with('Z') && ts.len() == "2026-01-01T00:00:00.000Z".len(), "{ts}");
+        assert!(
+            ts.ends_with('Z') && ts.len() == "2026-01-01T00:00:00.000Z".len(),
+            "{ts}"
+        );
         assert_eq!(serde_json::from_value::<Envelope>(v).unwrap().event_id, e.event_id);
     }
 

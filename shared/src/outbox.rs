@@ -42,7 +42,11 @@ impl Parked {
             topic: r.topic.clone(),
             key: r.key.clone(),
             value: String::from_utf8_lossy(&r.value).into_owned(),
-            headers: r.headers.iter().map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).into_owned())).collect(),
+            headers: r
+                .headers
+                .iter()
+                .map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).into_owned()))
+                .collect(),
         }
     }
 
@@ -98,7 +102,11 @@ pub async fn relay(store: &Store, producer: &Producer, batch: usize) -> Result<R
         return Ok(report);
     }
     let outcome = drain(store, producer, batch.max(1), &mut report).await;
-    let _: i64 = RELEASE_LOCK.key(keys::OUTBOX_LOCK).arg(&token).invoke_async(&mut conn).await?;
+    let _: i64 = RELEASE_LOCK
+        .key(keys::OUTBOX_LOCK)
+        .arg(&token)
+        .invoke_async(&mut conn)
+        .await?;
     outcome?;
     report.remaining = len(store).await?;
     Ok(report)

@@ -61,7 +61,13 @@ pub struct Producer {
 impl Producer {
     /// A producer for `brokers`; nothing connects until the first send.
     pub fn new(brokers: Vec<String>, timeout: Duration) -> Self {
-        Self { brokers, sasl: None, timeout, client: OnceCell::new(), partitions: Mutex::new(HashMap::new()) }
+        Self {
+            brokers,
+            sasl: None,
+            timeout,
+            client: OnceCell::new(),
+            partitions: Mutex::new(HashMap::new()),
+        }
     }
 
     /// Authenticates with SASL (MSK IAM uses OAUTHBEARER with a signed token).
@@ -74,7 +80,9 @@ impl Producer {
     pub async fn send(&self, record: OutgoingRecord) -> Result<i64, ProduceError> {
         let timeout = self.timeout;
         // Boxed: rskafka's futures nest deep enough to overflow rustc's layout recursion limit in callers.
-        tokio::time::timeout(timeout, Box::pin(self.send_unbounded(record))).await.map_err(|_| ProduceError::Timeout(timeout))?
+        tokio::time::timeout(timeout, Box::pin(self.send_unbounded(record)))
+            .await
+            .map_err(|_| ProduceError::Timeout(timeout))?
     }
 
     async fn send_unbounded(&self, record: OutgoingRecord) -> Result<i64, ProduceError> {
@@ -91,7 +99,10 @@ impl Producer {
                 Compression::NoCompression,
             )
             .await?;
-        offsets.first().copied().ok_or_else(|| ProduceError::Kafka("broker returned no offset".into()))
+        offsets
+            .first()
+            .copied()
+            .ok_or_else(|| ProduceError::Kafka("broker returned no offset".into()))
     }
 
     /// The connected client, connecting on first use.
@@ -131,10 +142,17 @@ impl Producer {
         let mut clients = Vec::with_capacity(count);
         for partition in 0..count {
             let partition = i32::try_from(partition).map_err(|_| ProduceError::Kafka("too many partitions".into()))?;
-            clients.push(Arc::new(client.partition_client(topic, partition, UnknownTopicHandling::Error).await?));
+            clients.push(Arc::new(
+                client
+                    .partition_client(topic, partition, UnknownTopicHandling::Error)
+                    .await?,
+            ));
         }
         let clients = Arc::new(clients);
-        self.partitions.lock().await.insert(topic.to_string(), Arc::clone(&clients));
+        self.partitions
+            .lock()
+            .await
+            .insert(topic.to_string(), Arc::clone(&clients));
         Ok(clients)
     }
 }
@@ -185,7 +203,10 @@ mod tests {
         assert_eq!(murmur2(b"foobar") as i32, -790332482);
         assert_eq!(murmur2(b"a-little-bit-long-string") as i32, -985981536);
         assert_eq!(murmur2(b"a-little-bit-longer-string") as i32, -1486304829);
-        assert_eq!(murmur2(b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8") as i32, -58897971);
+        assert_eq!(
+            murmur2(b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8") as i32,
+            -58897971
+        );
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::{collections::BTreeMap, sync::Arc};
 use crate::{
     config::Topics,
     error::AppError,
-    events::{EventType, Envelope},
+    events::{Envelope, EventType},
     outbox,
     producer::{OutgoingRecord, Producer},
     store::Store,
@@ -32,7 +32,12 @@ pub struct Publisher {
 impl Publisher {
     /// A publisher for the function `source`.
     pub fn new(producer: Arc<Producer>, store: Store, topics: Topics, source: &'static str) -> Self {
-        Self { producer, store, topics, source }
+        Self {
+            producer,
+            store,
+            topics,
+            source,
+        }
     }
 
     /// Builds the envelope and produces it, parking it in the outbox if the broker

@@ -110,14 +110,20 @@ pub fn window_index(now_secs: u64, window: Duration) -> u64 {
 
 /// Seconds since the epoch, from the wall clock.
 pub fn now_secs() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// Counts one anonymous request from `ip`: one round trip.
 pub async fn check_ip(store: &Store, limits: &RateLimits, ip: &str) -> Result<RateDecision, AppError> {
     let key = keys::ip_rate(ip, window_index(now_secs(), limits.window));
-    let (count, ttl): (i64, i64) =
-        IP_SCRIPT.key(key).arg(limits.window.as_secs()).invoke_async(&mut store.conn()).await?;
+    let (count, ttl): (i64, i64) = IP_SCRIPT
+        .key(key)
+        .arg(limits.window.as_secs())
+        .invoke_async(&mut store.conn())
+        .await?;
     RateDecision::judge(Tier::Anonymous.limit(limits), count, ttl)
 }
 

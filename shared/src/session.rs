@@ -133,16 +133,31 @@ pub async fn authenticate(
     let reply: Value = AUTH_SCRIPT
         .key(&session_key)
         .key(keys::user(parsed.user_id))
-        .key(keys::user_rate(parsed.user_id, rate_limit::window_index(rate_limit::now_secs(), limits.window)))
+        .key(keys::user_rate(
+            parsed.user_id,
+            rate_limit::window_index(rate_limit::now_secs(), limits.window),
+        ))
         .arg(window)
         .arg(limits.free)
         .arg(limits.premium)
         .arg(if with_user == WithUser::Yes { "1" } else { "0" })
         .invoke_async(&mut store.conn())
         .await?;
-    let AuthReply { tier, limit, count, ttl, user } = AuthReply::parse(reply)?;
+    let AuthReply {
+        tier,
+        limit,
+        count,
+        ttl,
+        user,
+    } = AuthReply::parse(reply)?;
     let rate = RateDecision::judge(limit, count, ttl)?;
-    Ok(Principal { user_id: parsed.user_id.to_string(), tier: Tier::from_stored(&tier), rate, user, session_key })
+    Ok(Principal {
+        user_id: parsed.user_id.to_string(),
+        tier: Tier::from_stored(&tier),
+        rate,
+        user,
+        session_key,
+    })
 }
 
 struct AuthReply {
@@ -158,7 +173,12 @@ impl AuthReply {
         let bad = || AppError::Internal("unexpected reply from the authentication script".into());
         let Value::Array(items) = reply else { return Err(bad()) };
         let mut items = items.into_iter();
-        let status: i64 = items.next().map(redis::from_redis_value).transpose().map_err(|_| bad())?.ok_or_else(bad)?;
+        let status: i64 = items
+            .next()
+            .map(redis::from_redis_value)
+            .transpose()
+            .map_err(|_| bad())?
+            .ok_or_else(bad)?;
         if status == 0 {
             return Err(AppError::Unauthorized("missing or invalid token"));
         }
@@ -171,20 +191,32 @@ impl AuthReply {
             Ok(v) => Some(redis::from_redis_value(v).map_err(|_| bad())?),
             Err(_) => None,
         };
-        Ok(Self { tier, limit, count, ttl, user })
+        Ok(Self {
+            tier,
+            limit,
+            count,
+            ttl,
+            user,
+        })
     }
 }
 
 /// Revokes one session (logout): one round trip.
 pub async fn revoke(store: &Store, session_key: &str) -> Result<(), AppError> {
-    let _: i64 = redis::cmd("DEL").arg(session_key).query_async(&mut store.conn()).await?;
+    let _: i64 = redis::cmd("DEL")
+        .arg(session_key)
+        .query_async(&mut store.conn())
+        .await?;
     Ok(())
 }
 
 /// The `Set-Cookie` value that hands `token` to a browser.
 pub fn cookie(token: &str, ttl: Duration, secure: bool) -> String {
     let secure = if secure { "; Secure" } else { "" };
-    format!("{COOKIE_NAME}={token}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}{secure}", ttl.as_secs())
+    format!(
+        "{COOKIE_NAME}={token}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}{secure}",
+        ttl.as_secs()
+    )
 }
 
 #[cfg(test)]

@@ -23,13 +23,25 @@ impl AppState {
         let store = Store::connect(&config.redis_url, config.redis_timeout).await?;
         let producer = Arc::new(Producer::new(config.kafka_brokers.clone(), config.produce_timeout));
         let publisher = Publisher::new(Arc::clone(&producer), store.clone(), config.topics.clone(), source);
-        Ok(Self { config: Arc::new(config), store, producer, publisher })
+        Ok(Self {
+            config: Arc::new(config),
+            store,
+            producer,
+            publisher,
+        })
     }
 
     /// The same clients, publishing as another function (the local gateway hosts them all in one process).
     pub fn for_function(&self, source: &'static str) -> Self {
-        let publisher =
-            Publisher::new(Arc::clone(&self.producer), self.store.clone(), self.config.topics.clone(), source);
-        Self { publisher, ..self.clone() }
+        let publisher = Publisher::new(
+            Arc::clone(&self.producer),
+            self.store.clone(),
+            self.config.topics.clone(),
+            source,
+        );
+        Self {
+            publisher,
+            ..self.clone()
+        }
     }
 }

@@ -108,7 +108,10 @@ impl User {
             ("firstName", self.first_name.clone()),
             ("lastName", self.last_name.clone()),
             ("about", self.about.clone()),
-            ("skills", serde_json::to_string(&self.skills).unwrap_or_else(|_| "[]".into())),
+            (
+                "skills",
+                serde_json::to_string(&self.skills).unwrap_or_else(|_| "[]".into()),
+            ),
             ("photoUrl", self.photo_url.clone()),
             ("tier", self.tier.clone()),
             ("createdAt", self.created_at.clone()),
@@ -155,7 +158,9 @@ pub fn parse_name(field: &str, raw: &str) -> Result<String, AppError> {
     let name = raw.trim();
     let len = name.chars().count();
     if len == 0 || len > MAX_NAME_CHARS || name.chars().any(char::is_control) {
-        return Err(AppError::Validation(format!("{field} must be 1 to {MAX_NAME_CHARS} characters")));
+        return Err(AppError::Validation(format!(
+            "{field} must be 1 to {MAX_NAME_CHARS} characters"
+        )));
     }
     Ok(name.to_string())
 }
@@ -164,7 +169,9 @@ pub fn parse_name(field: &str, raw: &str) -> Result<String, AppError> {
 pub fn parse_about(raw: &str) -> Result<String, AppError> {
     let about = raw.trim();
     if about.chars().count() > MAX_ABOUT_CHARS {
-        return Err(AppError::Validation(format!("about must be at most {MAX_ABOUT_CHARS} characters")));
+        return Err(AppError::Validation(format!(
+            "about must be at most {MAX_ABOUT_CHARS} characters"
+        )));
     }
     Ok(about.to_string())
 }
@@ -179,7 +186,9 @@ pub fn parse_skills(raw: &[String]) -> Result<Vec<String>, AppError> {
         let s = s.trim();
         let len = s.chars().count();
         if len == 0 || len > MAX_SKILL_CHARS {
-            return Err(AppError::Validation(format!("each skill must be 1 to {MAX_SKILL_CHARS} characters")));
+            return Err(AppError::Validation(format!(
+                "each skill must be 1 to {MAX_SKILL_CHARS} characters"
+            )));
         }
         if !skills.iter().any(|k| k.eq_ignore_ascii_case(s)) {
             skills.push(s.to_string());
@@ -222,8 +231,12 @@ static FILL_CACHE: LazyLock<Script> = LazyLock::new(|| {
 
 /// Claims `email` for `user_id`. `false` if it is taken: exactly one of two racing signups wins.
 pub async fn claim_email(store: &Store, email: &str, user_id: &str) -> Result<bool, AppError> {
-    let set: Option<String> =
-        redis::cmd("SET").arg(keys::email(email)).arg(user_id).arg("NX").query_async(&mut store.conn()).await?;
+    let set: Option<String> = redis::cmd("SET")
+        .arg(keys::email(email))
+        .arg(user_id)
+        .arg("NX")
+        .query_async(&mut store.conn())
+        .await?;
     Ok(set.is_some())
 }
 
@@ -246,7 +259,9 @@ pub async fn public_profile(store: &Store, user_id: &str, ttl: Duration) -> Resu
     if let Some(json) = cached.and_then(|c| serde_json::from_str(&c).ok()) {
         return Ok(Some(json));
     }
-    let Some(user) = get(store, user_id).await? else { return Ok(None) };
+    let Some(user) = get(store, user_id).await? else {
+        return Ok(None);
+    };
     let view = user.public_view();
     let _: i64 = FILL_CACHE
         .key(keys::user(user_id))

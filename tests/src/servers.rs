@@ -12,19 +12,32 @@ use rskafka::client::{Client, ClientBuilder};
 
 /// A port the OS says is free right now.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("no free port")
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free port")
 }
 
 fn binary(env: &str, name: &str) -> PathBuf {
     let cached = || {
-        let p = PathBuf::from(std::env::var_os("HOME")?).join(".cache/devconnect/bin").join(name);
+        let p = PathBuf::from(std::env::var_os("HOME")?)
+            .join(".cache/devconnect/bin")
+            .join(name);
         p.is_file().then_some(p)
     };
-    std::env::var_os(env).map(PathBuf::from).or_else(|| which(name)).or_else(cached).unwrap_or_else(|| name.into())
+    std::env::var_os(env)
+        .map(PathBuf::from)
+        .or_else(|| which(name))
+        .or_else(cached)
+        .unwrap_or_else(|| name.into())
 }
 
 fn which(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")?.to_str()?.split(':').map(|d| PathBuf::from(d).join(name)).find(|p| p.is_file())
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|d| PathBuf::from(d).join(name))
+        .find(|p| p.is_file())
 }
 
 async fn wait_for_port(port: u16, child: &mut Child, what: &str) -> anyhow::Result<()> {
@@ -52,7 +65,11 @@ pub struct RedisServer {
 impl RedisServer {
     /// Starts one on a free port, persisting nothing.
     pub async fn start() -> anyhow::Result<Self> {
-        let mut server = Self { port: free_port(), child: None, dir: tempfile::tempdir()? };
+        let mut server = Self {
+            port: free_port(),
+            child: None,
+            dir: tempfile::tempdir()?,
+        };
         server.restart().await?;
         Ok(server)
     }
@@ -74,7 +91,16 @@ impl RedisServer {
     pub async fn restart(&mut self) -> anyhow::Result<()> {
         self.stop();
         let mut child = Command::new(binary("REDIS_SERVER_BIN", "redis-server"))
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
             .arg("--dir")
             .arg(self.dir.path())
             .stdout(Stdio::null())
@@ -147,7 +173,10 @@ impl Broker {
         let client = self.client().await?;
         let controller = client.controller_client()?;
         for topic in &self.topics {
-            controller.create_topic(topic, 3, 1, 5_000).await.with_context(|| format!("creating topic {topic}"))?;
+            controller
+                .create_topic(topic, 3, 1, 5_000)
+                .await
+                .with_context(|| format!("creating topic {topic}"))?;
         }
         Ok(())
     }

@@ -15,8 +15,14 @@ use serde_json::{json, Value};
 use crate::servers::{Broker, RedisServer};
 
 /// The topics every stack creates.
-pub const TOPICS: [&str; 6] =
-    ["user-events", "connection-events", "message-events", "notification-events", "analytics-events", "dead-letter-events"];
+pub const TOPICS: [&str; 6] = [
+    "user-events",
+    "connection-events",
+    "message-events",
+    "notification-events",
+    "analytics-events",
+    "dead-letter-events",
+];
 
 /// One test's world.
 pub struct Stack {
@@ -58,19 +64,32 @@ impl Stack {
         let config = Config::from_map(&env).expect("config");
         let state = AppState::connect(config, "tests").await.expect("connect");
         let template = Template::load(&default_template_path()).expect("template.yaml");
-        let gateway = Arc::new(Gateway { template, functions: Functions::new(&state) });
+        let gateway = Arc::new(Gateway {
+            template,
+            functions: Functions::new(&state),
+        });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let base_url = format!("http://{}", listener.local_addr().expect("addr"));
         let app = server::router(gateway).into_make_service_with_connect_info::<SocketAddr>();
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        Self { redis, broker, state, base_url, server }
+        Self {
+            redis,
+            broker,
+            state,
+            base_url,
+            server,
+        }
     }
 
     /// An HTTP client of the gateway, not signed in.
     pub fn client(&self) -> Client {
-        Client { http: reqwest::Client::new(), base: self.base_url.clone(), token: None }
+        Client {
+            http: reqwest::Client::new(),
+            base: self.base_url.clone(),
+            token: None,
+        }
     }
 
     /// Signs up a fresh user; returns a client holding their token, and their id.
@@ -81,7 +100,10 @@ impl Stack {
             .await;
         assert_eq!(r.status, 201, "signup failed: {}", r.body);
         let token = r.body["token"].as_str().expect("token").to_string();
-        (self.client().with_token(&token), r.body["user"]["id"].as_str().expect("id").to_string())
+        (
+            self.client().with_token(&token),
+            r.body["user"]["id"].as_str().expect("id").to_string(),
+        )
     }
 
     /// Every envelope on `topic`, across partitions, with its partition and record key.
@@ -89,7 +111,10 @@ impl Stack {
         let client = self.broker.client().await.expect("kafka client");
         let mut out = Vec::new();
         for partition in 0..3 {
-            let pc = client.partition_client(topic, partition, UnknownTopicHandling::Retry).await.expect("partition");
+            let pc = client
+                .partition_client(topic, partition, UnknownTopicHandling::Retry)
+                .await
+                .expect("partition");
             let mut offset = 0;
             loop {
                 let (records, high) = pc.fetch_records(offset, 1..10_000_000, 50).await.expect("fetch");
@@ -118,7 +143,10 @@ impl Stack {
         let mut conn = self.state.store.conn();
         let keys: Vec<String> = redis::cmd("KEYS").arg("*").query_async(&mut conn).await.expect("KEYS");
         let mut out = BTreeMap::new();
-        for key in keys.into_iter().filter(|k| !k.starts_with(devconnect::keys::RATE_LIMIT_PREFIX)) {
+        for key in keys
+            .into_iter()
+            .filter(|k| !k.starts_with(devconnect::keys::RATE_LIMIT_PREFIX))
+        {
             let kind: String = redis::cmd("TYPE").arg(&key).query_async(&mut conn).await.expect("TYPE");
             let mut contents = match kind.as_str() {
                 "string" => redis::cmd("GET"),
@@ -143,7 +171,9 @@ impl Stack {
 
     /// One run of the scheduled outbox relay.
     pub async fn relay(&self) -> RelayReport {
-        devconnect::outbox::relay(&self.state.store, &self.state.producer, 100).await.expect("relay")
+        devconnect::outbox::relay(&self.state.store, &self.state.producer, 100)
+            .await
+            .expect("relay")
     }
 }
 
@@ -196,7 +226,10 @@ impl Reply {
 impl Client {
     /// The same client, sending `Authorization: Bearer <token>`.
     pub fn with_token(&self, token: &str) -> Self {
-        Self { token: Some(token.to_string()), ..self.clone() }
+        Self {
+            token: Some(token.to_string()),
+            ..self.clone()
+        }
     }
 
     /// The token this client sends.
@@ -234,7 +267,11 @@ impl Client {
         let status = res.status().as_u16();
         let headers = res.headers().clone();
         let bytes = res.bytes().await.expect("body");
-        let body = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).expect("JSON body") };
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).expect("JSON body")
+        };
         Reply { status, headers, body }
     }
 }

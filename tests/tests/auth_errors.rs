@@ -19,7 +19,10 @@ fn assert_error_shape(r: &Reply, status: u16, code: &str) {
 async fn a_duplicate_email_in_any_case_is_a_conflict() {
     let stack = Stack::start().await;
     stack.signed_up("grace@example.com").await;
-    let again = stack.client().post("/auth/signup", signup_body("  GRACE@Example.COM ")).await;
+    let again = stack
+        .client()
+        .post("/auth/signup", signup_body("  GRACE@Example.COM "))
+        .await;
     assert_error_shape(&again, 409, "conflict");
 }
 
@@ -28,8 +31,18 @@ async fn a_wrong_password_and_an_unknown_email_get_the_same_401() {
     let stack = Stack::start().await;
     stack.signed_up("linus@example.com").await;
     let anon = stack.client();
-    let wrong = anon.post("/auth/login", json!({"email": "linus@example.com", "password": "wrong password!"})).await;
-    let unknown = anon.post("/auth/login", json!({"email": "nobody@example.com", "password": "wrong password!"})).await;
+    let wrong = anon
+        .post(
+            "/auth/login",
+            json!({"email": "linus@example.com", "password": "wrong password!"}),
+        )
+        .await;
+    let unknown = anon
+        .post(
+            "/auth/login",
+            json!({"email": "nobody@example.com", "password": "wrong password!"}),
+        )
+        .await;
     assert_error_shape(&wrong, 401, "unauthorized");
     assert_error_shape(&unknown, 401, "unauthorized");
     assert_eq!(wrong.body["error"]["message"], unknown.body["error"]["message"]);
@@ -40,7 +53,12 @@ async fn the_sixth_failed_login_in_the_window_is_refused_with_retry_after() {
     let stack = Stack::start().await;
     stack.signed_up("barbara@example.com").await;
     let anon = stack.client();
-    let attempt = || anon.post("/auth/login", json!({"email": "Barbara@example.com", "password": "guess guess"}));
+    let attempt = || {
+        anon.post(
+            "/auth/login",
+            json!({"email": "Barbara@example.com", "password": "guess guess"}),
+        )
+    };
     for _ in 0..5 {
         assert_eq!(attempt().await.status, 401);
     }
@@ -49,7 +67,12 @@ async fn the_sixth_failed_login_in_the_window_is_refused_with_retry_after() {
     let retry_after: u64 = sixth.header("retry-after").unwrap().parse().unwrap();
     assert!((1..=900).contains(&retry_after), "{retry_after}");
     // Locked means locked: even the right password waits for the window.
-    let right = anon.post("/auth/login", json!({"email": "barbara@example.com", "password": "correct horse battery"})).await;
+    let right = anon
+        .post(
+            "/auth/login",
+            json!({"email": "barbara@example.com", "password": "correct horse battery"}),
+        )
+        .await;
     assert_eq!(right.status, 429);
 }
 
@@ -59,11 +82,35 @@ async fn a_successful_login_resets_the_failure_count() {
     stack.signed_up("reset@example.com").await;
     let anon = stack.client();
     for _ in 0..4 {
-        assert_eq!(anon.post("/auth/login", json!({"email": "reset@example.com", "password": "nope nope"})).await.status, 401);
+        assert_eq!(
+            anon.post(
+                "/auth/login",
+                json!({"email": "reset@example.com", "password": "nope nope"})
+            )
+            .await
+            .status,
+            401
+        );
     }
-    assert_eq!(anon.post("/auth/login", json!({"email": "reset@example.com", "password": "correct horse battery"})).await.status, 200);
+    assert_eq!(
+        anon.post(
+            "/auth/login",
+            json!({"email": "reset@example.com", "password": "correct horse battery"})
+        )
+        .await
+        .status,
+        200
+    );
     for _ in 0..5 {
-        assert_eq!(anon.post("/auth/login", json!({"email": "reset@example.com", "password": "nope nope"})).await.status, 401);
+        assert_eq!(
+            anon.post(
+                "/auth/login",
+                json!({"email": "reset@example.com", "password": "nope nope"})
+            )
+            .await
+            .status,
+            401
+        );
     }
 }
 
@@ -114,7 +161,11 @@ async fn bad_signup_bodies_are_refused_and_change_nothing() {
         assert_eq!((r.status, r.error_code()), (status, code), "{what}: {}", r.body);
     }
     assert_eq!(stack.data_snapshot().await, before, "a refused request wrote to Redis");
-    assert_eq!(stack.events("user-events").await.len(), events_before, "a refused request produced an event");
+    assert_eq!(
+        stack.events("user-events").await.len(),
+        events_before,
+        "a refused request produced an event"
+    );
 }
 
 #[tokio::test]
@@ -125,16 +176,27 @@ async fn bad_profile_patches_are_refused_and_change_nothing() {
     let events_before = stack.events("user-events").await.len();
     let cases = [
         ("about too long", json!({"about": "x".repeat(501)})),
-        ("too many skills", json!({"skills": (0..21).map(|i| format!("s{i}")).collect::<Vec<_>>()})),
+        (
+            "too many skills",
+            json!({"skills": (0..21).map(|i| format!("s{i}")).collect::<Vec<_>>()}),
+        ),
         ("photo not a URL", json!({"photoUrl": "ftp:/nope"})),
         ("email is not editable here", json!({"email": "new@example.com"})),
         ("wrong type", json!({"skills": "rust"})),
         ("nothing to change", json!({})),
-        ("one bad field spoils the patch", json!({"about": "fine", "photoUrl": "javascript:alert(1)"})),
+        (
+            "one bad field spoils the patch",
+            json!({"about": "fine", "photoUrl": "javascript:alert(1)"}),
+        ),
     ];
     for (what, body) in cases {
         let r = me.patch("/profile", body).await;
-        assert_eq!((r.status, r.error_code()), (400, "validation_failed"), "{what}: {}", r.body);
+        assert_eq!(
+            (r.status, r.error_code()),
+            (400, "validation_failed"),
+            "{what}: {}",
+            r.body
+        );
     }
     assert_eq!(stack.data_snapshot().await, before);
     assert_eq!(stack.events("user-events").await.len(), events_before);
@@ -147,7 +209,11 @@ async fn unknown_routes_and_methods_get_json_errors() {
     let anon = stack.client();
     assert_error_shape(&anon.get("/nope").await, 404, "not_found");
     assert_error_shape(&anon.get("/auth/signup").await, 405, "method_not_allowed");
-    assert_error_shape(&anon.raw("DELETE", "/profile", Vec::new()).await, 405, "method_not_allowed");
+    assert_error_shape(
+        &anon.raw("DELETE", "/profile", Vec::new()).await,
+        405,
+        "method_not_allowed",
+    );
 }
 
 #[tokio::test]
@@ -155,5 +221,9 @@ async fn a_malformed_user_id_is_400_and_an_unknown_one_404() {
     let stack = Stack::start().await;
     let (me, _) = stack.signed_up("lookup@example.com").await;
     assert_error_shape(&me.get("/users/not-a-uuid").await, 400, "validation_failed");
-    assert_error_shape(&me.get("/users/0190c3a4-0000-7000-8000-000000000001").await, 404, "not_found");
+    assert_error_shape(
+        &me.get("/users/0190c3a4-0000-7000-8000-000000000001").await,
+        404,
+        "not_found",
+    );
 }

@@ -18,7 +18,12 @@ async fn signup_login_profile_update_public_view_and_logout() {
     let user_id = signup.body["user"]["id"].as_str().unwrap().to_string();
     assert!(signup.header("set-cookie").unwrap().contains("HttpOnly"));
 
-    let login = anon.post("/auth/login", json!({"email": "ada@example.com", "password": "correct horse battery"})).await;
+    let login = anon
+        .post(
+            "/auth/login",
+            json!({"email": "ada@example.com", "password": "correct horse battery"}),
+        )
+        .await;
     assert_eq!(login.status, 200, "{}", login.body);
     let me = anon.with_token(login.body["token"].as_str().unwrap());
 
@@ -65,7 +70,12 @@ async fn each_auth_action_produces_its_event_with_a_full_envelope() {
     let stack = Stack::start().await;
     let (me, user_id) = stack.signed_up("events@example.com").await;
     let anon = stack.client();
-    let login = anon.post("/auth/login", json!({"email": "events@example.com", "password": "correct horse battery"})).await;
+    let login = anon
+        .post(
+            "/auth/login",
+            json!({"email": "events@example.com", "password": "correct horse battery"}),
+        )
+        .await;
     assert_eq!(login.status, 200);
     let patch = me.patch("/profile", json!({"about": "hi"})).await;
     assert_eq!(patch.status, 200);
@@ -74,8 +84,17 @@ async fn each_auth_action_produces_its_event_with_a_full_envelope() {
 
     let events = stack.events("user-events").await;
     let types: Vec<EventType> = events.iter().map(|e| e.envelope.event_type).collect();
-    for expected in [EventType::UserSignup, EventType::UserLogin, EventType::ProfileUpdated, EventType::UserLogout] {
-        assert_eq!(types.iter().filter(|t| **t == expected).count(), 1, "{expected:?} in {types:?}");
+    for expected in [
+        EventType::UserSignup,
+        EventType::UserLogin,
+        EventType::ProfileUpdated,
+        EventType::UserLogout,
+    ] {
+        assert_eq!(
+            types.iter().filter(|t| **t == expected).count(),
+            1,
+            "{expected:?} in {types:?}"
+        );
     }
     let partitions: std::collections::HashSet<i32> = events.iter().map(|e| e.partition).collect();
     assert_eq!(partitions.len(), 1, "one user's events must share a partition");
@@ -85,16 +104,34 @@ async fn each_auth_action_produces_its_event_with_a_full_envelope() {
         assert_eq!(e.envelope.version, 1);
         assert_eq!(e.envelope.source, "auth");
         assert_eq!(e.envelope.event_id.get_version_num(), 7);
-        for field in ["eventId", "eventType", "version", "timestamp", "source", "key", "correlationId", "data"] {
+        for field in [
+            "eventId",
+            "eventType",
+            "version",
+            "timestamp",
+            "source",
+            "key",
+            "correlationId",
+            "data",
+        ] {
             assert!(e.raw.get(field).is_some(), "{field} missing in {}", e.raw);
         }
         assert!(!e.envelope.correlation_id.is_empty());
     }
-    let signup = events.iter().find(|e| e.envelope.event_type == EventType::UserSignup).unwrap();
+    let signup = events
+        .iter()
+        .find(|e| e.envelope.event_type == EventType::UserSignup)
+        .unwrap();
     assert_eq!(signup.envelope.data["email"], "events@example.com");
-    assert!(signup.raw.to_string().find("password").is_none(), "no password material in events");
+    assert!(
+        signup.raw.to_string().find("password").is_none(),
+        "no password material in events"
+    );
     let offsets: Vec<i64> = events.iter().map(|e| e.offset).collect();
-    assert!(offsets.windows(2).all(|w| w[0] < w[1]), "events out of order: {types:?}");
+    assert!(
+        offsets.windows(2).all(|w| w[0] < w[1]),
+        "events out of order: {types:?}"
+    );
     assert_eq!(types.first(), Some(&EventType::UserSignup));
     assert_eq!(types.last(), Some(&EventType::UserLogout));
 }

@@ -16,7 +16,11 @@ async fn with_the_broker_down_signup_succeeds_and_the_relay_delivers_the_event_e
 
     let started = Instant::now();
     let (_, user_id) = stack.signed_up("parked@example.com").await;
-    assert!(started.elapsed() < Duration::from_secs(3), "signup waited {:?} for the broker", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "signup waited {:?} for the broker",
+        started.elapsed()
+    );
     assert_eq!(devconnect::outbox::len(&stack.state.store).await.unwrap(), 1);
 
     // While the broker is still down the relay keeps the event.
@@ -46,11 +50,19 @@ async fn with_redis_down_requests_get_a_quick_503_in_the_error_shape() {
     stack.redis.stop();
     for (method, path) in [("GET", "/profile"), ("POST", "/auth/login")] {
         let started = Instant::now();
-        let body = if method == "POST" { json!({"email": "outage@example.com", "password": "correct horse battery"}).to_string() } else { String::new() };
+        let body = if method == "POST" {
+            json!({"email": "outage@example.com", "password": "correct horse battery"}).to_string()
+        } else {
+            String::new()
+        };
         let r = me.raw(method, path, body.into_bytes()).await;
         assert_eq!(r.status, 503, "{path}: {}", r.body);
         assert_eq!(r.error_code(), "service_unavailable");
-        assert!(started.elapsed() < Duration::from_secs(5), "{path} took {:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{path} took {:?}",
+            started.elapsed()
+        );
     }
     let health = stack.client().get("/health").await;
     assert_eq!(health.status, 503);
@@ -83,7 +95,12 @@ async fn health_reports_each_dependency() {
     assert!(healthy.body["dependencies"]["redis"]["latencyMs"].as_f64().is_some());
     stack.broker.stop();
     let degraded = stack.client().get("/health").await;
-    assert_eq!((degraded.status, degraded.body["status"].as_str()), (200, Some("degraded")), "{}", degraded.body);
+    assert_eq!(
+        (degraded.status, degraded.body["status"].as_str()),
+        (200, Some("degraded")),
+        "{}",
+        degraded.body
+    );
 }
 
 #[tokio::test]
@@ -108,7 +125,12 @@ async fn the_user_rate_limit_holds_under_50_concurrent_requests() {
 async fn anonymous_requests_are_limited_per_ip() {
     let stack = Stack::start_with(&[("RATE_LIMIT_ANONYMOUS", "3")]).await;
     let anon = stack.client();
-    let login = || anon.post("/auth/login", json!({"email": "who@example.com", "password": "whatever pw"}));
+    let login = || {
+        anon.post(
+            "/auth/login",
+            json!({"email": "who@example.com", "password": "whatever pw"}),
+        )
+    };
     for _ in 0..3 {
         assert_eq!(login().await.status, 401);
     }
@@ -123,14 +145,22 @@ async fn two_racing_signups_with_one_email_create_exactly_one_account() {
     let anon = stack.client();
     let body = |email: &str| json!({"email": email, "password": "correct horse battery", "firstName": "Twin", "lastName": "Racer"});
     let replies = join_all((0..8).map(|i| {
-        let email = if i % 2 == 0 { "twin@example.com" } else { "TWIN@example.com" };
+        let email = if i % 2 == 0 {
+            "twin@example.com"
+        } else {
+            "TWIN@example.com"
+        };
         anon.post("/auth/signup", body(email))
     }))
     .await;
     let mut statuses: Vec<u16> = replies.iter().map(|r| r.status).collect();
     statuses.sort();
     assert_eq!(statuses, vec![201, 409, 409, 409, 409, 409, 409, 409]);
-    let users: Vec<String> = redis::cmd("KEYS").arg("user:*").query_async(&mut stack.state.store.conn()).await.unwrap();
+    let users: Vec<String> = redis::cmd("KEYS")
+        .arg("user:*")
+        .query_async(&mut stack.state.store.conn())
+        .await
+        .unwrap();
     assert_eq!(users.len(), 1);
 }
 
@@ -139,8 +169,13 @@ async fn concurrent_password_guesses_cannot_exceed_the_failure_limit() {
     let stack = Stack::start().await;
     stack.signed_up("target@example.com").await;
     let anon = stack.client();
-    let replies =
-        join_all((0..20).map(|_| anon.post("/auth/login", json!({"email": "target@example.com", "password": "guess guess"})))).await;
+    let replies = join_all((0..20).map(|_| {
+        anon.post(
+            "/auth/login",
+            json!({"email": "target@example.com", "password": "guess guess"}),
+        )
+    }))
+    .await;
     assert_eq!(replies.iter().filter(|r| r.status == 401).count(), 5);
     assert_eq!(replies.iter().filter(|r| r.status == 429).count(), 15);
 }

@@ -61,9 +61,14 @@ pub async fn signup(state: &AppState, meta: &RequestMeta, req: &Request) -> Resu
             json!({"userId": new_user.id, "email": new_user.email, "firstName": new_user.first_name, "lastName": new_user.last_name}),
         )
         .await?;
-    Ok(Reply::created(json!({"user": new_user.own_view(), "token": issued.token}))
-        .header("set-cookie", session::cookie(&issued.token, config.session_ttl, config.cookie_secure))
-        .rate(&rate))
+    Ok(
+        Reply::created(json!({"user": new_user.own_view(), "token": issued.token}))
+            .header(
+                "set-cookie",
+                session::cookie(&issued.token, config.session_ttl, config.cookie_secure),
+            )
+            .rate(&rate),
+    )
 }
 
 #[derive(Deserialize)]
@@ -79,8 +84,13 @@ pub async fn login(state: &AppState, meta: &RequestMeta, req: &Request) -> Resul
     let email = user::parse_email(&body.email).map_err(|_| BAD_CREDENTIALS)?;
     let config = &state.config;
     let rate = rate_limit::check_ip(&state.store, &config.rate_limits, &meta.source_ip).await?;
-    let user_id =
-        login_limit::reserve(&state.store, &email, config.login_max_failures, config.login_failure_window).await?;
+    let user_id = login_limit::reserve(
+        &state.store,
+        &email,
+        config.login_max_failures,
+        config.login_failure_window,
+    )
+    .await?;
     let found = match &user_id {
         Some(id) => user::get(&state.store, id).await?,
         None => None,
@@ -94,9 +104,20 @@ pub async fn login(state: &AppState, meta: &RequestMeta, req: &Request) -> Resul
     pipe.set_ex(&issued.key, 1, config.session_ttl.as_secs()).ignore();
     login_limit::clear(&mut pipe, &email);
     pipe.query_async::<()>(&mut state.store.conn()).await?;
-    state.publisher.publish(EventType::UserLogin, &found.id, &meta.request_id, json!({"userId": found.id})).await?;
+    state
+        .publisher
+        .publish(
+            EventType::UserLogin,
+            &found.id,
+            &meta.request_id,
+            json!({"userId": found.id}),
+        )
+        .await?;
     Ok(Reply::ok(json!({"user": found.own_view(), "token": issued.token}))
-        .header("set-cookie", session::cookie(&issued.token, config.session_ttl, config.cookie_secure))
+        .header(
+            "set-cookie",
+            session::cookie(&issued.token, config.session_ttl, config.cookie_secure),
+        )
         .rate(&rate))
 }
 
@@ -107,10 +128,21 @@ pub async fn logout(state: &AppState, meta: &RequestMeta, req: &Request) -> Resu
     session::revoke(&state.store, &principal.session_key).await?;
     state
         .publisher
-        .publish(EventType::UserLogout, &principal.user_id, &meta.request_id, json!({"userId": principal.user_id}))
+        .publish(
+            EventType::UserLogout,
+            &principal.user_id,
+            &meta.request_id,
+            json!({"userId": principal.user_id}),
+        )
         .await?;
     Ok(Reply::no_content()
-        .header("set-cookie", format!("{}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0", session::COOKIE_NAME))
+        .header(
+            "set-cookie",
+            format!(
+                "{}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0",
+                session::COOKIE_NAME
+            ),
+        )
         .rate(&principal.rate))
 }
 
@@ -163,12 +195,20 @@ pub async fn patch_profile(state: &AppState, meta: &RequestMeta, req: &Request) 
         ));
     }
     me.updated_at = user::now_rfc3339();
-    let fields: Vec<(&'static str, String)> =
-        me.to_fields().into_iter().filter(|(k, _)| changed.contains(k) || *k == "updatedAt").collect();
+    let fields: Vec<(&'static str, String)> = me
+        .to_fields()
+        .into_iter()
+        .filter(|(k, _)| changed.contains(k) || *k == "updatedAt")
+        .collect();
     user::update_profile(&state.store, &me.id, &fields).await?;
     state
         .publisher
-        .publish(EventType::ProfileUpdated, &me.id, &meta.request_id, json!({"userId": me.id, "changed": changed}))
+        .publish(
+            EventType::ProfileUpdated,
+            &me.id,
+            &meta.request_id,
+            json!({"userId": me.id, "changed": changed}),
+        )
         .await?;
     Ok(Reply::ok(me.own_view()).rate(&principal.rate))
 }
@@ -183,12 +223,14 @@ pub async fn get_user(state: &AppState, req: &Request) -> Result<Reply, AppError
     Ok(Reply::ok(profile).rate(&principal.rate))
 }
 
-async fn authenticate(
-    state: &AppState,
-    req: &Request,
-    with_user: WithUser,
-) -> Result<session::Principal, AppError> {
-    session::authenticate(&state.store, &state.config.rate_limits, api::bearer_token(req), with_user).await
+async fn authenticate(state: &AppState, req: &Request, with_user: WithUser) -> Result<session::Principal, AppError> {
+    session::authenticate(
+        &state.store,
+        &state.config.rate_limits,
+        api::bearer_token(req),
+        with_user,
+    )
+    .await
 }
 
 fn stored_user(fields: Option<std::collections::HashMap<String, String>>) -> Result<User, AppError> {

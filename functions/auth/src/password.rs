@@ -17,7 +17,9 @@ pub const MAX_CHARS: usize = 128;
 pub fn validate(password: &str) -> Result<(), AppError> {
     let len = password.chars().count();
     if !(MIN_CHARS..=MAX_CHARS).contains(&len) {
-        return Err(AppError::Validation(format!("password must be {MIN_CHARS} to {MAX_CHARS} characters")));
+        return Err(AppError::Validation(format!(
+            "password must be {MIN_CHARS} to {MAX_CHARS} characters"
+        )));
     }
     Ok(())
 }
@@ -45,7 +47,9 @@ static DECOY: LazyLock<String> = LazyLock::new(|| hash_now("decoy password never
 pub async fn verify(password: String, stored: Option<String>) -> Result<bool, AppError> {
     tokio::task::spawn_blocking(move || {
         let phc = stored.as_deref().unwrap_or(DECOY.as_str());
-        let Ok(parsed) = PasswordHash::new(phc) else { return false };
+        let Ok(parsed) = PasswordHash::new(phc) else {
+            return false;
+        };
         Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok() && stored.is_some()
     })
     .await

@@ -39,8 +39,15 @@ async fn health(state: &AppState) -> Reply {
     })
     .await;
     let kafka = probe(async {
-        let client = state.producer.client().await.map_err(|e| AppError::Unavailable(e.to_string()))?;
-        client.list_topics().await.map_err(|e| AppError::Unavailable(e.to_string()))?;
+        let client = state
+            .producer
+            .client()
+            .await
+            .map_err(|e| AppError::Unavailable(e.to_string()))?;
+        client
+            .list_topics()
+            .await
+            .map_err(|e| AppError::Unavailable(e.to_string()))?;
         Ok(true)
     })
     .await;
@@ -75,7 +82,11 @@ async fn probe(check: impl std::future::Future<Output = Result<bool, AppError>>)
 pub async fn relay(state: &AppState) -> Result<RelayReport, AppError> {
     let report = outbox::relay(&state.store, &state.producer, RELAY_BATCH).await?;
     if report.relayed > 0 || report.remaining > 0 {
-        tracing::info!(relayed = report.relayed, remaining = report.remaining, "outbox relay run");
+        tracing::info!(
+            relayed = report.relayed,
+            remaining = report.remaining,
+            "outbox relay run"
+        );
     }
     Ok(report)
 }

@@ -10,6 +10,8 @@ async fn main() -> Result<(), Error> {
     telemetry::init();
     let state = AppState::connect(Config::from_env()?, devconnect_ops::FUNCTION_NAME).await?;
     let state = &state;
-    run(service_fn(move |req: Request| async move { Ok::<_, Infallible>(devconnect_ops::handle(state, req).await) }))
-        .await
+    run(service_fn(move |req: Request| async move {
+        Ok::<_, Infallible>(devconnect_ops::handle(state, req).await)
+    }))
+    .await
 }

@@ -55,8 +55,16 @@ pub fn event(call: &HttpCall<'_>) -> Value {
         };
         query.insert(k, Value::String(merged));
     }
-    let path_params: Map<String, Value> =
-        call.path_params.iter().map(|(k, v)| (k.clone(), Value::String(percent_decode_str(v).decode_utf8_lossy().into_owned()))).collect();
+    let path_params: Map<String, Value> = call
+        .path_params
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                Value::String(percent_decode_str(v).decode_utf8_lossy().into_owned()),
+            )
+        })
+        .collect();
     let (body, is_base64) = match std::str::from_utf8(call.body) {
         Ok(text) => (text.to_string(), false),
         Err(_) => (STANDARD.encode(call.body), true),
@@ -125,5 +133,9 @@ pub fn response_json(response: &Response<Body>) -> Value {
 }
 
 fn headers_value(headers: &[(String, String)], name: &str) -> String {
-    headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.clone()).unwrap_or_default()
+    headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default()
 }

@@ -5,8 +5,10 @@ use lambda_http::{Body, Request, Response};
 use serde_json::{json, Value};
 
 /// Each HTTP function's LogicalId and the route keys its handler serves.
-pub const HTTP_FUNCTIONS: &[(&str, &[&str])] =
-    &[("AuthFunction", devconnect_auth::ROUTES), ("OpsFunction", devconnect_ops::ROUTES)];
+pub const HTTP_FUNCTIONS: &[(&str, &[&str])] = &[
+    ("AuthFunction", devconnect_auth::ROUTES),
+    ("OpsFunction", devconnect_ops::ROUTES),
+];
 
 /// Scheduled functions by LogicalId.
 pub const SCHEDULED_FUNCTIONS: &[&str] = &["OutboxRelayFunction"];

@@ -15,9 +15,13 @@ use local_gateway::{
 async fn main() -> anyhow::Result<()> {
     telemetry::init();
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let template_path = std::env::var("TEMPLATE").map(Into::into).unwrap_or_else(|_| default_template_path());
+    let template_path = std::env::var("TEMPLATE")
+        .map(Into::into)
+        .unwrap_or_else(|_| default_template_path());
     let template = Template::load(&template_path)?;
-    let state = AppState::connect(Config::from_env()?, "local-gateway").await.context("connecting to Redis")?;
+    let state = AppState::connect(Config::from_env()?, "local-gateway")
+        .await
+        .context("connecting to Redis")?;
     let functions = Functions::new(&state);
     match args.first().map(String::as_str) {
         Some("serve") | None => serve(Gateway { template, functions }).await,
@@ -27,21 +31,35 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn serve(gateway: Gateway) -> anyhow::Result<()> {
-    let port: u16 = std::env::var("PORT").ok().map(|p| p.parse()).transpose().context("PORT")?.unwrap_or(3000);
-    let schedule_cap: u64 =
-        std::env::var("LOCAL_SCHEDULE_MAX_SECS").ok().map(|p| p.parse()).transpose().context("LOCAL_SCHEDULE_MAX_SECS")?.unwrap_or(2);
+    let port: u16 = std::env::var("PORT")
+        .ok()
+        .map(|p| p.parse())
+        .transpose()
+        .context("PORT")?
+        .unwrap_or(3000);
+    let schedule_cap: u64 = std::env::var("LOCAL_SCHEDULE_MAX_SECS")
+        .ok()
+        .map(|p| p.parse())
+        .transpose()
+        .context("LOCAL_SCHEDULE_MAX_SECS")?
+        .unwrap_or(2);
     let gateway = Arc::new(gateway);
     server::spawn_schedules(Arc::clone(&gateway), Duration::from_secs(schedule_cap));
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.with_context(|| format!("binding port {port}"))?;
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .with_context(|| format!("binding port {port}"))?;
     for r in &gateway.template.routes {
         tracing::info!(route = %r.route_key(), function = %r.function, "route");
     }
     eprintln!("[devconnect] local gateway listening on http://127.0.0.1:{port}");
-    axum::serve(listener, server::router(gateway).into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await?;
+    axum::serve(
+        listener,
+        server::router(gateway).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await?;
     Ok(())
 }
 

@@ -59,16 +59,35 @@ async fn dispatch(State(gateway): State<Arc<Gateway>>, req: AxumRequest) -> Axum
     let (parts, body) = req.into_parts();
     let method = parts.method.as_str().to_string();
     let path = parts.uri.path().to_string();
-    let candidates: Vec<_> =
-        gateway.template.routes.iter().filter_map(|r| r.match_path(&path).map(|params| (r, params))).collect();
+    let candidates: Vec<_> = gateway
+        .template
+        .routes
+        .iter()
+        .filter_map(|r| r.match_path(&path).map(|params| (r, params)))
+        .collect();
     if candidates.is_empty() {
-        return gateway_error(StatusCode::NOT_FOUND, "not_found", &format!("no route for {method} {path}"));
+        return gateway_error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            &format!("no route for {method} {path}"),
+        );
     }
-    let Some((route, params)) = candidates.into_iter().find(|(r, _)| r.method == method || r.method == "ANY") else {
-        return gateway_error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", &format!("{method} is not allowed on {path}"));
+    let Some((route, params)) = candidates
+        .into_iter()
+        .find(|(r, _)| r.method == method || r.method == "ANY")
+    else {
+        return gateway_error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            &format!("{method} is not allowed on {path}"),
+        );
     };
     let Ok(bytes) = to_bytes(body, MAX_GATEWAY_BODY).await else {
-        return gateway_error(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "request body exceeds 10 MiB");
+        return gateway_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            "request body exceeds 10 MiB",
+        );
     };
     let call = HttpCall {
         route_key: route.route_key(),
@@ -86,11 +105,21 @@ async fn dispatch(State(gateway): State<Arc<Gateway>>, req: AxumRequest) -> Axum
     };
     let request = match apigw::request(&apigw::event(&call)) {
         Ok(r) => r,
-        Err(e) => return gateway_error(StatusCode::BAD_REQUEST, "bad_request", &format!("unparseable request: {e}")),
+        Err(e) => {
+            return gateway_error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                &format!("unparseable request: {e}"),
+            )
+        }
     };
     match gateway.functions.invoke_http(&route.function, request).await {
         Some(response) => into_axum(response),
-        None => gateway_error(StatusCode::BAD_GATEWAY, "function_not_hosted", &format!("{} is not hosted locally", route.function)),
+        None => gateway_error(
+            StatusCode::BAD_GATEWAY,
+            "function_not_hosted",
+            &format!("{} is not hosted locally", route.function),
+        ),
     }
 }
 
@@ -104,7 +133,10 @@ fn into_axum(response: lambda_http::Response<Body>) -> AxumResponse {
     let mut out = AxumResponse::new(AxumBody::from(bytes));
     *out.status_mut() = parts.status;
     for (name, value) in &parts.headers {
-        if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(name.as_str().as_bytes()), HeaderValue::from_bytes(value.as_bytes())) {
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(name.as_str().as_bytes()),
+            HeaderValue::from_bytes(value.as_bytes()),
+        ) {
             out.headers_mut().append(n, v);
         }
     }

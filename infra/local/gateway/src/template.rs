@@ -72,20 +72,31 @@ impl Template {
     /// Parses template YAML (CloudFormation tags such as `!Ref` are accepted and ignored).
     pub fn parse(text: &str) -> anyhow::Result<Self> {
         let doc: Value = serde_yaml::from_str(text).context("template.yaml is not YAML")?;
-        let resources = doc.get("Resources").and_then(Value::as_mapping).context("template has no Resources")?;
+        let resources = doc
+            .get("Resources")
+            .and_then(Value::as_mapping)
+            .context("template has no Resources")?;
         let mut template = Self::default();
         for (id, resource) in resources {
             if resource.get("Type").and_then(Value::as_str) != Some("AWS::Serverless::Function") {
                 continue;
             }
             let function = id.as_str().context("resource id is not a string")?.to_string();
-            let Some(events) = resource.get("Properties").and_then(|p| p.get("Events")).and_then(Value::as_mapping)
+            let Some(events) = resource
+                .get("Properties")
+                .and_then(|p| p.get("Events"))
+                .and_then(Value::as_mapping)
             else {
                 continue;
             };
             for event in events.values() {
                 let props = event.get("Properties");
-                let field = |name: &str| props.and_then(|p| p.get(name)).and_then(Value::as_str).map(String::from);
+                let field = |name: &str| {
+                    props
+                        .and_then(|p| p.get(name))
+                        .and_then(Value::as_str)
+                        .map(String::from)
+                };
                 match event.get("Type").and_then(Value::as_str) {
                     Some("HttpApi") => template.routes.push(HttpRoute {
                         function: function.clone(),
@@ -94,9 +105,10 @@ impl Template {
                     }),
                     Some("Schedule") => {
                         let schedule = field("Schedule").context("Schedule event without Schedule")?;
-                        template
-                            .schedules
-                            .push(ScheduledFunction { function: function.clone(), every: parse_rate(&schedule)? });
+                        template.schedules.push(ScheduledFunction {
+                            function: function.clone(),
+                            every: parse_rate(&schedule)?,
+                        });
                     }
                     _ => {}
                 }
@@ -108,7 +120,10 @@ impl Template {
 
 /// Parses `rate(5 minutes)`; cron expressions are not emulated.
 fn parse_rate(expr: &str) -> anyhow::Result<Duration> {
-    let inner = expr.strip_prefix("rate(").and_then(|s| s.strip_suffix(')')).context("only rate(...) is emulated")?;
+    let inner = expr
+        .strip_prefix("rate(")
+        .and_then(|s| s.strip_suffix(')'))
+        .context("only rate(...) is emulated")?;
     let (n, unit) = inner.trim().split_once(' ').context("rate needs a value and a unit")?;
     let n: u64 = n.parse().context("rate value is not a number")?;
     let secs = match unit.trim_end_matches('s') {
@@ -142,14 +157,24 @@ Resources:
     #[test]
     fn http_api_events_become_routes_and_cloudformation_tags_are_tolerated() {
         let t = Template::parse(SAMPLE).unwrap();
-        assert_eq!(t.routes, vec![HttpRoute { function: "UserFn".into(), method: "GET".into(), path: "/users/{userId}".into() }]);
+        assert_eq!(
+            t.routes,
+            vec![HttpRoute {
+                function: "UserFn".into(),
+                method: "GET".into(),
+                path: "/users/{userId}".into()
+            }]
+        );
         assert_eq!(t.schedules[0].every, Duration::from_secs(120));
     }
 
     #[test]
     fn path_templates_extract_parameters() {
         let t = Template::parse(SAMPLE).unwrap();
-        assert_eq!(t.routes[0].match_path("/users/abc"), Some(vec![("userId".into(), "abc".into())]));
+        assert_eq!(
+            t.routes[0].match_path("/users/abc"),
+            Some(vec![("userId".into(), "abc".into())])
+        );
         assert_eq!(t.routes[0].match_path("/users/"), None);
         assert_eq!(t.routes[0].match_path("/users/a/b"), None);
     }
