@@ -4,6 +4,7 @@ use std::{collections::BTreeMap, collections::HashMap, net::SocketAddr, sync::Ar
 
 use devconnect::{config::Config, events::Envelope, outbox::RelayReport, AppState};
 use local_gateway::{
+    apigw::{self, HttpCall},
     default_template_path,
     functions::Functions,
     server::{self, Gateway},
@@ -12,7 +13,10 @@ use local_gateway::{
 use rskafka::client::partition::UnknownTopicHandling;
 use serde_json::{json, Value};
 
-use crate::servers::{Broker, RedisServer};
+use crate::{
+    round_trips::CountingProxy,
+    servers::{Broker, RedisServer},
+};
 
 /// The topics every stack creates.
 pub const TOPICS: [&str; 6] = [
@@ -34,6 +38,10 @@ pub struct Stack {
     pub state: AppState,
     /// `http://127.0.0.1:<port>` of the local gateway.
     pub base_url: String,
+    /// The template's routes bound to the handlers (for in-process calls).
+    pub gateway: Arc<Gateway>,
+    /// Counts Redis round trips, when started with [`Stack::start_counting`].
+    pub round_trips: Option<CountingProxy>,
     server: tokio::task::JoinHandle<()>,
 }
 
@@ -51,10 +59,27 @@ impl Stack {
 
     /// Starts everything with extra configuration variables (e.g. lower limits).
     pub async fn start_with(vars: &[(&str, &str)]) -> Self {
+        Self::start_inner(vars, false).await
+    }
+
+    /// Starts everything with a round-trip counting proxy between the handlers and Redis.
+    pub async fn start_counting(vars: &[(&str, &str)]) -> Self {
+        Self::start_inner(vars, true).await
+    }
+
+    async fn start_inner(vars: &[(&str, &str)], counting: bool) -> Self {
         let redis = RedisServer::start().await.expect("redis-server");
         let broker = Broker::start(&TOPICS).await.expect("tansu");
+        let round_trips = match counting {
+            true => Some(CountingProxy::start(redis.port).await.expect("proxy")),
+            false => None,
+        };
+        let redis_url = match &round_trips {
+            Some(proxy) => format!("redis://127.0.0.1:{}", proxy.port),
+            None => redis.url(),
+        };
         let mut env: HashMap<String, String> = HashMap::from([
-            ("REDIS_URL".into(), redis.url()),
+            ("REDIS_URL".into(), redis_url),
             ("KAFKA_BROKERS".into(), broker.address()),
             ("COOKIE_SECURE".into(), "false".into()),
             ("RATE_LIMIT_ANONYMOUS".into(), "1000".into()),
@@ -70,17 +95,44 @@ impl Stack {
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let base_url = format!("http://{}", listener.local_addr().expect("addr"));
-        let app = server::router(gateway).into_make_service_with_connect_info::<SocketAddr>();
+        let app = server::router(Arc::clone(&gateway)).into_make_service_with_connect_info::<SocketAddr>();
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        Self {
-            redis,
-            broker,
-            state,
-            base_url,
-            server,
+        Self { redis, broker, state, base_url, gateway, round_trips, server }
+    }
+
+    /// Calls the handler for `method path` in-process, as Lambda would (no HTTP in between).
+    pub async fn invoke(
+        &self,
+        method: &str,
+        path: &str,
+        body: &[u8],
+        token: Option<&str>,
+    ) -> lambda_http::Response<lambda_http::Body> {
+        let (route, params) = self
+            .gateway
+            .template
+            .routes
+            .iter()
+            .find_map(|r| if r.method == method { r.match_path(path).map(|p| (r, p)) } else { None })
+            .unwrap_or_else(|| panic!("no route for {method} {path}"));
+        let mut headers = vec![("content-type".to_string(), "application/json".to_string())];
+        if let Some(t) = token {
+            headers.push(("authorization".into(), format!("Bearer {t}")));
         }
+        let call = HttpCall {
+            route_key: route.route_key(),
+            method,
+            path,
+            query: "",
+            headers,
+            path_params: params,
+            body,
+            source_ip: "127.0.0.1".into(),
+        };
+        let request = apigw::request(&apigw::event(&call)).expect("event");
+        self.gateway.functions.invoke_http(&route.function, request).await.expect("function")
     }
 
     /// An HTTP client of the gateway, not signed in.
