@@ -10,6 +10,7 @@ use lambda_http::{
 };
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
+use tracing::Instrument;
 
 use crate::{error::AppError, rate_limit::RateDecision, session::COOKIE_NAME};
 
@@ -74,6 +75,18 @@ pub fn path_param(req: &Request, name: &str) -> Result<String, AppError> {
 /// A query-string parameter, if present.
 pub fn query_param<'a>(req: &'a Request, name: &str) -> Option<&'a str> {
     req.query_string_parameters_ref().and_then(|q| q.first(name))
+}
+
+/// `?limit=`: `default` when absent, 400 unless 1..=`max`.
+pub fn limit_param(req: &Request, default: usize, max: usize) -> Result<usize, AppError> {
+    match query_param(req, "limit") {
+        None => Ok(default),
+        Some(raw) => raw
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=max).contains(n))
+            .ok_or_else(|| AppError::Validation(format!("limit must be a number from 1 to {max}"))),
+    }
 }
 
 /// Parses the JSON body: 413 if oversized, 400 `bad_request` if not JSON,
@@ -156,6 +169,18 @@ impl Reply {
         self.headers.extend(decision.headers());
         self
     }
+}
+
+/// Runs one request through `route` inside a span carrying the request id, and encodes
+/// the outcome. Every HTTP function's `handle` is this plus its route table.
+pub async fn serve<F>(req: Request, route: F) -> Response<Body>
+where
+    F: AsyncFnOnce(&RequestMeta, &Request) -> Result<Reply, AppError>,
+{
+    let meta = RequestMeta::of(&req);
+    let span = tracing::info_span!("request", request_id = %meta.request_id, route = %meta.route_key);
+    let outcome = route(&meta, &req).instrument(span.clone()).await;
+    span.in_scope(|| respond(&meta, outcome))
 }
 
 /// Encodes a handler's outcome: the one place errors become HTTP.

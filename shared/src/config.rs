@@ -83,6 +83,10 @@ pub struct Config {
     pub session_ttl: Duration,
     /// `PROFILE_CACHE_TTL_SECS`.
     pub profile_cache_ttl: Duration,
+    /// `MESSAGE_HISTORY_CAP`: messages kept per conversation (older ones are trimmed).
+    pub message_history_cap: u32,
+    /// `PRESENCE_TIMEOUT_SECS`: a user is online while their last heartbeat is younger than this.
+    pub presence_timeout: Duration,
     /// `COOKIE_SECURE`: add `Secure` to the session cookie (true in AWS, false on plain-http localhost).
     pub cookie_secure: bool,
 }
@@ -155,6 +159,8 @@ impl Config {
             login_failure_window: Duration::from_secs(env.positive("LOGIN_FAILURE_WINDOW_SECS", 900)?.into()),
             session_ttl: Duration::from_secs(env.positive("SESSION_TTL_SECS", 86_400)?.into()),
             profile_cache_ttl: Duration::from_secs(env.positive("PROFILE_CACHE_TTL_SECS", 1_800)?.into()),
+            message_history_cap: env.positive("MESSAGE_HISTORY_CAP", 1_000)?,
+            presence_timeout: Duration::from_secs(env.positive("PRESENCE_TIMEOUT_SECS", 300)?.into()),
             cookie_secure: env.parse("COOKIE_SECURE", true)?,
         })
     }

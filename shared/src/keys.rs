@@ -45,6 +45,60 @@ pub fn login_failures(normalized_email: &str) -> String {
     format!("loginfail:{{{normalized_email}}}")
 }
 
+/// The hash tag of a pair of users: the pair record, their conversation and its
+/// unread counters share it, so "are they connected?" and "append a message" are
+/// one script. Order-independent: `pair_tag(a, b) == pair_tag(b, a)`.
+fn pair_tag(a: &str, b: &str) -> String {
+    let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
+    format!("{{p:{lo}:{hi}}}")
+}
+
+/// Hash: the one connection request between two users, whoever sent it (status, id, from, to).
+pub fn pair(a: &str, b: &str) -> String {
+    format!("pair:{}", pair_tag(a, b))
+}
+
+/// Stream: the messages between two users, capped (XADD MAXLEN).
+pub fn messages(a: &str, b: &str) -> String {
+    format!("messages:{}", pair_tag(a, b))
+}
+
+/// Hash: the conversation's last message and per-user unread counts (`unread:<userId>`).
+pub fn conversation(a: &str, b: &str) -> String {
+    format!("conversation:{}", pair_tag(a, b))
+}
+
+/// Hash: pending interested requests a user received (requestId -> sender id).
+pub fn inbox(user_id: &str) -> String {
+    format!("inbox:{}", user_tag(user_id))
+}
+
+/// Sorted set: a user's connections (score = accepted at, ms).
+pub fn connections(user_id: &str) -> String {
+    format!("connections:{}", user_tag(user_id))
+}
+
+/// Set: everyone a user has a request with, either way (kept out of their feed).
+pub fn seen(user_id: &str) -> String {
+    format!("seen:{}", user_tag(user_id))
+}
+
+/// Sorted set: a user's conversations (member = other user, score = last message, ms).
+pub fn conversations(user_id: &str) -> String {
+    format!("conversations:{}", user_tag(user_id))
+}
+
+/// Hash: a user's presence (`lastSeen` ms, `online` 0/1).
+pub fn presence(user_id: &str) -> String {
+    format!("presence:{}", user_tag(user_id))
+}
+
+/// Sorted set: every user, score 0, so members sort by id; UUIDv7 ids make that signup order.
+pub const USERS: &str = "users:{all}";
+
+/// Sorted set: users marked online (score = last heartbeat, ms); the sweep reads it.
+pub const ONLINE: &str = "presence:{online}";
+
 /// List: events waiting for the broker, oldest first.
 pub const OUTBOX: &str = "outbox:{events}";
 
@@ -64,6 +118,16 @@ mod tests {
         let tag = "{u:0190c3a4-0000-7000-8000-000000000001}";
         for key in [user(id), public_profile(id), session(id, "ab"), user_rate(id, 7)] {
             assert!(key.contains(tag), "{key}");
+        }
+    }
+
+    #[test]
+    fn a_pairs_keys_are_the_same_from_either_side_and_share_one_tag() {
+        let (a, b) = ("0190c3a4-0000-7000-8000-00000000000a", "0190c3a4-0000-7000-8000-00000000000b");
+        assert_eq!(pair(a, b), pair(b, a));
+        let tag = format!("{{p:{a}:{b}}}");
+        for key in [pair(b, a), messages(b, a), conversation(a, b)] {
+            assert!(key.contains(&tag), "{key}");
         }
     }
 

@@ -55,6 +55,16 @@ pub fn now_rfc3339() -> String {
     Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
+/// Milliseconds since the epoch, now (scores of time-ordered sorted sets).
+pub fn now_ms() -> i64 {
+    Utc::now().timestamp_millis()
+}
+
+/// A stored millisecond timestamp in the API's format.
+pub fn rfc3339_from_ms(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default().to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
 impl User {
     /// A new free-tier user with a fresh UUIDv7.
     pub fn new(email: String, password_hash: String, first_name: String, last_name: String) -> Self {
@@ -246,6 +256,15 @@ pub async fn release_email(store: &Store, email: &str) -> Result<(), AppError> {
     Ok(())
 }
 
+/// The writes that create a user: the record and its place in the feed's index. One
+/// pipeline, not MULTI: the two keys live in different slots, and a user record
+/// without an index entry only means "not in feeds yet", never a broken account.
+pub fn insert_pipeline(user: &User) -> redis::Pipeline {
+    let mut pipe = redis::pipe();
+    pipe.hset_multiple(keys::user(&user.id), &user.to_fields()).ignore().zadd(keys::USERS, &user.id, 0).ignore();
+    pipe
+}
+
 /// Loads a user; `None` if there is none.
 pub async fn get(store: &Store, user_id: &str) -> Result<Option<User>, AppError> {
     let fields: HashMap<String, String> = store.conn().hgetall(keys::user(user_id)).await?;
@@ -272,6 +291,26 @@ pub async fn public_profile(store: &Store, user_id: &str, ttl: Duration) -> Resu
         .invoke_async(&mut conn)
         .await?;
     Ok(Some(view))
+}
+
+/// Public views of several users in one round trip (a pipeline), in the order given;
+/// ids with no user are skipped.
+pub async fn summaries(store: &Store, user_ids: &[String]) -> Result<Vec<Value>, AppError> {
+    if user_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut pipe = redis::pipe();
+    for id in user_ids {
+        pipe.hgetall(keys::user(id));
+    }
+    let rows: Vec<HashMap<String, String>> = pipe.query_async(&mut store.conn()).await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        if let Some(user) = User::from_fields(row)? {
+            out.push(user.public_view());
+        }
+    }
+    Ok(out)
 }
 
 /// Writes changed profile fields and drops the cached public profile, atomically (one slot, one MULTI).

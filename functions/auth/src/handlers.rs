@@ -3,7 +3,7 @@
 use devconnect::{
     api::{self, json_body, Reply, RequestMeta},
     events::EventType,
-    keys, rate_limit,
+    rate_limit,
     session::{self, WithUser},
     user::{self, User},
     AppError, AppState,
@@ -41,12 +41,8 @@ pub async fn signup(state: &AppState, meta: &RequestMeta, req: &Request) -> Resu
         return Err(AppError::Conflict("an account with this email already exists".into()));
     }
     let issued = session::issue(&new_user.id);
-    let mut pipe = redis::pipe();
-    pipe.atomic()
-        .hset_multiple(keys::user(&new_user.id), &new_user.to_fields())
-        .ignore()
-        .set_ex(&issued.key, 1, config.session_ttl.as_secs())
-        .ignore();
+    let mut pipe = user::insert_pipeline(&new_user);
+    pipe.set_ex(&issued.key, 1, config.session_ttl.as_secs()).ignore();
     if let Err(e) = pipe.query_async::<()>(&mut state.store.conn()).await {
         // Give the email back so a retry can succeed; if Redis is gone this fails too and the 503 stands.
         let _ = user::release_email(&state.store, &new_user.email).await;

@@ -8,12 +8,8 @@ mod handlers;
 pub mod login_limit;
 pub mod password;
 
-use devconnect::{
-    api::{self, RequestMeta},
-    AppState,
-};
+use devconnect::{api, AppState};
 use lambda_http::{Body, Request, Response};
-use tracing::Instrument;
 
 /// The envelope `source` of this function's events.
 pub const FUNCTION_NAME: &str = "auth";
@@ -30,20 +26,14 @@ pub const ROUTES: &[&str] = &[
 
 /// Serves one request. Never fails: every error is already a JSON response.
 pub async fn handle(state: &AppState, req: Request) -> Response<Body> {
-    let meta = RequestMeta::of(&req);
-    let span = tracing::info_span!("request", request_id = %meta.request_id, route = %meta.route_key);
-    let outcome = async {
-        match meta.route_key.as_str() {
-            "POST /auth/signup" => handlers::signup(state, &meta, &req).await,
-            "POST /auth/login" => handlers::login(state, &meta, &req).await,
-            "POST /auth/logout" => handlers::logout(state, &meta, &req).await,
-            "GET /profile" => handlers::get_profile(state, &req).await,
-            "PATCH /profile" => handlers::patch_profile(state, &meta, &req).await,
-            "GET /users/{userId}" => handlers::get_user(state, &req).await,
-            _ => Err(api::unknown_route(&meta)),
-        }
-    }
-    .instrument(span.clone())
-    .await;
-    span.in_scope(|| api::respond(&meta, outcome))
+    api::serve(req, async |meta, req| match meta.route_key.as_str() {
+        "POST /auth/signup" => handlers::signup(state, meta, req).await,
+        "POST /auth/login" => handlers::login(state, meta, req).await,
+        "POST /auth/logout" => handlers::logout(state, meta, req).await,
+        "GET /profile" => handlers::get_profile(state, req).await,
+        "PATCH /profile" => handlers::patch_profile(state, meta, req).await,
+        "GET /users/{userId}" => handlers::get_user(state, req).await,
+        _ => Err(api::unknown_route(meta)),
+    })
+    .await
 }

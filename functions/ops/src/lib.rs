@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use devconnect::{
-    api::{self, Reply, RequestMeta},
+    api::{self, Reply},
     outbox::{self, RelayReport},
     AppError, AppState,
 };
@@ -22,12 +22,11 @@ pub const RELAY_BATCH: usize = 100;
 
 /// Serves GET /health.
 pub async fn handle(state: &AppState, req: Request) -> Response<Body> {
-    let meta = RequestMeta::of(&req);
-    let outcome = match meta.route_key.as_str() {
+    api::serve(req, async |meta, _| match meta.route_key.as_str() {
         "GET /health" => Ok(health(state).await),
-        _ => Err(api::unknown_route(&meta)),
-    };
-    api::respond(&meta, outcome)
+        _ => Err(api::unknown_route(meta)),
+    })
+    .await
 }
 
 /// healthy: both up; degraded: Kafka down (writes still succeed, events wait in the outbox);

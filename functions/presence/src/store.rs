@@ -1,0 +1,173 @@
+//! Redis persistence of presence: a hash per user (its own slot) plus one index of
+//! users marked online, which only the sweep reads.
+
+use std::{collections::HashMap, sync::LazyLock};
+
+use devconnect::{keys, store::Store, AppError};
+use redis::Script;
+
+/// Records a heartbeat; returns 1 if the user was offline (the transition to report).
+static HEARTBEAT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local r = redis.call('HMGET', KEYS[1], 'online', 'lastSeen')
+local was_online = r[1] == '1' and (tonumber(ARGV[1]) - tonumber(r[2] or '0')) <= tonumber(ARGV[2])
+redis.call('HSET', KEYS[1], 'online', 1, 'lastSeen', ARGV[1])
+if was_online then return 0 end
+return 1
+"#,
+    )
+});
+
+/// Marks the user offline now; returns 1 if they were marked online.
+static OFFLINE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local was = redis.call('HGET', KEYS[1], 'online') == '1'
+redis.call('HSET', KEYS[1], 'online', 0, 'lastSeen', ARGV[1])
+if was then return 1 end
+return 0
+"#,
+    )
+});
+
+/// Removes from the online index those of ARGV[2..] whose score is still older than ARGV[1];
+/// returns them. A heartbeat that raced in has raised the score, so it stays.
+static CLAIM_LAPSED: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local out = {}
+for i = 2, #ARGV do
+  local s = redis.call('ZSCORE', KEYS[1], ARGV[i])
+  if s and tonumber(s) < tonumber(ARGV[1]) then
+    redis.call('ZREM', KEYS[1], ARGV[i])
+    table.insert(out, ARGV[i])
+  end
+end
+return out
+"#,
+    )
+});
+
+/// Flips a claimed user to offline if their last heartbeat is still old; returns lastSeen, or nil.
+static LAPSE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local r = redis.call('HMGET', KEYS[1], 'online', 'lastSeen')
+if r[1] == '1' and tonumber(r[2] or '0') < tonumber(ARGV[1]) then
+  redis.call('HSET', KEYS[1], 'online', 0)
+  return r[2]
+end
+return false
+"#,
+    )
+});
+
+/// Records a heartbeat at `now_ms`: one round trip. `true` on the offline -> online transition.
+pub async fn heartbeat(store: &Store, user_id: &str, now_ms: i64, timeout_ms: i64) -> Result<bool, AppError> {
+    let (became_online,): (i64,) = redis::pipe()
+        .load_script(&HEARTBEAT)
+        .ignore()
+        .invoke_script(HEARTBEAT.key(keys::presence(user_id)).arg(now_ms).arg(timeout_ms))
+        .zadd(keys::ONLINE, user_id, now_ms)
+        .ignore()
+        .query_async(&mut store.conn())
+        .await?;
+    Ok(became_online == 1)
+}
+
+/// Marks `user_id` offline at `now_ms`: one round trip. `true` if they were online.
+pub async fn offline(store: &Store, user_id: &str, now_ms: i64) -> Result<bool, AppError> {
+    let (was_online,): (i64,) = redis::pipe()
+        .load_script(&OFFLINE)
+        .ignore()
+        .invoke_script(OFFLINE.key(keys::presence(user_id)).arg(now_ms))
+        .zrem(keys::ONLINE, user_id)
+        .ignore()
+        .query_async(&mut store.conn())
+        .await?;
+    Ok(was_online == 1)
+}
+
+/// What GET /presence shows of one user.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Presence {
+    /// Heartbeat within the timeout, and not explicitly offline.
+    pub online: bool,
+    /// Last heartbeat or offline, ms; `None` if never seen.
+    pub last_seen: Option<i64>,
+}
+
+/// Which of `ids` `me` may see (self and connections), and their presence: one round trip.
+pub async fn lookup(
+    store: &Store,
+    me: &str,
+    ids: &[String],
+    now_ms: i64,
+    timeout_ms: i64,
+) -> Result<Vec<(String, Option<Presence>)>, AppError> {
+    let mut pipe = redis::pipe();
+    pipe.cmd("ZMSCORE").arg(keys::connections(me)).arg(ids);
+    for id in ids {
+        pipe.hgetall(keys::presence(id));
+    }
+    let (scores, rows): (Vec<Option<f64>>, Vec<HashMap<String, String>>) = {
+        let mut values: Vec<redis::Value> = pipe.query_async(&mut store.conn()).await?;
+        let rest = values.split_off(1);
+        let scores = redis::from_redis_value(values.remove(0)).map_err(|e| AppError::Internal(e.to_string()))?;
+        let rows = rest
+            .into_iter()
+            .map(redis::from_redis_value)
+            .collect::<Result<_, _>>()
+            .map_err(|e| AppError::Internal(e.to_string()))?;
+        (scores, rows)
+    };
+    Ok(ids
+        .iter()
+        .zip(scores)
+        .zip(rows)
+        .map(|((id, connected), row)| {
+            let visible = id == me || connected.is_some();
+            let presence = visible.then(|| {
+                let last_seen = row.get("lastSeen").and_then(|v| v.parse::<i64>().ok());
+                let online = row.get("online").map(String::as_str) == Some("1")
+                    && last_seen.is_some_and(|t| now_ms - t <= timeout_ms);
+                Presence { online, last_seen }
+            });
+            (id.clone(), presence)
+        })
+        .collect())
+}
+
+/// Marks everyone whose heartbeat is older than `cutoff_ms` offline; returns (user, lastSeen ms)
+/// for each one this sweep marked. Three round trips per 500 users.
+pub async fn sweep(store: &Store, cutoff_ms: i64) -> Result<Vec<(String, i64)>, AppError> {
+    let mut conn = store.conn();
+    let mut marked = Vec::new();
+    loop {
+        let candidates: Vec<String> = redis::cmd("ZRANGEBYSCORE")
+            .arg(keys::ONLINE)
+            .arg("-inf")
+            .arg(format!("({cutoff_ms}"))
+            .arg("LIMIT")
+            .arg(0)
+            .arg(500)
+            .query_async(&mut conn)
+            .await?;
+        if candidates.is_empty() {
+            return Ok(marked);
+        }
+        let claimed: Vec<String> =
+            CLAIM_LAPSED.key(keys::ONLINE).arg(cutoff_ms).arg(&candidates).invoke_async(&mut conn).await?;
+        if claimed.is_empty() {
+            continue;
+        }
+        let mut pipe = redis::pipe();
+        pipe.load_script(&LAPSE).ignore();
+        for id in &claimed {
+            pipe.invoke_script(LAPSE.key(keys::presence(id)).arg(cutoff_ms));
+        }
+        let last_seen: Vec<Option<i64>> = pipe.query_async(&mut conn).await?;
+        marked.extend(claimed.into_iter().zip(last_seen).filter_map(|(id, seen)| Some((id, seen?))));
+    }
+}

@@ -1,0 +1,119 @@
+//! The rules of connection requests, free of HTTP and Redis.
+
+use devconnect::{events::EventType, AppError};
+
+/// What a sender says about someone in their feed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SendStatus {
+    /// "I'd like to connect": the receiver sees a pending request.
+    Interested,
+    /// "Not for me": nobody is notified; the two never see each other in the feed.
+    Ignored,
+}
+
+/// What a receiver decides about a pending interested request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReviewStatus {
+    /// Both become connections.
+    Accepted,
+    /// The request is closed; the two stay out of each other's feed.
+    Rejected,
+}
+
+impl SendStatus {
+    /// Parses the `{status}` path segment.
+    pub fn parse(raw: &str) -> Result<Self, AppError> {
+        match raw {
+            "interested" => Ok(Self::Interested),
+            "ignored" => Ok(Self::Ignored),
+            _ => Err(AppError::Validation("status must be interested or ignored".into())),
+        }
+    }
+
+    /// The stored spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Interested => "interested",
+            Self::Ignored => "ignored",
+        }
+    }
+
+    /// The event this produces.
+    pub fn event(self) -> EventType {
+        match self {
+            Self::Interested => EventType::ConnectionRequestSent,
+            Self::Ignored => EventType::ConnectionRequestIgnored,
+        }
+    }
+}
+
+impl ReviewStatus {
+    /// Parses the `{status}` path segment.
+    pub fn parse(raw: &str) -> Result<Self, AppError> {
+        match raw {
+            "accepted" => Ok(Self::Accepted),
+            "rejected" => Ok(Self::Rejected),
+            _ => Err(AppError::Validation("status must be accepted or rejected".into())),
+        }
+    }
+
+    /// The stored spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Accepted => "accepted",
+            Self::Rejected => "rejected",
+        }
+    }
+
+    /// The event this produces.
+    pub fn event(self) -> EventType {
+        match self {
+            Self::Accepted => EventType::ConnectionAccepted,
+            Self::Rejected => EventType::ConnectionRejected,
+        }
+    }
+}
+
+/// Nobody sends a request to themselves.
+pub fn check_not_self(me: &str, to: &str) -> Result<(), AppError> {
+    if me == to {
+        return Err(AppError::Validation("you cannot send a request to yourself".into()));
+    }
+    Ok(())
+}
+
+/// Feed page size: default and maximum.
+pub const FEED_DEFAULT_LIMIT: usize = 20;
+/// Largest feed page.
+pub const FEED_MAX_LIMIT: usize = 100;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn send_accepts_only_interested_and_ignored() {
+        assert_eq!(SendStatus::parse("interested").unwrap(), SendStatus::Interested);
+        assert_eq!(SendStatus::parse("ignored").unwrap(), SendStatus::Ignored);
+        assert!(SendStatus::parse("accepted").is_err());
+        assert!(SendStatus::parse("Interested").is_err());
+    }
+
+    #[test]
+    fn review_accepts_only_accepted_and_rejected() {
+        assert_eq!(ReviewStatus::parse("accepted").unwrap(), ReviewStatus::Accepted);
+        assert!(ReviewStatus::parse("interested").is_err());
+    }
+
+    #[test]
+    fn a_request_to_yourself_is_refused() {
+        assert!(check_not_self("a", "a").is_err());
+        assert!(check_not_self("a", "b").is_ok());
+    }
+
+    #[test]
+    fn ignoring_produces_the_ignored_event() {
+        assert_eq!(SendStatus::Ignored.event(), EventType::ConnectionRequestIgnored);
+        assert_eq!(ReviewStatus::Accepted.event(), EventType::ConnectionAccepted);
+    }
+}

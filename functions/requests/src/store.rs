@@ -1,0 +1,164 @@
+//! Redis persistence of requests and connections.
+//!
+//! The pair record is the truth and changes atomically (one script, one slot). The
+//! per-user views — inbox, connections, the feed's "seen" set — are projections
+//! written right after in one pipeline: they live in each user's own slot, so no
+//! single atomic write can cover both users on a cluster. Projections are
+//! idempotent (HSET/ZADD/SADD/HDEL), so a retry after a failure converges.
+
+use std::{collections::HashMap, sync::LazyLock};
+
+use devconnect::{keys, store::Store, AppError};
+use redis::{AsyncCommands, Script};
+
+use crate::domain::{ReviewStatus, SendStatus};
+
+/// Creates the pair record unless one exists in either direction. Returns 1 if created.
+static SEND: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'id', ARGV[1], 'from', ARGV[2], 'to', ARGV[3], 'status', ARGV[4], 'createdAt', ARGV[5], 'updatedAt', ARGV[5])
+return 1
+"#,
+    )
+});
+
+/// Moves a pending interested request addressed to ARGV[2] to its final status, once.
+/// Returns 'ok', 'missing' (no such request for this receiver) or the current status.
+static REVIEW: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local r = redis.call('HMGET', KEYS[1], 'id', 'to', 'status')
+if r[1] ~= ARGV[1] or r[2] ~= ARGV[2] then return 'missing' end
+if r[3] ~= 'interested' then return r[3] end
+redis.call('HSET', KEYS[1], 'status', ARGV[3], 'updatedAt', ARGV[4])
+return 'ok'
+"#,
+    )
+});
+
+/// Whether a user exists (requests to missing users are 404).
+pub async fn user_exists(store: &Store, user_id: &str) -> Result<bool, AppError> {
+    Ok(store.conn().exists(keys::user(user_id)).await?)
+}
+
+/// Records a new request from `from` to `to`: 409 if the two already have one, either way.
+pub async fn send(
+    store: &Store,
+    request_id: &str,
+    from: &str,
+    to: &str,
+    status: SendStatus,
+    now: &str,
+) -> Result<(), AppError> {
+    let created: i64 = SEND
+        .key(keys::pair(from, to))
+        .arg(request_id)
+        .arg(from)
+        .arg(to)
+        .arg(status.as_str())
+        .arg(now)
+        .invoke_async(&mut store.conn())
+        .await?;
+    if created == 0 {
+        return Err(AppError::Conflict("a request between you two already exists".into()));
+    }
+    let mut pipe = redis::pipe();
+    pipe.sadd(keys::seen(from), to).ignore().sadd(keys::seen(to), from).ignore();
+    if status == SendStatus::Interested {
+        pipe.hset(keys::inbox(to), request_id, from).ignore();
+    }
+    pipe.query_async::<()>(&mut store.conn()).await?;
+    Ok(())
+}
+
+/// Reviews request `request_id` as `me`; returns the sender. 404 unless it is a request
+/// `me` received and has not reviewed; 409 if a concurrent review got there first.
+pub async fn review(
+    store: &Store,
+    me: &str,
+    request_id: &str,
+    status: ReviewStatus,
+    now: &str,
+    now_ms: i64,
+) -> Result<String, AppError> {
+    let not_found = || AppError::NotFound("no pending request with this id was sent to you".into());
+    let from: Option<String> = store.conn().hget(keys::inbox(me), request_id).await?;
+    let from = from.ok_or_else(not_found)?;
+    let outcome: String = REVIEW
+        .key(keys::pair(me, &from))
+        .arg(request_id)
+        .arg(me)
+        .arg(status.as_str())
+        .arg(now)
+        .invoke_async(&mut store.conn())
+        .await?;
+    let mut pipe = redis::pipe();
+    pipe.hdel(keys::inbox(me), request_id).ignore();
+    if outcome == "ok" && status == ReviewStatus::Accepted {
+        pipe.zadd(keys::connections(me), &from, now_ms).ignore().zadd(keys::connections(&from), me, now_ms).ignore();
+    }
+    pipe.query_async::<()>(&mut store.conn()).await?;
+    match outcome.as_str() {
+        "ok" => Ok(from),
+        "missing" => Err(not_found()),
+        other => Err(AppError::Conflict(format!("this request was already {other}"))),
+    }
+}
+
+/// Pending requests `me` received, newest first: (request id, sender id).
+pub async fn received(store: &Store, me: &str) -> Result<Vec<(String, String)>, AppError> {
+    let inbox: HashMap<String, String> = store.conn().hgetall(keys::inbox(me)).await?;
+    let mut rows: Vec<(String, String)> = inbox.into_iter().collect();
+    rows.sort_by(|a, b| b.0.cmp(&a.0)); // UUIDv7 ids sort by time
+    Ok(rows)
+}
+
+/// `me`'s connections, most recent first: (user id, connected at ms).
+pub async fn connections(store: &Store, me: &str) -> Result<Vec<(String, i64)>, AppError> {
+    Ok(store.conn().zrevrange_withscores(keys::connections(me), 0, -1).await?)
+}
+
+/// One feed page for `me`: users newest first, strictly after `cursor`, skipping
+/// `me` and everyone `me` has a request with (connections included). Returns the
+/// page and the cursor of the next page, if there may be one.
+pub async fn feed(
+    store: &Store,
+    me: &str,
+    cursor: Option<&str>,
+    limit: usize,
+) -> Result<(Vec<String>, Option<String>), AppError> {
+    let mut conn = store.conn();
+    let batch = limit * 2 + 10;
+    let mut upper = cursor.map(|c| format!("({c}")).unwrap_or_else(|| "+".into());
+    let mut page = Vec::with_capacity(limit);
+    loop {
+        let ids: Vec<String> = redis::cmd("ZREVRANGEBYLEX")
+            .arg(keys::USERS)
+            .arg(&upper)
+            .arg("-")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(batch)
+            .query_async(&mut conn)
+            .await?;
+        if ids.is_empty() {
+            return Ok((page, None));
+        }
+        let hidden: Vec<bool> = redis::cmd("SMISMEMBER").arg(keys::seen(me)).arg(&ids).query_async(&mut conn).await?;
+        for (id, hidden) in ids.iter().zip(hidden) {
+            if id != me && !hidden {
+                page.push(id.clone());
+                if page.len() == limit {
+                    let next = page.last().cloned();
+                    return Ok((page, next));
+                }
+            }
+        }
+        if ids.len() < batch {
+            return Ok((page, None));
+        }
+        upper = format!("({}", ids[ids.len() - 1]);
+    }
+}
