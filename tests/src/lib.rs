@@ -8,6 +8,7 @@
 
 pub mod round_trips;
 pub mod servers;
+pub mod social;
 pub mod stack;
 
 pub use stack::{Client, Stack};

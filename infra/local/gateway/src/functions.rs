@@ -17,6 +17,9 @@ pub const SCHEDULED_FUNCTIONS: &[&str] = &["OutboxRelayFunction"];
 #[derive(Clone)]
 pub struct Functions {
     auth: AppState,
+    requests: AppState,
+    messaging: AppState,
+    presence: AppState,
     ops: AppState,
 }
 
@@ -25,6 +28,9 @@ impl Functions {
     pub fn new(state: &AppState) -> Self {
         Self {
             auth: state.for_function(devconnect_auth::FUNCTION_NAME),
+            requests: state.for_function(devconnect_requests::FUNCTION_NAME),
+            messaging: state.for_function(devconnect_messaging::FUNCTION_NAME),
+            presence: state.for_function(devconnect_presence::FUNCTION_NAME),
             ops: state.for_function(devconnect_ops::FUNCTION_NAME),
         }
     }
@@ -33,6 +39,9 @@ impl Functions {
     pub async fn invoke_http(&self, function: &str, req: Request) -> Option<Response<Body>> {
         Some(match function {
             "AuthFunction" => devconnect_auth::handle(&self.auth, req).await,
+            "RequestsFunction" => devconnect_requests::handle(&self.requests, req).await,
+            "MessagingFunction" => devconnect_messaging::handle(&self.messaging, req).await,
+            "PresenceFunction" => devconnect_presence::handle(&self.presence, req).await,
             "OpsFunction" => devconnect_ops::handle(&self.ops, req).await,
             _ => return None,
         })
@@ -44,6 +53,11 @@ impl Functions {
             "OutboxRelayFunction" => {
                 let report = devconnect_ops::relay(&self.ops).await?;
                 Ok(json!({"relayed": report.relayed, "remaining": report.remaining}))
+            }
+            "PresenceSweepFunction" => {
+                let correlation = uuid::Uuid::now_v7().to_string();
+                let marked = devconnect_presence::sweep(&self.presence, &correlation).await?;
+                Ok(json!({ "markedOffline": marked }))
             }
             other => anyhow::bail!("no scheduled function {other}"),
         }
