@@ -123,7 +123,10 @@ mod tests {
 
     #[test]
     fn a_pairs_keys_are_the_same_from_either_side_and_share_one_tag() {
-        let (a, b) = ("0190c3a4-0000-7000-8000-00000000000a", "0190c3a4-0000-7000-8000-00000000000b");
+        let (a, b) = (
+            "0190c3a4-0000-7000-8000-00000000000a",
+            "0190c3a4-0000-7000-8000-00000000000b",
+        );
         assert_eq!(pair(a, b), pair(b, a));
         let tag = format!("{{p:{a}:{b}}}");
         for key in [pair(b, a), messages(b, a), conversation(a, b)] {

@@ -62,7 +62,9 @@ pub fn now_ms() -> i64 {
 
 /// A stored millisecond timestamp in the API's format.
 pub fn rfc3339_from_ms(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default().to_rfc3339_opts(SecondsFormat::Millis, true)
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
 impl User {
@@ -261,7 +263,10 @@ pub async fn release_email(store: &Store, email: &str) -> Result<(), AppError> {
 /// without an index entry only means "not in feeds yet", never a broken account.
 pub fn insert_pipeline(user: &User) -> redis::Pipeline {
     let mut pipe = redis::pipe();
-    pipe.hset_multiple(keys::user(&user.id), &user.to_fields()).ignore().zadd(keys::USERS, &user.id, 0).ignore();
+    pipe.hset_multiple(keys::user(&user.id), &user.to_fields())
+        .ignore()
+        .zadd(keys::USERS, &user.id, 0)
+        .ignore();
     pipe
 }
 

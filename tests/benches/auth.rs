@@ -31,14 +31,56 @@ async fn routes(stack: &Stack, iters: usize) -> Vec<Route> {
     let (me, id) = stack.signed_up("me@example.com").await;
     let token = Some(me.token().to_string());
     me.get(&format!("/users/{id}")).await; // warm the public-profile cache
-    let login = json!({"email": "me@example.com", "password": "correct horse battery"}).to_string().into_bytes();
+    let login = json!({"email": "me@example.com", "password": "correct horse battery"})
+        .to_string()
+        .into_bytes();
     let slow = (iters / 40).max(10); // argon2id routes cost ~tens of ms each
     vec![
-        Route { name: "GET /profile", method: "GET", path: "/profile".into(), body: vec![], token: token.clone(), iters, fresh: None },
-        Route { name: "GET /users/{id} (cached)", method: "GET", path: format!("/users/{id}"), body: vec![], token: token.clone(), iters, fresh: None },
-        Route { name: "PATCH /profile", method: "PATCH", path: "/profile".into(), body: json!({"about": "bench"}).to_string().into_bytes(), token: token.clone(), iters, fresh: None },
-        Route { name: "POST /auth/login", method: "POST", path: "/auth/login".into(), body: login, token: None, iters: slow, fresh: None },
-        Route { name: "POST /auth/signup", method: "POST", path: "/auth/signup".into(), body: vec![], token: None, iters: slow, fresh: Some(signup_body) },
+        Route {
+            name: "GET /profile",
+            method: "GET",
+            path: "/profile".into(),
+            body: vec![],
+            token: token.clone(),
+            iters,
+            fresh: None,
+        },
+        Route {
+            name: "GET /users/{id} (cached)",
+            method: "GET",
+            path: format!("/users/{id}"),
+            body: vec![],
+            token: token.clone(),
+            iters,
+            fresh: None,
+        },
+        Route {
+            name: "PATCH /profile",
+            method: "PATCH",
+            path: "/profile".into(),
+            body: json!({"about": "bench"}).to_string().into_bytes(),
+            token: token.clone(),
+            iters,
+            fresh: None,
+        },
+        Route {
+            name: "POST /auth/login",
+            method: "POST",
+            path: "/auth/login".into(),
+            body: login,
+            token: None,
+            iters: slow,
+            fresh: None,
+        },
+        Route {
+            name: "POST /auth/signup",
+            method: "POST",
+            path: "/auth/signup".into(),
+            body: vec![],
+            token: None,
+            iters: slow,
+            fresh: Some(signup_body),
+        },
     ]
 }
 
@@ -48,7 +90,10 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 #[tokio::main]
 async fn main() {
-    let iters: usize = std::env::var("BENCH_ITERS").ok().and_then(|v| v.parse().ok()).unwrap_or(2000);
+    let iters: usize = std::env::var("BENCH_ITERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2000);
 
     // Round trips: each route twice in a row through the counting proxy; the second call
     // is the steady state (Lua scripts loaded, profile cache warm).
@@ -59,8 +104,14 @@ async fn main() {
     for (i, r) in counted_routes.iter().enumerate() {
         let mut n = 0;
         for attempt in 0..2 {
-            let body = r.fresh.map(|f| f(1_000_000 + i * 10 + attempt)).unwrap_or_else(|| r.body.clone());
-            n = proxy.measure(counting.invoke(r.method, &r.path, &body, r.token.as_deref())).await.1;
+            let body = r
+                .fresh
+                .map(|f| f(1_000_000 + i * 10 + attempt))
+                .unwrap_or_else(|| r.body.clone());
+            n = proxy
+                .measure(counting.invoke(r.method, &r.path, &body, r.token.as_deref()))
+                .await
+                .1;
         }
         trips.push(n);
     }
@@ -75,7 +126,9 @@ async fn main() {
         for i in 0..route.iters {
             let body = route.fresh.map(|f| f(i)).unwrap_or_else(|| route.body.clone());
             let started = Instant::now();
-            let response = stack.invoke(route.method, &route.path, &body, route.token.as_deref()).await;
+            let response = stack
+                .invoke(route.method, &route.path, &body, route.token.as_deref())
+                .await;
             samples.push(started.elapsed());
             assert!(response.status().is_success(), "{}: {}", route.name, response.status());
         }

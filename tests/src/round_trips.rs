@@ -37,7 +37,9 @@ impl CountingProxy {
         let counter = Arc::clone(&trips);
         let task = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
-                let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)).await else { continue };
+                let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)).await else {
+                    continue;
+                };
                 let _ = client.set_nodelay(true);
                 let _ = server.set_nodelay(true);
                 let client_spoke_last = Arc::new(AtomicBool::new(false));

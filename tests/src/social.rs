@@ -24,7 +24,10 @@ impl Stack {
         let sent = a.send_request("interested", &b.id).await;
         assert_eq!(sent.status, 201, "{}", sent.body);
         let id = sent.body["request"]["id"].as_str().unwrap().to_string();
-        let accepted = b.client.post(&format!("/requests/review/accepted/{id}"), json!({})).await;
+        let accepted = b
+            .client
+            .post(&format!("/requests/review/accepted/{id}"), json!({}))
+            .await;
         assert_eq!(accepted.status, 200, "{}", accepted.body);
     }
 }
@@ -32,11 +35,15 @@ impl Stack {
 impl User {
     /// POST /requests/send/{status}/{to}.
     pub async fn send_request(&self, status: &str, to: &str) -> Reply {
-        self.client.post(&format!("/requests/send/{status}/{to}"), json!({})).await
+        self.client
+            .post(&format!("/requests/send/{status}/{to}"), json!({}))
+            .await
     }
 
     /// POST /messages/{to}.
     pub async fn message(&self, to: &str, text: &str) -> Reply {
-        self.client.post(&format!("/messages/{to}"), json!({ "text": text })).await
+        self.client
+            .post(&format!("/messages/{to}"), json!({ "text": text }))
+            .await
     }
 }

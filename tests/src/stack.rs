@@ -99,7 +99,15 @@ impl Stack {
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        Self { redis, broker, state, base_url, gateway, round_trips, server }
+        Self {
+            redis,
+            broker,
+            state,
+            base_url,
+            gateway,
+            round_trips,
+            server,
+        }
     }
 
     /// Calls the handler for `method path` in-process, as Lambda would (no HTTP in between).
@@ -115,7 +123,13 @@ impl Stack {
             .template
             .routes
             .iter()
-            .find_map(|r| if r.method == method { r.match_path(path).map(|p| (r, p)) } else { None })
+            .find_map(|r| {
+                if r.method == method {
+                    r.match_path(path).map(|p| (r, p))
+                } else {
+                    None
+                }
+            })
             .unwrap_or_else(|| panic!("no route for {method} {path}"));
         let mut headers = vec![("content-type".to_string(), "application/json".to_string())];
         if let Some(t) = token {
@@ -132,7 +146,11 @@ impl Stack {
             source_ip: "127.0.0.1".into(),
         };
         let request = apigw::request(&apigw::event(&call)).expect("event");
-        self.gateway.functions.invoke_http(&route.function, request).await.expect("function")
+        self.gateway
+            .functions
+            .invoke_http(&route.function, request)
+            .await
+            .expect("function")
     }
 
     /// An HTTP client of the gateway, not signed in.
@@ -200,15 +218,25 @@ impl Stack {
             .filter(|k| !k.starts_with(devconnect::keys::RATE_LIMIT_PREFIX))
         {
             let kind: String = redis::cmd("TYPE").arg(&key).query_async(&mut conn).await.expect("TYPE");
-            let mut contents = match kind.as_str() {
-                "string" => redis::cmd("GET"),
-                "hash" => redis::cmd("HGETALL"),
-                "list" => redis::cmd("LRANGE").arg(0).arg(-1).clone(),
-                "set" => redis::cmd("SMEMBERS"),
-                "zset" => redis::cmd("ZRANGE").arg(0).arg(-1).arg("WITHSCORES").clone(),
+            let (command, extra): (&str, &[&str]) = match kind.as_str() {
+                "string" => ("GET", &[]),
+                "hash" => ("HGETALL", &[]),
+                "list" => ("LRANGE", &["0", "-1"]),
+                "set" => ("SMEMBERS", &[]),
+                "zset" => ("ZRANGE", &["0", "-1", "WITHSCORES"]),
+                "stream" => ("XRANGE", &["-", "+"]),
                 other => panic!("snapshot does not know type {other}"),
             };
-            let mut values: Vec<String> = contents.arg(&key).query_async(&mut conn).await.expect("read");
+            let reply: redis::Value = redis::cmd(command)
+                .arg(&key)
+                .arg(extra)
+                .query_async(&mut conn)
+                .await
+                .expect("read");
+            let mut values: Vec<String> = match kind.as_str() {
+                "string" | "hash" | "list" | "set" | "zset" => redis::from_redis_value(reply).expect("strings"),
+                _ => vec![format!("{reply:?}")],
+            };
             if kind == "hash" {
                 let mut pairs: Vec<String> = values.chunks(2).map(|p| p.join("=")).collect();
                 pairs.sort();

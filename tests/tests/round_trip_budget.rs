@@ -5,7 +5,11 @@ use serde_json::json;
 
 async fn trips(stack: &Stack, method: &str, path: &str, body: serde_json::Value, token: Option<&str>) -> (u16, u64) {
     let proxy = stack.round_trips.as_ref().unwrap();
-    let body = if body.is_null() { Vec::new() } else { body.to_string().into_bytes() };
+    let body = if body.is_null() {
+        Vec::new()
+    } else {
+        body.to_string().into_bytes()
+    };
     let (response, n) = proxy.measure(stack.invoke(method, path, &body, token)).await;
     (response.status().as_u16(), n)
 }
@@ -17,24 +21,54 @@ async fn each_auth_route_stays_within_its_round_trip_budget() {
     let (warm, warm_id) = stack.signed_up("warm@example.com").await;
     warm.get("/profile").await;
     warm.get(&format!("/users/{warm_id}")).await;
-    stack.client().post("/auth/login", json!({"email": "warm@example.com", "password": "correct horse battery"})).await;
+    stack
+        .client()
+        .post(
+            "/auth/login",
+            json!({"email": "warm@example.com", "password": "correct horse battery"}),
+        )
+        .await;
 
     let signup = json!({"email": "budget@example.com", "password": "correct horse battery", "firstName": "B", "lastName": "Udget"});
     let (status, n) = trips(&stack, "POST", "/auth/signup", signup, None).await;
     assert_eq!((status, n), (201, 3), "signup: rate limit, email claim, user+session");
 
     let login = json!({"email": "budget@example.com", "password": "correct horse battery"});
-    let response = stack.invoke("POST", "/auth/login", login.to_string().as_bytes(), None).await;
+    let response = stack
+        .invoke("POST", "/auth/login", login.to_string().as_bytes(), None)
+        .await;
     let body: serde_json::Value = serde_json::from_slice(response.body().as_ref()).unwrap();
     let token = body["token"].as_str().unwrap().to_string();
     let user_id = body["user"]["id"].as_str().unwrap().to_string();
     let (status, n) = trips(&stack, "POST", "/auth/login", login, None).await;
-    assert_eq!((status, n), (200, 4), "login: rate limit, lookup+attempt, user, session");
+    assert_eq!(
+        (status, n),
+        (200, 4),
+        "login: rate limit, lookup+attempt, user, session"
+    );
 
-    assert_eq!(trips(&stack, "GET", "/profile", json!(null), Some(&token)).await, (200, 1), "GET /profile");
-    assert_eq!(trips(&stack, "PATCH", "/profile", json!({"about": "x"}), Some(&token)).await, (200, 2));
+    assert_eq!(
+        trips(&stack, "GET", "/profile", json!(null), Some(&token)).await,
+        (200, 1),
+        "GET /profile"
+    );
+    assert_eq!(
+        trips(&stack, "PATCH", "/profile", json!({"about": "x"}), Some(&token)).await,
+        (200, 2)
+    );
     let user_path = format!("/users/{user_id}");
-    assert_eq!(trips(&stack, "GET", &user_path, json!(null), Some(&token)).await, (200, 4), "cache miss");
-    assert_eq!(trips(&stack, "GET", &user_path, json!(null), Some(&token)).await, (200, 2), "cache hit");
-    assert_eq!(trips(&stack, "POST", "/auth/logout", json!(null), Some(&token)).await, (204, 2));
+    assert_eq!(
+        trips(&stack, "GET", &user_path, json!(null), Some(&token)).await,
+        (200, 4),
+        "cache miss"
+    );
+    assert_eq!(
+        trips(&stack, "GET", &user_path, json!(null), Some(&token)).await,
+        (200, 2),
+        "cache hit"
+    );
+    assert_eq!(
+        trips(&stack, "POST", "/auth/logout", json!(null), Some(&token)).await,
+        (204, 2)
+    );
 }

@@ -13,7 +13,11 @@ async fn request_accept_message_and_read_through_the_gateway() {
     // Before anything, each sees the other in the feed.
     let feed = a.client.get("/feed").await;
     assert_eq!(feed.status, 200);
-    assert!(feed.body["users"].as_array().unwrap().iter().any(|u| u["id"] == b.id.as_str()));
+    assert!(feed.body["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|u| u["id"] == b.id.as_str()));
 
     let sent = a.send_request("interested", &b.id).await;
     assert_eq!(sent.status, 201, "{}", sent.body);
@@ -27,15 +31,25 @@ async fn request_accept_message_and_read_through_the_gateway() {
     assert_eq!(requests[0]["fromUser"]["id"], a.id.as_str());
     assert!(requests[0]["fromUser"].get("email").is_none());
 
-    let accepted = b.client.post(&format!("/requests/review/accepted/{request_id}"), json!({})).await;
+    let accepted = b
+        .client
+        .post(&format!("/requests/review/accepted/{request_id}"), json!({}))
+        .await;
     assert_eq!(accepted.status, 200, "{}", accepted.body);
-    assert!(b.client.get("/requests/received").await.body["requests"].as_array().unwrap().is_empty());
+    assert!(b.client.get("/requests/received").await.body["requests"]
+        .as_array()
+        .unwrap()
+        .is_empty());
 
     for (me, other) in [(&a, &b), (&b, &a)] {
         let connections = me.client.get("/connections").await;
         assert_eq!(connections.body["connections"][0]["user"]["id"], other.id.as_str());
         let feed = me.client.get("/feed").await;
-        assert!(!feed.body["users"].as_array().unwrap().iter().any(|u| u["id"] == other.id.as_str()));
+        assert!(!feed.body["users"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|u| u["id"] == other.id.as_str()));
     }
 
     let message = a.message(&b.id, "  Hello Bob!  ").await;
@@ -49,30 +63,51 @@ async fn request_accept_message_and_read_through_the_gateway() {
     assert_eq!(first["lastMessage"]["text"], "Hello Bob!");
     assert_eq!(first["unreadCount"], 1);
     // The sender has nothing unread.
-    assert_eq!(a.client.get("/conversations").await.body["conversations"][0]["unreadCount"], 0);
+    assert_eq!(
+        a.client.get("/conversations").await.body["conversations"][0]["unreadCount"],
+        0
+    );
 
     let read = b.client.post(&format!("/messages/{}/read", a.id), json!({})).await;
     assert_eq!((read.status, read.body["markedRead"].as_i64()), (200, Some(1)));
-    assert_eq!(b.client.get("/conversations").await.body["conversations"][0]["unreadCount"], 0);
+    assert_eq!(
+        b.client.get("/conversations").await.body["conversations"][0]["unreadCount"],
+        0
+    );
 
     let history = b.client.get(&format!("/messages/{}", a.id)).await;
     assert_eq!(history.body["messages"][0]["fromUserId"], a.id.as_str());
 
     // Every step produced its event, keyed by the acting user.
     let connection_events = stack.events("connection-events").await;
-    let sent_event = connection_events.iter().find(|e| e.envelope.event_type == EventType::ConnectionRequestSent).unwrap();
+    let sent_event = connection_events
+        .iter()
+        .find(|e| e.envelope.event_type == EventType::ConnectionRequestSent)
+        .unwrap();
     assert_eq!(sent_event.key, a.id);
     assert_eq!(sent_event.envelope.data["toUserId"], b.id.as_str());
     assert_eq!(sent_event.envelope.source, "requests");
-    let accepted_event = connection_events.iter().find(|e| e.envelope.event_type == EventType::ConnectionAccepted).unwrap();
+    let accepted_event = connection_events
+        .iter()
+        .find(|e| e.envelope.event_type == EventType::ConnectionAccepted)
+        .unwrap();
     assert_eq!(accepted_event.key, b.id);
     assert_eq!(accepted_event.envelope.data["fromUserId"], a.id.as_str());
 
     let message_events = stack.events("message-events").await;
-    let sent = message_events.iter().find(|e| e.envelope.event_type == EventType::MessageSent).unwrap();
-    assert_eq!((sent.key.as_str(), sent.envelope.source.as_str()), (a.id.as_str(), "messaging"));
+    let sent = message_events
+        .iter()
+        .find(|e| e.envelope.event_type == EventType::MessageSent)
+        .unwrap();
+    assert_eq!(
+        (sent.key.as_str(), sent.envelope.source.as_str()),
+        (a.id.as_str(), "messaging")
+    );
     assert_eq!(sent.envelope.data["text"], "Hello Bob!");
-    let read = message_events.iter().find(|e| e.envelope.event_type == EventType::MessagesRead).unwrap();
+    let read = message_events
+        .iter()
+        .find(|e| e.envelope.event_type == EventType::MessagesRead)
+        .unwrap();
     assert_eq!(read.key, b.id);
     assert_eq!(read.envelope.data["count"], 1);
     for e in connection_events.iter().chain(&message_events) {
@@ -89,10 +124,17 @@ async fn ignoring_someone_removes_them_from_both_feeds_without_a_request() {
     let b = stack.user("ben").await;
     let ignored = a.send_request("ignored", &b.id).await;
     assert_eq!(ignored.status, 201);
-    assert!(b.client.get("/requests/received").await.body["requests"].as_array().unwrap().is_empty());
+    assert!(b.client.get("/requests/received").await.body["requests"]
+        .as_array()
+        .unwrap()
+        .is_empty());
     for (me, other) in [(&a, &b), (&b, &a)] {
         let feed = me.client.get("/feed").await;
-        assert!(!feed.body["users"].as_array().unwrap().iter().any(|u| u["id"] == other.id.as_str()));
+        assert!(!feed.body["users"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|u| u["id"] == other.id.as_str()));
     }
     let events = stack.events("connection-events").await;
     assert_eq!(events.len(), 1);
@@ -106,12 +148,24 @@ async fn a_rejected_request_makes_no_connection() {
     let b = stack.user("bill").await;
     let sent = a.send_request("interested", &b.id).await;
     let id = sent.body["request"]["id"].as_str().unwrap();
-    let rejected = b.client.post(&format!("/requests/review/rejected/{id}"), json!({})).await;
+    let rejected = b
+        .client
+        .post(&format!("/requests/review/rejected/{id}"), json!({}))
+        .await;
     assert_eq!(rejected.status, 200);
-    assert!(a.client.get("/connections").await.body["connections"].as_array().unwrap().is_empty());
+    assert!(a.client.get("/connections").await.body["connections"]
+        .as_array()
+        .unwrap()
+        .is_empty());
     assert_eq!(a.message(&b.id, "hi?").await.status, 403);
     // Reviewing again is not possible.
-    assert_eq!(b.client.post(&format!("/requests/review/accepted/{id}"), json!({})).await.status, 404);
+    assert_eq!(
+        b.client
+            .post(&format!("/requests/review/accepted/{id}"), json!({}))
+            .await
+            .status,
+        404
+    );
 }
 
 #[tokio::test]
@@ -157,14 +211,25 @@ async fn message_history_pages_newest_first_with_a_cursor() {
     }
     let first = b.client.get(&format!("/messages/{}?limit=2", a.id)).await;
     let texts = |r: &devconnect_tests::stack::Reply| -> Vec<String> {
-        r.body["messages"].as_array().unwrap().iter().map(|m| m["text"].as_str().unwrap().to_string()).collect()
+        r.body["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["text"].as_str().unwrap().to_string())
+            .collect()
     };
     assert_eq!(texts(&first), ["m4", "m3"]);
     let cursor = first.body["nextCursor"].as_str().unwrap();
-    let second = b.client.get(&format!("/messages/{}?limit=2&before={cursor}", a.id)).await;
+    let second = b
+        .client
+        .get(&format!("/messages/{}?limit=2&before={cursor}", a.id))
+        .await;
     assert_eq!(texts(&second), ["m2", "m1"]);
     let cursor = second.body["nextCursor"].as_str().unwrap();
-    let last = b.client.get(&format!("/messages/{}?limit=2&before={cursor}", a.id)).await;
+    let last = b
+        .client
+        .get(&format!("/messages/{}?limit=2&before={cursor}", a.id))
+        .await;
     assert_eq!(texts(&last), ["m0"]);
     assert!(last.body["nextCursor"].is_null());
 }
@@ -179,6 +244,11 @@ async fn history_keeps_only_the_configured_number_of_messages() {
         a.message(&b.id, &format!("m{i}")).await;
     }
     let history = b.client.get(&format!("/messages/{}", a.id)).await;
-    let texts: Vec<&str> = history.body["messages"].as_array().unwrap().iter().map(|m| m["text"].as_str().unwrap()).collect();
+    let texts: Vec<&str> = history.body["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["text"].as_str().unwrap())
+        .collect();
     assert_eq!(texts, ["m4", "m3", "m2"]);
 }

@@ -12,8 +12,11 @@ fn template() -> Template {
 
 #[test]
 fn every_template_route_has_a_handler_and_every_handler_route_is_in_the_template() {
-    let declared: BTreeSet<(String, String)> =
-        template().routes.iter().map(|r| (r.function.clone(), r.route_key())).collect();
+    let declared: BTreeSet<(String, String)> = template()
+        .routes
+        .iter()
+        .map(|r| (r.function.clone(), r.route_key()))
+        .collect();
     let served: BTreeSet<(String, String)> = functions::HTTP_FUNCTIONS
         .iter()
         .flat_map(|(f, routes)| routes.iter().map(move |r| (f.to_string(), r.to_string())))
@@ -40,16 +43,30 @@ async fn every_sample_event_invokes_its_function_without_a_server_error() {
             let path = file.unwrap().path();
             let event: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
             if let Some(route_key) = event["routeKey"].as_str() {
-                let route = template.routes.iter().find(|r| r.route_key() == route_key).unwrap_or_else(|| panic!("{path:?}: no route {route_key}"));
-                let response = hosted.invoke_http(&route.function, apigw::request(&event).unwrap()).await.unwrap();
+                let route = template
+                    .routes
+                    .iter()
+                    .find(|r| r.route_key() == route_key)
+                    .unwrap_or_else(|| panic!("{path:?}: no route {route_key}"));
+                let response = hosted
+                    .invoke_http(&route.function, apigw::request(&event).unwrap())
+                    .await
+                    .unwrap();
                 let status = response.status().as_u16();
                 assert!(status < 500, "{path:?} -> {status}: {:?}", response.body());
                 let body: serde_json::Value = serde_json::from_slice(response.body().as_ref()).unwrap_or_default();
                 if status >= 400 {
-                    assert!(body["error"]["code"].is_string(), "{path:?}: error without the error shape");
+                    assert!(
+                        body["error"]["code"].is_string(),
+                        "{path:?}: error without the error shape"
+                    );
                 }
             } else {
-                let schedule = template.schedules.iter().find(|s| event["resources"].to_string().contains(&s.function)).unwrap_or_else(|| panic!("{path:?}: no scheduled function"));
+                let schedule = template
+                    .schedules
+                    .iter()
+                    .find(|s| event["resources"].to_string().contains(&s.function))
+                    .unwrap_or_else(|| panic!("{path:?}: no scheduled function"));
                 hosted.invoke_scheduled(&schedule.function).await.unwrap();
             }
             invoked += 1;
@@ -62,10 +79,22 @@ async fn every_sample_event_invokes_its_function_without_a_server_error() {
 async fn the_signup_sample_creates_the_account_it_describes() {
     let stack = Stack::start().await;
     let hosted = functions::Functions::new(&stack.state);
-    let path = default_template_path().parent().unwrap().join("events/auth/signup.json");
+    let path = default_template_path()
+        .parent()
+        .unwrap()
+        .join("events/auth/signup.json");
     let event: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    let response = hosted.invoke_http("AuthFunction", apigw::request(&event).unwrap()).await.unwrap();
+    let response = hosted
+        .invoke_http("AuthFunction", apigw::request(&event).unwrap())
+        .await
+        .unwrap();
     assert_eq!(response.status(), 201);
-    let login = stack.client().post("/auth/login", serde_json::json!({"email": "ada@example.com", "password": "correct horse battery"})).await;
+    let login = stack
+        .client()
+        .post(
+            "/auth/login",
+            serde_json::json!({"email": "ada@example.com", "password": "correct horse battery"}),
+        )
+        .await;
     assert_eq!(login.status, 200);
 }

@@ -14,7 +14,9 @@ pub fn parse_text(raw: &str) -> Result<String, AppError> {
     let text = raw.trim();
     let len = text.chars().count();
     if len == 0 || len > MAX_TEXT_CHARS {
-        return Err(AppError::Validation(format!("text must be 1 to {MAX_TEXT_CHARS} characters")));
+        return Err(AppError::Validation(format!(
+            "text must be 1 to {MAX_TEXT_CHARS} characters"
+        )));
     }
     if text.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
         return Err(AppError::Validation("text must not contain control characters".into()));

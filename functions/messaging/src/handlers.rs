@@ -13,7 +13,13 @@ use serde_json::{json, Value};
 use crate::{domain, store};
 
 async fn authenticate(state: &AppState, req: &Request) -> Result<Principal, AppError> {
-    session::authenticate(&state.store, &state.config.rate_limits, api::bearer_token(req), WithUser::No).await
+    session::authenticate(
+        &state.store,
+        &state.config.rate_limits,
+        api::bearer_token(req),
+        WithUser::No,
+    )
+    .await
 }
 
 /// The `{userId}` of the conversation: a UUID that is not the caller.
@@ -35,9 +41,19 @@ pub async fn send(state: &AppState, meta: &RequestMeta, req: &Request) -> Result
     let other = other_user(&me, req)?;
     let body: SendBody = api::json_body(req)?;
     let text = domain::parse_text(&body.text)?;
-    let message = store::send(&state.store, &me.user_id, &other, &text, state.config.message_history_cap).await?;
+    let message = store::send(
+        &state.store,
+        &me.user_id,
+        &other,
+        &text,
+        state.config.message_history_cap,
+    )
+    .await?;
     let view = message.view();
-    state.publisher.publish(EventType::MessageSent, &me.user_id, &meta.request_id, view.clone()).await?;
+    state
+        .publisher
+        .publish(EventType::MessageSent, &me.user_id, &meta.request_id, view.clone())
+        .await?;
     Ok(Reply::created(json!({ "message": view })).rate(&me.rate))
 }
 
@@ -48,7 +64,11 @@ pub async fn history(state: &AppState, req: &Request) -> Result<Reply, AppError>
     let limit = api::limit_param(req, domain::DEFAULT_PAGE, domain::MAX_PAGE)?;
     let before = api::query_param(req, "before").map(domain::parse_cursor).transpose()?;
     let messages = store::history(&state.store, &me.user_id, &other, before.as_deref(), limit).await?;
-    let next = if messages.len() == limit { messages.last().map(|m| m.id.clone()) } else { None };
+    let next = if messages.len() == limit {
+        messages.last().map(|m| m.id.clone())
+    } else {
+        None
+    };
     let views: Vec<Value> = messages.iter().map(store::Message::view).collect();
     Ok(Reply::ok(json!({"messages": views, "nextCursor": next})).rate(&me.rate))
 }
@@ -73,7 +93,10 @@ pub async fn read(state: &AppState, meta: &RequestMeta, req: &Request) -> Result
     let count = store::mark_read(&state.store, &me.user_id, &other).await?;
     if count > 0 {
         let data = json!({"readerId": me.user_id, "otherUserId": other, "count": count, "readAt": user::now_rfc3339()});
-        state.publisher.publish(EventType::MessagesRead, &me.user_id, &meta.request_id, data).await?;
+        state
+            .publisher
+            .publish(EventType::MessagesRead, &me.user_id, &meta.request_id, data)
+            .await?;
     }
     Ok(Reply::ok(json!({ "markedRead": count })).rate(&me.rate))
 }

@@ -19,8 +19,12 @@ use lambda_http::{Body, Request, Response};
 pub const FUNCTION_NAME: &str = "messaging";
 
 /// API Gateway route keys this function serves; template.yaml must declare exactly these.
-pub const ROUTES: &[&str] =
-    &["POST /messages/{userId}", "GET /messages/{userId}", "GET /conversations", "POST /messages/{userId}/read"];
+pub const ROUTES: &[&str] = &[
+    "POST /messages/{userId}",
+    "GET /messages/{userId}",
+    "GET /conversations",
+    "POST /messages/{userId}/read",
+];
 
 /// Serves one request. Never fails: every error is already a JSON response.
 pub async fn handle(state: &AppState, req: Request) -> Response<Body> {

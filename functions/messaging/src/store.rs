@@ -61,7 +61,12 @@ pub struct Message {
 impl Message {
     fn from_entry(id: String, mut fields: HashMap<String, String>) -> Self {
         let mut take = |k: &str| fields.remove(k).unwrap_or_default();
-        Self { from: take("from"), to: take("to"), text: take("text"), id }
+        Self {
+            from: take("from"),
+            to: take("to"),
+            text: take("text"),
+            id,
+        }
     }
 
     /// When Redis stored it (the id's millisecond part).
@@ -94,7 +99,12 @@ pub async fn send(store: &Store, from: &str, to: &str, text: &str, cap: u32) -> 
         .arg(cap)
         .invoke_async(&mut store.conn())
         .await?;
-    let message = Message { id: id.ok_or_else(not_connected)?, from: from.into(), to: to.into(), text: text.into() };
+    let message = Message {
+        id: id.ok_or_else(not_connected)?,
+        from: from.into(),
+        to: to.into(),
+        text: text.into(),
+    };
     let at = message.sent_at_ms();
     redis::pipe()
         .zadd(keys::conversations(from), to, at)
@@ -122,7 +132,11 @@ pub async fn history(
         .arg(limit)
         .invoke_async(&mut store.conn())
         .await?;
-    Ok(entries.ok_or_else(not_connected)?.into_iter().map(|(id, f)| Message::from_entry(id, f)).collect())
+    Ok(entries
+        .ok_or_else(not_connected)?
+        .into_iter()
+        .map(|(id, f)| Message::from_entry(id, f))
+        .collect())
 }
 
 /// Marks everything from `other` as read by `me`; returns how many were unread.
@@ -162,7 +176,10 @@ pub async fn conversations(store: &Store, me: &str, limit: usize) -> Result<Vec<
     for (other, pair) in others.iter().zip(rows.chunks(2)) {
         let (mut meta, user) = (pair[0].clone(), pair[1].clone());
         let Some(user) = User::from_fields(user)? else { continue };
-        let unread = meta.get(&format!("unread:{me}")).and_then(|n| n.parse().ok()).unwrap_or(0);
+        let unread = meta
+            .get(&format!("unread:{me}"))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
         let from = meta.remove("lastFrom").unwrap_or_default();
         let to = if from == me { other.clone() } else { me.to_string() };
         let last = Message {

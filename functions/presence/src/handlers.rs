@@ -12,7 +12,13 @@ use serde_json::{json, Value};
 use crate::{store, MAX_BATCH};
 
 async fn authenticate(state: &AppState, req: &Request) -> Result<Principal, AppError> {
-    session::authenticate(&state.store, &state.config.rate_limits, api::bearer_token(req), WithUser::No).await
+    session::authenticate(
+        &state.store,
+        &state.config.rate_limits,
+        api::bearer_token(req),
+        WithUser::No,
+    )
+    .await
 }
 
 fn timeout_ms(state: &AppState) -> i64 {
@@ -26,7 +32,10 @@ pub async fn heartbeat(state: &AppState, meta: &RequestMeta, req: &Request) -> R
     let now = user::now_ms();
     if store::heartbeat(&state.store, &me.user_id, now, timeout_ms(state)).await? {
         let data = json!({"userId": me.user_id, "at": user::rfc3339_from_ms(now)});
-        state.publisher.publish(EventType::UserOnline, &me.user_id, &meta.request_id, data).await?;
+        state
+            .publisher
+            .publish(EventType::UserOnline, &me.user_id, &meta.request_id, data)
+            .await?;
     }
     Ok(Reply::ok(json!({"online": true, "lastSeen": user::rfc3339_from_ms(now)})).rate(&me.rate))
 }
@@ -38,7 +47,10 @@ pub async fn offline(state: &AppState, meta: &RequestMeta, req: &Request) -> Res
     let now = user::now_ms();
     if store::offline(&state.store, &me.user_id, now).await? {
         let data = json!({"userId": me.user_id, "lastSeen": user::rfc3339_from_ms(now), "reason": "explicit"});
-        state.publisher.publish(EventType::UserOffline, &me.user_id, &meta.request_id, data).await?;
+        state
+            .publisher
+            .publish(EventType::UserOffline, &me.user_id, &meta.request_id, data)
+            .await?;
     }
     Ok(Reply::no_content().rate(&me.rate))
 }
@@ -75,7 +87,9 @@ fn parse_ids(raw: Option<&str>) -> Result<Vec<String>, AppError> {
         }
     }
     if ids.is_empty() || ids.len() > MAX_BATCH {
-        return Err(AppError::Validation(format!("userIds must name 1 to {MAX_BATCH} users")));
+        return Err(AppError::Validation(format!(
+            "userIds must name 1 to {MAX_BATCH} users"
+        )));
     }
     Ok(ids)
 }

@@ -40,8 +40,12 @@ pub async fn sweep(state: &AppState, correlation_id: &str) -> Result<usize, AppE
     let timeout_ms = i64::try_from(state.config.presence_timeout.as_millis()).unwrap_or(i64::MAX);
     let lapsed = store::sweep(&state.store, devconnect::user::now_ms() - timeout_ms).await?;
     for (user_id, last_seen) in &lapsed {
-        let data = json!({"userId": user_id, "lastSeen": devconnect::user::rfc3339_from_ms(*last_seen), "reason": "timeout"});
-        state.publisher.publish(EventType::UserOffline, user_id, correlation_id, data).await?;
+        let data =
+            json!({"userId": user_id, "lastSeen": devconnect::user::rfc3339_from_ms(*last_seen), "reason": "timeout"});
+        state
+            .publisher
+            .publish(EventType::UserOffline, user_id, correlation_id, data)
+            .await?;
     }
     Ok(lapsed.len())
 }

@@ -157,8 +157,12 @@ pub async fn sweep(store: &Store, cutoff_ms: i64) -> Result<Vec<(String, i64)>, 
         if candidates.is_empty() {
             return Ok(marked);
         }
-        let claimed: Vec<String> =
-            CLAIM_LAPSED.key(keys::ONLINE).arg(cutoff_ms).arg(&candidates).invoke_async(&mut conn).await?;
+        let claimed: Vec<String> = CLAIM_LAPSED
+            .key(keys::ONLINE)
+            .arg(cutoff_ms)
+            .arg(&candidates)
+            .invoke_async(&mut conn)
+            .await?;
         if claimed.is_empty() {
             continue;
         }
@@ -168,6 +172,11 @@ pub async fn sweep(store: &Store, cutoff_ms: i64) -> Result<Vec<(String, i64)>, 
             pipe.invoke_script(LAPSE.key(keys::presence(id)).arg(cutoff_ms));
         }
         let last_seen: Vec<Option<i64>> = pipe.query_async(&mut conn).await?;
-        marked.extend(claimed.into_iter().zip(last_seen).filter_map(|(id, seen)| Some((id, seen?))));
+        marked.extend(
+            claimed
+                .into_iter()
+                .zip(last_seen)
+                .filter_map(|(id, seen)| Some((id, seen?))),
+        );
     }
 }

@@ -14,7 +14,13 @@ use crate::{
 };
 
 async fn authenticate(state: &AppState, req: &Request) -> Result<Principal, AppError> {
-    session::authenticate(&state.store, &state.config.rate_limits, api::bearer_token(req), WithUser::No).await
+    session::authenticate(
+        &state.store,
+        &state.config.rate_limits,
+        api::bearer_token(req),
+        WithUser::No,
+    )
+    .await
 }
 
 /// POST /requests/send/{status}/{toUserId} -> 201 {request}.
@@ -30,7 +36,10 @@ pub async fn send(state: &AppState, meta: &RequestMeta, req: &Request) -> Result
     let now = user::now_rfc3339();
     store::send(&state.store, &request_id, &me.user_id, &to, status, &now).await?;
     let request = json!({"id": request_id, "fromUserId": me.user_id, "toUserId": to, "status": status.as_str(), "createdAt": now});
-    state.publisher.publish(status.event(), &me.user_id, &meta.request_id, request.clone()).await?;
+    state
+        .publisher
+        .publish(status.event(), &me.user_id, &meta.request_id, request.clone())
+        .await?;
     Ok(Reply::created(json!({ "request": request })).rate(&me.rate))
 }
 
@@ -44,7 +53,10 @@ pub async fn review(state: &AppState, meta: &RequestMeta, req: &Request) -> Resu
     let now = user::now_rfc3339();
     let from = store::review(&state.store, &me.user_id, &request_id, status, &now, user::now_ms()).await?;
     let request = json!({"id": request_id, "fromUserId": from, "toUserId": me.user_id, "status": status.as_str(), "reviewedAt": now});
-    state.publisher.publish(status.event(), &me.user_id, &meta.request_id, request.clone()).await?;
+    state
+        .publisher
+        .publish(status.event(), &me.user_id, &meta.request_id, request.clone())
+        .await?;
     Ok(Reply::ok(json!({ "request": request })).rate(&me.rate))
 }
 
@@ -56,7 +68,11 @@ pub async fn received(state: &AppState, req: &Request) -> Result<Reply, AppError
     let profiles = by_id(user::summaries(&state.store, &senders).await?);
     let requests: Vec<Value> = rows
         .iter()
-        .filter_map(|(id, from)| profiles.get(from).map(|p| json!({"id": id, "fromUser": p, "status": "interested"})))
+        .filter_map(|(id, from)| {
+            profiles
+                .get(from)
+                .map(|p| json!({"id": id, "fromUser": p, "status": "interested"}))
+        })
         .collect();
     Ok(Reply::ok(json!({ "requests": requests })).rate(&me.rate))
 }
@@ -69,7 +85,11 @@ pub async fn connections(state: &AppState, req: &Request) -> Result<Reply, AppEr
     let profiles = by_id(user::summaries(&state.store, &ids).await?);
     let connections: Vec<Value> = rows
         .iter()
-        .filter_map(|(id, at)| profiles.get(id).map(|p| json!({"user": p, "connectedAt": user::rfc3339_from_ms(*at)})))
+        .filter_map(|(id, at)| {
+            profiles
+                .get(id)
+                .map(|p| json!({"user": p, "connectedAt": user::rfc3339_from_ms(*at)}))
+        })
         .collect();
     Ok(Reply::ok(json!({ "connections": connections })).rate(&me.rate))
 }
@@ -88,6 +108,8 @@ pub async fn feed(state: &AppState, req: &Request) -> Result<Reply, AppError> {
 }
 
 fn by_id(views: Vec<Value>) -> std::collections::HashMap<String, Value> {
-    views.into_iter().filter_map(|v| Some((v["id"].as_str()?.to_string(), v))).collect()
+    views
+        .into_iter()
+        .filter_map(|v| Some((v["id"].as_str()?.to_string(), v)))
+        .collect()
 }
-

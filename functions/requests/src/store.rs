@@ -65,7 +65,10 @@ pub async fn send(
         return Err(AppError::Conflict("a request between you two already exists".into()));
     }
     let mut pipe = redis::pipe();
-    pipe.sadd(keys::seen(from), to).ignore().sadd(keys::seen(to), from).ignore();
+    pipe.sadd(keys::seen(from), to)
+        .ignore()
+        .sadd(keys::seen(to), from)
+        .ignore();
     if status == SendStatus::Interested {
         pipe.hset(keys::inbox(to), request_id, from).ignore();
     }
@@ -97,7 +100,10 @@ pub async fn review(
     let mut pipe = redis::pipe();
     pipe.hdel(keys::inbox(me), request_id).ignore();
     if outcome == "ok" && status == ReviewStatus::Accepted {
-        pipe.zadd(keys::connections(me), &from, now_ms).ignore().zadd(keys::connections(&from), me, now_ms).ignore();
+        pipe.zadd(keys::connections(me), &from, now_ms)
+            .ignore()
+            .zadd(keys::connections(&from), me, now_ms)
+            .ignore();
     }
     pipe.query_async::<()>(&mut store.conn()).await?;
     match outcome.as_str() {
@@ -146,7 +152,11 @@ pub async fn feed(
         if ids.is_empty() {
             return Ok((page, None));
         }
-        let hidden: Vec<bool> = redis::cmd("SMISMEMBER").arg(keys::seen(me)).arg(&ids).query_async(&mut conn).await?;
+        let hidden: Vec<bool> = redis::cmd("SMISMEMBER")
+            .arg(keys::seen(me))
+            .arg(&ids)
+            .query_async(&mut conn)
+            .await?;
         for (id, hidden) in ids.iter().zip(hidden) {
             if id != me && !hidden {
                 page.push(id.clone());

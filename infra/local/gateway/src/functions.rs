@@ -7,11 +7,14 @@ use serde_json::{json, Value};
 /// Each HTTP function's LogicalId and the route keys its handler serves.
 pub const HTTP_FUNCTIONS: &[(&str, &[&str])] = &[
     ("AuthFunction", devconnect_auth::ROUTES),
+    ("RequestsFunction", devconnect_requests::ROUTES),
+    ("MessagingFunction", devconnect_messaging::ROUTES),
+    ("PresenceFunction", devconnect_presence::ROUTES),
     ("OpsFunction", devconnect_ops::ROUTES),
 ];
 
 /// Scheduled functions by LogicalId.
-pub const SCHEDULED_FUNCTIONS: &[&str] = &["OutboxRelayFunction"];
+pub const SCHEDULED_FUNCTIONS: &[&str] = &["OutboxRelayFunction", "PresenceSweepFunction"];
 
 /// One `AppState` per function (they share connections; only the event `source` differs).
 #[derive(Clone)]
