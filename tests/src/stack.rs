@@ -110,7 +110,7 @@ impl Stack {
         }
     }
 
-    /// Calls the handler for `method path` in-process, as Lambda would (no HTTP in between).
+    /// Calls the handler for `method path[?query]` in-process, as Lambda would (no HTTP in between).
     pub async fn invoke(
         &self,
         method: &str,
@@ -118,6 +118,7 @@ impl Stack {
         body: &[u8],
         token: Option<&str>,
     ) -> lambda_http::Response<lambda_http::Body> {
+        let (path, query) = path.split_once('?').unwrap_or((path, ""));
         let (route, params) = self
             .gateway
             .template
@@ -139,7 +140,7 @@ impl Stack {
             route_key: route.route_key(),
             method,
             path,
-            query: "",
+            query,
             headers,
             path_params: params,
             body,
