@@ -87,6 +87,10 @@ pub struct Config {
     pub message_history_cap: u32,
     /// `PRESENCE_TIMEOUT_SECS`: a user is online while their last heartbeat is younger than this.
     pub presence_timeout: Duration,
+    /// `NOTIFICATIONS_CAP`: notifications kept per user (oldest dropped).
+    pub notifications_cap: u32,
+    /// `ADMIN_USER_IDS`: comma-separated user ids allowed to read analytics.
+    pub admin_user_ids: Vec<String>,
     /// `COOKIE_SECURE`: add `Secure` to the session cookie (true in AWS, false on plain-http localhost).
     pub cookie_secure: bool,
 }
@@ -161,6 +165,11 @@ impl Config {
             profile_cache_ttl: Duration::from_secs(env.positive("PROFILE_CACHE_TTL_SECS", 1_800)?.into()),
             message_history_cap: env.positive("MESSAGE_HISTORY_CAP", 1_000)?,
             presence_timeout: Duration::from_secs(env.positive("PRESENCE_TIMEOUT_SECS", 300)?.into()),
+            notifications_cap: env.positive("NOTIFICATIONS_CAP", 100)?,
+            admin_user_ids: match get("ADMIN_USER_IDS") {
+                Some(v) => v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect(),
+                None => Vec::new(),
+            },
             cookie_secure: env.parse("COOKIE_SECURE", true)?,
         })
     }

@@ -104,7 +104,12 @@ pub struct Envelope {
 }
 
 fn rfc3339_millis<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&t.to_rfc3339_opts(SecondsFormat::Millis, true))
+    s.serialize_str(&format_timestamp(t))
+}
+
+/// The one timestamp format on the wire: RFC 3339, UTC, milliseconds.
+pub fn format_timestamp(t: &DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
 impl Envelope {

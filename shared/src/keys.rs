@@ -93,6 +93,57 @@ pub fn presence(user_id: &str) -> String {
     format!("presence:{}", user_tag(user_id))
 }
 
+/// List: a user's notifications, newest first, capped.
+pub fn notifications(user_id: &str) -> String {
+    format!("notifications:{}", user_tag(user_id))
+}
+
+/// Hash: a user's notification state (`unread`).
+pub fn notification_state(user_id: &str) -> String {
+    format!("notifications:{}:state", user_tag(user_id))
+}
+
+/// Sorted set: event ids the notifications consumer applied for a user (dedupe; score = ms).
+pub fn notification_dedupe(user_id: &str) -> String {
+    format!("notifications:{}:seen", user_tag(user_id))
+}
+
+/// Pub/sub channel on which a user's new notifications are published.
+pub fn notification_channel(user_id: &str) -> String {
+    format!("notifications:{}:live", user_tag(user_id))
+}
+
+/// The hash tag of one month of analytics (`YYYY-MM`): a day's counters, its DAU, the
+/// month's MAU and the dedupe set are updated by one script in this slot.
+fn month_tag(month: &str) -> String {
+    format!("{{a:{month}}}")
+}
+
+/// Hash: one day's counters: `<TYPE>` per day, `<HH>:<TYPE>` per hour, `events` in all.
+pub fn analytics_day(month: &str, day: &str) -> String {
+    format!("analytics:{}:day:{day}", month_tag(month))
+}
+
+/// HyperLogLog: distinct active users of one day.
+pub fn analytics_dau(month: &str, day: &str) -> String {
+    format!("analytics:{}:dau:{day}", month_tag(month))
+}
+
+/// HyperLogLog: distinct active users of one month.
+pub fn analytics_mau(month: &str) -> String {
+    format!("analytics:{}:mau", month_tag(month))
+}
+
+/// Sorted set: event ids already counted this month (dedupe; score = ms).
+pub fn analytics_dedupe(month: &str) -> String {
+    format!("analytics:{}:seen", month_tag(month))
+}
+
+/// Hash: the local MSK trigger's committed offsets of one consumer group (`topic:partition` -> next offset).
+pub fn local_offsets(group: &str) -> String {
+    format!("localmsk:{{{group}}}:offsets")
+}
+
 /// Sorted set: every user, score 0, so members sort by id; UUIDv7 ids make that signup order.
 pub const USERS: &str = "users:{all}";
 

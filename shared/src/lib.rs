@@ -12,6 +12,7 @@
 //! - [`store`]: the Redis connection (multiplexed, auto-reconnecting, bounded timeouts).
 //! - [`events`]: event types, topics and the JSON envelope.
 //! - [`producer`]: the Kafka producer (pure Rust, key-hash partitioning).
+//! - [`consumer`]: decoding MSK batches, poison records and dead letters.
 //! - [`outbox`]: events that could not be produced are parked in Redis and relayed later.
 //! - [`publisher`]: produce-or-park, the only way handlers emit events.
 //! - [`telemetry`]: JSON structured logs.
@@ -19,6 +20,7 @@
 
 pub mod api;
 pub mod config;
+pub mod consumer;
 pub mod error;
 pub mod events;
 pub mod keys;

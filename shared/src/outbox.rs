@@ -67,6 +67,17 @@ pub async fn park(store: &Store, record: &OutgoingRecord) -> Result<(), AppError
     Ok(())
 }
 
+/// Parks many records in one round trip, in order.
+pub async fn park_all(store: &Store, records: &[OutgoingRecord]) -> Result<(), AppError> {
+    if records.is_empty() {
+        return Ok(());
+    }
+    let json: Vec<String> =
+        records.iter().map(|r| serde_json::to_string(&Parked::from_record(r))).collect::<Result<_, _>>()?;
+    let _: i64 = store.conn().rpush(keys::OUTBOX, json).await?;
+    Ok(())
+}
+
 /// Number of parked records.
 pub async fn len(store: &Store) -> Result<usize, AppError> {
     Ok(store.conn().llen(keys::OUTBOX).await?)

@@ -105,6 +105,39 @@ impl Producer {
             .ok_or_else(|| ProduceError::Kafka("broker returned no offset".into()))
     }
 
+    /// Produces many records: one produce request per partition, all partitions at once,
+    /// order kept within each partition. All or nothing from the caller's point of view:
+    /// on error some records may have been written, so callers re-send (consumers dedupe).
+    pub async fn send_batch(&self, records: Vec<OutgoingRecord>) -> Result<(), ProduceError> {
+        let timeout = self.timeout;
+        tokio::time::timeout(timeout, Box::pin(self.send_batch_unbounded(records)))
+            .await
+            .map_err(|_| ProduceError::Timeout(timeout))?
+    }
+
+    async fn send_batch_unbounded(&self, records: Vec<OutgoingRecord>) -> Result<(), ProduceError> {
+        let mut groups: BTreeMap<(String, usize), Vec<Record>> = BTreeMap::new();
+        let mut clients: HashMap<(String, usize), Arc<PartitionClient>> = HashMap::new();
+        for record in records {
+            let partitions = self.partitions_of(&record.topic).await?;
+            let index = partition_for(record.key.as_bytes(), partitions.len());
+            let group = (record.topic.clone(), index);
+            clients.entry(group.clone()).or_insert_with(|| Arc::clone(&partitions[index]));
+            groups.entry(group).or_default().push(Record {
+                key: Some(record.key.into_bytes()),
+                value: Some(record.value),
+                headers: record.headers,
+                timestamp: Utc::now(),
+            });
+        }
+        let sends = groups.into_iter().map(|(group, batch)| {
+            let client = Arc::clone(&clients[&group]);
+            async move { client.produce(batch, Compression::NoCompression).await }
+        });
+        futures::future::try_join_all(sends).await?;
+        Ok(())
+    }
+
     /// The connected client, connecting on first use.
     pub async fn client(&self) -> Result<&Client, ProduceError> {
         self.client

@@ -40,6 +40,48 @@ impl Publisher {
         }
     }
 
+    /// Produces many events in one go (one produce request per partition), parking them
+    /// all in the outbox if the broker does not take them in time.
+    pub async fn publish_all(&self, events: Vec<(EventType, String, String, serde_json::Value)>) -> Result<Delivery, AppError> {
+        let records: Vec<OutgoingRecord> = events
+            .into_iter()
+            .map(|(event_type, key, correlation_id, data)| self.record(Envelope::new(event_type, self.source, &key, &correlation_id, data)))
+            .collect::<Result<_, _>>()?;
+        self.send_or_park(records).await
+    }
+
+    /// Sends already-built records (e.g. dead letters), parking them if the broker is unavailable.
+    pub async fn send_or_park(&self, records: Vec<OutgoingRecord>) -> Result<Delivery, AppError> {
+        if records.is_empty() {
+            return Ok(Delivery::Produced);
+        }
+        match self.producer.send_batch(records.clone()).await {
+            Ok(()) => Ok(Delivery::Produced),
+            Err(e) => {
+                tracing::warn!(error = %e, count = records.len(), "events parked in the outbox");
+                outbox::park_all(&self.store, &records).await?;
+                Ok(Delivery::Parked)
+            }
+        }
+    }
+
+    /// The topic names this publisher produces to.
+    pub fn topics(&self) -> &Topics {
+        &self.topics
+    }
+
+    fn record(&self, envelope: Envelope) -> Result<OutgoingRecord, AppError> {
+        Ok(OutgoingRecord {
+            topic: envelope.event_type.topic().name(&self.topics).to_string(),
+            key: envelope.key.clone(),
+            value: serde_json::to_vec(&envelope)?,
+            headers: BTreeMap::from([
+                ("eventType".to_string(), envelope.event_type.as_str().into_bytes()),
+                ("eventId".to_string(), envelope.event_id.to_string().into_bytes()),
+            ]),
+        })
+    }
+
     /// Builds the envelope and produces it, parking it in the outbox if the broker
     /// does not take it in time. Fails only if Redis is down too.
     pub async fn publish(
@@ -50,19 +92,12 @@ impl Publisher {
         data: serde_json::Value,
     ) -> Result<Delivery, AppError> {
         let envelope = Envelope::new(event_type, self.source, key, correlation_id, data);
-        let record = OutgoingRecord {
-            topic: event_type.topic().name(&self.topics).to_string(),
-            key: key.to_string(),
-            value: serde_json::to_vec(&envelope)?,
-            headers: BTreeMap::from([
-                ("eventType".to_string(), event_type.as_str().into_bytes()),
-                ("eventId".to_string(), envelope.event_id.to_string().into_bytes()),
-            ]),
-        };
+        let event_id = envelope.event_id;
+        let record = self.record(envelope)?;
         match self.producer.send(record.clone()).await {
             Ok(_) => Ok(Delivery::Produced),
             Err(e) => {
-                tracing::warn!(error = %e, event_type = ?event_type, event_id = %envelope.event_id, "event parked in the outbox");
+                tracing::warn!(error = %e, event_type = ?event_type, event_id = %event_id, "event parked in the outbox");
                 outbox::park(&self.store, &record).await?;
                 Ok(Delivery::Parked)
             }

@@ -5,7 +5,7 @@ use tracing_subscriber::{fmt, EnvFilter};
 /// Installs the JSON log subscriber (level from `RUST_LOG`, default `info`).
 /// Safe to call twice: the second call is a no-op, which tests rely on.
 pub fn init() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,rskafka=warn"));
     let _ = fmt()
         .json()
         .with_env_filter(filter)

@@ -1,0 +1,17 @@
+//! Lambda bootstrap for the analytics consumer (MSK event source).
+
+use aws_lambda_events::event::kafka::KafkaEvent;
+use devconnect::{config::Config, telemetry, AppState};
+use lambda_runtime::{run, service_fn, Error, LambdaEvent};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    telemetry::init();
+    let state = AppState::connect(Config::from_env()?, devconnect_analytics::FUNCTION_NAME).await?;
+    let state = &state;
+    run(service_fn(move |event: LambdaEvent<KafkaEvent>| async move {
+        // An Err fails the invocation, so MSK redelivers the batch (dedupe makes that safe).
+        Ok::<_, Error>(devconnect_analytics::consume(state, event.payload).await?)
+    }))
+    .await
+}

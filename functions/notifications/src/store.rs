@@ -1,0 +1,106 @@
+//! Redis side of notifications: one script per recipient applies all of a batch's
+//! notifications for them (dedupe, offline check, list, unread count, PUBLISH);
+//! the scripts of a batch travel in one pipeline, so a batch costs one round trip.
+
+use std::{collections::BTreeMap, sync::LazyLock, time::Duration};
+
+use devconnect::{config::Config, keys, store::Store, user, AppError};
+use redis::{AsyncCommands, Script};
+use serde_json::Value;
+
+use crate::domain::Notification;
+
+/// How long an applied event id is remembered (longer than MSK's retention of a retried batch).
+pub const DEDUPE_WINDOW: Duration = Duration::from_secs(7 * 24 * 3600);
+
+static APPLY: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local now = tonumber(ARGV[1])
+local p = redis.call('HMGET', KEYS[4], 'online', 'lastSeen')
+local online = p[1] == '1' and (now - tonumber(p[2] or '0')) <= tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - tonumber(ARGV[4]))
+local created = {}
+local duplicates = 0
+for i = 6, #ARGV, 3 do
+  if redis.call('ZADD', KEYS[3], 'NX', now, ARGV[i]) == 1 then
+    if not (ARGV[i + 1] == '1' and online) then
+      redis.call('LPUSH', KEYS[1], ARGV[i + 2])
+      redis.call('HINCRBY', KEYS[2], 'unread', 1)
+      redis.call('PUBLISH', ARGV[5], ARGV[i + 2])
+      table.insert(created, ARGV[i])
+    end
+  else
+    duplicates = duplicates + 1
+  end
+end
+redis.call('LTRIM', KEYS[1], 0, tonumber(ARGV[3]) - 1)
+local len = redis.call('LLEN', KEYS[1])
+if tonumber(redis.call('HGET', KEYS[2], 'unread') or '0') > len then redis.call('HSET', KEYS[2], 'unread', len) end
+return {duplicates, created}
+"#,
+    )
+});
+
+/// What applying a batch did.
+#[derive(Debug, Default)]
+pub struct Applied {
+    /// Notifications created now.
+    pub created: Vec<Notification>,
+    /// Notifications already created by an earlier delivery.
+    pub duplicates: usize,
+}
+
+/// Applies `planned` (in order per recipient): one round trip for the whole batch.
+pub async fn apply(store: &Store, config: &Config, planned: &[Notification]) -> Result<Applied, AppError> {
+    if planned.is_empty() {
+        return Ok(Applied::default());
+    }
+    let mut by_recipient: BTreeMap<&str, Vec<&Notification>> = BTreeMap::new();
+    for n in planned {
+        by_recipient.entry(n.recipient.as_str()).or_default().push(n);
+    }
+    let now = user::now_ms();
+    let timeout_ms = config.presence_timeout.as_millis() as i64;
+    let mut pipe = redis::pipe();
+    pipe.load_script(&APPLY).ignore();
+    for (recipient, items) in &by_recipient {
+        let mut call = APPLY.key(keys::notifications(recipient));
+        call.key(keys::notification_state(recipient))
+            .key(keys::notification_dedupe(recipient))
+            .key(keys::presence(recipient))
+            .arg(now)
+            .arg(timeout_ms)
+            .arg(config.notifications_cap)
+            .arg(DEDUPE_WINDOW.as_millis() as i64)
+            .arg(keys::notification_channel(recipient));
+        for n in items {
+            call.arg(&n.source_event_id).arg(if n.only_if_offline { "1" } else { "0" }).arg(n.view().to_string());
+        }
+        pipe.invoke_script(&call);
+    }
+    let results: Vec<(usize, Vec<String>)> = pipe.query_async(&mut store.conn()).await?;
+    let mut applied = Applied::default();
+    for (duplicates, created) in results {
+        applied.duplicates += duplicates;
+        applied.created.extend(created.iter().filter_map(|id| planned.iter().find(|n| &n.source_event_id == id).cloned()));
+    }
+    Ok(applied)
+}
+
+/// The newest `limit` notifications and the unread count: one round trip.
+pub async fn list(store: &Store, user_id: &str, limit: usize) -> Result<(Vec<Value>, i64), AppError> {
+    let (items, unread): (Vec<String>, Option<i64>) = redis::pipe()
+        .lrange(keys::notifications(user_id), 0, limit as isize - 1)
+        .hget(keys::notification_state(user_id), "unread")
+        .query_async(&mut store.conn())
+        .await?;
+    let items = items.iter().filter_map(|s| serde_json::from_str(s).ok()).collect();
+    Ok((items, unread.unwrap_or(0)))
+}
+
+/// Marks every notification read: one round trip.
+pub async fn mark_read(store: &Store, user_id: &str) -> Result<(), AppError> {
+    let _: () = store.conn().hset(keys::notification_state(user_id), "unread", 0).await?;
+    Ok(())
+}
