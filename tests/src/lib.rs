@@ -6,6 +6,7 @@
 //! Binaries come from `$REDIS_SERVER_BIN` / `$TANSU_BIN` (set by ./infra/local/test),
 //! else from PATH, else from ~/.cache/devconnect/bin.
 
+pub mod kafka;
 pub mod round_trips;
 pub mod servers;
 pub mod social;

@@ -67,6 +67,19 @@ impl Stack {
         Self::start_inner(vars, true).await
     }
 
+    /// Starts everything plus what `./infra/local/run` adds: the emulated MSK triggers
+    /// (consumers receive every event) and the schedules (every `schedule_secs`).
+    pub async fn start_full(vars: &[(&str, &str)]) -> Self {
+        let stack = Self::start_inner(vars, false).await;
+        local_gateway::msk::spawn_pollers(
+            Arc::clone(&stack.gateway),
+            stack.state.config.kafka_brokers.clone(),
+            stack.state.store.clone(),
+        );
+        server::spawn_schedules(Arc::clone(&stack.gateway), Duration::from_secs(1));
+        stack
+    }
+
     async fn start_inner(vars: &[(&str, &str)], counting: bool) -> Self {
         let redis = RedisServer::start().await.expect("redis-server");
         let broker = Broker::start(&TOPICS).await.expect("tansu");

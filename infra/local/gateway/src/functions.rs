@@ -1,5 +1,6 @@
 //! The functions of template.yaml, by LogicalId, called in-process.
 
+use aws_lambda_events::event::kafka::KafkaEvent;
 use devconnect::AppState;
 use lambda_http::{Body, Request, Response};
 use serde_json::{json, Value};
@@ -10,8 +11,13 @@ pub const HTTP_FUNCTIONS: &[(&str, &[&str])] = &[
     ("RequestsFunction", devconnect_requests::ROUTES),
     ("MessagingFunction", devconnect_messaging::ROUTES),
     ("PresenceFunction", devconnect_presence::ROUTES),
+    ("NotificationsFunction", devconnect_notifications::ROUTES),
+    ("AnalyticsFunction", devconnect_analytics::ROUTES),
     ("OpsFunction", devconnect_ops::ROUTES),
 ];
+
+/// MSK-triggered functions by LogicalId.
+pub const CONSUMER_FUNCTIONS: &[&str] = &["NotificationsConsumerFunction", "AnalyticsConsumerFunction"];
 
 /// Scheduled functions by LogicalId.
 pub const SCHEDULED_FUNCTIONS: &[&str] = &["OutboxRelayFunction", "PresenceSweepFunction"];
@@ -23,6 +29,8 @@ pub struct Functions {
     requests: AppState,
     messaging: AppState,
     presence: AppState,
+    notifications: AppState,
+    analytics: AppState,
     ops: AppState,
 }
 
@@ -34,6 +42,8 @@ impl Functions {
             requests: state.for_function(devconnect_requests::FUNCTION_NAME),
             messaging: state.for_function(devconnect_messaging::FUNCTION_NAME),
             presence: state.for_function(devconnect_presence::FUNCTION_NAME),
+            notifications: state.for_function(devconnect_notifications::FUNCTION_NAME),
+            analytics: state.for_function(devconnect_analytics::FUNCTION_NAME),
             ops: state.for_function(devconnect_ops::FUNCTION_NAME),
         }
     }
@@ -45,9 +55,21 @@ impl Functions {
             "RequestsFunction" => devconnect_requests::handle(&self.requests, req).await,
             "MessagingFunction" => devconnect_messaging::handle(&self.messaging, req).await,
             "PresenceFunction" => devconnect_presence::handle(&self.presence, req).await,
+            "NotificationsFunction" => devconnect_notifications::handle(&self.notifications, req).await,
+            "AnalyticsFunction" => devconnect_analytics::handle(&self.analytics, req).await,
             "OpsFunction" => devconnect_ops::handle(&self.ops, req).await,
             _ => return None,
         })
+    }
+
+    /// Invokes an MSK-triggered function with a batch; `Err` means the batch must be retried.
+    pub async fn invoke_consumer(&self, function: &str, event: KafkaEvent) -> anyhow::Result<Value> {
+        let report = match function {
+            "NotificationsConsumerFunction" => devconnect_notifications::consume(&self.notifications, event).await?,
+            "AnalyticsConsumerFunction" => devconnect_analytics::consume(&self.analytics, event).await?,
+            other => anyhow::bail!("no consumer function {other}"),
+        };
+        Ok(serde_json::to_value(report)?)
     }
 
     /// Invokes a scheduled function as EventBridge would; returns its result.

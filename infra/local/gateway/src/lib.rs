@@ -4,11 +4,13 @@
 //!   stack serves exactly what AWS would.
 //! - [`apigw`] turns an HTTP request into a real API Gateway v2 event and back.
 //! - [`functions`] maps a template LogicalId to the handler, called in-process.
+//! - [`msk`] emulates the MSK event source mappings: poll, invoke, commit on success.
 //! - [`server`] is the HTTP front door, with 404/405 in the product's error shape.
 #![warn(missing_docs)]
 
 pub mod apigw;
 pub mod functions;
+pub mod msk;
 pub mod server;
 pub mod template;
 

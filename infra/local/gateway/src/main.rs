@@ -5,7 +5,7 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 use anyhow::{bail, Context};
 use devconnect::{config::Config, telemetry, AppState};
 use local_gateway::{
-    apigw, default_template_path,
+    apigw, default_template_path, msk,
     functions::Functions,
     server::{self, Gateway},
     template::Template,
@@ -24,13 +24,13 @@ async fn main() -> anyhow::Result<()> {
         .context("connecting to Redis")?;
     let functions = Functions::new(&state);
     match args.first().map(String::as_str) {
-        Some("serve") | None => serve(Gateway { template, functions }).await,
+        Some("serve") | None => serve(Gateway { template, functions }, &state).await,
         Some("invoke") => invoke(&functions, &args[1..]).await,
         Some(other) => bail!("unknown command {other}: use serve or invoke <LogicalId> --event <file>"),
     }
 }
 
-async fn serve(gateway: Gateway) -> anyhow::Result<()> {
+async fn serve(gateway: Gateway, state: &AppState) -> anyhow::Result<()> {
     let port: u16 = std::env::var("PORT")
         .ok()
         .map(|p| p.parse())
@@ -45,6 +45,7 @@ async fn serve(gateway: Gateway) -> anyhow::Result<()> {
         .unwrap_or(2);
     let gateway = Arc::new(gateway);
     server::spawn_schedules(Arc::clone(&gateway), Duration::from_secs(schedule_cap));
+    msk::spawn_pollers(Arc::clone(&gateway), state.config.kafka_brokers.clone(), state.store.clone());
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
         .await
         .with_context(|| format!("binding port {port}"))?;
@@ -71,7 +72,9 @@ async fn invoke(functions: &Functions, args: &[String]) -> anyhow::Result<()> {
     let event: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(event_path).with_context(|| format!("reading {event_path}"))?)
             .with_context(|| format!("{event_path} is not JSON"))?;
-    let output = if event.get("requestContext").is_some() {
+    let output = if event.get("eventSource").and_then(|s| s.as_str()) == Some("aws:kafka") {
+        functions.invoke_consumer(function, serde_json::from_value(event)?).await?
+    } else if event.get("requestContext").is_some() {
         let response = functions
             .invoke_http(function, apigw::request(&event)?)
             .await

@@ -53,6 +53,21 @@ pub struct ScheduledFunction {
     pub every: Duration,
 }
 
+/// One `MSK` event of a function: an event source mapping for one topic.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MskSource {
+    /// The function's LogicalId.
+    pub function: String,
+    /// The topic it consumes.
+    pub topic: String,
+    /// Its consumer group (offsets are kept per group and topic).
+    pub group: String,
+    /// Most records per invocation.
+    pub batch_size: usize,
+    /// `LATEST` or `TRIM_HORIZON`, for a group with no stored offsets.
+    pub starting_position: String,
+}
+
 /// What the gateway serves.
 #[derive(Clone, Debug, Default)]
 pub struct Template {
@@ -60,6 +75,8 @@ pub struct Template {
     pub routes: Vec<HttpRoute>,
     /// Every rate-scheduled function.
     pub schedules: Vec<ScheduledFunction>,
+    /// Every MSK event source, one per topic.
+    pub msk_sources: Vec<MskSource>,
 }
 
 impl Template {
@@ -110,6 +127,24 @@ impl Template {
                             every: parse_rate(&schedule)?,
                         });
                     }
+                    Some("MSK") => {
+                        let topics = props
+                            .and_then(|p| p.get("Topics"))
+                            .and_then(Value::as_sequence)
+                            .context("MSK event without Topics")?;
+                        for topic in topics.iter().filter_map(Value::as_str) {
+                            template.msk_sources.push(MskSource {
+                                function: function.clone(),
+                                topic: topic.to_string(),
+                                group: field("ConsumerGroupId").unwrap_or_else(|| function.clone()),
+                                batch_size: props
+                                    .and_then(|p| p.get("BatchSize"))
+                                    .and_then(Value::as_u64)
+                                    .map_or(100, |n| n as usize),
+                                starting_position: field("StartingPosition").unwrap_or_else(|| "LATEST".into()),
+                            });
+                        }
+                    }
                     _ => {}
                 }
             }
@@ -152,6 +187,9 @@ Resources:
         Tick:
           Type: Schedule
           Properties: { Schedule: rate(2 minutes) }
+        Stream:
+          Type: MSK
+          Properties: { Stream: !Ref Cluster, Topics: [user-events], StartingPosition: TRIM_HORIZON, ConsumerGroupId: g1, BatchSize: 7 }
 "#;
 
     #[test]
@@ -166,6 +204,21 @@ Resources:
             }]
         );
         assert_eq!(t.schedules[0].every, Duration::from_secs(120));
+    }
+
+    #[test]
+    fn msk_events_become_event_sources() {
+        let t = Template::parse(SAMPLE).unwrap();
+        assert_eq!(
+            t.msk_sources,
+            vec![MskSource {
+                function: "UserFn".into(),
+                topic: "user-events".into(),
+                group: "g1".into(),
+                batch_size: 7,
+                starting_position: "TRIM_HORIZON".into()
+            }]
+        );
     }
 
     #[test]

@@ -1,0 +1,32 @@
+//! Hand-made MSK batches, for feeding consumers exactly the records a test needs.
+
+use aws_lambda_events::event::kafka::KafkaEvent;
+use devconnect::events::{Envelope, EventType};
+use rskafka::{
+    chrono::Utc,
+    record::{Record, RecordAndOffset},
+};
+use serde_json::Value;
+
+/// A batch of raw values on one partition of `topic`, offsets from 0, as MSK would deliver it.
+pub fn batch(topic: &str, values: &[Vec<u8>]) -> KafkaEvent {
+    let records: Vec<RecordAndOffset> = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| RecordAndOffset {
+            record: Record { key: Some(b"key".to_vec()), value: Some(v.clone()), headers: Default::default(), timestamp: Utc::now() },
+            offset: i as i64,
+        })
+        .collect();
+    local_gateway::msk::kafka_event(topic, &[(0, records)]).expect("kafka event")
+}
+
+/// An envelope's wire bytes.
+pub fn bytes(e: &Envelope) -> Vec<u8> {
+    serde_json::to_vec(e).expect("json")
+}
+
+/// A new envelope of `event_type` acted by `key`.
+pub fn envelope(event_type: EventType, key: &str, data: Value) -> Envelope {
+    Envelope::new(event_type, "tests", key, "test-request", data)
+}
