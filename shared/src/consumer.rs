@@ -91,6 +91,14 @@ pub fn decode_batch(event: &KafkaEvent) -> (Vec<Incoming>, Vec<Poison>) {
 fn decode(record: &KafkaRecord) -> Result<Envelope, String> {
     let b64 = record.value.as_deref().ok_or("record has no value")?;
     let bytes = STANDARD.decode(b64).map_err(|e| format!("value is not base64: {e}"))?;
+    // Fast path: a well-formed envelope parses straight into the struct.
+    if let Ok(envelope) = serde_json::from_slice::<Envelope>(&bytes) {
+        if envelope.version != ENVELOPE_VERSION {
+            return Err(format!("unsupported envelope version {}", envelope.version));
+        }
+        return Ok(envelope);
+    }
+    // Slow path, only for records that are already poison: say precisely why.
     let value: Value = serde_json::from_slice(&bytes).map_err(|e| format!("value is not JSON: {e}"))?;
     match value.get("version").and_then(Value::as_u64) {
         Some(v) if v == u64::from(ENVELOPE_VERSION) => {}
@@ -101,7 +109,8 @@ fn decode(record: &KafkaRecord) -> Result<Envelope, String> {
     if serde_json::from_value::<crate::events::EventType>(event_type.clone()).is_err() {
         return Err(format!("unknown eventType {event_type}"));
     }
-    serde_json::from_value(value).map_err(|e| format!("invalid envelope: {e}"))
+    serde_json::from_value::<Envelope>(value).map(|_| ()).map_err(|e| format!("invalid envelope: {e}"))?;
+    Err("invalid envelope".into())
 }
 
 /// Sends poison records to dead-letter-events (parked in the outbox if the broker is down).

@@ -134,9 +134,9 @@ pub fn analytics_mau(month: &str) -> String {
     format!("analytics:{}:mau", month_tag(month))
 }
 
-/// Sorted set: event ids already counted this month (dedupe; score = ms).
-pub fn analytics_dedupe(month: &str) -> String {
-    format!("analytics:{}:seen", month_tag(month))
+/// Set: event ids already counted for one day (dedupe; expires after the dedupe window).
+pub fn analytics_dedupe(month: &str, day: &str) -> String {
+    format!("analytics:{}:seen:{day}", month_tag(month))
 }
 
 /// Hash: the local MSK trigger's committed offsets of one consumer group (`topic:partition` -> next offset).

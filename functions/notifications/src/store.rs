@@ -2,7 +2,11 @@
 //! notifications for them (dedupe, offline check, list, unread count, PUBLISH);
 //! the scripts of a batch travel in one pipeline, so a batch costs one round trip.
 
-use std::{collections::BTreeMap, sync::LazyLock, time::Duration};
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::LazyLock,
+    time::Duration,
+};
 
 use devconnect::{config::Config, keys, store::Store, user, AppError};
 use redis::{AsyncCommands, Script};
@@ -80,10 +84,11 @@ pub async fn apply(store: &Store, config: &Config, planned: &[Notification]) -> 
         pipe.invoke_script(&call);
     }
     let results: Vec<(usize, Vec<String>)> = pipe.query_async(&mut store.conn()).await?;
+    let by_event: HashMap<&str, &Notification> = planned.iter().map(|n| (n.source_event_id.as_str(), n)).collect();
     let mut applied = Applied::default();
     for (duplicates, created) in results {
         applied.duplicates += duplicates;
-        applied.created.extend(created.iter().filter_map(|id| planned.iter().find(|n| &n.source_event_id == id).cloned()));
+        applied.created.extend(created.iter().filter_map(|id| by_event.get(id.as_str()).map(|n| (*n).clone())));
     }
     Ok(applied)
 }
