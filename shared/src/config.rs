@@ -167,7 +167,12 @@ impl Config {
             presence_timeout: Duration::from_secs(env.positive("PRESENCE_TIMEOUT_SECS", 300)?.into()),
             notifications_cap: env.positive("NOTIFICATIONS_CAP", 100)?,
             admin_user_ids: match get("ADMIN_USER_IDS") {
-                Some(v) => v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect(),
+                Some(v) => v
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(String::from)
+                    .collect(),
                 None => Vec::new(),
             },
             cookie_secure: env.parse("COOKIE_SECURE", true)?,

@@ -68,13 +68,19 @@ impl Poison {
 /// events are applied in the order they were produced; and the poison ones.
 pub fn decode_batch(event: &KafkaEvent) -> (Vec<Incoming>, Vec<Poison>) {
     let mut records: Vec<&KafkaRecord> = event.records.values().flatten().collect();
-    records.sort_by(|a, b| (a.topic.as_deref(), a.partition, a.offset).cmp(&(b.topic.as_deref(), b.partition, b.offset)));
+    records
+        .sort_by(|a, b| (a.topic.as_deref(), a.partition, a.offset).cmp(&(b.topic.as_deref(), b.partition, b.offset)));
     let mut good = Vec::with_capacity(records.len());
     let mut poison = Vec::new();
     for record in records {
         let topic = record.topic.clone().unwrap_or_default();
         match decode(record) {
-            Ok(envelope) => good.push(Incoming { topic, partition: record.partition, offset: record.offset, envelope }),
+            Ok(envelope) => good.push(Incoming {
+                topic,
+                partition: record.partition,
+                offset: record.offset,
+                envelope,
+            }),
             Err(reason) => poison.push(Poison {
                 topic,
                 partition: record.partition,
@@ -109,7 +115,9 @@ fn decode(record: &KafkaRecord) -> Result<Envelope, String> {
     if serde_json::from_value::<crate::events::EventType>(event_type.clone()).is_err() {
         return Err(format!("unknown eventType {event_type}"));
     }
-    serde_json::from_value::<Envelope>(value).map(|_| ()).map_err(|e| format!("invalid envelope: {e}"))?;
+    serde_json::from_value::<Envelope>(value)
+        .map(|_| ())
+        .map_err(|e| format!("invalid envelope: {e}"))?;
     Err("invalid envelope".into())
 }
 
@@ -206,25 +214,47 @@ mod tests {
             (Some("%%%".to_string()), "not base64"),
             (Some(b64("{nope")), "not JSON"),
             (Some(b64(r#"{"version":2,"eventType":"USER_SIGNUP"}"#)), "version 2"),
-            (Some(b64(r#"{"version":1,"eventType":"USER_EXPLODED"}"#)), "unknown eventType"),
-            (Some(b64(r#"{"version":1,"eventType":"USER_SIGNUP"}"#)), "invalid envelope"),
+            (
+                Some(b64(r#"{"version":1,"eventType":"USER_EXPLODED"}"#)),
+                "unknown eventType",
+            ),
+            (
+                Some(b64(r#"{"version":1,"eventType":"USER_SIGNUP"}"#)),
+                "invalid envelope",
+            ),
             (None, "no value"),
         ];
         for (value, reason) in cases {
             let (good, bad) = decode_batch(&event(vec![record(value.as_deref())]));
             assert!(good.is_empty());
-            assert!(bad[0].reason.contains(reason), "{} does not mention {reason}", bad[0].reason);
+            assert!(
+                bad[0].reason.contains(reason),
+                "{} does not mention {reason}",
+                bad[0].reason
+            );
         }
     }
 
     #[test]
     fn records_come_out_in_partition_and_offset_order() {
-        let env = |k: &str| b64(&serde_json::to_string(&Envelope::new(crate::events::EventType::UserLogin, "auth", k, "r", json!({}))).unwrap());
+        let env = |k: &str| {
+            b64(&serde_json::to_string(&Envelope::new(
+                crate::events::EventType::UserLogin,
+                "auth",
+                k,
+                "r",
+                json!({}),
+            ))
+            .unwrap())
+        };
         let mut a = record(Some(&env("second")));
         a.offset = 7;
         let mut b = record(Some(&env("first")));
         b.offset = 3;
         let (good, _) = decode_batch(&event(vec![a, b]));
-        assert_eq!(good.iter().map(|g| g.envelope.key.as_str()).collect::<Vec<_>>(), ["first", "second"]);
+        assert_eq!(
+            good.iter().map(|g| g.envelope.key.as_str()).collect::<Vec<_>>(),
+            ["first", "second"]
+        );
     }
 }

@@ -72,8 +72,10 @@ pub async fn park_all(store: &Store, records: &[OutgoingRecord]) -> Result<(), A
     if records.is_empty() {
         return Ok(());
     }
-    let json: Vec<String> =
-        records.iter().map(|r| serde_json::to_string(&Parked::from_record(r))).collect::<Result<_, _>>()?;
+    let json: Vec<String> = records
+        .iter()
+        .map(|r| serde_json::to_string(&Parked::from_record(r)))
+        .collect::<Result<_, _>>()?;
     let _: i64 = store.conn().rpush(keys::OUTBOX, json).await?;
     Ok(())
 }

@@ -122,7 +122,9 @@ impl Producer {
             let partitions = self.partitions_of(&record.topic).await?;
             let index = partition_for(record.key.as_bytes(), partitions.len());
             let group = (record.topic.clone(), index);
-            clients.entry(group.clone()).or_insert_with(|| Arc::clone(&partitions[index]));
+            clients
+                .entry(group.clone())
+                .or_insert_with(|| Arc::clone(&partitions[index]));
             groups.entry(group).or_default().push(Record {
                 key: Some(record.key.into_bytes()),
                 value: Some(record.value),

@@ -42,10 +42,15 @@ impl Publisher {
 
     /// Produces many events in one go (one produce request per partition), parking them
     /// all in the outbox if the broker does not take them in time.
-    pub async fn publish_all(&self, events: Vec<(EventType, String, String, serde_json::Value)>) -> Result<Delivery, AppError> {
+    pub async fn publish_all(
+        &self,
+        events: Vec<(EventType, String, String, serde_json::Value)>,
+    ) -> Result<Delivery, AppError> {
         let records: Vec<OutgoingRecord> = events
             .into_iter()
-            .map(|(event_type, key, correlation_id, data)| self.record(Envelope::new(event_type, self.source, &key, &correlation_id, data)))
+            .map(|(event_type, key, correlation_id, data)| {
+                self.record(Envelope::new(event_type, self.source, &key, &correlation_id, data))
+            })
             .collect::<Result<_, _>>()?;
         self.send_or_park(records).await
     }

@@ -18,11 +18,26 @@ fn records(n: usize) -> Vec<Vec<u8>> {
     // A realistic mix: 1,000 users, requests, acceptances, messages and logins.
     (0..n)
         .map(|i| {
-            let (a, b) = (format!("0190c3a4-0000-7000-8000-{:012}", i % 1000), format!("0190c3a4-0000-7000-8000-{:012}", (i * 7 + 1) % 1000));
+            let (a, b) = (
+                format!("0190c3a4-0000-7000-8000-{:012}", i % 1000),
+                format!("0190c3a4-0000-7000-8000-{:012}", (i * 7 + 1) % 1000),
+            );
             let e = match i % 4 {
-                0 => envelope(EventType::ConnectionRequestSent, &a, json!({"id": format!("r{i}"), "fromUserId": a, "toUserId": b})),
-                1 => envelope(EventType::ConnectionAccepted, &b, json!({"id": format!("r{i}"), "fromUserId": a, "toUserId": b})),
-                2 => envelope(EventType::MessageSent, &a, json!({"id": format!("{i}-0"), "fromUserId": a, "toUserId": b, "text": "hello there"})),
+                0 => envelope(
+                    EventType::ConnectionRequestSent,
+                    &a,
+                    json!({"id": format!("r{i}"), "fromUserId": a, "toUserId": b}),
+                ),
+                1 => envelope(
+                    EventType::ConnectionAccepted,
+                    &b,
+                    json!({"id": format!("r{i}"), "fromUserId": a, "toUserId": b}),
+                ),
+                2 => envelope(
+                    EventType::MessageSent,
+                    &a,
+                    json!({"id": format!("{i}-0"), "fromUserId": a, "toUserId": b, "text": "hello there"}),
+                ),
                 _ => envelope(EventType::UserLogin, &a, json!({"userId": a})),
             };
             bytes(&e)
@@ -32,7 +47,10 @@ fn records(n: usize) -> Vec<Vec<u8>> {
 
 #[tokio::main]
 async fn main() {
-    let n: usize = std::env::var("BATCH").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
+    let n: usize = std::env::var("BATCH")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
     let values = records(n);
     println!("| consumer | records | time | records/s | Redis round trips |");
     println!("|---|---|---|---|---|");
@@ -43,7 +61,9 @@ async fn main() {
         let event = batch("message-events", &values);
         let proxy = stack.round_trips.as_ref().unwrap();
         let started = Instant::now();
-        let (report, trips) = proxy.measure(stack.gateway.functions.invoke_consumer(function, event)).await;
+        let (report, trips) = proxy
+            .measure(stack.gateway.functions.invoke_consumer(function, event))
+            .await;
         let elapsed = started.elapsed();
         let report = report.unwrap();
         assert_eq!(report["deadLettered"], 0);

@@ -30,8 +30,16 @@ fn fixed(path: String, body: Vec<u8>) -> Box<dyn Fn(usize) -> (String, Vec<u8>)>
 async fn bulk_users(stack: &Stack, n: usize) -> Vec<String> {
     let mut ids = Vec::with_capacity(n);
     for i in 0..n {
-        let u = User::new(format!("bulk{i}@example.com"), "x".into(), "Bulk".into(), format!("User{i}"));
-        user::insert_pipeline(&u).query_async::<()>(&mut stack.state.store.conn()).await.expect("insert");
+        let u = User::new(
+            format!("bulk{i}@example.com"),
+            "x".into(),
+            "Bulk".into(),
+            format!("User{i}"),
+        );
+        user::insert_pipeline(&u)
+            .query_async::<()>(&mut stack.state.store.conn())
+            .await
+            .expect("insert");
         ids.push(u.id);
     }
     ids
@@ -46,15 +54,42 @@ async fn routes(stack: &Stack, iters: usize) -> Vec<Route> {
     }
     let token = Some(me.client.token().to_string());
     let targets = bulk_users(stack, iters + 10).await;
-    let presence_ids = std::iter::once(friend.id.clone()).chain(targets.iter().take(99).cloned()).collect::<Vec<_>>().join(",");
-    let login = json!({"email": "me@example.com", "password": "correct horse battery"}).to_string().into_bytes();
+    let presence_ids = std::iter::once(friend.id.clone())
+        .chain(targets.iter().take(99).cloned())
+        .collect::<Vec<_>>()
+        .join(",");
+    let login = json!({"email": "me@example.com", "password": "correct horse battery"})
+        .to_string()
+        .into_bytes();
     let slow = (iters / 20).max(10); // argon2id routes cost ~tens of ms each
-    let r = |name, method, iters, make| Route { name, method, token: token.clone(), iters, make };
+    let r = |name, method, iters, make| Route {
+        name,
+        method,
+        token: token.clone(),
+        iters,
+        make,
+    };
     vec![
         r("GET /profile", "GET", iters, fixed("/profile".into(), vec![])),
-        r("GET /users/{id} (cached)", "GET", iters, fixed(format!("/users/{}", friend.id), vec![])),
-        r("PATCH /profile", "PATCH", iters, fixed("/profile".into(), json!({"about": "bench"}).to_string().into_bytes())),
-        Route { name: "POST /auth/login", method: "POST", token: None, iters: slow, make: fixed("/auth/login".into(), login) },
+        r(
+            "GET /users/{id} (cached)",
+            "GET",
+            iters,
+            fixed(format!("/users/{}", friend.id), vec![]),
+        ),
+        r(
+            "PATCH /profile",
+            "PATCH",
+            iters,
+            fixed("/profile".into(), json!({"about": "bench"}).to_string().into_bytes()),
+        ),
+        Route {
+            name: "POST /auth/login",
+            method: "POST",
+            token: None,
+            iters: slow,
+            make: fixed("/auth/login".into(), login),
+        },
         Route {
             name: "POST /auth/signup",
             method: "POST",
@@ -65,21 +100,70 @@ async fn routes(stack: &Stack, iters: usize) -> Vec<Route> {
                 ("/auth/signup".into(), body.to_string().into_bytes())
             }),
         },
-        r("POST /requests/send/interested/{id}", "POST", iters, Box::new(move |i| (format!("/requests/send/interested/{}", targets[i]), vec![]))),
-        r("GET /requests/received", "GET", iters, fixed("/requests/received".into(), vec![])),
+        r(
+            "POST /requests/send/interested/{id}",
+            "POST",
+            iters,
+            Box::new(move |i| (format!("/requests/send/interested/{}", targets[i]), vec![])),
+        ),
+        r(
+            "GET /requests/received",
+            "GET",
+            iters,
+            fixed("/requests/received".into(), vec![]),
+        ),
         r("GET /connections", "GET", iters, fixed("/connections".into(), vec![])),
         r("GET /feed (20)", "GET", iters, fixed("/feed".into(), vec![])),
-        r("POST /messages/{id}", "POST", iters, fixed(format!("/messages/{}", friend.id), json!({"text": "hello there"}).to_string().into_bytes())),
-        r("GET /messages/{id} (50)", "GET", iters, fixed(format!("/messages/{}", friend.id), vec![])),
-        r("GET /conversations", "GET", iters, fixed("/conversations".into(), vec![])),
-        r("POST /messages/{id}/read", "POST", iters, fixed(format!("/messages/{}/read", friend.id), vec![])),
-        r("POST /presence/heartbeat", "POST", iters, fixed("/presence/heartbeat".into(), vec![])),
-        r("GET /presence (100 ids)", "GET", iters, fixed(format!("/presence?userIds={presence_ids}"), vec![])),
+        r(
+            "POST /messages/{id}",
+            "POST",
+            iters,
+            fixed(
+                format!("/messages/{}", friend.id),
+                json!({"text": "hello there"}).to_string().into_bytes(),
+            ),
+        ),
+        r(
+            "GET /messages/{id} (50)",
+            "GET",
+            iters,
+            fixed(format!("/messages/{}", friend.id), vec![]),
+        ),
+        r(
+            "GET /conversations",
+            "GET",
+            iters,
+            fixed("/conversations".into(), vec![]),
+        ),
+        r(
+            "POST /messages/{id}/read",
+            "POST",
+            iters,
+            fixed(format!("/messages/{}/read", friend.id), vec![]),
+        ),
+        r(
+            "POST /presence/heartbeat",
+            "POST",
+            iters,
+            fixed("/presence/heartbeat".into(), vec![]),
+        ),
+        r(
+            "GET /presence (100 ids)",
+            "GET",
+            iters,
+            fixed(format!("/presence?userIds={presence_ids}"), vec![]),
+        ),
     ]
 }
 
 fn uuid_suffix() -> String {
-    format!("{:x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos())
+    format!(
+        "{:x}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    )
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -88,7 +172,10 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 #[tokio::main]
 async fn main() {
-    let iters: usize = std::env::var("BENCH_ITERS").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
+    let iters: usize = std::env::var("BENCH_ITERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
 
     // Round trips: each route twice in a row through the counting proxy; the second call
     // is the steady state (Lua scripts loaded, profile cache warm). Iteration indexes
@@ -101,7 +188,10 @@ async fn main() {
         let mut n = 0;
         for attempt in 0..2 {
             let (path, body) = (r.make)(attempt);
-            n = proxy.measure(counting.invoke(r.method, &path, &body, r.token.as_deref())).await.1;
+            n = proxy
+                .measure(counting.invoke(r.method, &path, &body, r.token.as_deref()))
+                .await
+                .1;
         }
         trips.push(n);
     }
@@ -117,7 +207,13 @@ async fn main() {
             let started = Instant::now();
             let response = stack.invoke(route.method, &path, &body, route.token.as_deref()).await;
             samples.push(started.elapsed());
-            assert!(response.status().is_success(), "{}: {} {:?}", route.name, response.status(), response.body());
+            assert!(
+                response.status().is_success(),
+                "{}: {} {:?}",
+                route.name,
+                response.status(),
+                response.body()
+            );
         }
         samples.sort();
         println!(

@@ -14,7 +14,12 @@ pub fn batch(topic: &str, values: &[Vec<u8>]) -> KafkaEvent {
         .iter()
         .enumerate()
         .map(|(i, v)| RecordAndOffset {
-            record: Record { key: Some(b"key".to_vec()), value: Some(v.clone()), headers: Default::default(), timestamp: Utc::now() },
+            record: Record {
+                key: Some(b"key".to_vec()),
+                value: Some(v.clone()),
+                headers: Default::default(),
+                timestamp: Utc::now(),
+            },
             offset: i as i64,
         })
         .collect();

@@ -35,13 +35,23 @@ impl Stack {
 impl Stack {
     /// A user with a chosen id (e.g. one named in ADMIN_USER_IDS), written straight to Redis.
     pub async fn user_with_id(&self, id: &str) -> User {
-        let mut record = devconnect::user::User::new(format!("{id}@example.com"), "unused".into(), "Admin".into(), "User".into());
+        let mut record = devconnect::user::User::new(
+            format!("{id}@example.com"),
+            "unused".into(),
+            "Admin".into(),
+            "User".into(),
+        );
         record.id = id.to_string();
         let issued = devconnect::session::issue(id);
         let mut pipe = devconnect::user::insert_pipeline(&record);
         pipe.set_ex(&issued.key, 1, 3600).ignore();
-        pipe.query_async::<()>(&mut self.state.store.conn()).await.expect("insert");
-        User { client: self.client().with_token(&issued.token), id: id.to_string() }
+        pipe.query_async::<()>(&mut self.state.store.conn())
+            .await
+            .expect("insert");
+        User {
+            client: self.client().with_token(&issued.token),
+            id: id.to_string(),
+        }
     }
 }
 

@@ -251,9 +251,11 @@ impl Stack {
             let lossy = |b: Vec<u8>| String::from_utf8_lossy(&b).into_owned();
             let mut values: Vec<String> = match kind.as_str() {
                 "string" => vec![lossy(redis::from_redis_value(reply).expect("bytes"))],
-                "hash" | "list" | "set" | "zset" => {
-                    redis::from_redis_value::<Vec<Vec<u8>>>(reply).expect("bytes").into_iter().map(lossy).collect()
-                }
+                "hash" | "list" | "set" | "zset" => redis::from_redis_value::<Vec<Vec<u8>>>(reply)
+                    .expect("bytes")
+                    .into_iter()
+                    .map(lossy)
+                    .collect(),
                 _ => vec![format!("{reply:?}")],
             };
             if kind == "hash" {

@@ -16,20 +16,46 @@ const B: &str = "0190c3a4-0000-7000-8000-00000000000b";
 /// A batch with one of each notified event.
 fn social_batch() -> Vec<Vec<u8>> {
     vec![
-        bytes(&envelope(EventType::UserSignup, B, json!({"userId": B, "firstName": "Bo"}))),
-        bytes(&envelope(EventType::ConnectionRequestSent, A, json!({"id": "r1", "fromUserId": A, "toUserId": B}))),
-        bytes(&envelope(EventType::ConnectionAccepted, B, json!({"id": "r1", "fromUserId": A, "toUserId": B}))),
-        bytes(&envelope(EventType::MessageSent, A, json!({"id": "1-0", "fromUserId": A, "toUserId": B, "text": "hi"}))),
+        bytes(&envelope(
+            EventType::UserSignup,
+            B,
+            json!({"userId": B, "firstName": "Bo"}),
+        )),
+        bytes(&envelope(
+            EventType::ConnectionRequestSent,
+            A,
+            json!({"id": "r1", "fromUserId": A, "toUserId": B}),
+        )),
+        bytes(&envelope(
+            EventType::ConnectionAccepted,
+            B,
+            json!({"id": "r1", "fromUserId": A, "toUserId": B}),
+        )),
+        bytes(&envelope(
+            EventType::MessageSent,
+            A,
+            json!({"id": "1-0", "fromUserId": A, "toUserId": B, "text": "hi"}),
+        )),
         bytes(&envelope(EventType::UserLogin, A, json!({"userId": A}))),
     ]
 }
 
 async fn notify(stack: &Stack, event: KafkaEvent) -> Value {
-    stack.gateway.functions.invoke_consumer("NotificationsConsumerFunction", event).await.expect("consume")
+    stack
+        .gateway
+        .functions
+        .invoke_consumer("NotificationsConsumerFunction", event)
+        .await
+        .expect("consume")
 }
 
 async fn count(stack: &Stack, event: KafkaEvent) -> Value {
-    stack.gateway.functions.invoke_consumer("AnalyticsConsumerFunction", event).await.expect("consume")
+    stack
+        .gateway
+        .functions
+        .invoke_consumer("AnalyticsConsumerFunction", event)
+        .await
+        .expect("consume")
 }
 
 #[tokio::test]
@@ -46,8 +72,14 @@ async fn a_batch_delivered_twice_leaves_the_same_notifications_counters_and_even
 
     let second = notify(&stack, batch("connection-events", &values)).await;
     let recount = count(&stack, batch("connection-events", &values)).await;
-    assert_eq!((second["applied"].as_u64(), second["duplicates"].as_u64()), (Some(0), Some(4)));
-    assert_eq!((recount["applied"].as_u64(), recount["duplicates"].as_u64()), (Some(0), Some(5)));
+    assert_eq!(
+        (second["applied"].as_u64(), second["duplicates"].as_u64()),
+        (Some(0), Some(4))
+    );
+    assert_eq!(
+        (recount["applied"].as_u64(), recount["duplicates"].as_u64()),
+        (Some(0), Some(5))
+    );
     assert_eq!(stack.data_snapshot().await, after_one);
     assert_eq!(stack.events("notification-events").await.len(), created_after_one);
 }
@@ -70,13 +102,24 @@ async fn a_batch_retried_after_a_partial_application_ends_as_one_delivery() {
         let b = stack.user_with_id(B).await;
         let list = b.client.get("/notifications?limit=100").await;
         assert_eq!(list.body["unreadCount"], 3, "{}", list.body);
-        let kinds: Vec<&str> = list.body["notifications"].as_array().unwrap().iter().map(|n| n["type"].as_str().unwrap()).collect();
+        let kinds: Vec<&str> = list.body["notifications"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["type"].as_str().unwrap())
+            .collect();
         assert_eq!(kinds, ["message", "connection_request", "welcome"]);
     }
     let day = |s: &Stack| {
         let key = devconnect::keys::analytics_day(&today()[..7], &today());
         let mut conn = s.state.store.conn();
-        async move { redis::cmd("HGETALL").arg(key).query_async::<std::collections::BTreeMap<String, i64>>(&mut conn).await.unwrap() }
+        async move {
+            redis::cmd("HGETALL")
+                .arg(key)
+                .query_async::<std::collections::BTreeMap<String, i64>>(&mut conn)
+                .await
+                .unwrap()
+        }
     };
     assert_eq!(day(&clean).await, day(&retried).await);
     assert_eq!(
@@ -90,14 +133,27 @@ async fn with_redis_unreachable_the_consumer_fails_so_the_batch_is_retried_and_n
     let mut stack = Stack::start_with(&[("REDIS_TIMEOUT_MS", "300")]).await;
     let values = social_batch();
     stack.redis.stop();
-    let failed = stack.gateway.functions.invoke_consumer("NotificationsConsumerFunction", batch("connection-events", &values)).await;
+    let failed = stack
+        .gateway
+        .functions
+        .invoke_consumer("NotificationsConsumerFunction", batch("connection-events", &values))
+        .await;
     assert!(failed.is_err(), "a Redis outage must fail the invocation");
-    let failed = stack.gateway.functions.invoke_consumer("AnalyticsConsumerFunction", batch("connection-events", &values)).await;
+    let failed = stack
+        .gateway
+        .functions
+        .invoke_consumer("AnalyticsConsumerFunction", batch("connection-events", &values))
+        .await;
     assert!(failed.is_err());
     stack.redis.restart().await.unwrap();
     let mut retried = Value::Null;
     for _ in 0..20 {
-        match stack.gateway.functions.invoke_consumer("NotificationsConsumerFunction", batch("connection-events", &values)).await {
+        match stack
+            .gateway
+            .functions
+            .invoke_consumer("NotificationsConsumerFunction", batch("connection-events", &values))
+            .await
+        {
             Ok(v) => {
                 retried = v;
                 break;
@@ -111,12 +167,18 @@ async fn with_redis_unreachable_the_consumer_fails_so_the_batch_is_retried_and_n
 #[tokio::test]
 async fn poison_records_are_dead_lettered_with_a_reason_and_the_rest_of_the_batch_is_processed() {
     let stack = Stack::start().await;
-    let good = bytes(&envelope(EventType::ConnectionRequestSent, A, json!({"id": "r9", "fromUserId": A, "toUserId": B})));
+    let good = bytes(&envelope(
+        EventType::ConnectionRequestSent,
+        A,
+        json!({"id": "r9", "fromUserId": A, "toUserId": B}),
+    ));
     let mut wrong_version = serde_json::to_value(envelope(EventType::UserLogin, A, json!({}))).unwrap();
     wrong_version["version"] = json!(2);
     let values = vec![
         b"{not json".to_vec(),
-        json!({"version": 1, "eventType": "USER_TELEPORTED", "eventId": "x"}).to_string().into_bytes(),
+        json!({"version": 1, "eventType": "USER_TELEPORTED", "eventId": "x"})
+            .to_string()
+            .into_bytes(),
         wrong_version.to_string().into_bytes(),
         bytes(&envelope(EventType::ConnectionRequestSent, A, json!({"fromUserId": A}))),
         good,
@@ -129,30 +191,77 @@ async fn poison_records_are_dead_lettered_with_a_reason_and_the_rest_of_the_batc
     event.records.values_mut().next().unwrap().push(raw);
 
     let report = notify(&stack, event.clone()).await;
-    assert_eq!((report["applied"].as_u64(), report["deadLettered"].as_u64()), (Some(1), Some(5)));
+    assert_eq!(
+        (report["applied"].as_u64(), report["deadLettered"].as_u64()),
+        (Some(1), Some(5))
+    );
     let analytics = count(&stack, event).await;
-    assert_eq!(analytics["deadLettered"], 4, "analytics has no data rules, so only undecodable records are poison");
+    assert_eq!(
+        analytics["deadLettered"], 4,
+        "analytics has no data rules, so only undecodable records are poison"
+    );
 
     let dead = dead_letters(&stack).await;
-    let reasons: Vec<String> = dead.iter().filter(|d| d["consumer"] == "notifications").map(|d| d["reason"].as_str().unwrap().to_string()).collect();
-    for expected in ["not JSON", "unknown eventType", "version 2", "missing toUserId", "not base64"] {
-        assert!(reasons.iter().any(|r| r.contains(expected)), "no dead letter for {expected}: {reasons:?}");
+    let reasons: Vec<String> = dead
+        .iter()
+        .filter(|d| d["consumer"] == "notifications")
+        .map(|d| d["reason"].as_str().unwrap().to_string())
+        .collect();
+    for expected in [
+        "not JSON",
+        "unknown eventType",
+        "version 2",
+        "missing toUserId",
+        "not base64",
+    ] {
+        assert!(
+            reasons.iter().any(|r| r.contains(expected)),
+            "no dead letter for {expected}: {reasons:?}"
+        );
     }
-    let not_json = dead.iter().find(|d| d["reason"].as_str().unwrap().contains("not JSON")).unwrap();
-    assert_eq!(STANDARD.decode(not_json["value"].as_str().unwrap()).unwrap(), b"{not json", "original bytes kept");
-    assert_eq!((not_json["topic"].as_str(), not_json["partition"].as_i64(), not_json["offset"].as_i64()), (Some("connection-events"), Some(0), Some(0)));
+    let not_json = dead
+        .iter()
+        .find(|d| d["reason"].as_str().unwrap().contains("not JSON"))
+        .unwrap();
+    assert_eq!(
+        STANDARD.decode(not_json["value"].as_str().unwrap()).unwrap(),
+        b"{not json",
+        "original bytes kept"
+    );
+    assert_eq!(
+        (
+            not_json["topic"].as_str(),
+            not_json["partition"].as_i64(),
+            not_json["offset"].as_i64()
+        ),
+        (Some("connection-events"), Some(0), Some(0))
+    );
 
     let b = stack.user_with_id(B).await;
-    assert_eq!(b.client.get("/notifications").await.body["notifications"][0]["data"]["requestId"], "r9");
+    assert_eq!(
+        b.client.get("/notifications").await.body["notifications"][0]["data"]["requestId"],
+        "r9"
+    );
 }
 
 async fn dead_letters(stack: &Stack) -> Vec<Value> {
     let client = stack.broker.client().await.unwrap();
     let mut out = Vec::new();
     for p in 0..3 {
-        let pc = client.partition_client("dead-letter-events", p, rskafka::client::partition::UnknownTopicHandling::Retry).await.unwrap();
+        let pc = client
+            .partition_client(
+                "dead-letter-events",
+                p,
+                rskafka::client::partition::UnknownTopicHandling::Retry,
+            )
+            .await
+            .unwrap();
         let (records, _) = pc.fetch_records(0, 1..10_000_000, 100).await.unwrap();
-        out.extend(records.into_iter().map(|r| serde_json::from_slice::<Value>(&r.record.value.unwrap()).unwrap()));
+        out.extend(
+            records
+                .into_iter()
+                .map(|r| serde_json::from_slice::<Value>(&r.record.value.unwrap()).unwrap()),
+        );
     }
     out
 }

@@ -20,7 +20,9 @@ async fn eventually(client: &Client, path: &str, within: Duration, done: impl Fn
 }
 
 fn has_kind(r: &Reply, kind: &str) -> bool {
-    r.body["notifications"].as_array().is_some_and(|n| n.iter().any(|x| x["type"] == kind))
+    r.body["notifications"]
+        .as_array()
+        .is_some_and(|n| n.iter().any(|x| x["type"] == kind))
 }
 
 #[tokio::test]
@@ -30,22 +32,37 @@ async fn requests_and_acceptances_reach_the_right_users_and_analytics_count_them
     let b = stack.user("omar").await;
 
     // Each new user is welcomed; B reads it so the next notification stands alone.
-    let (welcome, _) = eventually(&b.client, "/notifications", Duration::from_secs(5), |r| has_kind(r, "welcome")).await;
+    let (welcome, _) = eventually(&b.client, "/notifications", Duration::from_secs(5), |r| {
+        has_kind(r, "welcome")
+    })
+    .await;
     assert!(has_kind(&welcome, "welcome"), "{}", welcome.body);
     assert_eq!(b.client.post("/notifications/read", json!({})).await.status, 204);
 
-    let request_id = a.send_request("interested", &b.id).await.body["request"]["id"].as_str().unwrap().to_string();
-    let (seen, waited) =
-        eventually(&b.client, "/notifications", Duration::from_secs(2), |r| has_kind(r, "connection_request")).await;
+    let request_id = a.send_request("interested", &b.id).await.body["request"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (seen, waited) = eventually(&b.client, "/notifications", Duration::from_secs(2), |r| {
+        has_kind(r, "connection_request")
+    })
+    .await;
     assert!(has_kind(&seen, "connection_request"), "not within 2 s: {}", seen.body);
     assert!(waited <= Duration::from_secs(2));
     assert_eq!(seen.body["unreadCount"], 1);
     let n = &seen.body["notifications"][0];
-    assert_eq!((n["actorId"].as_str(), n["data"]["requestId"].as_str()), (Some(a.id.as_str()), Some(request_id.as_str())));
+    assert_eq!(
+        (n["actorId"].as_str(), n["data"]["requestId"].as_str()),
+        (Some(a.id.as_str()), Some(request_id.as_str()))
+    );
 
-    b.client.post(&format!("/requests/review/accepted/{request_id}"), json!({})).await;
-    let (accepted, _) =
-        eventually(&a.client, "/notifications", Duration::from_secs(2), |r| has_kind(r, "connection_accepted")).await;
+    b.client
+        .post(&format!("/requests/review/accepted/{request_id}"), json!({}))
+        .await;
+    let (accepted, _) = eventually(&a.client, "/notifications", Duration::from_secs(2), |r| {
+        has_kind(r, "connection_accepted")
+    })
+    .await;
     assert!(has_kind(&accepted, "connection_accepted"), "{}", accepted.body);
     // The receiver is not notified of their own acceptance.
     assert!(!has_kind(&b.client.get("/notifications").await, "connection_accepted"));
@@ -58,10 +75,17 @@ async fn requests_and_acceptances_reach_the_right_users_and_analytics_count_them
     })
     .await;
     assert_eq!(report.status, 200, "{}", report.body);
-    assert_eq!(report.body["connectionFunnel"], json!({"sent": 1, "accepted": 1, "acceptanceRate": 1.0}));
+    assert_eq!(
+        report.body["connectionFunnel"],
+        json!({"sent": 1, "accepted": 1, "acceptanceRate": 1.0})
+    );
     assert_eq!(report.body["newUsers"], 2);
     assert_eq!(report.body["dau"], 2);
-    assert!(report.body["counts"]["NOTIFICATION_CREATED"].as_i64().unwrap_or(0) >= 3, "{}", report.body);
+    assert!(
+        report.body["counts"]["NOTIFICATION_CREATED"].as_i64().unwrap_or(0) >= 3,
+        "{}",
+        report.body
+    );
 
     let denied = a.client.get(&path).await;
     assert_eq!((denied.status, denied.error_code()), (403, "forbidden"));
@@ -82,7 +106,11 @@ async fn messages_to_an_offline_user_notify_in_order_and_online_users_are_not_no
         a.message(&b.id, &format!("note {i}")).await;
     }
     a.message(&c.id, "you are online").await;
-    let done = |r: &Reply| r.body["notifications"].as_array().is_some_and(|n| n.iter().filter(|x| x["type"] == "message").count() == 20);
+    let done = |r: &Reply| {
+        r.body["notifications"]
+            .as_array()
+            .is_some_and(|n| n.iter().filter(|x| x["type"] == "message").count() == 20)
+    };
     let (seen, _) = eventually(&b.client, "/notifications?limit=100", Duration::from_secs(3), done).await;
     let previews: Vec<&str> = seen.body["notifications"]
         .as_array()
@@ -96,7 +124,10 @@ async fn messages_to_an_offline_user_notify_in_order_and_online_users_are_not_no
     assert_eq!(previews, expected, "per-key order must survive the trigger");
 
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(!has_kind(&c.client.get("/notifications").await, "message"), "an online user got a message notification");
+    assert!(
+        !has_kind(&c.client.get("/notifications").await, "message"),
+        "an online user got a message notification"
+    );
 }
 
 fn chrono_today() -> String {

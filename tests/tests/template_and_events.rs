@@ -25,6 +25,13 @@ fn every_template_route_has_a_handler_and_every_handler_route_is_in_the_template
 }
 
 #[test]
+fn every_msk_triggered_function_in_the_template_is_hosted() {
+    let declared: BTreeSet<String> = template().msk_sources.iter().map(|s| s.function.clone()).collect();
+    let hosted: BTreeSet<String> = functions::CONSUMER_FUNCTIONS.iter().map(|s| s.to_string()).collect();
+    assert_eq!(declared, hosted);
+}
+
+#[test]
 fn every_scheduled_function_in_the_template_is_hosted() {
     let declared: BTreeSet<String> = template().schedules.iter().map(|s| s.function.clone()).collect();
     let hosted: BTreeSet<String> = functions::SCHEDULED_FUNCTIONS.iter().map(|s| s.to_string()).collect();
@@ -42,7 +49,28 @@ async fn every_sample_event_invokes_its_function_without_a_server_error() {
         for file in std::fs::read_dir(dir.unwrap().path()).unwrap() {
             let path = file.unwrap().path();
             let event: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-            if let Some(route_key) = event["routeKey"].as_str() {
+            if event["eventSource"] == "aws:kafka" {
+                // events/<dir>/msk-*.json feeds the consumer named after its folder.
+                let dir = path
+                    .parent()
+                    .unwrap()
+                    .file_name()
+                    .unwrap()
+                    .to_str()
+                    .unwrap()
+                    .to_lowercase();
+                let function = template
+                    .msk_sources
+                    .iter()
+                    .map(|s| s.function.clone())
+                    .find(|f| f.to_lowercase().starts_with(&dir))
+                    .unwrap_or_else(|| panic!("{path:?}: no consumer for {dir}"));
+                let report = hosted
+                    .invoke_consumer(&function, serde_json::from_value(event.clone()).unwrap())
+                    .await
+                    .unwrap();
+                assert!(report["received"].as_u64().unwrap() > 0, "{path:?}: {report}");
+            } else if let Some(route_key) = event["routeKey"].as_str() {
                 let route = template
                     .routes
                     .iter()
@@ -72,7 +100,7 @@ async fn every_sample_event_invokes_its_function_without_a_server_error() {
             invoked += 1;
         }
     }
-    assert!(invoked >= 8, "only {invoked} samples found under {root:?}");
+    assert!(invoked >= 25, "only {invoked} samples found under {root:?}");
 }
 
 #[tokio::test]

@@ -15,11 +15,18 @@ use crate::store;
 /// GET /analytics/daily?date=YYYY-MM-DD -> counts per event type and hour, DAU, MAU,
 /// new users, messages and the connection funnel. Admins only (ADMIN_USER_IDS).
 pub async fn daily(state: &AppState, req: &Request) -> Result<Reply, AppError> {
-    let me = session::authenticate(&state.store, &state.config.rate_limits, api::bearer_token(req), WithUser::No).await?;
+    let me = session::authenticate(
+        &state.store,
+        &state.config.rate_limits,
+        api::bearer_token(req),
+        WithUser::No,
+    )
+    .await?;
     if !state.config.admin_user_ids.contains(&me.user_id) {
         return Err(AppError::Forbidden("analytics are for admins".into()));
     }
-    let date = api::query_param(req, "date").ok_or_else(|| AppError::Validation("date is required (YYYY-MM-DD)".into()))?;
+    let date =
+        api::query_param(req, "date").ok_or_else(|| AppError::Validation("date is required (YYYY-MM-DD)".into()))?;
     let date = chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d")
         .map_err(|_| AppError::Validation("date must be YYYY-MM-DD".into()))?
         .format("%Y-%m-%d")
@@ -30,7 +37,10 @@ pub async fn daily(state: &AppState, req: &Request) -> Result<Reply, AppError> {
     for (field, n) in &counters {
         match field.split_once(':') {
             Some((hour, event_type)) => {
-                by_hour.entry(hour.to_string()).or_default().insert(event_type.to_string(), *n);
+                by_hour
+                    .entry(hour.to_string())
+                    .or_default()
+                    .insert(event_type.to_string(), *n);
             }
             None if field != "events" => {
                 by_type.insert(field.clone(), *n);

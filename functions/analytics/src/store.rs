@@ -74,7 +74,10 @@ pub async fn count(store: &Store, records: &[Incoming]) -> Result<Counted, AppEr
     }
     let mut by_day: BTreeMap<String, Vec<&Incoming>> = BTreeMap::new();
     for r in records {
-        by_day.entry(r.envelope.timestamp.format("%Y-%m-%d").to_string()).or_default().push(r);
+        by_day
+            .entry(r.envelope.timestamp.format("%Y-%m-%d").to_string())
+            .or_default()
+            .push(r);
     }
     let mut pipe = redis::pipe();
     pipe.load_script(&COUNT).ignore();
@@ -88,12 +91,18 @@ pub async fn count(store: &Store, records: &[Incoming]) -> Result<Counted, AppEr
             .arg(DEDUPE_WINDOW.as_secs());
         for e in events {
             let env = &e.envelope;
-            call.arg(env.event_id.to_string()).arg(env.event_type.as_str()).arg(env.timestamp.format("%H").to_string()).arg(&env.key);
+            call.arg(env.event_id.to_string())
+                .arg(env.event_type.as_str())
+                .arg(env.timestamp.format("%H").to_string())
+                .arg(&env.key);
         }
         pipe.invoke_script(&call);
     }
     let results: Vec<(usize, usize)> = pipe.query_async(&mut store.conn()).await?;
-    Ok(results.into_iter().fold(Counted::default(), |acc, (a, d)| Counted { applied: acc.applied + a, duplicates: acc.duplicates + d }))
+    Ok(results.into_iter().fold(Counted::default(), |acc, (a, d)| Counted {
+        applied: acc.applied + a,
+        duplicates: acc.duplicates + d,
+    }))
 }
 
 /// One day's raw numbers: its counter hash, DAU and the month's MAU. One round trip.

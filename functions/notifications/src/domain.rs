@@ -37,7 +37,11 @@ impl Notification {
 }
 
 fn field<'a>(e: &'a Envelope, name: &str) -> Result<&'a str, String> {
-    e.data.get(name).and_then(Value::as_str).filter(|s| !s.is_empty()).ok_or_else(|| format!("invalid data: missing {name}"))
+    e.data
+        .get(name)
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| format!("invalid data: missing {name}"))
 }
 
 /// The notification an event causes: `Ok(None)` if none, `Err(reason)` if its data is unusable.
@@ -54,20 +58,44 @@ pub fn plan(e: &Envelope) -> Result<Option<Notification>, String> {
     Ok(Some(match e.event_type {
         EventType::ConnectionRequestSent => {
             let (from, to) = (field(e, "fromUserId")?, field(e, "toUserId")?);
-            make(to, "connection_request", from, false, json!({"requestId": field(e, "id")?}))
+            make(
+                to,
+                "connection_request",
+                from,
+                false,
+                json!({"requestId": field(e, "id")?}),
+            )
         }
         EventType::ConnectionAccepted => {
             let (from, to) = (field(e, "fromUserId")?, field(e, "toUserId")?);
-            make(from, "connection_accepted", to, false, json!({"requestId": field(e, "id")?}))
+            make(
+                from,
+                "connection_accepted",
+                to,
+                false,
+                json!({"requestId": field(e, "id")?}),
+            )
         }
         EventType::MessageSent => {
             let (from, to, text) = (field(e, "fromUserId")?, field(e, "toUserId")?, field(e, "text")?);
             let preview: String = text.chars().take(100).collect();
-            make(to, "message", from, true, json!({"messageId": field(e, "id")?, "preview": preview}))
+            make(
+                to,
+                "message",
+                from,
+                true,
+                json!({"messageId": field(e, "id")?, "preview": preview}),
+            )
         }
         EventType::UserSignup => {
             let user = field(e, "userId")?;
-            make(user, "welcome", user, false, json!({"firstName": e.data.get("firstName")}))
+            make(
+                user,
+                "welcome",
+                user,
+                false,
+                json!({"firstName": e.data.get("firstName")}),
+            )
         }
         _ => return Ok(None),
     }))
@@ -83,38 +111,55 @@ mod tests {
 
     #[test]
     fn a_connection_request_notifies_its_receiver() {
-        let n = plan(&envelope(EventType::ConnectionRequestSent, json!({"id": "r1", "fromUserId": "a", "toUserId": "b"})))
-            .unwrap()
-            .unwrap();
-        assert_eq!((n.recipient.as_str(), n.kind, n.actor.as_str()), ("b", "connection_request", "a"));
+        let n = plan(&envelope(
+            EventType::ConnectionRequestSent,
+            json!({"id": "r1", "fromUserId": "a", "toUserId": "b"}),
+        ))
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            (n.recipient.as_str(), n.kind, n.actor.as_str()),
+            ("b", "connection_request", "a")
+        );
     }
 
     #[test]
     fn an_acceptance_notifies_the_original_sender() {
-        let n = plan(&envelope(EventType::ConnectionAccepted, json!({"id": "r1", "fromUserId": "a", "toUserId": "b"})))
-            .unwrap()
-            .unwrap();
+        let n = plan(&envelope(
+            EventType::ConnectionAccepted,
+            json!({"id": "r1", "fromUserId": "a", "toUserId": "b"}),
+        ))
+        .unwrap()
+        .unwrap();
         assert_eq!((n.recipient.as_str(), n.kind), ("a", "connection_accepted"));
     }
 
     #[test]
     fn a_message_notifies_the_receiver_only_when_offline() {
-        let n = plan(&envelope(EventType::MessageSent, json!({"id": "m1", "fromUserId": "a", "toUserId": "b", "text": "hi"})))
-            .unwrap()
-            .unwrap();
+        let n = plan(&envelope(
+            EventType::MessageSent,
+            json!({"id": "m1", "fromUserId": "a", "toUserId": "b", "text": "hi"}),
+        ))
+        .unwrap()
+        .unwrap();
         assert_eq!(n.recipient, "b");
         assert!(n.only_if_offline);
     }
 
     #[test]
     fn a_signup_gets_a_welcome() {
-        let n = plan(&envelope(EventType::UserSignup, json!({"userId": "u"}))).unwrap().unwrap();
+        let n = plan(&envelope(EventType::UserSignup, json!({"userId": "u"})))
+            .unwrap()
+            .unwrap();
         assert_eq!((n.recipient.as_str(), n.kind), ("u", "welcome"));
     }
 
     #[test]
     fn events_nobody_is_notified_of_are_skipped() {
-        assert_eq!(plan(&envelope(EventType::UserLogin, json!({"userId": "u"}))).unwrap(), None);
+        assert_eq!(
+            plan(&envelope(EventType::UserLogin, json!({"userId": "u"}))).unwrap(),
+            None
+        );
     }
 
     #[test]

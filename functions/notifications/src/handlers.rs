@@ -11,7 +11,13 @@ use serde_json::json;
 use crate::store;
 
 async fn authenticate(state: &AppState, req: &Request) -> Result<Principal, AppError> {
-    session::authenticate(&state.store, &state.config.rate_limits, api::bearer_token(req), WithUser::No).await
+    session::authenticate(
+        &state.store,
+        &state.config.rate_limits,
+        api::bearer_token(req),
+        WithUser::No,
+    )
+    .await
 }
 
 /// GET /notifications?limit -> newest first, with the unread count.

@@ -38,7 +38,10 @@ pub async fn handle(state: &AppState, req: Request) -> Response<Body> {
 /// Processes one MSK batch. `Err` only for transient failures (the batch is retried).
 pub async fn consume(state: &AppState, event: KafkaEvent) -> Result<BatchReport, Retryable> {
     let (records, mut poison) = consumer::decode_batch(&event);
-    let mut report = BatchReport { received: records.len() + poison.len(), ..BatchReport::default() };
+    let mut report = BatchReport {
+        received: records.len() + poison.len(),
+        ..BatchReport::default()
+    };
     let mut planned = Vec::new();
     for record in &records {
         match domain::plan(&record.envelope) {
@@ -54,7 +57,14 @@ pub async fn consume(state: &AppState, event: KafkaEvent) -> Result<BatchReport,
     let created = outcome
         .created
         .into_iter()
-        .map(|n| (EventType::NotificationCreated, n.recipient.clone(), n.source_event_id.clone(), n.view()))
+        .map(|n| {
+            (
+                EventType::NotificationCreated,
+                n.recipient.clone(),
+                n.source_event_id.clone(),
+                n.view(),
+            )
+        })
         .collect();
     state.publisher.publish_all(created).await?;
     report.dead_lettered = poison.len();

@@ -79,7 +79,9 @@ pub async fn apply(store: &Store, config: &Config, planned: &[Notification]) -> 
             .arg(DEDUPE_WINDOW.as_millis() as i64)
             .arg(keys::notification_channel(recipient));
         for n in items {
-            call.arg(&n.source_event_id).arg(if n.only_if_offline { "1" } else { "0" }).arg(n.view().to_string());
+            call.arg(&n.source_event_id)
+                .arg(if n.only_if_offline { "1" } else { "0" })
+                .arg(n.view().to_string());
         }
         pipe.invoke_script(&call);
     }
@@ -88,7 +90,11 @@ pub async fn apply(store: &Store, config: &Config, planned: &[Notification]) -> 
     let mut applied = Applied::default();
     for (duplicates, created) in results {
         applied.duplicates += duplicates;
-        applied.created.extend(created.iter().filter_map(|id| by_event.get(id.as_str()).map(|n| (*n).clone())));
+        applied.created.extend(
+            created
+                .iter()
+                .filter_map(|id| by_event.get(id.as_str()).map(|n| (*n).clone())),
+        );
     }
     Ok(applied)
 }
@@ -106,6 +112,9 @@ pub async fn list(store: &Store, user_id: &str, limit: usize) -> Result<(Vec<Val
 
 /// Marks every notification read: one round trip.
 pub async fn mark_read(store: &Store, user_id: &str) -> Result<(), AppError> {
-    let _: () = store.conn().hset(keys::notification_state(user_id), "unread", 0).await?;
+    let _: () = store
+        .conn()
+        .hset(keys::notification_state(user_id), "unread", 0)
+        .await?;
     Ok(())
 }

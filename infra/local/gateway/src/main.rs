@@ -5,8 +5,9 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 use anyhow::{bail, Context};
 use devconnect::{config::Config, telemetry, AppState};
 use local_gateway::{
-    apigw, default_template_path, msk,
+    apigw, default_template_path,
     functions::Functions,
+    msk,
     server::{self, Gateway},
     template::Template,
 };
@@ -45,7 +46,11 @@ async fn serve(gateway: Gateway, state: &AppState) -> anyhow::Result<()> {
         .unwrap_or(2);
     let gateway = Arc::new(gateway);
     server::spawn_schedules(Arc::clone(&gateway), Duration::from_secs(schedule_cap));
-    msk::spawn_pollers(Arc::clone(&gateway), state.config.kafka_brokers.clone(), state.store.clone());
+    msk::spawn_pollers(
+        Arc::clone(&gateway),
+        state.config.kafka_brokers.clone(),
+        state.store.clone(),
+    );
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
         .await
         .with_context(|| format!("binding port {port}"))?;
@@ -73,7 +78,9 @@ async fn invoke(functions: &Functions, args: &[String]) -> anyhow::Result<()> {
         serde_json::from_str(&std::fs::read_to_string(event_path).with_context(|| format!("reading {event_path}"))?)
             .with_context(|| format!("{event_path} is not JSON"))?;
     let output = if event.get("eventSource").and_then(|s| s.as_str()) == Some("aws:kafka") {
-        functions.invoke_consumer(function, serde_json::from_value(event)?).await?
+        functions
+            .invoke_consumer(function, serde_json::from_value(event)?)
+            .await?
     } else if event.get("requestContext").is_some() {
         let response = functions
             .invoke_http(function, apigw::request(&event)?)

@@ -51,7 +51,11 @@ async fn poll(gateway: &Gateway, brokers: &[String], store: &Store, source: &Msk
         .ok_or_else(|| anyhow::anyhow!("topic {} does not exist yet", source.topic))?;
     let mut clients = Vec::new();
     for p in partitions {
-        clients.push(Arc::new(client.partition_client(source.topic.clone(), p, UnknownTopicHandling::Retry).await?));
+        clients.push(Arc::new(
+            client
+                .partition_client(source.topic.clone(), p, UnknownTopicHandling::Retry)
+                .await?,
+        ));
     }
     let offsets_key = keys::local_offsets(&source.group);
     let mut offsets: Vec<i64> = Vec::new();
@@ -66,10 +70,8 @@ async fn poll(gateway: &Gateway, brokers: &[String], store: &Store, source: &Msk
     }
     let mut backoff = Duration::from_millis(100);
     loop {
-        let fetched = futures::future::join_all(
-            clients.iter().zip(&offsets).map(|(pc, offset)| fetch(pc, *offset)),
-        )
-        .await;
+        let fetched =
+            futures::future::join_all(clients.iter().zip(&offsets).map(|(pc, offset)| fetch(pc, *offset))).await;
         let mut batch: Vec<(i32, Vec<RecordAndOffset>)> = Vec::new();
         let mut room = source.batch_size;
         for (i, result) in fetched.into_iter().enumerate() {
@@ -96,9 +98,13 @@ async fn poll(gateway: &Gateway, brokers: &[String], store: &Store, source: &Msk
                 let mut pipe = redis::pipe();
                 for (partition, records) in &batch {
                     let next = records.last().map(|r| r.offset + 1).unwrap_or_default();
-                    let index = clients.iter().position(|c| c.partition() == *partition).unwrap_or_default();
+                    let index = clients
+                        .iter()
+                        .position(|c| c.partition() == *partition)
+                        .unwrap_or_default();
                     offsets[index] = next;
-                    pipe.hset(&offsets_key, format!("{}:{partition}", source.topic), next).ignore();
+                    pipe.hset(&offsets_key, format!("{}:{partition}", source.topic), next)
+                        .ignore();
                 }
                 pipe.query_async::<()>(&mut store.conn()).await?;
                 backoff = Duration::from_millis(100);
@@ -117,7 +123,10 @@ struct Reset;
 async fn fetch(pc: &PartitionClient, offset: i64) -> Result<Vec<RecordAndOffset>, Reset> {
     match pc.fetch_records(offset, 1..FETCH_BYTES, MAX_WAIT_MS).await {
         Ok((records, _high_watermark)) => Ok(records.into_iter().filter(|r| r.offset >= offset).collect()),
-        Err(rskafka::client::error::Error::ServerError { protocol_error: rskafka::client::error::ProtocolError::OffsetOutOfRange, .. }) => Err(Reset),
+        Err(rskafka::client::error::Error::ServerError {
+            protocol_error: rskafka::client::error::ProtocolError::OffsetOutOfRange,
+            ..
+        }) => Err(Reset),
         Err(e) => {
             tracing::debug!(error = %e, "fetch failed");
             tokio::time::sleep(Duration::from_millis(200)).await;
