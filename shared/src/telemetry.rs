@@ -11,5 +11,7 @@ pub fn init() {
         .with_env_filter(filter)
         .with_current_span(true)
         .with_span_list(false)
+        // stderr: Lambda ships it to CloudWatch all the same, and stdout stays clean for `invoke` output.
+        .with_writer(std::io::stderr)
         .try_init();
 }
