@@ -144,6 +144,17 @@ pub fn local_offsets(group: &str) -> String {
     format!("localmsk:{{{group}}}:offsets")
 }
 
+/// Sorted set: a user's open WebSocket connections (member = connection id,
+/// score = when API Gateway will close it, ms: connections live at most 2 h).
+pub fn sockets(user_id: &str) -> String {
+    format!("sockets:{}", user_tag(user_id))
+}
+
+/// String: the user a WebSocket connection belongs to ($disconnect and $default only know the id).
+pub fn socket_owner(connection_id: &str) -> String {
+    format!("socket:{{c:{connection_id}}}")
+}
+
 /// Sorted set: every user, score 0, so members sort by id; UUIDv7 ids make that signup order.
 pub const USERS: &str = "users:{all}";
 

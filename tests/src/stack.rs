@@ -102,12 +102,9 @@ impl Stack {
         let config = Config::from_map(&env).expect("config");
         let state = AppState::connect(config, "tests").await.expect("connect");
         let template = Template::load(&default_template_path()).expect("template.yaml");
-        let gateway = Arc::new(Gateway {
-            template,
-            functions: Functions::new(&state),
-        });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let base_url = format!("http://{}", listener.local_addr().expect("addr"));
+        let gateway = Arc::new(Gateway::new(template, Functions::new(&state, &base_url)));
         let app = server::router(Arc::clone(&gateway)).into_make_service_with_connect_info::<SocketAddr>();
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
@@ -165,6 +162,11 @@ impl Stack {
             .invoke_http(&route.function, request)
             .await
             .expect("function")
+    }
+
+    /// `ws://127.0.0.1:<port>/ws`: the local WebSocket API.
+    pub fn ws_url(&self) -> String {
+        format!("{}{}", self.base_url.replacen("http", "ws", 1), local_gateway::websocket::PATH)
     }
 
     /// An HTTP client of the gateway, not signed in.

@@ -41,7 +41,7 @@ fn every_scheduled_function_in_the_template_is_hosted() {
 #[tokio::test]
 async fn every_sample_event_invokes_its_function_without_a_server_error() {
     let stack = Stack::start().await;
-    let hosted = functions::Functions::new(&stack.state);
+    let hosted = functions::Functions::new(&stack.state, &stack.base_url);
     let template = template();
     let root = default_template_path().parent().unwrap().join("events");
     let mut invoked = 0;
@@ -106,7 +106,7 @@ async fn every_sample_event_invokes_its_function_without_a_server_error() {
 #[tokio::test]
 async fn the_signup_sample_creates_the_account_it_describes() {
     let stack = Stack::start().await;
-    let hosted = functions::Functions::new(&stack.state);
+    let hosted = functions::Functions::new(&stack.state, &stack.base_url);
     let path = default_template_path()
         .parent()
         .unwrap()

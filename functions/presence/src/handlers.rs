@@ -2,7 +2,6 @@
 
 use devconnect::{
     api::{self, Reply, RequestMeta},
-    events::EventType,
     session::{self, Principal, WithUser},
     user, AppError, AppState,
 };
@@ -29,14 +28,7 @@ fn timeout_ms(state: &AppState) -> i64 {
 pub async fn heartbeat(state: &AppState, meta: &RequestMeta, req: &Request) -> Result<Reply, AppError> {
     api::reject_oversized(req)?;
     let me = authenticate(state, req).await?;
-    let now = user::now_ms();
-    if store::heartbeat(&state.store, &me.user_id, now, timeout_ms(state)).await? {
-        let data = json!({"userId": me.user_id, "at": user::rfc3339_from_ms(now)});
-        state
-            .publisher
-            .publish(EventType::UserOnline, &me.user_id, &meta.request_id, data)
-            .await?;
-    }
+    let now = crate::mark_online(state, &me.user_id, &meta.request_id).await?;
     Ok(Reply::ok(json!({"online": true, "lastSeen": user::rfc3339_from_ms(now)})).rate(&me.rate))
 }
 
@@ -44,14 +36,7 @@ pub async fn heartbeat(state: &AppState, meta: &RequestMeta, req: &Request) -> R
 pub async fn offline(state: &AppState, meta: &RequestMeta, req: &Request) -> Result<Reply, AppError> {
     api::reject_oversized(req)?;
     let me = authenticate(state, req).await?;
-    let now = user::now_ms();
-    if store::offline(&state.store, &me.user_id, now).await? {
-        let data = json!({"userId": me.user_id, "lastSeen": user::rfc3339_from_ms(now), "reason": "explicit"});
-        state
-            .publisher
-            .publish(EventType::UserOffline, &me.user_id, &meta.request_id, data)
-            .await?;
-    }
+    crate::mark_offline(state, &me.user_id, &meta.request_id, "explicit").await?;
     Ok(Reply::no_content().rate(&me.rate))
 }
 

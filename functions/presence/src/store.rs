@@ -3,7 +3,7 @@
 
 use std::{collections::HashMap, sync::LazyLock};
 
-use devconnect::{keys, store::Store, AppError};
+use devconnect::{keys, store::Store, user, AppError};
 use redis::Script;
 
 /// Records a heartbeat; returns 1 if the user was offline (the transition to report).
@@ -49,11 +49,13 @@ return out
     )
 });
 
-/// Flips a claimed user to offline if their last heartbeat is still old; returns lastSeen, or nil.
+/// Flips a claimed user to offline if their last heartbeat is still old and no socket
+/// is open (KEYS[2]; ARGV[2] = now); returns lastSeen, or nil.
 static LAPSE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
 local r = redis.call('HMGET', KEYS[1], 'online', 'lastSeen')
+if redis.call('ZCOUNT', KEYS[2], ARGV[2], '+inf') > 0 then return false end
 if r[1] == '1' and tonumber(r[2] or '0') < tonumber(ARGV[1]) then
   redis.call('HSET', KEYS[1], 'online', 0)
   return r[2]
@@ -110,33 +112,26 @@ pub async fn lookup(
     pipe.cmd("ZMSCORE").arg(keys::connections(me)).arg(ids);
     for id in ids {
         pipe.hgetall(keys::presence(id));
+        pipe.zcount(keys::sockets(id), now_ms, "+inf");
     }
-    let (scores, rows): (Vec<Option<f64>>, Vec<HashMap<String, String>>) = {
-        let mut values: Vec<redis::Value> = pipe.query_async(&mut store.conn()).await?;
-        let rest = values.split_off(1);
-        let scores = redis::from_redis_value(values.remove(0)).map_err(|e| AppError::Internal(e.to_string()))?;
-        let rows = rest
-            .into_iter()
-            .map(redis::from_redis_value)
-            .collect::<Result<_, _>>()
-            .map_err(|e| AppError::Internal(e.to_string()))?;
-        (scores, rows)
-    };
-    Ok(ids
-        .iter()
-        .zip(scores)
-        .zip(rows)
-        .map(|((id, connected), row)| {
-            let visible = id == me || connected.is_some();
-            let presence = visible.then(|| {
-                let last_seen = row.get("lastSeen").and_then(|v| v.parse::<i64>().ok());
-                let online = row.get("online").map(String::as_str) == Some("1")
-                    && last_seen.is_some_and(|t| now_ms - t <= timeout_ms);
-                Presence { online, last_seen }
-            });
-            (id.clone(), presence)
-        })
-        .collect())
+    let mut values: Vec<redis::Value> = pipe.query_async(&mut store.conn()).await?;
+    let bad = |e: redis::ParsingError| AppError::Internal(e.to_string());
+    let rest = values.split_off(1);
+    let scores: Vec<Option<f64>> = redis::from_redis_value(values.remove(0)).map_err(bad)?;
+    let mut out = Vec::with_capacity(ids.len());
+    for ((id, connected), pair) in ids.iter().zip(scores).zip(rest.chunks(2)) {
+        let row: HashMap<String, String> = redis::from_redis_value(pair[0].clone()).map_err(bad)?;
+        let open_sockets: i64 = redis::from_redis_value(pair[1].clone()).map_err(bad)?;
+        let visible = id == me || connected.is_some();
+        let presence = visible.then(|| {
+            let last_seen = row.get("lastSeen").and_then(|v| v.parse::<i64>().ok());
+            let beating = row.get("online").map(String::as_str) == Some("1")
+                && last_seen.is_some_and(|t| now_ms - t <= timeout_ms);
+            Presence { online: beating || open_sockets > 0, last_seen }
+        });
+        out.push((id.clone(), presence));
+    }
+    Ok(out)
 }
 
 /// Marks everyone whose heartbeat is older than `cutoff_ms` offline; returns (user, lastSeen ms)
@@ -169,7 +164,7 @@ pub async fn sweep(store: &Store, cutoff_ms: i64) -> Result<Vec<(String, i64)>, 
         let mut pipe = redis::pipe();
         pipe.load_script(&LAPSE).ignore();
         for id in &claimed {
-            pipe.invoke_script(LAPSE.key(keys::presence(id)).arg(cutoff_ms));
+            pipe.invoke_script(LAPSE.key(keys::presence(id)).key(keys::sockets(id)).arg(cutoff_ms).arg(user::now_ms()));
         }
         let last_seen: Vec<Option<i64>> = pipe.query_async(&mut conn).await?;
         marked.extend(

@@ -1,6 +1,10 @@
 //! The functions of template.yaml, by LogicalId, called in-process.
 
-use aws_lambda_events::event::kafka::KafkaEvent;
+use aws_lambda_events::event::{
+    apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest},
+    kafka::KafkaEvent,
+};
+use devconnect_realtime::{pusher::Pusher, Realtime};
 use devconnect::AppState;
 use lambda_http::{Body, Request, Response};
 use serde_json::{json, Value};
@@ -17,7 +21,11 @@ pub const HTTP_FUNCTIONS: &[(&str, &[&str])] = &[
 ];
 
 /// MSK-triggered functions by LogicalId.
-pub const CONSUMER_FUNCTIONS: &[&str] = &["NotificationsConsumerFunction", "AnalyticsConsumerFunction"];
+pub const CONSUMER_FUNCTIONS: &[&str] =
+    &["NotificationsConsumerFunction", "AnalyticsConsumerFunction", "RealtimePusherFunction"];
+
+/// The function behind the WebSocket API's routes.
+pub const WEBSOCKET_FUNCTION: &str = "RealtimeFunction";
 
 /// Scheduled functions by LogicalId.
 pub const SCHEDULED_FUNCTIONS: &[&str] = &["OutboxRelayFunction", "PresenceSweepFunction"];
@@ -31,12 +39,14 @@ pub struct Functions {
     presence: AppState,
     notifications: AppState,
     analytics: AppState,
+    realtime: Realtime,
     ops: AppState,
 }
 
 impl Functions {
-    /// Hosts every function on the given clients.
-    pub fn new(state: &AppState) -> Self {
+    /// Hosts every function on the given clients; `websocket_endpoint` is where the
+    /// `@connections` API is served (the gateway itself, e.g. `http://127.0.0.1:3000`).
+    pub fn new(state: &AppState, websocket_endpoint: &str) -> Self {
         Self {
             auth: state.for_function(devconnect_auth::FUNCTION_NAME),
             requests: state.for_function(devconnect_requests::FUNCTION_NAME),
@@ -44,6 +54,10 @@ impl Functions {
             presence: state.for_function(devconnect_presence::FUNCTION_NAME),
             notifications: state.for_function(devconnect_notifications::FUNCTION_NAME),
             analytics: state.for_function(devconnect_analytics::FUNCTION_NAME),
+            realtime: Realtime {
+                app: state.for_function(devconnect_realtime::FUNCTION_NAME),
+                pusher: Pusher::local(websocket_endpoint),
+            },
             ops: state.for_function(devconnect_ops::FUNCTION_NAME),
         }
     }
@@ -67,9 +81,15 @@ impl Functions {
         let report = match function {
             "NotificationsConsumerFunction" => devconnect_notifications::consume(&self.notifications, event).await?,
             "AnalyticsConsumerFunction" => devconnect_analytics::consume(&self.analytics, event).await?,
+            "RealtimePusherFunction" => devconnect_realtime::push_batch(&self.realtime, event).await?,
             other => anyhow::bail!("no consumer function {other}"),
         };
         Ok(serde_json::to_value(report)?)
+    }
+
+    /// Invokes the WebSocket function with a `$connect`, `$disconnect` or `$default` event.
+    pub async fn invoke_websocket(&self, event: ApiGatewayWebsocketProxyRequest) -> ApiGatewayProxyResponse {
+        devconnect_realtime::handle(&self.realtime, event).await
     }
 
     /// Invokes a scheduled function as EventBridge would; returns its result.

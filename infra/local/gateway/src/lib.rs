@@ -6,6 +6,7 @@
 //! - [`functions`] maps a template LogicalId to the handler, called in-process.
 //! - [`msk`] emulates the MSK event source mappings: poll, invoke, commit on success.
 //! - [`server`] is the HTTP front door, with 404/405 in the product's error shape.
+//! - [`websocket`] is the WebSocket API and its `@connections` endpoint.
 #![warn(missing_docs)]
 
 pub mod apigw;
@@ -13,6 +14,7 @@ pub mod functions;
 pub mod msk;
 pub mod server;
 pub mod template;
+pub mod websocket;
 
 /// `template.yaml` at the workspace root (the gateway is built from this checkout).
 pub fn default_template_path() -> std::path::PathBuf {

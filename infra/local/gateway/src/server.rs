@@ -7,6 +7,7 @@ use axum::{
     extract::{ConnectInfo, Request as AxumRequest, State},
     http::{HeaderName, HeaderValue, StatusCode},
     response::{IntoResponse, Response as AxumResponse},
+    routing::{get, post},
     Router,
 };
 use lambda_http::Body;
@@ -16,6 +17,7 @@ use crate::{
     apigw::{self, HttpCall},
     functions::Functions,
     template::Template,
+    websocket,
 };
 
 /// API Gateway's payload limit.
@@ -27,11 +29,28 @@ pub struct Gateway {
     pub template: Template,
     /// The handlers.
     pub functions: Functions,
+    /// Open WebSocket connections.
+    pub sockets: websocket::Sockets,
 }
 
-/// The axum app serving every HttpApi route of the template.
+impl Gateway {
+    /// A gateway serving `template` with `functions`.
+    pub fn new(template: Template, functions: Functions) -> Self {
+        Self { template, functions, sockets: websocket::Sockets::default() }
+    }
+}
+
+/// The axum app: every HttpApi route of the template, the WebSocket API on `/ws`,
+/// and the `@connections` management endpoint.
 pub fn router(gateway: Arc<Gateway>) -> Router {
-    Router::new().fallback(dispatch).with_state(gateway)
+    Router::new()
+        .route(websocket::PATH, get(websocket::upgrade))
+        .route(
+            "/@connections/{id}",
+            post(websocket::post_to_connection).delete(websocket::delete_connection).get(websocket::get_connection),
+        )
+        .fallback(dispatch)
+        .with_state(gateway)
 }
 
 /// Runs every scheduled function on its period, capped at `max_period` so local runs are quick.

@@ -1,0 +1,263 @@
+//! Realtime push over API Gateway's WebSocket API.
+//!
+//! - [`handle`] serves the WebSocket routes. `$connect` authenticates with the same
+//!   session token as HTTP (query parameter `token`, or the `Sec-WebSocket-Protocol`
+//!   header since browsers cannot set Authorization on a socket) and the same rate
+//!   limit, records the connection, and marks the user online. `$disconnect` forgets
+//!   it and marks the user offline when their last socket closes. `$default` answers
+//!   `ping` with `pong` and relays `typing` to a connection; anything else gets an
+//!   error frame, never a dropped socket or a 5xx.
+//! - [`push_batch`] is the MSK consumer that delivers MESSAGE_SENT to the receiver,
+//!   NOTIFICATION_CREATED to its user and USER_ONLINE/USER_OFFLINE to that user's
+//!   connections only, through PostToConnection; a 410 Gone removes the stale
+//!   connection id. Frames are best effort (retried twice, then logged): the HTTP API
+//!   stays the record, so a failed frame never blocks the partition.
+#![warn(missing_docs)]
+
+pub mod connections;
+pub mod frames;
+pub mod pusher;
+
+use std::collections::{BTreeMap, HashSet};
+
+use aws_lambda_events::{
+    encodings::Body,
+    event::{
+        apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest},
+        kafka::KafkaEvent,
+    },
+    http::{HeaderMap, HeaderValue},
+};
+use devconnect::{
+    consumer::{self, BatchReport, Retryable},
+    events::EventType,
+    session::{self, WithUser},
+    AppError, AppState,
+};
+use frames::ClientFrame;
+use pusher::{Pushed, Pusher};
+use serde_json::{json, Value};
+
+/// The envelope `source` of this function's events.
+pub const FUNCTION_NAME: &str = "realtime";
+
+/// The subprotocol a browser names next to its token: `new WebSocket(url, ["devconnect", token])`.
+pub const SUBPROTOCOL: &str = "devconnect";
+
+/// The realtime function's state: the usual clients plus the `@connections` client.
+#[derive(Clone)]
+pub struct Realtime {
+    /// Redis, Kafka, config.
+    pub app: AppState,
+    /// PostToConnection.
+    pub pusher: Pusher,
+}
+
+/// Serves one WebSocket route event. Never fails: the status code is the answer.
+pub async fn handle(rt: &Realtime, event: ApiGatewayWebsocketProxyRequest) -> ApiGatewayProxyResponse {
+    let ctx = &event.request_context;
+    let connection_id = ctx.connection_id.clone().unwrap_or_default();
+    let request_id = ctx.request_id.clone().unwrap_or_default();
+    let route = ctx.route_key.clone().unwrap_or_default();
+    let span = tracing::info_span!("websocket", route = %route, connection_id = %connection_id, request_id = %request_id);
+    let _guard = span.enter();
+    match route.as_str() {
+        "$connect" => connect(rt, &event, &connection_id, &request_id).await,
+        "$disconnect" => {
+            if let Err(e) = disconnect(rt, &connection_id, &request_id).await {
+                tracing::warn!(error = %e, "disconnect bookkeeping failed");
+            }
+            response(200, None)
+        }
+        _ => {
+            incoming(rt, event.body.as_deref(), &connection_id, &request_id).await;
+            response(200, None)
+        }
+    }
+}
+
+fn response(status: i64, protocol: Option<&str>) -> ApiGatewayProxyResponse {
+    let mut r = ApiGatewayProxyResponse::default();
+    r.status_code = status;
+    if let Some(p) = protocol.and_then(|p| HeaderValue::from_str(p).ok()) {
+        let mut headers = HeaderMap::new();
+        headers.insert("sec-websocket-protocol", p);
+        r.headers = headers;
+    }
+    if status != 200 {
+        r.body = Some(Body::Text(json!({"error": {"code": "connection_refused", "message": "missing, invalid or rate-limited token"}}).to_string()));
+    }
+    r
+}
+
+/// The token and the subprotocol to answer with (a browser must get one it offered back).
+fn token_of(event: &ApiGatewayWebsocketProxyRequest) -> (Option<String>, Option<String>) {
+    if let Some(t) = event.query_string_parameters.first("token") {
+        return (Some(t.to_string()), None);
+    }
+    let offered: Vec<String> = event
+        .headers
+        .get("sec-websocket-protocol")
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(',').map(|p| p.trim().to_string()).filter(|p| !p.is_empty()).collect())
+        .unwrap_or_default();
+    let token = offered.iter().find(|p| p.contains('.')).cloned();
+    let answer = offered.iter().find(|p| *p == SUBPROTOCOL).cloned().or_else(|| token.clone());
+    (token, answer)
+}
+
+async fn connect(rt: &Realtime, event: &ApiGatewayWebsocketProxyRequest, connection_id: &str, request_id: &str) -> ApiGatewayProxyResponse {
+    let (token, protocol) = token_of(event);
+    let app = &rt.app;
+    let principal = match session::authenticate(&app.store, &app.config.rate_limits, token.as_deref(), WithUser::No).await {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::info!(code = e.code(), "connection refused");
+            return response(i64::from(e.status().as_u16()), None);
+        }
+    };
+    let registered = async {
+        connections::register(&app.store, &principal.user_id, connection_id).await?;
+        devconnect_presence::mark_online(app, &principal.user_id, request_id).await
+    }
+    .await;
+    match registered {
+        Ok(_) => response(200, protocol.as_deref()),
+        Err(e) => {
+            tracing::error!(error = %e, "could not register the connection");
+            response(503, None)
+        }
+    }
+}
+
+async fn disconnect(rt: &Realtime, connection_id: &str, request_id: &str) -> Result<(), AppError> {
+    let app = &rt.app;
+    let Some(user_id) = connections::owner(&app.store, connection_id).await? else { return Ok(()) };
+    if connections::unregister(&app.store, &user_id, connection_id).await? == 0 {
+        devconnect_presence::mark_offline(app, &user_id, request_id, "disconnected").await?;
+    }
+    Ok(())
+}
+
+/// A `$default` frame: answer on this connection (pong or error), or relay typing.
+async fn incoming(rt: &Realtime, body: Option<&str>, connection_id: &str, request_id: &str) {
+    let reply = match answer(rt, body, connection_id, request_id).await {
+        Ok(Some(frame)) => frame,
+        Ok(None) => return,
+        Err((code, message)) => frames::error(code, &message),
+    };
+    if let Pushed::Failed(e) = rt.pusher.post(connection_id, reply.to_string().as_bytes()).await {
+        tracing::warn!(error = %e, "reply frame not delivered");
+    }
+}
+
+async fn answer(
+    rt: &Realtime,
+    body: Option<&str>,
+    connection_id: &str,
+    request_id: &str,
+) -> Result<Option<Value>, (&'static str, String)> {
+    let frame = ClientFrame::parse(body)?;
+    let unavailable = |e: AppError| ("service_unavailable", e.public_message());
+    let app = &rt.app;
+    let me = connections::owner(&app.store, connection_id)
+        .await
+        .map_err(unavailable)?
+        .ok_or(("unknown_connection", "reconnect: this connection is not registered".to_string()))?;
+    match frame {
+        ClientFrame::Ping => {
+            devconnect_presence::mark_online(app, &me, request_id).await.map_err(unavailable)?;
+            Ok(Some(frames::pong()))
+        }
+        ClientFrame::Typing { to } => {
+            if !connections::are_connected(&app.store, &me, &to).await.map_err(unavailable)? {
+                return Err(("forbidden", "you can only signal typing to your connections".into()));
+            }
+            let sockets = connections::of_users(&app.store, std::slice::from_ref(&to)).await.map_err(unavailable)?;
+            let frame = frames::typing(&me).to_string().into_bytes();
+            let jobs = sockets.get(&to).into_iter().flatten().map(|c| (c.clone(), vec![frame.clone()])).collect();
+            let outcomes = rt.pusher.fan_out(jobs).await;
+            let stale: Vec<(String, String)> =
+                outcomes.into_iter().filter(|(_, o)| *o == Pushed::Gone).map(|(c, _)| (to.clone(), c)).collect();
+            connections::remove_stale(&app.store, &stale).await.map_err(unavailable)?;
+            Ok(None)
+        }
+    }
+}
+
+/// Who gets a frame for an event, before looking up sockets.
+enum Audience {
+    /// One user.
+    User(String),
+    /// The user's connections (never strangers).
+    ConnectionsOf(String),
+}
+
+fn route_event(event_type: EventType, data: &Value, key: &str) -> Option<(Audience, Value)> {
+    let field = |name: &str| data.get(name).and_then(Value::as_str).map(String::from);
+    match event_type {
+        EventType::MessageSent => Some((Audience::User(field("toUserId")?), json!({"type": "message", "message": data}))),
+        EventType::NotificationCreated => {
+            Some((Audience::User(field("recipientId")?), json!({"type": "notification", "notification": data})))
+        }
+        EventType::UserOnline | EventType::UserOffline => {
+            let online = event_type == EventType::UserOnline;
+            let frame = json!({"type": "presence", "userId": key, "online": online, "at": data.get("at").or(data.get("lastSeen"))});
+            Some((Audience::ConnectionsOf(key.to_string()), frame))
+        }
+        _ => None,
+    }
+}
+
+/// Delivers a batch of events to the sockets they concern. Three Redis round trips at
+/// most (connections of presence users, sockets of every target, stale cleanup).
+pub async fn push_batch(rt: &Realtime, event: KafkaEvent) -> Result<BatchReport, Retryable> {
+    let app = &rt.app;
+    let (records, poison) = consumer::decode_batch(&event);
+    let mut report = BatchReport { received: records.len() + poison.len(), dead_lettered: poison.len(), ..BatchReport::default() };
+    let routed: Vec<(Audience, Value)> =
+        records.iter().filter_map(|r| route_event(r.envelope.event_type, &r.envelope.data, &r.envelope.key)).collect();
+    report.skipped = records.len() - routed.len();
+
+    let presence_users: Vec<String> = routed
+        .iter()
+        .filter_map(|(a, _)| if let Audience::ConnectionsOf(u) = a { Some(u.clone()) } else { None })
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    let friends = connections::friends_of(&app.store, &presence_users).await?;
+    let mut frames_for_user: BTreeMap<String, Vec<Vec<u8>>> = BTreeMap::new();
+    for (audience, frame) in &routed {
+        let bytes = frame.to_string().into_bytes();
+        let users = match audience {
+            Audience::User(u) => vec![u.clone()],
+            Audience::ConnectionsOf(u) => friends.get(u).cloned().unwrap_or_default(),
+        };
+        for u in users {
+            frames_for_user.entry(u).or_default().push(bytes.clone());
+        }
+    }
+    let targets: Vec<String> = frames_for_user.keys().cloned().collect();
+    let sockets = connections::of_users(&app.store, &targets).await?;
+    let mut owner_of = BTreeMap::new();
+    let mut jobs = Vec::new();
+    for (user_id, connections) in &sockets {
+        for c in connections {
+            owner_of.insert(c.clone(), user_id.clone());
+            jobs.push((c.clone(), frames_for_user[user_id].clone()));
+        }
+    }
+    let outcomes = rt.pusher.fan_out(jobs).await;
+    let mut stale = Vec::new();
+    for (connection, outcome) in outcomes {
+        match outcome {
+            Pushed::Delivered => report.applied += 1,
+            Pushed::Gone => stale.push((owner_of[&connection].clone(), connection)),
+            Pushed::Failed(e) => tracing::warn!(%connection, error = %e, "frame not delivered"),
+        }
+    }
+    connections::remove_stale(&app.store, &stale).await?;
+    consumer::dead_letter(&app.publisher, FUNCTION_NAME, &poison).await?;
+    tracing::info!(?report, stale = stale.len(), "push batch");
+    Ok(report)
+}

@@ -1,0 +1,184 @@
+//! API Gateway's WebSocket API, emulated: sockets on `/ws` become `$connect`,
+//! `$default` and `$disconnect` events for the realtime function, and the
+//! `@connections` management endpoint (PostToConnection, DeleteConnection,
+//! GetConnection) writes to the local sockets, so the real SDK client works locally.
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+};
+
+use aws_lambda_events::event::apigw::ApiGatewayWebsocketProxyRequest;
+use axum::{
+    body::Bytes,
+    extract::{
+        ws::{Message, WebSocket, WebSocketUpgrade},
+        ConnectInfo, Path, RawQuery, State,
+    },
+    http::{HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
+};
+use base64::{engine::general_purpose::STANDARD, Engine};
+use futures::{SinkExt, StreamExt};
+use serde_json::{json, Map, Value};
+use tokio::sync::mpsc;
+
+use crate::server::Gateway;
+
+/// The path clients connect to.
+pub const PATH: &str = "/ws";
+
+/// Open sockets by connection id.
+#[derive(Default)]
+pub struct Sockets {
+    open: Mutex<HashMap<String, (mpsc::UnboundedSender<Message>, i64)>>,
+}
+
+impl Sockets {
+    fn add(&self, id: &str, tx: mpsc::UnboundedSender<Message>) {
+        self.open.lock().unwrap_or_else(|e| e.into_inner()).insert(id.to_string(), (tx, chrono::Utc::now().timestamp_millis()));
+    }
+
+    fn remove(&self, id: &str) -> Option<mpsc::UnboundedSender<Message>> {
+        self.open.lock().unwrap_or_else(|e| e.into_inner()).remove(id).map(|(tx, _)| tx)
+    }
+
+    fn send(&self, id: &str, message: Message) -> bool {
+        let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        open.get(id).is_some_and(|(tx, _)| tx.send(message).is_ok())
+    }
+
+    fn connected_at(&self, id: &str) -> Option<i64> {
+        self.open.lock().unwrap_or_else(|e| e.into_inner()).get(id).map(|(_, at)| *at)
+    }
+}
+
+fn event(route: &str, event_type: &str, connection_id: &str, headers: &HeaderMap, query: Option<&str>, body: Option<String>, source_ip: &str) -> ApiGatewayWebsocketProxyRequest {
+    let headers: Map<String, Value> = headers
+        .iter()
+        .map(|(k, v)| (k.as_str().to_string(), Value::String(String::from_utf8_lossy(v.as_bytes()).into_owned())))
+        .collect();
+    let query: Map<String, Value> = form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .map(|(k, v)| (k.into_owned(), Value::String(v.into_owned())))
+        .collect();
+    let mut e = json!({
+        "headers": headers,
+        "requestContext": {
+            "routeKey": route,
+            "eventType": event_type,
+            "messageDirection": "IN",
+            "connectionId": connection_id,
+            "connectedAt": chrono::Utc::now().timestamp_millis(),
+            "requestId": uuid::Uuid::now_v7().to_string(),
+            "requestTimeEpoch": chrono::Utc::now().timestamp_millis(),
+            "domainName": "localhost",
+            "stage": "local",
+            "apiId": "local",
+            "identity": {"sourceIp": source_ip},
+        },
+        "isBase64Encoded": false,
+    });
+    if !query.is_empty() {
+        e["queryStringParameters"] = Value::Object(query);
+    }
+    if let Some(b) = body {
+        e["body"] = Value::String(b);
+    }
+    serde_json::from_value(e).unwrap_or_default()
+}
+
+/// GET /ws: runs `$connect` before accepting, so a refused token never gets a socket.
+pub async fn upgrade(
+    State(gateway): State<Arc<Gateway>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+    ws: WebSocketUpgrade,
+) -> Response {
+    // API Gateway's connection ids look like "L0SM9cOFvHcCIhw=": 12 random bytes, base64.
+    let connection_id = STANDARD.encode(&uuid::Uuid::new_v4().as_bytes()[..12]);
+    // Registered before $connect runs, so frames pushed during $connect are buffered, not 410.
+    let (tx, rx) = mpsc::unbounded_channel();
+    gateway.sockets.add(&connection_id, tx);
+    let ip = peer.ip().to_string();
+    let connect = event("$connect", "CONNECT", &connection_id, &headers, query.as_deref(), None, &ip);
+    let answer = gateway.functions.invoke_websocket(connect).await;
+    if answer.status_code != 200 {
+        gateway.sockets.remove(&connection_id);
+        let status = StatusCode::from_u16(u16::try_from(answer.status_code).unwrap_or(500)).unwrap_or(StatusCode::FORBIDDEN);
+        let body = match answer.body {
+            Some(aws_lambda_events::encodings::Body::Text(t)) => t,
+            _ => String::new(),
+        };
+        return (status, [("content-type", "application/json")], body).into_response();
+    }
+    let ws = match answer.headers.get("sec-websocket-protocol").and_then(|v| v.to_str().ok()) {
+        Some(p) => ws.protocols([p.to_string()]),
+        None => ws,
+    };
+    ws.on_upgrade(move |socket| run(gateway, connection_id, socket, rx, headers, ip))
+}
+
+async fn run(gateway: Arc<Gateway>, id: String, socket: WebSocket, mut rx: mpsc::UnboundedReceiver<Message>, headers: HeaderMap, ip: String) {
+    let (mut sink, mut stream) = socket.split();
+    let writer = tokio::spawn(async move {
+        while let Some(message) = rx.recv().await {
+            let closing = matches!(message, Message::Close(_));
+            if sink.send(message).await.is_err() || closing {
+                break;
+            }
+        }
+    });
+    while let Some(Ok(message)) = stream.next().await {
+        let body = match message {
+            Message::Text(t) => t.to_string(),
+            Message::Binary(b) => String::from_utf8_lossy(&b).into_owned(),
+            Message::Close(_) => break,
+            _ => continue,
+        };
+        let frame = event("$default", "MESSAGE", &id, &headers, None, Some(body), &ip);
+        gateway.functions.invoke_websocket(frame).await;
+    }
+    gateway.sockets.remove(&id);
+    writer.abort();
+    let gone = event("$disconnect", "DISCONNECT", &id, &headers, None, None, &ip);
+    gateway.functions.invoke_websocket(gone).await;
+}
+
+/// POST /@connections/{id}: PostToConnection.
+pub async fn post_to_connection(State(gateway): State<Arc<Gateway>>, Path(id): Path<String>, body: Bytes) -> Response {
+    let text = String::from_utf8_lossy(&body).into_owned();
+    if gateway.sockets.send(&id, Message::Text(text.into())) {
+        StatusCode::OK.into_response()
+    } else {
+        gone()
+    }
+}
+
+/// DELETE /@connections/{id}: DeleteConnection.
+pub async fn delete_connection(State(gateway): State<Arc<Gateway>>, Path(id): Path<String>) -> Response {
+    match gateway.sockets.remove(&id) {
+        Some(tx) => {
+            let _ = tx.send(Message::Close(None));
+            StatusCode::NO_CONTENT.into_response()
+        }
+        None => gone(),
+    }
+}
+
+/// GET /@connections/{id}: GetConnection.
+pub async fn get_connection(State(gateway): State<Arc<Gateway>>, Path(id): Path<String>) -> Response {
+    match gateway.sockets.connected_at(&id) {
+        Some(at) => {
+            let at = chrono::DateTime::from_timestamp_millis(at).unwrap_or_default().to_rfc3339();
+            (StatusCode::OK, [("content-type", "application/json")], json!({"connectedAt": at, "lastActiveAt": at}).to_string()).into_response()
+        }
+        None => gone(),
+    }
+}
+
+fn gone() -> Response {
+    (StatusCode::GONE, [("content-type", "application/json"), ("x-amzn-errortype", "GoneException")], json!({"message": "Gone"}).to_string())
+        .into_response()
+}
