@@ -77,6 +77,23 @@ impl Stack {
             stack.state.store.clone(),
         );
         server::spawn_schedules(Arc::clone(&stack.gateway), Duration::from_secs(1));
+        // Ready once every emulated trigger has committed its starting offsets.
+        for source in &stack.gateway.template.msk_sources {
+            let key = devconnect::keys::local_offsets(&source.group);
+            let field = format!("{}:0", source.topic);
+            for _ in 0..200 {
+                let committed: bool = redis::cmd("HEXISTS")
+                    .arg(&key)
+                    .arg(&field)
+                    .query_async(&mut stack.state.store.conn())
+                    .await
+                    .expect("HEXISTS");
+                if committed {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+        }
         stack
     }
 
@@ -166,7 +183,11 @@ impl Stack {
 
     /// `ws://127.0.0.1:<port>/ws`: the local WebSocket API.
     pub fn ws_url(&self) -> String {
-        format!("{}{}", self.base_url.replacen("http", "ws", 1), local_gateway::websocket::PATH)
+        format!(
+            "{}{}",
+            self.base_url.replacen("http", "ws", 1),
+            local_gateway::websocket::PATH
+        )
     }
 
     /// An HTTP client of the gateway, not signed in.

@@ -42,7 +42,10 @@ pub async fn mark_online(state: &AppState, user_id: &str, correlation_id: &str) 
     let timeout_ms = i64::try_from(state.config.presence_timeout.as_millis()).unwrap_or(i64::MAX);
     if store::heartbeat(&state.store, user_id, now, timeout_ms).await? {
         let data = json!({"userId": user_id, "at": devconnect::user::rfc3339_from_ms(now)});
-        state.publisher.publish(EventType::UserOnline, user_id, correlation_id, data).await?;
+        state
+            .publisher
+            .publish(EventType::UserOnline, user_id, correlation_id, data)
+            .await?;
     }
     Ok(now)
 }
@@ -53,7 +56,10 @@ pub async fn mark_offline(state: &AppState, user_id: &str, correlation_id: &str,
     let now = devconnect::user::now_ms();
     if store::offline(&state.store, user_id, now).await? {
         let data = json!({"userId": user_id, "lastSeen": devconnect::user::rfc3339_from_ms(now), "reason": reason});
-        state.publisher.publish(EventType::UserOffline, user_id, correlation_id, data).await?;
+        state
+            .publisher
+            .publish(EventType::UserOffline, user_id, correlation_id, data)
+            .await?;
     }
     Ok(())
 }

@@ -127,7 +127,10 @@ pub async fn lookup(
             let last_seen = row.get("lastSeen").and_then(|v| v.parse::<i64>().ok());
             let beating = row.get("online").map(String::as_str) == Some("1")
                 && last_seen.is_some_and(|t| now_ms - t <= timeout_ms);
-            Presence { online: beating || open_sockets > 0, last_seen }
+            Presence {
+                online: beating || open_sockets > 0,
+                last_seen,
+            }
         });
         out.push((id.clone(), presence));
     }
@@ -164,7 +167,13 @@ pub async fn sweep(store: &Store, cutoff_ms: i64) -> Result<Vec<(String, i64)>, 
         let mut pipe = redis::pipe();
         pipe.load_script(&LAPSE).ignore();
         for id in &claimed {
-            pipe.invoke_script(LAPSE.key(keys::presence(id)).key(keys::sockets(id)).arg(cutoff_ms).arg(user::now_ms()));
+            pipe.invoke_script(
+                LAPSE
+                    .key(keys::presence(id))
+                    .key(keys::sockets(id))
+                    .arg(cutoff_ms)
+                    .arg(user::now_ms()),
+            );
         }
         let last_seen: Vec<Option<i64>> = pipe.query_async(&mut conn).await?;
         marked.extend(

@@ -55,7 +55,12 @@ pub async fn of_users(store: &Store, users: &[String]) -> Result<HashMap<String,
         pipe.zrangebyscore(keys::sockets(u), now, "+inf");
     }
     let lists: Vec<Vec<String>> = pipe.query_async(&mut store.conn()).await?;
-    Ok(users.iter().cloned().zip(lists).filter(|(_, l)| !l.is_empty()).collect())
+    Ok(users
+        .iter()
+        .cloned()
+        .zip(lists)
+        .filter(|(_, l)| !l.is_empty())
+        .collect())
 }
 
 /// Connections (the social kind) of each user: one round trip.
@@ -84,7 +89,10 @@ pub async fn remove_stale(store: &Store, stale: &[(String, String)]) -> Result<(
     }
     let mut pipe = redis::pipe();
     for (user_id, connection_id) in stale {
-        pipe.zrem(keys::sockets(user_id), connection_id).ignore().del(keys::socket_owner(connection_id)).ignore();
+        pipe.zrem(keys::sockets(user_id), connection_id)
+            .ignore()
+            .del(keys::socket_owner(connection_id))
+            .ignore();
     }
     pipe.query_async::<()>(&mut store.conn()).await?;
     Ok(())

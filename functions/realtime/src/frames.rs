@@ -49,7 +49,10 @@ mod tests {
 
     #[test]
     fn ping_and_typing_parse() {
-        assert_eq!(ClientFrame::parse(Some(r#"{"action":"ping"}"#)).unwrap(), ClientFrame::Ping);
+        assert_eq!(
+            ClientFrame::parse(Some(r#"{"action":"ping"}"#)).unwrap(),
+            ClientFrame::Ping
+        );
         assert_eq!(
             ClientFrame::parse(Some(r#"{"action":"typing","to":"u2"}"#)).unwrap(),
             ClientFrame::Typing { to: "u2".into() }
@@ -65,7 +68,13 @@ mod tests {
 
     #[test]
     fn unknown_actions_are_named_as_such() {
-        assert_eq!(ClientFrame::parse(Some(r#"{"action":"dance"}"#)).unwrap_err().0, "unknown_action");
-        assert_eq!(ClientFrame::parse(Some(r#"{"action":"typing"}"#)).unwrap_err().0, "unknown_action");
+        assert_eq!(
+            ClientFrame::parse(Some(r#"{"action":"dance"}"#)).unwrap_err().0,
+            "unknown_action"
+        );
+        assert_eq!(
+            ClientFrame::parse(Some(r#"{"action":"typing"}"#)).unwrap_err().0,
+            "unknown_action"
+        );
     }
 }

@@ -59,7 +59,8 @@ pub async fn handle(rt: &Realtime, event: ApiGatewayWebsocketProxyRequest) -> Ap
     let connection_id = ctx.connection_id.clone().unwrap_or_default();
     let request_id = ctx.request_id.clone().unwrap_or_default();
     let route = ctx.route_key.clone().unwrap_or_default();
-    let span = tracing::info_span!("websocket", route = %route, connection_id = %connection_id, request_id = %request_id);
+    let span =
+        tracing::info_span!("websocket", route = %route, connection_id = %connection_id, request_id = %request_id);
     let _guard = span.enter();
     match route.as_str() {
         "$connect" => connect(rt, &event, &connection_id, &request_id).await,
@@ -85,7 +86,10 @@ fn response(status: i64, protocol: Option<&str>) -> ApiGatewayProxyResponse {
         r.headers = headers;
     }
     if status != 200 {
-        r.body = Some(Body::Text(json!({"error": {"code": "connection_refused", "message": "missing, invalid or rate-limited token"}}).to_string()));
+        r.body = Some(Body::Text(
+            json!({"error": {"code": "connection_refused", "message": "missing, invalid or rate-limited token"}})
+                .to_string(),
+        ));
     }
     r
 }
@@ -99,23 +103,38 @@ fn token_of(event: &ApiGatewayWebsocketProxyRequest) -> (Option<String>, Option<
         .headers
         .get("sec-websocket-protocol")
         .and_then(|v| v.to_str().ok())
-        .map(|v| v.split(',').map(|p| p.trim().to_string()).filter(|p| !p.is_empty()).collect())
+        .map(|v| {
+            v.split(',')
+                .map(|p| p.trim().to_string())
+                .filter(|p| !p.is_empty())
+                .collect()
+        })
         .unwrap_or_default();
     let token = offered.iter().find(|p| p.contains('.')).cloned();
-    let answer = offered.iter().find(|p| *p == SUBPROTOCOL).cloned().or_else(|| token.clone());
+    let answer = offered
+        .iter()
+        .find(|p| *p == SUBPROTOCOL)
+        .cloned()
+        .or_else(|| token.clone());
     (token, answer)
 }
 
-async fn connect(rt: &Realtime, event: &ApiGatewayWebsocketProxyRequest, connection_id: &str, request_id: &str) -> ApiGatewayProxyResponse {
+async fn connect(
+    rt: &Realtime,
+    event: &ApiGatewayWebsocketProxyRequest,
+    connection_id: &str,
+    request_id: &str,
+) -> ApiGatewayProxyResponse {
     let (token, protocol) = token_of(event);
     let app = &rt.app;
-    let principal = match session::authenticate(&app.store, &app.config.rate_limits, token.as_deref(), WithUser::No).await {
-        Ok(p) => p,
-        Err(e) => {
-            tracing::info!(code = e.code(), "connection refused");
-            return response(i64::from(e.status().as_u16()), None);
-        }
-    };
+    let principal =
+        match session::authenticate(&app.store, &app.config.rate_limits, token.as_deref(), WithUser::No).await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::info!(code = e.code(), "connection refused");
+                return response(i64::from(e.status().as_u16()), None);
+            }
+        };
     let registered = async {
         connections::register(&app.store, &principal.user_id, connection_id).await?;
         devconnect_presence::mark_online(app, &principal.user_id, request_id).await
@@ -132,7 +151,9 @@ async fn connect(rt: &Realtime, event: &ApiGatewayWebsocketProxyRequest, connect
 
 async fn disconnect(rt: &Realtime, connection_id: &str, request_id: &str) -> Result<(), AppError> {
     let app = &rt.app;
-    let Some(user_id) = connections::owner(&app.store, connection_id).await? else { return Ok(()) };
+    let Some(user_id) = connections::owner(&app.store, connection_id).await? else {
+        return Ok(());
+    };
     if connections::unregister(&app.store, &user_id, connection_id).await? == 0 {
         devconnect_presence::mark_offline(app, &user_id, request_id, "disconnected").await?;
     }
@@ -163,23 +184,43 @@ async fn answer(
     let me = connections::owner(&app.store, connection_id)
         .await
         .map_err(unavailable)?
-        .ok_or(("unknown_connection", "reconnect: this connection is not registered".to_string()))?;
+        .ok_or((
+            "unknown_connection",
+            "reconnect: this connection is not registered".to_string(),
+        ))?;
     match frame {
         ClientFrame::Ping => {
-            devconnect_presence::mark_online(app, &me, request_id).await.map_err(unavailable)?;
+            devconnect_presence::mark_online(app, &me, request_id)
+                .await
+                .map_err(unavailable)?;
             Ok(Some(frames::pong()))
         }
         ClientFrame::Typing { to } => {
-            if !connections::are_connected(&app.store, &me, &to).await.map_err(unavailable)? {
+            if !connections::are_connected(&app.store, &me, &to)
+                .await
+                .map_err(unavailable)?
+            {
                 return Err(("forbidden", "you can only signal typing to your connections".into()));
             }
-            let sockets = connections::of_users(&app.store, std::slice::from_ref(&to)).await.map_err(unavailable)?;
+            let sockets = connections::of_users(&app.store, std::slice::from_ref(&to))
+                .await
+                .map_err(unavailable)?;
             let frame = frames::typing(&me).to_string().into_bytes();
-            let jobs = sockets.get(&to).into_iter().flatten().map(|c| (c.clone(), vec![frame.clone()])).collect();
+            let jobs = sockets
+                .get(&to)
+                .into_iter()
+                .flatten()
+                .map(|c| (c.clone(), vec![frame.clone()]))
+                .collect();
             let outcomes = rt.pusher.fan_out(jobs).await;
-            let stale: Vec<(String, String)> =
-                outcomes.into_iter().filter(|(_, o)| *o == Pushed::Gone).map(|(c, _)| (to.clone(), c)).collect();
-            connections::remove_stale(&app.store, &stale).await.map_err(unavailable)?;
+            let stale: Vec<(String, String)> = outcomes
+                .into_iter()
+                .filter(|(_, o)| *o == Pushed::Gone)
+                .map(|(c, _)| (to.clone(), c))
+                .collect();
+            connections::remove_stale(&app.store, &stale)
+                .await
+                .map_err(unavailable)?;
             Ok(None)
         }
     }
@@ -196,10 +237,14 @@ enum Audience {
 fn route_event(event_type: EventType, data: &Value, key: &str) -> Option<(Audience, Value)> {
     let field = |name: &str| data.get(name).and_then(Value::as_str).map(String::from);
     match event_type {
-        EventType::MessageSent => Some((Audience::User(field("toUserId")?), json!({"type": "message", "message": data}))),
-        EventType::NotificationCreated => {
-            Some((Audience::User(field("recipientId")?), json!({"type": "notification", "notification": data})))
-        }
+        EventType::MessageSent => Some((
+            Audience::User(field("toUserId")?),
+            json!({"type": "message", "message": data}),
+        )),
+        EventType::NotificationCreated => Some((
+            Audience::User(field("recipientId")?),
+            json!({"type": "notification", "notification": data}),
+        )),
         EventType::UserOnline | EventType::UserOffline => {
             let online = event_type == EventType::UserOnline;
             let frame = json!({"type": "presence", "userId": key, "online": online, "at": data.get("at").or(data.get("lastSeen"))});
@@ -214,14 +259,26 @@ fn route_event(event_type: EventType, data: &Value, key: &str) -> Option<(Audien
 pub async fn push_batch(rt: &Realtime, event: KafkaEvent) -> Result<BatchReport, Retryable> {
     let app = &rt.app;
     let (records, poison) = consumer::decode_batch(&event);
-    let mut report = BatchReport { received: records.len() + poison.len(), dead_lettered: poison.len(), ..BatchReport::default() };
-    let routed: Vec<(Audience, Value)> =
-        records.iter().filter_map(|r| route_event(r.envelope.event_type, &r.envelope.data, &r.envelope.key)).collect();
+    let mut report = BatchReport {
+        received: records.len() + poison.len(),
+        dead_lettered: poison.len(),
+        ..BatchReport::default()
+    };
+    let routed: Vec<(Audience, Value)> = records
+        .iter()
+        .filter_map(|r| route_event(r.envelope.event_type, &r.envelope.data, &r.envelope.key))
+        .collect();
     report.skipped = records.len() - routed.len();
 
     let presence_users: Vec<String> = routed
         .iter()
-        .filter_map(|(a, _)| if let Audience::ConnectionsOf(u) = a { Some(u.clone()) } else { None })
+        .filter_map(|(a, _)| {
+            if let Audience::ConnectionsOf(u) = a {
+                Some(u.clone())
+            } else {
+                None
+            }
+        })
         .collect::<HashSet<_>>()
         .into_iter()
         .collect();

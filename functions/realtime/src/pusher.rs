@@ -36,15 +36,21 @@ pub struct Pusher {
 impl Pusher {
     /// In Lambda: the SDK's default credentials and region, endpoint from `WEBSOCKET_ENDPOINT`.
     pub async fn from_env() -> Result<Self, devconnect::config::ConfigError> {
-        let endpoint = std::env::var("WEBSOCKET_ENDPOINT").ok().filter(|e| !e.is_empty()).ok_or(
-            devconnect::config::ConfigError { var: "WEBSOCKET_ENDPOINT", reason: "is required (the WebSocket API stage URL)".into() },
-        )?;
+        let endpoint = std::env::var("WEBSOCKET_ENDPOINT")
+            .ok()
+            .filter(|e| !e.is_empty())
+            .ok_or(devconnect::config::ConfigError {
+                var: "WEBSOCKET_ENDPOINT",
+                reason: "is required (the WebSocket API stage URL)".into(),
+            })?;
         let shared = aws_config::load_defaults(BehaviorVersion::latest()).await;
         let config = aws_sdk_apigatewaymanagement::config::Builder::from(&shared)
             .endpoint_url(endpoint)
             .timeout_config(timeouts())
             .build();
-        Ok(Self { client: Client::from_conf(config) })
+        Ok(Self {
+            client: Client::from_conf(config),
+        })
     }
 
     /// For the local gateway: its own `@connections` endpoint, static dummy credentials.
@@ -56,7 +62,9 @@ impl Pusher {
             .endpoint_url(endpoint)
             .timeout_config(timeouts())
             .build();
-        Self { client: Client::from_conf(config) }
+        Self {
+            client: Client::from_conf(config),
+        }
     }
 
     /// Sends one frame, retrying transient failures twice.
@@ -66,7 +74,13 @@ impl Pusher {
             if attempt > 0 {
                 tokio::time::sleep(Duration::from_millis(50 * attempt)).await;
             }
-            let sent = self.client.post_to_connection().connection_id(connection_id).data(Blob::new(frame)).send().await;
+            let sent = self
+                .client
+                .post_to_connection()
+                .connection_id(connection_id)
+                .data(Blob::new(frame))
+                .send()
+                .await;
             match sent {
                 Ok(_) => return Pushed::Delivered,
                 Err(SdkError::ServiceError(e)) if e.err().is_gone_exception() => return Pushed::Gone,
@@ -97,5 +111,7 @@ impl Pusher {
 }
 
 fn timeouts() -> TimeoutConfig {
-    TimeoutConfig::builder().operation_attempt_timeout(Duration::from_secs(2)).build()
+    TimeoutConfig::builder()
+        .operation_attempt_timeout(Duration::from_secs(2))
+        .build()
 }

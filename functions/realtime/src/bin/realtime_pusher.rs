@@ -9,7 +9,10 @@ use lambda_runtime::{run, service_fn, Error, LambdaEvent};
 async fn main() -> Result<(), Error> {
     telemetry::init();
     let app = AppState::connect(Config::from_env()?, devconnect_realtime::FUNCTION_NAME).await?;
-    let realtime = Realtime { app, pusher: Pusher::from_env().await? };
+    let realtime = Realtime {
+        app,
+        pusher: Pusher::from_env().await?,
+    };
     let realtime = &realtime;
     run(service_fn(move |event: LambdaEvent<KafkaEvent>| async move {
         Ok::<_, Error>(devconnect_realtime::push_batch(realtime, event.payload).await?)

@@ -4,8 +4,8 @@ use aws_lambda_events::event::{
     apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest},
     kafka::KafkaEvent,
 };
-use devconnect_realtime::{pusher::Pusher, Realtime};
 use devconnect::AppState;
+use devconnect_realtime::{pusher::Pusher, Realtime};
 use lambda_http::{Body, Request, Response};
 use serde_json::{json, Value};
 
@@ -21,8 +21,11 @@ pub const HTTP_FUNCTIONS: &[(&str, &[&str])] = &[
 ];
 
 /// MSK-triggered functions by LogicalId.
-pub const CONSUMER_FUNCTIONS: &[&str] =
-    &["NotificationsConsumerFunction", "AnalyticsConsumerFunction", "RealtimePusherFunction"];
+pub const CONSUMER_FUNCTIONS: &[&str] = &[
+    "NotificationsConsumerFunction",
+    "AnalyticsConsumerFunction",
+    "RealtimePusherFunction",
+];
 
 /// The function behind the WebSocket API's routes.
 pub const WEBSOCKET_FUNCTION: &str = "RealtimeFunction";

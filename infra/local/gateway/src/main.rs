@@ -17,10 +17,14 @@ use local_gateway::{
 async fn main() -> anyhow::Result<()> {
     telemetry::init();
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let template_path = std::env::var("TEMPLATE").map(Into::into).unwrap_or_else(|_| default_template_path());
+    let template_path = std::env::var("TEMPLATE")
+        .map(Into::into)
+        .unwrap_or_else(|_| default_template_path());
     let template = Template::load(&template_path)?;
     let port: u16 = env_number("PORT", 3000)?;
-    let state = AppState::connect(Config::from_env()?, "local-gateway").await.context("connecting to Redis")?;
+    let state = AppState::connect(Config::from_env()?, "local-gateway")
+        .await
+        .context("connecting to Redis")?;
     let functions = Functions::new(&state, &format!("http://127.0.0.1:{port}"));
     match args.first().map(String::as_str) {
         Some("serve") | None => serve(Gateway::new(template, functions), &state, port).await,
@@ -43,19 +47,30 @@ async fn serve(gateway: Gateway, state: &AppState, port: u16) -> anyhow::Result<
     let schedule_cap: u64 = env_number("LOCAL_SCHEDULE_MAX_SECS", 2)?;
     let gateway = Arc::new(gateway);
     server::spawn_schedules(Arc::clone(&gateway), Duration::from_secs(schedule_cap));
-    msk::spawn_pollers(Arc::clone(&gateway), state.config.kafka_brokers.clone(), state.store.clone());
-    let listener =
-        tokio::net::TcpListener::bind(("127.0.0.1", port)).await.with_context(|| format!("binding port {port}"))?;
+    msk::spawn_pollers(
+        Arc::clone(&gateway),
+        state.config.kafka_brokers.clone(),
+        state.store.clone(),
+    );
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .with_context(|| format!("binding port {port}"))?;
     for r in &gateway.template.routes {
         tracing::info!(route = %r.route_key(), function = %r.function, "route");
     }
     eprintln!("[devconnect] local gateway listening on http://127.0.0.1:{port}");
-    eprintln!("[devconnect] WebSocket API on ws://127.0.0.1:{port}{} (token as ?token= or Sec-WebSocket-Protocol)", websocket::PATH);
-    axum::serve(listener, server::router(gateway).into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await?;
+    eprintln!(
+        "[devconnect] WebSocket API on ws://127.0.0.1:{port}{} (token as ?token= or Sec-WebSocket-Protocol)",
+        websocket::PATH
+    );
+    axum::serve(
+        listener,
+        server::router(gateway).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await?;
     Ok(())
 }
 
@@ -68,7 +83,9 @@ async fn invoke(functions: &Functions, args: &[String]) -> anyhow::Result<()> {
         serde_json::from_str(&std::fs::read_to_string(event_path).with_context(|| format!("reading {event_path}"))?)
             .with_context(|| format!("{event_path} is not JSON"))?;
     let output = if event.get("eventSource").and_then(|s| s.as_str()) == Some("aws:kafka") {
-        functions.invoke_consumer(function, serde_json::from_value(event)?).await?
+        functions
+            .invoke_consumer(function, serde_json::from_value(event)?)
+            .await?
     } else if event["requestContext"].get("connectionId").is_some() {
         serde_json::to_value(functions.invoke_websocket(serde_json::from_value(event)?).await)?
     } else if event.get("requestContext").is_some() {

@@ -68,6 +68,13 @@ async fn poll(gateway: &Gateway, brokers: &[String], store: &Store, source: &Msk
             None => pc.get_offset(OffsetAt::Earliest).await?,
         });
     }
+    // Commit the starting position, as a Kafka consumer group does, so "ready" is observable.
+    let mut pipe = redis::pipe();
+    for (pc, offset) in clients.iter().zip(&offsets) {
+        pipe.hset(&offsets_key, format!("{}:{}", source.topic, pc.partition()), *offset)
+            .ignore();
+    }
+    pipe.query_async::<()>(&mut store.conn()).await?;
     let mut backoff = Duration::from_millis(100);
     loop {
         let fetched =

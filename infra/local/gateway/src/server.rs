@@ -36,7 +36,11 @@ pub struct Gateway {
 impl Gateway {
     /// A gateway serving `template` with `functions`.
     pub fn new(template: Template, functions: Functions) -> Self {
-        Self { template, functions, sockets: websocket::Sockets::default() }
+        Self {
+            template,
+            functions,
+            sockets: websocket::Sockets::default(),
+        }
     }
 }
 
@@ -47,7 +51,9 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route(websocket::PATH, get(websocket::upgrade))
         .route(
             "/@connections/{id}",
-            post(websocket::post_to_connection).delete(websocket::delete_connection).get(websocket::get_connection),
+            post(websocket::post_to_connection)
+                .delete(websocket::delete_connection)
+                .get(websocket::get_connection),
         )
         .fallback(dispatch)
         .with_state(gateway)

@@ -37,11 +37,18 @@ pub struct Sockets {
 
 impl Sockets {
     fn add(&self, id: &str, tx: mpsc::UnboundedSender<Message>) {
-        self.open.lock().unwrap_or_else(|e| e.into_inner()).insert(id.to_string(), (tx, chrono::Utc::now().timestamp_millis()));
+        self.open
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.to_string(), (tx, chrono::Utc::now().timestamp_millis()));
     }
 
     fn remove(&self, id: &str) -> Option<mpsc::UnboundedSender<Message>> {
-        self.open.lock().unwrap_or_else(|e| e.into_inner()).remove(id).map(|(tx, _)| tx)
+        self.open
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id)
+            .map(|(tx, _)| tx)
     }
 
     fn send(&self, id: &str, message: Message) -> bool {
@@ -50,14 +57,31 @@ impl Sockets {
     }
 
     fn connected_at(&self, id: &str) -> Option<i64> {
-        self.open.lock().unwrap_or_else(|e| e.into_inner()).get(id).map(|(_, at)| *at)
+        self.open
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .map(|(_, at)| *at)
     }
 }
 
-fn event(route: &str, event_type: &str, connection_id: &str, headers: &HeaderMap, query: Option<&str>, body: Option<String>, source_ip: &str) -> ApiGatewayWebsocketProxyRequest {
+fn event(
+    route: &str,
+    event_type: &str,
+    connection_id: &str,
+    headers: &HeaderMap,
+    query: Option<&str>,
+    body: Option<String>,
+    source_ip: &str,
+) -> ApiGatewayWebsocketProxyRequest {
     let headers: Map<String, Value> = headers
         .iter()
-        .map(|(k, v)| (k.as_str().to_string(), Value::String(String::from_utf8_lossy(v.as_bytes()).into_owned())))
+        .map(|(k, v)| {
+            (
+                k.as_str().to_string(),
+                Value::String(String::from_utf8_lossy(v.as_bytes()).into_owned()),
+            )
+        })
         .collect();
     let query: Map<String, Value> = form_urlencoded::parse(query.unwrap_or_default().as_bytes())
         .map(|(k, v)| (k.into_owned(), Value::String(v.into_owned())))
@@ -102,25 +126,45 @@ pub async fn upgrade(
     let (tx, rx) = mpsc::unbounded_channel();
     gateway.sockets.add(&connection_id, tx);
     let ip = peer.ip().to_string();
-    let connect = event("$connect", "CONNECT", &connection_id, &headers, query.as_deref(), None, &ip);
+    let connect = event(
+        "$connect",
+        "CONNECT",
+        &connection_id,
+        &headers,
+        query.as_deref(),
+        None,
+        &ip,
+    );
     let answer = gateway.functions.invoke_websocket(connect).await;
     if answer.status_code != 200 {
         gateway.sockets.remove(&connection_id);
-        let status = StatusCode::from_u16(u16::try_from(answer.status_code).unwrap_or(500)).unwrap_or(StatusCode::FORBIDDEN);
+        let status =
+            StatusCode::from_u16(u16::try_from(answer.status_code).unwrap_or(500)).unwrap_or(StatusCode::FORBIDDEN);
         let body = match answer.body {
             Some(aws_lambda_events::encodings::Body::Text(t)) => t,
             _ => String::new(),
         };
         return (status, [("content-type", "application/json")], body).into_response();
     }
-    let ws = match answer.headers.get("sec-websocket-protocol").and_then(|v| v.to_str().ok()) {
+    let ws = match answer
+        .headers
+        .get("sec-websocket-protocol")
+        .and_then(|v| v.to_str().ok())
+    {
         Some(p) => ws.protocols([p.to_string()]),
         None => ws,
     };
     ws.on_upgrade(move |socket| run(gateway, connection_id, socket, rx, headers, ip))
 }
 
-async fn run(gateway: Arc<Gateway>, id: String, socket: WebSocket, mut rx: mpsc::UnboundedReceiver<Message>, headers: HeaderMap, ip: String) {
+async fn run(
+    gateway: Arc<Gateway>,
+    id: String,
+    socket: WebSocket,
+    mut rx: mpsc::UnboundedReceiver<Message>,
+    headers: HeaderMap,
+    ip: String,
+) {
     let (mut sink, mut stream) = socket.split();
     let writer = tokio::spawn(async move {
         while let Some(message) = rx.recv().await {
@@ -171,14 +215,28 @@ pub async fn delete_connection(State(gateway): State<Arc<Gateway>>, Path(id): Pa
 pub async fn get_connection(State(gateway): State<Arc<Gateway>>, Path(id): Path<String>) -> Response {
     match gateway.sockets.connected_at(&id) {
         Some(at) => {
-            let at = chrono::DateTime::from_timestamp_millis(at).unwrap_or_default().to_rfc3339();
-            (StatusCode::OK, [("content-type", "application/json")], json!({"connectedAt": at, "lastActiveAt": at}).to_string()).into_response()
+            let at = chrono::DateTime::from_timestamp_millis(at)
+                .unwrap_or_default()
+                .to_rfc3339();
+            (
+                StatusCode::OK,
+                [("content-type", "application/json")],
+                json!({"connectedAt": at, "lastActiveAt": at}).to_string(),
+            )
+                .into_response()
         }
         None => gone(),
     }
 }
 
 fn gone() -> Response {
-    (StatusCode::GONE, [("content-type", "application/json"), ("x-amzn-errortype", "GoneException")], json!({"message": "Gone"}).to_string())
+    (
+        StatusCode::GONE,
+        [
+            ("content-type", "application/json"),
+            ("x-amzn-errortype", "GoneException"),
+        ],
+        json!({"message": "Gone"}).to_string(),
+    )
         .into_response()
 }
