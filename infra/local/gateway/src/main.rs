@@ -22,7 +22,7 @@ async fn main() -> anyhow::Result<()> {
     let template = Template::load(&template_path)?;
     let state = AppState::connect(Config::from_env()?, "local-gateway")
         .await
-        .context("connecting to Redis")?;
+        .context("initialising: endpoint discovery and Redis")?;
     let functions = Functions::new(&state);
     match args.first().map(String::as_str) {
         Some("serve") | None => serve(Gateway { template, functions }, &state).await,
@@ -48,7 +48,7 @@ async fn serve(gateway: Gateway, state: &AppState) -> anyhow::Result<()> {
     server::spawn_schedules(Arc::clone(&gateway), Duration::from_secs(schedule_cap));
     msk::spawn_pollers(
         Arc::clone(&gateway),
-        state.config.kafka_brokers.clone(),
+        state.producer.connection().clone(),
         state.store.clone(),
     );
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
