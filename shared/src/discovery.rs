@@ -50,6 +50,9 @@ pub enum Problem {
     /// The API answered, but without the endpoint we need.
     #[error("the response has no {0}")]
     Missing(&'static str),
+    /// A resource is named but there is no AWS configuration to look it up with.
+    #[error("no AWS configuration to look it up with")]
+    NoAwsConfig,
     /// The URL does not parse (config only checks its scheme).
     #[error("not a valid URL")]
     InvalidUrl,
@@ -124,7 +127,7 @@ fn need<'a>(
     aws: Option<&'a SdkConfig>,
     err: &impl Fn(Problem) -> DiscoveryError,
 ) -> Result<&'a SdkConfig, DiscoveryError> {
-    aws.ok_or_else(|| err(Problem::Missing("AWS configuration to look it up with")))
+    aws.ok_or_else(|| err(Problem::NoAwsConfig))
 }
 
 async fn get_bootstrap_brokers(aws: &SdkConfig, arn: &str) -> Result<GetBootstrapBrokersOutput, Problem> {
