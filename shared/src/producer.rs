@@ -12,12 +12,14 @@ use chrono::Utc;
 use rskafka::{
     client::{
         partition::{Compression, PartitionClient, UnknownTopicHandling},
-        Client, ClientBuilder, SaslConfig,
+        Client,
     },
     record::Record,
     BackoffConfig,
 };
 use tokio::sync::{Mutex, OnceCell};
+
+use crate::kafka_connection::KafkaConnection;
 
 /// Why a record was not produced; the caller parks it in the outbox.
 #[derive(Debug, thiserror::Error)]
@@ -51,29 +53,26 @@ pub struct OutgoingRecord {
 
 /// A cheap-to-share Kafka producer.
 pub struct Producer {
-    brokers: Vec<String>,
-    sasl: Option<SaslConfig>,
+    connection: KafkaConnection,
     timeout: Duration,
     client: OnceCell<Client>,
     partitions: Mutex<HashMap<String, Arc<Vec<Arc<PartitionClient>>>>>,
 }
 
 impl Producer {
-    /// A producer for `brokers`; nothing connects until the first send.
-    pub fn new(brokers: Vec<String>, timeout: Duration) -> Self {
+    /// A producer for `connection`'s brokers; nothing connects until the first send.
+    pub fn new(connection: KafkaConnection, timeout: Duration) -> Self {
         Self {
-            brokers,
-            sasl: None,
+            connection,
             timeout,
             client: OnceCell::new(),
             partitions: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Authenticates with SASL (MSK IAM uses OAUTHBEARER with a signed token).
-    pub fn with_sasl(mut self, sasl: SaslConfig) -> Self {
-        self.sasl = Some(sasl);
-        self
+    /// The brokers and security settings (the local MSK poller connects the same way).
+    pub fn connection(&self) -> &KafkaConnection {
+        &self.connection
     }
 
     /// Produces one record, waiting at most the configured timeout.
@@ -144,15 +143,12 @@ impl Producer {
     pub async fn client(&self) -> Result<&Client, ProduceError> {
         self.client
             .get_or_try_init(|| async {
-                let mut builder = ClientBuilder::new(self.brokers.clone()).backoff_config(BackoffConfig {
+                let builder = self.connection.client_builder().backoff_config(BackoffConfig {
                     init_backoff: Duration::from_millis(50),
                     max_backoff: Duration::from_millis(500),
                     base: 2.0,
                     deadline: Some(self.timeout),
                 });
-                if let Some(sasl) = &self.sasl {
-                    builder = builder.sasl_config(sasl.clone());
-                }
                 tokio::time::timeout(self.timeout, Box::pin(builder.build()))
                     .await
                     .map_err(|_| ProduceError::Timeout(self.timeout))?

@@ -2,7 +2,24 @@
 
 use std::sync::Arc;
 
-use crate::{config::Config, producer::Producer, publisher::Publisher, store::Store};
+use crate::{
+    config::Config,
+    discovery::{self, DiscoveryError},
+    producer::Producer,
+    publisher::Publisher,
+    store::Store,
+};
+
+/// Why a container could not start; the message names the variable or server at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    /// An endpoint could not be discovered (see [`crate::discovery`]).
+    #[error(transparent)]
+    Discovery(#[from] DiscoveryError),
+    /// Redis did not accept the connection.
+    #[error("connecting to Redis: {0}")]
+    Redis(#[from] redis::RedisError),
+}
 
 /// Everything a handler needs; cheap to clone (every field is a shared handle).
 #[derive(Clone)]
@@ -18,10 +35,12 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// Connects to Redis and prepares the (lazy) Kafka producer for the function `source`.
-    pub async fn connect(config: Config, source: &'static str) -> Result<Self, redis::RedisError> {
-        let store = Store::connect(&config.redis_url, config.redis_timeout).await?;
-        let producer = Arc::new(Producer::new(config.kafka_brokers.clone(), config.produce_timeout));
+    /// Discovers endpoints named as AWS resources, connects to Redis and prepares the
+    /// (lazy) Kafka producer for the function `source`.
+    pub async fn connect(config: Config, source: &'static str) -> Result<Self, InitError> {
+        let endpoints = discovery::resolve(&config).await?;
+        let store = Store::connect(&endpoints.redis_url, config.redis_timeout).await?;
+        let producer = Arc::new(Producer::new(endpoints.kafka, config.produce_timeout));
         let publisher = Publisher::new(Arc::clone(&producer), store.clone(), config.topics.clone(), source);
         Ok(Self {
             config: Arc::new(config),

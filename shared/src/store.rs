@@ -16,8 +16,9 @@ pub struct Store {
 }
 
 impl Store {
-    /// Connects once, at init.
+    /// Connects once, at init; `rediss://` URLs use TLS (ElastiCache in-transit encryption).
     pub async fn connect(url: &str, timeout: Duration) -> redis::RedisResult<Self> {
+        crate::tls::install_crypto_provider();
         let client = redis::Client::open(url)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout))
@@ -32,5 +33,35 @@ impl Store {
     /// A handle for one operation; clones share the same multiplexed connection.
     pub fn conn(&self) -> ConnectionManager {
         self.conn.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use redis::{ConnectionAddr, IntoConnectionInfo};
+
+    #[test]
+    fn a_rediss_url_opens_as_a_tls_connection() {
+        let info = "rediss://:t0ken@master.dc.euw1.cache.amazonaws.com:6379"
+            .into_connection_info()
+            .unwrap();
+        match info.addr() {
+            ConnectionAddr::TcpTls {
+                host, port, insecure, ..
+            } => {
+                assert_eq!(
+                    (host.as_str(), *port, *insecure),
+                    ("master.dc.euw1.cache.amazonaws.com", 6379, false)
+                );
+            }
+            other => panic!("expected TLS, got {other:?}"),
+        }
+        assert_eq!(info.redis_settings().password(), Some("t0ken"));
+    }
+
+    #[test]
+    fn a_redis_url_stays_plain_tcp() {
+        let info = "redis://127.0.0.1:6379".into_connection_info().unwrap();
+        assert!(matches!(info.addr(), ConnectionAddr::Tcp(..)));
     }
 }

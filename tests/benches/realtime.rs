@@ -21,7 +21,9 @@ async fn main() {
     let a = stack.user("sender").await;
     let b = stack.user("receiver").await;
     stack.connect(&a, &b).await;
-    let (mut socket, _) = connect_async(format!("{}?token={}", stack.ws_url(), b.client.token())).await.unwrap();
+    let (mut socket, _) = connect_async(format!("{}?token={}", stack.ws_url(), b.client.token()))
+        .await
+        .unwrap();
 
     let mut samples = Vec::new();
     for i in 0..200 {
@@ -29,7 +31,11 @@ async fn main() {
         let started = Instant::now();
         a.message(&b.id, &text).await;
         loop {
-            let frame = tokio::time::timeout(Duration::from_secs(5), socket.next()).await.expect("no frame").unwrap().unwrap();
+            let frame = tokio::time::timeout(Duration::from_secs(5), socket.next())
+                .await
+                .expect("no frame")
+                .unwrap()
+                .unwrap();
             if frame.to_text().unwrap_or_default().contains(&text) {
                 break;
             }
@@ -50,7 +56,9 @@ async fn main() {
     for i in 0..100 {
         let u = stack.user(&format!("fan{i}")).await;
         for _ in 0..2 {
-            let (s, _) = connect_async(format!("{}?token={}", stack.ws_url(), u.client.token())).await.unwrap();
+            let (s, _) = connect_async(format!("{}?token={}", stack.ws_url(), u.client.token()))
+                .await
+                .unwrap();
             drains.push(tokio::spawn(s.for_each(|_| async {})));
         }
         receivers.push(u.id);
@@ -58,12 +66,21 @@ async fn main() {
     let values: Vec<Vec<u8>> = (0..1000)
         .map(|i| {
             let to = &receivers[i % receivers.len()];
-            bytes(&envelope(EventType::MessageSent, &a.id, json!({"id": format!("{i}-0"), "fromUserId": a.id, "toUserId": to, "text": "fan-out"})))
+            bytes(&envelope(
+                EventType::MessageSent,
+                &a.id,
+                json!({"id": format!("{i}-0"), "fromUserId": a.id, "toUserId": to, "text": "fan-out"}),
+            ))
         })
         .collect();
     let event = batch("message-events", &values);
     let started = Instant::now();
-    let report = stack.gateway.functions.invoke_consumer("RealtimePusherFunction", event).await.unwrap();
+    let report = stack
+        .gateway
+        .functions
+        .invoke_consumer("RealtimePusherFunction", event)
+        .await
+        .unwrap();
     let elapsed = started.elapsed();
     let frames = 1000 * 2;
     println!(

@@ -1,4 +1,5 @@
-//! Child processes: a private redis-server and a private tansu broker.
+//! Child processes: a private redis-server, a private tansu broker and a private moto
+//! server (a local double of the AWS APIs, for endpoint discovery).
 
 use std::{
     net::TcpListener,
@@ -197,5 +198,53 @@ impl Broker {
 impl Drop for Broker {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// A moto server (AWS API double, in-memory) that lives as long as this value.
+pub struct MotoServer {
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    child: Child,
+}
+
+impl MotoServer {
+    /// Starts one on a free port. The binary is `$MOTO_SERVER_BIN` (set by ./infra/local/test),
+    /// else `moto_server` on PATH, else the venv ./infra/local/test installs.
+    pub async fn start() -> anyhow::Result<Self> {
+        let port = free_port();
+        let venv = || {
+            let p = PathBuf::from(std::env::var_os("HOME")?).join(".cache/devconnect/moto-venv/bin/moto_server");
+            p.is_file().then_some(p)
+        };
+        let bin = std::env::var_os("MOTO_SERVER_BIN")
+            .map(PathBuf::from)
+            .or_else(|| which("moto_server"))
+            .or_else(venv)
+            .unwrap_or_else(|| "moto_server".into());
+        let mut child = Command::new(bin)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting moto_server (set MOTO_SERVER_BIN or run ./infra/local/test, which installs it)")?;
+        if let Err(e) = wait_for_port(port, &mut child, "moto_server").await {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(e);
+        }
+        Ok(Self { port, child })
+    }
+
+    /// `http://127.0.0.1:<port>`, for the SDK's endpoint override.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for MotoServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

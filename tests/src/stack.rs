@@ -73,7 +73,7 @@ impl Stack {
         let stack = Self::start_inner(vars, false).await;
         local_gateway::msk::spawn_pollers(
             Arc::clone(&stack.gateway),
-            stack.state.config.kafka_brokers.clone(),
+            stack.state.producer.connection().clone(),
             stack.state.store.clone(),
         );
         server::spawn_schedules(Arc::clone(&stack.gateway), Duration::from_secs(1));

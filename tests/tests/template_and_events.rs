@@ -71,9 +71,15 @@ async fn every_sample_event_invokes_its_function_without_a_server_error() {
                     .unwrap();
                 assert!(report["received"].as_u64().unwrap() > 0, "{path:?}: {report}");
             } else if event["requestContext"].get("connectionId").is_some() {
-                let response = hosted.invoke_websocket(serde_json::from_value(event.clone()).unwrap()).await;
+                let response = hosted
+                    .invoke_websocket(serde_json::from_value(event.clone()).unwrap())
+                    .await;
                 // A sample token is not a live session: $connect answers 401; the rest 200.
-                assert!([200, 401].contains(&response.status_code), "{path:?} -> {}", response.status_code);
+                assert!(
+                    [200, 401].contains(&response.status_code),
+                    "{path:?} -> {}",
+                    response.status_code
+                );
             } else if let Some(route_key) = event["routeKey"].as_str() {
                 let route = template
                     .routes

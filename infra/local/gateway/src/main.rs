@@ -24,7 +24,7 @@ async fn main() -> anyhow::Result<()> {
     let port: u16 = env_number("PORT", 3000)?;
     let state = AppState::connect(Config::from_env()?, "local-gateway")
         .await
-        .context("connecting to Redis")?;
+        .context("initialising: endpoint discovery and Redis")?;
     let functions = Functions::new(&state, &format!("http://127.0.0.1:{port}"));
     match args.first().map(String::as_str) {
         Some("serve") | None => serve(Gateway::new(template, functions), &state, port).await,
@@ -49,7 +49,7 @@ async fn serve(gateway: Gateway, state: &AppState, port: u16) -> anyhow::Result<
     server::spawn_schedules(Arc::clone(&gateway), Duration::from_secs(schedule_cap));
     msk::spawn_pollers(
         Arc::clone(&gateway),
-        state.config.kafka_brokers.clone(),
+        state.producer.connection().clone(),
         state.store.clone(),
     );
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))

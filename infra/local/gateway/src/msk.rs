@@ -7,13 +7,10 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use aws_lambda_events::event::kafka::KafkaEvent;
 use base64::{engine::general_purpose::STANDARD, Engine};
-use devconnect::{keys, store::Store};
+use devconnect::{kafka_connection::KafkaConnection, keys, store::Store};
 use redis::AsyncCommands;
 use rskafka::{
-    client::{
-        partition::{OffsetAt, PartitionClient, UnknownTopicHandling},
-        ClientBuilder,
-    },
+    client::partition::{OffsetAt, PartitionClient, UnknownTopicHandling},
     record::RecordAndOffset,
 };
 use serde_json::{json, Value};
@@ -25,13 +22,13 @@ const FETCH_BYTES: i32 = 4 * 1024 * 1024;
 /// How long a poll waits on an empty partition.
 const MAX_WAIT_MS: i32 = 50;
 
-/// Starts one poller per MSK event of the template.
-pub fn spawn_pollers(gateway: Arc<Gateway>, brokers: Vec<String>, store: Store) {
+/// Starts one poller per MSK event of the template, connecting like the producer does.
+pub fn spawn_pollers(gateway: Arc<Gateway>, kafka: KafkaConnection, store: Store) {
     for source in gateway.template.msk_sources.clone() {
-        let (gateway, brokers, store) = (Arc::clone(&gateway), brokers.clone(), store.clone());
+        let (gateway, kafka, store) = (Arc::clone(&gateway), kafka.clone(), store.clone());
         tokio::spawn(async move {
             loop {
-                if let Err(e) = poll(&gateway, &brokers, &store, &source).await {
+                if let Err(e) = poll(&gateway, &kafka, &store, &source).await {
                     tracing::warn!(function = %source.function, topic = %source.topic, error = %e, "MSK poller restarting");
                 }
                 tokio::time::sleep(Duration::from_millis(500)).await;
@@ -40,8 +37,8 @@ pub fn spawn_pollers(gateway: Arc<Gateway>, brokers: Vec<String>, store: Store) 
     }
 }
 
-async fn poll(gateway: &Gateway, brokers: &[String], store: &Store, source: &MskSource) -> anyhow::Result<()> {
-    let client = ClientBuilder::new(brokers.to_vec()).build().await?;
+async fn poll(gateway: &Gateway, kafka: &KafkaConnection, store: &Store, source: &MskSource) -> anyhow::Result<()> {
+    let client = kafka.client_builder().build().await?;
     let partitions = client
         .list_topics()
         .await?

@@ -1,0 +1,138 @@
+//! Endpoint discovery against a local AWS API double (moto): the resources are created
+//! through the AWS SDK, then `discovery::resolve_with` looks them up as it would in AWS.
+//! moto has no DescribeServerlessCaches or GetBootstrapBrokers; those response-to-endpoint
+//! mappings are unit-tested in `shared/src/discovery.rs` on SDK output values.
+
+use std::collections::HashMap;
+
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_sdk_elasticache::config::{Credentials, SharedCredentialsProvider};
+use devconnect::{
+    config::Config,
+    discovery::{self, DiscoveryError, Endpoints},
+};
+use devconnect_tests::servers::MotoServer;
+
+/// The SDK pointed at moto with dummy static credentials: nothing can reach real AWS.
+async fn aws(moto: &MotoServer) -> SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .endpoint_url(moto.url())
+        .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
+            "testing", "testing", None, None, "moto",
+        )))
+        .load()
+        .await
+}
+
+fn config(pairs: &[(&str, &str)]) -> Config {
+    let mut vars: HashMap<String, String> = HashMap::from([("KAFKA_BROKERS".into(), "127.0.0.1:9092".into())]);
+    vars.extend(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    Config::from_map(&vars).expect("config")
+}
+
+async fn create_group(aws: &SdkConfig, id: &str, cluster_mode: bool, tls: bool) {
+    let mut request = aws_sdk_elasticache::Client::new(aws)
+        .create_replication_group()
+        .replication_group_id(id)
+        .replication_group_description("devconnect test")
+        .engine("redis")
+        .cache_node_type("cache.t4g.micro")
+        .transit_encryption_enabled(tls);
+    request = match cluster_mode {
+        true => request
+            .cluster_mode(aws_sdk_elasticache::types::ClusterMode::Enabled)
+            .num_node_groups(2),
+        false => request.num_cache_clusters(1),
+    };
+    request.send().await.expect("CreateReplicationGroup on moto");
+}
+
+async fn resolve(aws: &SdkConfig, pairs: &[(&str, &str)]) -> Result<Endpoints, DiscoveryError> {
+    discovery::resolve_with(&config(pairs), Some(aws)).await
+}
+
+#[tokio::test]
+async fn a_replication_group_without_cluster_mode_resolves_to_its_primary() {
+    let moto = MotoServer::start().await.expect("moto_server");
+    let aws = aws(&moto).await;
+    create_group(&aws, "dc-plain", false, false).await;
+    let endpoints = resolve(&aws, &[("ELASTICACHE_REPLICATION_GROUP_ID", "dc-plain")])
+        .await
+        .unwrap();
+    let url = url::Url::parse(&endpoints.redis_url).unwrap();
+    assert_eq!(url.scheme(), "redis");
+    assert!(url.host_str().unwrap().starts_with("master.dc-plain."), "{url}");
+    assert_eq!(url.port(), Some(6379));
+    assert_eq!(url.password(), None);
+}
+
+#[tokio::test]
+async fn an_encrypted_replication_group_resolves_to_rediss_with_the_auth_token() {
+    let moto = MotoServer::start().await.expect("moto_server");
+    let aws = aws(&moto).await;
+    create_group(&aws, "dc-tls", false, true).await;
+    let endpoints = resolve(
+        &aws,
+        &[
+            ("ELASTICACHE_REPLICATION_GROUP_ID", "dc-tls"),
+            ("REDIS_AUTH_TOKEN", "s3cret-t0ken"),
+        ],
+    )
+    .await
+    .unwrap();
+    let url = url::Url::parse(&endpoints.redis_url).unwrap();
+    assert_eq!(url.scheme(), "rediss");
+    assert_eq!(url.password(), Some("s3cret-t0ken"));
+}
+
+#[tokio::test]
+async fn a_cluster_mode_replication_group_resolves_to_its_configuration_endpoint() {
+    let moto = MotoServer::start().await.expect("moto_server");
+    let aws = aws(&moto).await;
+    create_group(&aws, "dc-cluster", true, true).await;
+    let endpoints = resolve(&aws, &[("ELASTICACHE_REPLICATION_GROUP_ID", "dc-cluster")])
+        .await
+        .unwrap();
+    assert!(
+        endpoints.redis_url.starts_with("rediss://clustercfg.dc-cluster."),
+        "{}",
+        endpoints.redis_url
+    );
+}
+
+#[tokio::test]
+async fn an_unknown_replication_group_fails_naming_its_variable() {
+    let moto = MotoServer::start().await.expect("moto_server");
+    let aws = aws(&moto).await;
+    let err = resolve(&aws, &[("ELASTICACHE_REPLICATION_GROUP_ID", "no-such-group")])
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(err.var, "ELASTICACHE_REPLICATION_GROUP_ID");
+    let message = err.to_string();
+    assert!(
+        message.contains("no-such-group") && message.contains("DescribeReplicationGroups"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn an_msk_cluster_the_api_cannot_describe_fails_naming_msk_cluster_arn() {
+    let moto = MotoServer::start().await.expect("moto_server");
+    let aws = aws(&moto).await;
+    let arn = "arn:aws:kafka:us-east-1:123456789012:cluster/missing/00000000-0000-0000-0000-000000000000-1";
+    let err = discovery::resolve_with(
+        &config(&[
+            ("KAFKA_BROKERS", ""),
+            ("MSK_CLUSTER_ARN", arn),
+            ("KAFKA_SECURITY", "iam"),
+        ]),
+        Some(&aws),
+    )
+    .await
+    .err()
+    .unwrap();
+    assert_eq!(err.var, "MSK_CLUSTER_ARN");
+    assert!(err.to_string().contains("GetBootstrapBrokers"), "{err}");
+}
