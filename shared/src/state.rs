@@ -2,11 +2,16 @@
 
 use std::sync::Arc;
 
+use lambda_http::Request;
+
 use crate::{
+    api,
     config::Config,
     discovery::{self, DiscoveryError},
+    error::AppError,
     producer::Producer,
     publisher::Publisher,
+    session::{self, Principal, WithUser},
     store::Store,
 };
 
@@ -48,6 +53,12 @@ impl AppState {
             producer,
             publisher,
         })
+    }
+
+    /// Authenticates an HTTP request (bearer token or session cookie) and counts it
+    /// against the caller's rate limit: one Redis round trip.
+    pub async fn authenticate(&self, req: &Request, with_user: WithUser) -> Result<Principal, AppError> {
+        session::authenticate(&self.store, &self.config.rate_limits, api::bearer_token(req), with_user).await
     }
 
     /// The same clients, publishing as another function (the local gateway hosts them all in one process).

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use devconnect::{
     api::{self, Reply},
-    session::{self, WithUser},
+    session::WithUser,
     AppError, AppState,
 };
 use lambda_http::Request;
@@ -15,13 +15,7 @@ use crate::store;
 /// GET /analytics/daily?date=YYYY-MM-DD -> counts per event type and hour, DAU, MAU,
 /// new users, messages and the connection funnel. Admins only (ADMIN_USER_IDS).
 pub async fn daily(state: &AppState, req: &Request) -> Result<Reply, AppError> {
-    let me = session::authenticate(
-        &state.store,
-        &state.config.rate_limits,
-        api::bearer_token(req),
-        WithUser::No,
-    )
-    .await?;
+    let me = state.authenticate(req, WithUser::No).await?;
     if !state.config.admin_user_ids.contains(&me.user_id) {
         return Err(AppError::Forbidden("analytics are for admins".into()));
     }

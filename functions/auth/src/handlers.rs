@@ -120,7 +120,7 @@ pub async fn login(state: &AppState, meta: &RequestMeta, req: &Request) -> Resul
 /// POST /auth/logout -> 204; the token stops working at once.
 pub async fn logout(state: &AppState, meta: &RequestMeta, req: &Request) -> Result<Reply, AppError> {
     api::reject_oversized(req)?;
-    let principal = authenticate(state, req, WithUser::No).await?;
+    let principal = state.authenticate(req, WithUser::No).await?;
     session::revoke(&state.store, &principal.session_key).await?;
     state
         .publisher
@@ -144,7 +144,7 @@ pub async fn logout(state: &AppState, meta: &RequestMeta, req: &Request) -> Resu
 
 /// GET /profile: one round trip (the authentication script returns the record).
 pub async fn get_profile(state: &AppState, req: &Request) -> Result<Reply, AppError> {
-    let principal = authenticate(state, req, WithUser::Yes).await?;
+    let principal = state.authenticate(req, WithUser::Yes).await?;
     let me = stored_user(principal.user)?;
     Ok(Reply::ok(me.own_view()).rate(&principal.rate))
 }
@@ -161,7 +161,7 @@ struct ProfilePatch {
 
 /// PATCH /profile -> 200 with the new profile. Two round trips; the public cache is invalidated atomically.
 pub async fn patch_profile(state: &AppState, meta: &RequestMeta, req: &Request) -> Result<Reply, AppError> {
-    let principal = authenticate(state, req, WithUser::Yes).await?;
+    let principal = state.authenticate(req, WithUser::Yes).await?;
     let patch: ProfilePatch = json_body(req)?;
     let mut me = stored_user(principal.user)?;
     let mut changed: Vec<&'static str> = Vec::new();
@@ -211,22 +211,12 @@ pub async fn patch_profile(state: &AppState, meta: &RequestMeta, req: &Request) 
 
 /// GET /users/{userId}: the public profile, cache-aside (two round trips on a cache hit).
 pub async fn get_user(state: &AppState, req: &Request) -> Result<Reply, AppError> {
-    let principal = authenticate(state, req, WithUser::No).await?;
+    let principal = state.authenticate(req, WithUser::No).await?;
     let user_id = user::parse_user_id(&api::path_param(req, "userId")?)?;
     let profile = user::public_profile(&state.store, &user_id, state.config.profile_cache_ttl)
         .await?
         .ok_or_else(|| AppError::NotFound("no such user".into()))?;
     Ok(Reply::ok(profile).rate(&principal.rate))
-}
-
-async fn authenticate(state: &AppState, req: &Request, with_user: WithUser) -> Result<session::Principal, AppError> {
-    session::authenticate(
-        &state.store,
-        &state.config.rate_limits,
-        api::bearer_token(req),
-        with_user,
-    )
-    .await
 }
 
 fn stored_user(fields: Option<std::collections::HashMap<String, String>>) -> Result<User, AppError> {

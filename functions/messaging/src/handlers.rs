@@ -3,7 +3,7 @@
 use devconnect::{
     api::{self, Reply, RequestMeta},
     events::EventType,
-    session::{self, Principal, WithUser},
+    session::{Principal, WithUser},
     user, AppError, AppState,
 };
 use lambda_http::Request;
@@ -11,16 +11,6 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::{domain, store};
-
-async fn authenticate(state: &AppState, req: &Request) -> Result<Principal, AppError> {
-    session::authenticate(
-        &state.store,
-        &state.config.rate_limits,
-        api::bearer_token(req),
-        WithUser::No,
-    )
-    .await
-}
 
 /// The `{userId}` of the conversation: a UUID that is not the caller.
 fn other_user(me: &Principal, req: &Request) -> Result<String, AppError> {
@@ -37,7 +27,7 @@ struct SendBody {
 
 /// POST /messages/{userId} {text} -> 201 {message}. Three round trips.
 pub async fn send(state: &AppState, meta: &RequestMeta, req: &Request) -> Result<Reply, AppError> {
-    let me = authenticate(state, req).await?;
+    let me = state.authenticate(req, WithUser::No).await?;
     let other = other_user(&me, req)?;
     let body: SendBody = api::json_body(req)?;
     let text = domain::parse_text(&body.text)?;
@@ -59,7 +49,7 @@ pub async fn send(state: &AppState, meta: &RequestMeta, req: &Request) -> Result
 
 /// GET /messages/{userId}?before&limit -> newest first, with the cursor of the next page.
 pub async fn history(state: &AppState, req: &Request) -> Result<Reply, AppError> {
-    let me = authenticate(state, req).await?;
+    let me = state.authenticate(req, WithUser::No).await?;
     let other = other_user(&me, req)?;
     let limit = api::limit_param(req, domain::DEFAULT_PAGE, domain::MAX_PAGE)?;
     let before = api::query_param(req, "before").map(domain::parse_cursor).transpose()?;
@@ -75,7 +65,7 @@ pub async fn history(state: &AppState, req: &Request) -> Result<Reply, AppError>
 
 /// GET /conversations -> the other user, last message and unread count, most recent first.
 pub async fn conversations(state: &AppState, req: &Request) -> Result<Reply, AppError> {
-    let me = authenticate(state, req).await?;
+    let me = state.authenticate(req, WithUser::No).await?;
     let limit = api::limit_param(req, domain::DEFAULT_PAGE, domain::MAX_PAGE)?;
     let rows = store::conversations(&state.store, &me.user_id, limit).await?;
     let conversations: Vec<Value> = rows
@@ -88,7 +78,7 @@ pub async fn conversations(state: &AppState, req: &Request) -> Result<Reply, App
 /// POST /messages/{userId}/read -> 200 {markedRead}: everything from that user is read.
 pub async fn read(state: &AppState, meta: &RequestMeta, req: &Request) -> Result<Reply, AppError> {
     api::reject_oversized(req)?;
-    let me = authenticate(state, req).await?;
+    let me = state.authenticate(req, WithUser::No).await?;
     let other = other_user(&me, req)?;
     let count = store::mark_read(&state.store, &me.user_id, &other).await?;
     if count > 0 {

@@ -2,7 +2,7 @@
 
 use devconnect::{
     api::{self, Reply},
-    session::{self, Principal, WithUser},
+    session::WithUser,
     AppError, AppState,
 };
 use lambda_http::Request;
@@ -10,19 +10,9 @@ use serde_json::json;
 
 use crate::store;
 
-async fn authenticate(state: &AppState, req: &Request) -> Result<Principal, AppError> {
-    session::authenticate(
-        &state.store,
-        &state.config.rate_limits,
-        api::bearer_token(req),
-        WithUser::No,
-    )
-    .await
-}
-
 /// GET /notifications?limit -> newest first, with the unread count.
 pub async fn list(state: &AppState, req: &Request) -> Result<Reply, AppError> {
-    let me = authenticate(state, req).await?;
+    let me = state.authenticate(req, WithUser::No).await?;
     let limit = api::limit_param(req, 20, 100)?;
     let (notifications, unread) = store::list(&state.store, &me.user_id, limit).await?;
     Ok(Reply::ok(json!({"notifications": notifications, "unreadCount": unread})).rate(&me.rate))
@@ -31,7 +21,7 @@ pub async fn list(state: &AppState, req: &Request) -> Result<Reply, AppError> {
 /// POST /notifications/read -> 204; the unread count is 0.
 pub async fn mark_read(state: &AppState, req: &Request) -> Result<Reply, AppError> {
     api::reject_oversized(req)?;
-    let me = authenticate(state, req).await?;
+    let me = state.authenticate(req, WithUser::No).await?;
     store::mark_read(&state.store, &me.user_id).await?;
     Ok(Reply::no_content().rate(&me.rate))
 }

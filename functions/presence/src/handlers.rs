@@ -2,23 +2,13 @@
 
 use devconnect::{
     api::{self, Reply, RequestMeta},
-    session::{self, Principal, WithUser},
+    session::WithUser,
     user, AppError, AppState,
 };
 use lambda_http::Request;
 use serde_json::{json, Value};
 
 use crate::{store, MAX_BATCH};
-
-async fn authenticate(state: &AppState, req: &Request) -> Result<Principal, AppError> {
-    session::authenticate(
-        &state.store,
-        &state.config.rate_limits,
-        api::bearer_token(req),
-        WithUser::No,
-    )
-    .await
-}
 
 fn timeout_ms(state: &AppState) -> i64 {
     i64::try_from(state.config.presence_timeout.as_millis()).unwrap_or(i64::MAX)
@@ -27,7 +17,7 @@ fn timeout_ms(state: &AppState) -> i64 {
 /// POST /presence/heartbeat -> 200 {online: true}. Two round trips.
 pub async fn heartbeat(state: &AppState, meta: &RequestMeta, req: &Request) -> Result<Reply, AppError> {
     api::reject_oversized(req)?;
-    let me = authenticate(state, req).await?;
+    let me = state.authenticate(req, WithUser::No).await?;
     let now = crate::mark_online(state, &me.user_id, &meta.request_id).await?;
     Ok(Reply::ok(json!({"online": true, "lastSeen": user::rfc3339_from_ms(now)})).rate(&me.rate))
 }
@@ -35,7 +25,7 @@ pub async fn heartbeat(state: &AppState, meta: &RequestMeta, req: &Request) -> R
 /// POST /presence/offline -> 204.
 pub async fn offline(state: &AppState, meta: &RequestMeta, req: &Request) -> Result<Reply, AppError> {
     api::reject_oversized(req)?;
-    let me = authenticate(state, req).await?;
+    let me = state.authenticate(req, WithUser::No).await?;
     crate::mark_offline(state, &me.user_id, &meta.request_id, "explicit").await?;
     Ok(Reply::no_content().rate(&me.rate))
 }
@@ -43,7 +33,7 @@ pub async fn offline(state: &AppState, meta: &RequestMeta, req: &Request) -> Res
 /// GET /presence?userIds=a,b -> presence of those that are the caller or a connection;
 /// the rest are listed under `notVisible`. Two round trips for up to 100 ids.
 pub async fn lookup(state: &AppState, req: &Request) -> Result<Reply, AppError> {
-    let me = authenticate(state, req).await?;
+    let me = state.authenticate(req, WithUser::No).await?;
     let ids = parse_ids(api::query_param(req, "userIds"))?;
     let rows = store::lookup(&state.store, &me.user_id, &ids, user::now_ms(), timeout_ms(state)).await?;
     let mut visible: Vec<Value> = Vec::new();

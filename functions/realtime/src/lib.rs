@@ -53,6 +53,17 @@ pub struct Realtime {
     pub pusher: Pusher,
 }
 
+impl Realtime {
+    /// In Lambda: configuration from the environment, clients built once.
+    pub async fn from_env() -> Result<Self, lambda_runtime::Error> {
+        let app = AppState::connect(devconnect::config::Config::from_env()?, FUNCTION_NAME).await?;
+        Ok(Self {
+            app,
+            pusher: Pusher::from_env().await?,
+        })
+    }
+}
+
 /// Serves one WebSocket route event. Never fails: the status code is the answer.
 pub async fn handle(rt: &Realtime, event: ApiGatewayWebsocketProxyRequest) -> ApiGatewayProxyResponse {
     let ctx = &event.request_context;

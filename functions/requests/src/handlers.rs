@@ -2,7 +2,7 @@
 
 use devconnect::{
     api::{self, Reply, RequestMeta},
-    session::{self, Principal, WithUser},
+    session::WithUser,
     user, AppError, AppState,
 };
 use lambda_http::Request;
@@ -13,19 +13,9 @@ use crate::{
     store,
 };
 
-async fn authenticate(state: &AppState, req: &Request) -> Result<Principal, AppError> {
-    session::authenticate(
-        &state.store,
-        &state.config.rate_limits,
-        api::bearer_token(req),
-        WithUser::No,
-    )
-    .await
-}
-
 /// POST /requests/send/{status}/{toUserId} -> 201 {request}.
 pub async fn send(state: &AppState, meta: &RequestMeta, req: &Request) -> Result<Reply, AppError> {
-    let me = authenticate(state, req).await?;
+    let me = state.authenticate(req, WithUser::No).await?;
     let status = SendStatus::parse(&api::path_param(req, "status")?)?;
     let to = user::parse_user_id(&api::path_param(req, "toUserId")?)?;
     domain::check_not_self(&me.user_id, &to)?;
@@ -45,7 +35,7 @@ pub async fn send(state: &AppState, meta: &RequestMeta, req: &Request) -> Result
 
 /// POST /requests/review/{status}/{requestId} -> 200 {request}.
 pub async fn review(state: &AppState, meta: &RequestMeta, req: &Request) -> Result<Reply, AppError> {
-    let me = authenticate(state, req).await?;
+    let me = state.authenticate(req, WithUser::No).await?;
     let status = ReviewStatus::parse(&api::path_param(req, "status")?)?;
     let request_id = uuid::Uuid::parse_str(&api::path_param(req, "requestId")?)
         .map_err(|_| AppError::Validation("requestId must be a UUID".into()))?
@@ -62,7 +52,7 @@ pub async fn review(state: &AppState, meta: &RequestMeta, req: &Request) -> Resu
 
 /// GET /requests/received -> pending interested requests, newest first, with the sender's profile.
 pub async fn received(state: &AppState, req: &Request) -> Result<Reply, AppError> {
-    let me = authenticate(state, req).await?;
+    let me = state.authenticate(req, WithUser::No).await?;
     let rows = store::received(&state.store, &me.user_id).await?;
     let senders: Vec<String> = rows.iter().map(|(_, from)| from.clone()).collect();
     let profiles = by_id(user::summaries(&state.store, &senders).await?);
@@ -79,7 +69,7 @@ pub async fn received(state: &AppState, req: &Request) -> Result<Reply, AppError
 
 /// GET /connections -> connected users, most recent first.
 pub async fn connections(state: &AppState, req: &Request) -> Result<Reply, AppError> {
-    let me = authenticate(state, req).await?;
+    let me = state.authenticate(req, WithUser::No).await?;
     let rows = store::connections(&state.store, &me.user_id).await?;
     let ids: Vec<String> = rows.iter().map(|(id, _)| id.clone()).collect();
     let profiles = by_id(user::summaries(&state.store, &ids).await?);
@@ -96,7 +86,7 @@ pub async fn connections(state: &AppState, req: &Request) -> Result<Reply, AppEr
 
 /// GET /feed?limit&cursor -> people to meet, newest first, with a cursor for the next page.
 pub async fn feed(state: &AppState, req: &Request) -> Result<Reply, AppError> {
-    let me = authenticate(state, req).await?;
+    let me = state.authenticate(req, WithUser::No).await?;
     let limit = api::limit_param(req, domain::FEED_DEFAULT_LIMIT, domain::FEED_MAX_LIMIT)?;
     let cursor = match api::query_param(req, "cursor") {
         Some(c) => Some(user::parse_user_id(c).map_err(|_| AppError::Validation("cursor is not valid".into()))?),

@@ -1,18 +1,14 @@
 //! Lambda bootstrap for the pusher (MSK event source): events in, frames out to sockets.
 
 use aws_lambda_events::event::kafka::KafkaEvent;
-use devconnect::{config::Config, telemetry, AppState};
-use devconnect_realtime::{pusher::Pusher, Realtime};
+use devconnect::telemetry;
+use devconnect_realtime::Realtime;
 use lambda_runtime::{run, service_fn, Error, LambdaEvent};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     telemetry::init();
-    let app = AppState::connect(Config::from_env()?, devconnect_realtime::FUNCTION_NAME).await?;
-    let realtime = Realtime {
-        app,
-        pusher: Pusher::from_env().await?,
-    };
+    let realtime = Realtime::from_env().await?;
     let realtime = &realtime;
     run(service_fn(move |event: LambdaEvent<KafkaEvent>| async move {
         Ok::<_, Error>(devconnect_realtime::push_batch(realtime, event.payload).await?)
