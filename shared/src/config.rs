@@ -140,6 +140,9 @@ pub struct Config {
     pub redis_auth_token: Option<String>,
     /// `REDIS_TIMEOUT_MS`: bound on connecting and on each command, so a dead Redis gives a 503, not a hang.
     pub redis_timeout: Duration,
+    /// `REDIS_CLUSTER`: talk the Redis Cluster protocol (ElastiCache cluster mode enabled).
+    /// Default false; an ElastiCache Serverless cache is always a cluster, whatever this says.
+    pub redis_cluster: bool,
     /// `KAFKA_BROKERS`, or the MSK cluster to discover them from.
     pub kafka: KafkaSource,
     /// `KAFKA_SECURITY`.
@@ -179,6 +182,7 @@ impl fmt::Debug for Config {
                 "redis_auth_token",
                 &self.redis_auth_token.as_ref().map(|_| "<redacted>"),
             )
+            .field("redis_cluster", &self.redis_cluster)
             .field("kafka", &self.kafka)
             .field("kafka_security", &self.kafka_security)
             .field("topics", &self.topics)
@@ -208,6 +212,7 @@ impl Config {
             redis,
             redis_auth_token: env.optional("REDIS_AUTH_TOKEN"),
             redis_timeout: env.millis("REDIS_TIMEOUT_MS", 1_000)?,
+            redis_cluster: env.parse("REDIS_CLUSTER", false)?,
             kafka,
             kafka_security: match env.optional("KAFKA_SECURITY") {
                 None => KafkaSecurity::default(),

@@ -6,7 +6,7 @@ use lambda_http::Request;
 
 use crate::{
     api,
-    config::Config,
+    config::{Config, RedisSource},
     discovery::{self, DiscoveryError},
     error::AppError,
     producer::Producer,
@@ -44,7 +44,9 @@ impl AppState {
     /// (lazy) Kafka producer for the function `source`.
     pub async fn connect(config: Config, source: &'static str) -> Result<Self, InitError> {
         let endpoints = discovery::resolve(&config).await?;
-        let store = Store::connect(&endpoints.redis_url, config.redis_timeout).await?;
+        // ElastiCache Serverless only speaks cluster mode.
+        let cluster = config.redis_cluster || matches!(config.redis, RedisSource::ServerlessCache(_));
+        let store = Store::connect(&endpoints.redis_url, config.redis_timeout, cluster).await?;
         let producer = Arc::new(Producer::new(endpoints.kafka, config.produce_timeout));
         let publisher = Publisher::new(Arc::clone(&producer), store.clone(), config.topics.clone(), source);
         Ok(Self {

@@ -1,5 +1,6 @@
-//! Child processes: a private redis-server, a private tansu broker and a private moto
-//! server (a local double of the AWS APIs, for endpoint discovery).
+//! Child processes: a private redis-server (or a private 3-master Redis Cluster), a
+//! private tansu broker and a private moto server (a local double of the AWS APIs, for
+//! endpoint discovery).
 
 use std::{
     net::TcpListener,
@@ -61,15 +62,21 @@ pub struct RedisServer {
     pub port: u16,
     child: Option<Child>,
     dir: tempfile::TempDir,
+    cluster_enabled: bool,
 }
 
 impl RedisServer {
     /// Starts one on a free port, persisting nothing.
     pub async fn start() -> anyhow::Result<Self> {
+        Self::start_node(false).await
+    }
+
+    async fn start_node(cluster_enabled: bool) -> anyhow::Result<Self> {
         let mut server = Self {
             port: free_port(),
             child: None,
             dir: tempfile::tempdir()?,
+            cluster_enabled,
         };
         server.restart().await?;
         Ok(server)
@@ -91,7 +98,8 @@ impl RedisServer {
     /// Starts it again on the same port.
     pub async fn restart(&mut self) -> anyhow::Result<()> {
         self.stop();
-        let mut child = Command::new(binary("REDIS_SERVER_BIN", "redis-server"))
+        let mut command = Command::new(binary("REDIS_SERVER_BIN", "redis-server"));
+        command
             .args([
                 "--port",
                 &self.port.to_string(),
@@ -103,7 +111,12 @@ impl RedisServer {
                 "no",
             ])
             .arg("--dir")
-            .arg(self.dir.path())
+            .arg(self.dir.path());
+        if self.cluster_enabled {
+            let config_file = format!("nodes-{}.conf", self.port);
+            command.args(["--cluster-enabled", "yes", "--cluster-config-file", &config_file]);
+        }
+        let mut child = command
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -117,6 +130,68 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// A local Redis Cluster of three masters (no replicas) on free ports, living as long
+/// as this value: what ElastiCache Serverless and cluster mode look like to a client.
+pub struct RedisCluster {
+    /// The masters; together they own all 16384 slots.
+    pub nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    /// Starts three cluster-enabled redis-servers, joins them with `redis-cli --cluster
+    /// create` (`$REDIS_CLI_BIN`, else `redis-cli` on PATH) and waits for `cluster_state:ok`.
+    pub async fn start() -> anyhow::Result<Self> {
+        let mut nodes = Vec::new();
+        for _ in 0..3 {
+            nodes.push(RedisServer::start_node(true).await?);
+        }
+        let cli = binary("REDIS_CLI_BIN", "redis-cli");
+        let output = tokio::process::Command::new(&cli)
+            .arg("--cluster")
+            .arg("create")
+            .args(nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)))
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .await
+            .context("running redis-cli --cluster create (set REDIS_CLI_BIN or install redis-cli)")?;
+        if !output.status.success() {
+            bail!(
+                "redis-cli --cluster create failed: {}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        let cluster = Self { nodes };
+        cluster.wait_until_ok().await?;
+        Ok(cluster)
+    }
+
+    /// `redis://127.0.0.1:<port>` of every master.
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(RedisServer::url).collect()
+    }
+
+    async fn wait_until_ok(&self) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        for url in self.urls() {
+            let mut conn = redis::Client::open(url.as_str())?
+                .get_multiplexed_async_connection()
+                .await?;
+            loop {
+                let info: String = redis::cmd("CLUSTER").arg("INFO").query_async(&mut conn).await?;
+                if info.contains("cluster_state:ok") {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    bail!("{url} did not reach cluster_state:ok within 20 s: {info}");
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        Ok(())
     }
 }
 

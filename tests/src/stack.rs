@@ -15,8 +15,27 @@ use serde_json::{json, Value};
 
 use crate::{
     round_trips::CountingProxy,
-    servers::{Broker, RedisServer},
+    servers::{Broker, RedisCluster, RedisServer},
 };
+
+/// Whether this test run asked for a Redis Cluster (`DEVCONNECT_TEST_REDIS=cluster`)
+/// instead of one redis-server.
+pub fn cluster_requested() -> bool {
+    std::env::var("DEVCONNECT_TEST_REDIS").is_ok_and(|v| v == "cluster")
+}
+
+/// `true` (after saying why) when a test that kills and restarts Redis should not run:
+/// on a cluster, "Redis is down" means three nodes and a re-formed slot map, which
+/// these tests do not model.
+pub fn skip_outage_test_on_cluster(test: &str) -> bool {
+    let skip = cluster_requested();
+    if skip {
+        eprintln!(
+            "skipping {test}: it stops and restarts one redis-server; not run with DEVCONNECT_TEST_REDIS=cluster"
+        );
+    }
+    skip
+}
 
 /// The topics every stack creates.
 pub const TOPICS: [&str; 6] = [
@@ -30,8 +49,10 @@ pub const TOPICS: [&str; 6] = [
 
 /// One test's world.
 pub struct Stack {
-    /// The private Redis.
+    /// The private Redis (with `DEVCONNECT_TEST_REDIS=cluster`: the first master of the cluster).
     pub redis: RedisServer,
+    /// The other masters of the cluster; empty on a single redis-server.
+    pub other_masters: Vec<RedisServer>,
     /// The private broker.
     pub broker: Broker,
     /// The clients the handlers use.
@@ -98,9 +119,17 @@ impl Stack {
     }
 
     async fn start_inner(vars: &[(&str, &str)], counting: bool) -> Self {
-        let redis = RedisServer::start().await.expect("redis-server");
+        let cluster = cluster_requested();
+        let (redis, other_masters) = if cluster {
+            let mut nodes = RedisCluster::start().await.expect("redis cluster").nodes;
+            let first = nodes.remove(0);
+            (first, nodes)
+        } else {
+            (RedisServer::start().await.expect("redis-server"), Vec::new())
+        };
         let broker = Broker::start(&TOPICS).await.expect("tansu");
-        let round_trips = match counting {
+        // The proxy counts one node's traffic; cluster clients talk to every master directly.
+        let round_trips = match counting && !cluster {
             true => Some(CountingProxy::start(redis.port).await.expect("proxy")),
             false => None,
         };
@@ -114,6 +143,7 @@ impl Stack {
             ("COOKIE_SECURE".into(), "false".into()),
             ("RATE_LIMIT_ANONYMOUS".into(), "1000".into()),
             ("RATE_LIMIT_FREE".into(), "1000".into()),
+            ("REDIS_CLUSTER".into(), cluster.to_string()),
         ]);
         env.extend(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let config = Config::from_map(&env).expect("config");
@@ -128,6 +158,7 @@ impl Stack {
         });
         Self {
             redis,
+            other_masters,
             broker,
             state,
             base_url,
@@ -246,49 +277,16 @@ impl Stack {
 
     /// Every Redis key that holds data, with its type and contents: rate-limit counters
     /// are left out, since counting a refused request is the limiter's job.
+    /// On a cluster every master is asked for its own keys.
     pub async fn data_snapshot(&self) -> BTreeMap<String, String> {
-        let mut conn = self.state.store.conn();
-        let keys: Vec<String> = redis::cmd("KEYS").arg("*").query_async(&mut conn).await.expect("KEYS");
         let mut out = BTreeMap::new();
-        for key in keys
-            .into_iter()
-            .filter(|k| !k.starts_with(devconnect::keys::RATE_LIMIT_PREFIX))
-        {
-            let kind: String = redis::cmd("TYPE").arg(&key).query_async(&mut conn).await.expect("TYPE");
-            let (command, extra): (&str, &[&str]) = match kind.as_str() {
-                "string" => ("GET", &[]),
-                "hash" => ("HGETALL", &[]),
-                "list" => ("LRANGE", &["0", "-1"]),
-                "set" => ("SMEMBERS", &[]),
-                "zset" => ("ZRANGE", &["0", "-1", "WITHSCORES"]),
-                "stream" => ("XRANGE", &["-", "+"]),
-                other => panic!("snapshot does not know type {other}"),
-            };
-            let reply: redis::Value = redis::cmd(command)
-                .arg(&key)
-                .arg(extra)
-                .query_async(&mut conn)
+        for node in std::iter::once(&self.redis).chain(&self.other_masters) {
+            let mut conn = redis::Client::open(node.url())
+                .expect("redis url")
+                .get_multiplexed_async_connection()
                 .await
-                .expect("read");
-            // Values may be binary (HyperLogLogs), so they are compared as lossy text.
-            let lossy = |b: Vec<u8>| String::from_utf8_lossy(&b).into_owned();
-            let mut values: Vec<String> = match kind.as_str() {
-                "string" => vec![lossy(redis::from_redis_value(reply).expect("bytes"))],
-                "hash" | "list" | "set" | "zset" => redis::from_redis_value::<Vec<Vec<u8>>>(reply)
-                    .expect("bytes")
-                    .into_iter()
-                    .map(lossy)
-                    .collect(),
-                _ => vec![format!("{reply:?}")],
-            };
-            if kind == "hash" {
-                let mut pairs: Vec<String> = values.chunks(2).map(|p| p.join("=")).collect();
-                pairs.sort();
-                values = pairs;
-            } else if kind == "set" {
-                values.sort();
-            }
-            out.insert(key, format!("{kind}: {values:?}"));
+                .expect("connect to a redis node");
+            snapshot_node(&mut conn, &mut out).await;
         }
         out
     }
@@ -298,6 +296,51 @@ impl Stack {
         devconnect::outbox::relay(&self.state.store, &self.state.producer, 100)
             .await
             .expect("relay")
+    }
+}
+
+/// Adds the data keys of one node (connected to directly) to `out`.
+async fn snapshot_node(conn: &mut redis::aio::MultiplexedConnection, out: &mut BTreeMap<String, String>) {
+    let keys: Vec<String> = redis::cmd("KEYS").arg("*").query_async(conn).await.expect("KEYS");
+    for key in keys
+        .into_iter()
+        .filter(|k| !k.starts_with(devconnect::keys::RATE_LIMIT_PREFIX))
+    {
+        let kind: String = redis::cmd("TYPE").arg(&key).query_async(conn).await.expect("TYPE");
+        let (command, extra): (&str, &[&str]) = match kind.as_str() {
+            "string" => ("GET", &[]),
+            "hash" => ("HGETALL", &[]),
+            "list" => ("LRANGE", &["0", "-1"]),
+            "set" => ("SMEMBERS", &[]),
+            "zset" => ("ZRANGE", &["0", "-1", "WITHSCORES"]),
+            "stream" => ("XRANGE", &["-", "+"]),
+            other => panic!("snapshot does not know type {other}"),
+        };
+        let reply: redis::Value = redis::cmd(command)
+            .arg(&key)
+            .arg(extra)
+            .query_async(conn)
+            .await
+            .expect("read");
+        // Values may be binary (HyperLogLogs), so they are compared as lossy text.
+        let lossy = |b: Vec<u8>| String::from_utf8_lossy(&b).into_owned();
+        let mut values: Vec<String> = match kind.as_str() {
+            "string" => vec![lossy(redis::from_redis_value(reply).expect("bytes"))],
+            "hash" | "list" | "set" | "zset" => redis::from_redis_value::<Vec<Vec<u8>>>(reply)
+                .expect("bytes")
+                .into_iter()
+                .map(lossy)
+                .collect(),
+            _ => vec![format!("{reply:?}")],
+        };
+        if kind == "hash" {
+            let mut pairs: Vec<String> = values.chunks(2).map(|p| p.join("=")).collect();
+            pairs.sort();
+            values = pairs;
+        } else if kind == "set" {
+            values.sort();
+        }
+        out.insert(key, format!("{kind}: {values:?}"));
     }
 }
 

@@ -130,6 +130,9 @@ async fn a_batch_retried_after_a_partial_application_ends_as_one_delivery() {
 
 #[tokio::test]
 async fn with_redis_unreachable_the_consumer_fails_so_the_batch_is_retried_and_nothing_is_lost() {
+    if devconnect_tests::stack::skip_outage_test_on_cluster("with_redis_unreachable_the_consumer_fails") {
+        return;
+    }
     let mut stack = Stack::start_with(&[("REDIS_TIMEOUT_MS", "300")]).await;
     let values = social_batch();
     stack.redis.stop();
