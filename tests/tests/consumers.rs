@@ -272,3 +272,18 @@ async fn dead_letters(stack: &Stack) -> Vec<Value> {
 fn today() -> String {
     devconnect::user::now_rfc3339()[..10].to_string()
 }
+
+#[tokio::test]
+async fn with_the_broker_down_a_batch_still_succeeds_and_its_events_wait_in_the_outbox() {
+    let mut stack = Stack::start_with(&[("KAFKA_PRODUCE_TIMEOUT_MS", "300")]).await;
+    stack.broker.stop();
+    let mut values = social_batch();
+    values.push(b"{poison".to_vec());
+    let report = notify(&stack, batch("connection-events", &values)).await;
+    assert_eq!(
+        (report["applied"].as_u64(), report["deadLettered"].as_u64()),
+        (Some(4), Some(1))
+    );
+    // 4 NOTIFICATION_CREATED + 1 dead letter, parked for the relay instead of lost.
+    assert_eq!(devconnect::outbox::len(&stack.state.store).await.unwrap(), 5);
+}

@@ -249,3 +249,16 @@ async fn a_vanished_connection_is_removed_on_410_and_the_others_still_get_the_fr
     assert_eq!(sockets.len(), 1, "{sockets:?}");
     assert!(!sockets.contains(&"vanished-connection".to_string()));
 }
+
+#[tokio::test]
+async fn with_redis_down_a_connection_is_refused_with_503_not_a_crash() {
+    let mut stack = Stack::start_with(&[("REDIS_TIMEOUT_MS", "300")]).await;
+    let u = stack.user("unlucky").await;
+    stack.redis.stop();
+    let status = match connect_async(format!("{}?token={}", stack.ws_url(), u.client.token())).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => response.status().as_u16(),
+        Err(e) => panic!("unexpected error {e}"),
+        Ok(_) => 101,
+    };
+    assert_eq!(status, 503);
+}
