@@ -42,6 +42,12 @@ fn which(name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// Kills a server and reaps it, so an outage test or a finished test leaves no zombie.
+fn end(mut child: Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 async fn wait_for_port(port: u16, child: &mut Child, what: &str) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(15);
     while Instant::now() < deadline {
@@ -89,9 +95,8 @@ impl RedisServer {
 
     /// Kills it (simulating an outage); its data is gone.
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
+        if let Some(child) = self.child.take() {
+            end(child);
         }
     }
 
@@ -224,9 +229,8 @@ impl Broker {
 
     /// Kills it (simulating an outage). Memory storage: its records are gone.
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
+        if let Some(child) = self.child.take() {
+            end(child);
         }
     }
 
@@ -304,8 +308,7 @@ impl MotoServer {
             .spawn()
             .context("starting moto_server (set MOTO_SERVER_BIN or run ./infra/local/test, which installs it)")?;
         if let Err(e) = wait_for_port(port, &mut child, "moto_server").await {
-            let _ = child.kill();
-            let _ = child.wait();
+            end(child);
             return Err(e);
         }
         Ok(Self { port, child })
@@ -320,6 +323,6 @@ impl MotoServer {
 impl Drop for MotoServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
-        let _ = self.child.wait();
+        let _ = self.child.wait(); // reap it: no zombie per test
     }
 }
