@@ -16,7 +16,14 @@ pub mod server;
 pub mod template;
 pub mod websocket;
 
-/// `template.yaml` at the workspace root (the gateway is built from this checkout).
+/// `template.yaml` of this checkout: the nearest one above the working directory
+/// (`cargo run` from the root, `cargo test` from a crate folder), else the one next to
+/// the sources this was built from. Found at run time: two checkouts sharing one
+/// target directory can share build artifacts, so a path baked in at compile time may
+/// point at the other checkout.
 pub fn default_template_path() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../template.yaml")
+    let found = std::env::current_dir()
+        .ok()
+        .and_then(|dir| dir.ancestors().map(|d| d.join("template.yaml")).find(|p| p.is_file()));
+    found.unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../template.yaml"))
 }
