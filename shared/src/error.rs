@@ -102,11 +102,52 @@ impl AppError {
     }
 }
 
+impl AppError {
+    /// Whether trying again later can succeed: a dependency that is down or slow.
+    /// Everything else (bad input, a script error, a key of the wrong type, a bug)
+    /// fails the same way every time. Consumers decide retry vs dead letter on this.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Unavailable(_))
+    }
+}
+
 impl From<redis::RedisError> for AppError {
-    // Every Redis failure seen by a handler is "the store is not usable right now":
-    // connection refused, timeout, failover. Script bugs are caught by tests, not users.
+    // The one place Redis errors are classified: an unreachable, slow, loading or
+    // failing-over server is a 503 (transient); an error the server gives for the
+    // command itself (WRONGTYPE, a script error) will recur, so it is a bug (500).
     fn from(e: redis::RedisError) -> Self {
-        Self::Unavailable(format!("redis: {e}"))
+        if is_transient_redis_error(&e) {
+            Self::Unavailable(format!("redis: {e}"))
+        } else {
+            Self::Internal(format!("redis: {e}"))
+        }
+    }
+}
+
+/// True if `e` says Redis could not be used right now, rather than that the command is wrong.
+pub fn is_transient_redis_error(e: &redis::RedisError) -> bool {
+    use redis::{ErrorKind, ServerErrorKind};
+    if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal() {
+        return true;
+    }
+    match e.kind() {
+        ErrorKind::Server(kind) => matches!(
+            kind,
+            ServerErrorKind::BusyLoading
+                | ServerErrorKind::TryAgain
+                | ServerErrorKind::ClusterDown
+                | ServerErrorKind::MasterDown
+                | ServerErrorKind::ReadOnly
+                | ServerErrorKind::Moved
+                | ServerErrorKind::Ask
+                | ServerErrorKind::NoPerm
+        ),
+        ErrorKind::Io
+        | ErrorKind::AuthenticationFailed
+        | ErrorKind::ClusterConnectionNotFound
+        | ErrorKind::MasterNameNotFoundBySentinel
+        | ErrorKind::NoValidReplicasFoundBySentinel => true,
+        _ => false,
     }
 }
 

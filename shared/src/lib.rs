@@ -10,6 +10,7 @@
 //! - [`rate_limit`]: tiered fixed-window limits and their headers.
 //! - [`user`]: the user record, its validation rules and its Redis persistence.
 //! - [`keys`]: every Redis key name, so hash-slot rules are checked in one file.
+//! - [`script`]: Lua scripts that check every precondition before their first write.
 //! - [`store`]: the Redis connection (multiplexed, auto-reconnecting, bounded timeouts).
 //! - [`events`]: event types, topics and the JSON envelope.
 //! - [`kafka_connection`]: brokers plus TLS/SASL per `KAFKA_SECURITY`, the one way to build a Kafka client.
@@ -35,6 +36,7 @@ pub mod outbox;
 pub mod producer;
 pub mod publisher;
 pub mod rate_limit;
+pub mod script;
 pub mod session;
 pub mod state;
 pub mod store;

@@ -13,7 +13,7 @@ pub mod store;
 use aws_lambda_events::event::kafka::KafkaEvent;
 use devconnect::{
     api,
-    consumer::{self, BatchReport, Retryable},
+    consumer::{Batch, BatchOutcome, Failure, Incoming},
     AppState,
 };
 use lambda_http::{Body, Request, Response};
@@ -33,18 +33,28 @@ pub async fn handle(state: &AppState, req: Request) -> Response<Body> {
     .await
 }
 
-/// Processes one MSK batch. `Err` only for transient failures (the batch is retried).
-pub async fn consume(state: &AppState, event: KafkaEvent) -> Result<BatchReport, Retryable> {
-    let (records, poison) = consumer::decode_batch(&event);
-    let outcome = store::count(&state.store, &records).await?;
-    let report = BatchReport {
-        received: records.len() + poison.len(),
-        applied: outcome.applied,
-        duplicates: outcome.duplicates,
-        skipped: 0,
-        dead_lettered: poison.len(),
+/// Processes one MSK batch. Never fails the invocation: a record that cannot be
+/// counted is dead-lettered (permanent) or handed back for retry (transient).
+pub async fn consume(state: &AppState, event: KafkaEvent) -> BatchOutcome {
+    let mut batch = Batch::decode(FUNCTION_NAME, &event);
+    let records: Vec<&Incoming> = batch.records.iter().collect();
+    let failures: Vec<(usize, Failure)> = match store::count(&state.store, &records).await {
+        Ok(days) => {
+            for counted in days.values().flatten() {
+                batch.report.applied += counted.applied;
+                batch.report.duplicates += counted.duplicates;
+            }
+            batch
+                .records
+                .iter()
+                .enumerate()
+                .filter_map(|(i, r)| days[&store::day_of(r)].as_ref().err().map(|e| (i, Failure::from(e))))
+                .collect()
+        }
+        Err(e) => (0..batch.records.len()).map(|i| (i, Failure::from(&e))).collect(),
     };
-    consumer::dead_letter(&state.publisher, FUNCTION_NAME, &poison).await?;
-    tracing::info!(?report, "analytics batch");
-    Ok(report)
+    for (i, failure) in failures {
+        batch.fail(i, failure);
+    }
+    batch.finish(&state.publisher).await
 }

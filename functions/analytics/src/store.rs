@@ -2,7 +2,7 @@
 
 use std::{collections::BTreeMap, collections::HashMap, sync::LazyLock, time::Duration};
 
-use devconnect::{consumer::Incoming, keys, store::Store, AppError};
+use devconnect::{consumer::Incoming, keys, script, store::Store, AppError};
 use redis::Script;
 
 /// How long a day's event ids are remembered for dedupe (longer than MSK retention).
@@ -13,10 +13,13 @@ pub const RETENTION: Duration = Duration::from_secs(400 * 24 * 3600);
 /// KEYS: the day's dedupe set, MAU, day hash, DAU. ARGV: retention ms, dedupe window s,
 /// then (eventId, type, hour, user) per event. Returns {applied, duplicates}.
 /// Counts are summed in Lua first, so a 10,000-event batch costs a few dozen Redis
-/// commands, not 40,000.
+/// commands, not 40,000. Every key type and counter is checked before the first write,
+/// so an error leaves neither counts nor dedupe markers behind.
 static COUNT: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    script::atomic(
         r#"
+local bad = wrong_types({KEYS[1], 'set', KEYS[3], 'hash'}) or not_hyperloglogs({KEYS[2], KEYS[4]})
+if bad then return redis.error_reply(bad) end
 local ids = {}
 for i = 3, #ARGV, 4 do ids[#ids + 1] = ARGV[i] end
 local known = {}
@@ -41,6 +44,10 @@ for n = 1, #ids do
 end
 if applied > 0 then
   counts['events'] = applied
+  local fields = {}
+  for field in pairs(counts) do fields[#fields + 1] = field end
+  bad = not_integers(KEYS[3], fields)
+  if bad then return redis.error_reply(bad) end
   for field, n in pairs(counts) do redis.call('HINCRBY', KEYS[3], field, n) end
   local new_ids = {}
   for id in pairs(fresh) do new_ids[#new_ids + 1] = id end
@@ -67,19 +74,21 @@ pub struct Counted {
     pub duplicates: usize,
 }
 
-/// Counts a batch: one round trip (one script per distinct day, pipelined).
-pub async fn count(store: &Store, records: &[Incoming]) -> Result<Counted, AppError> {
+/// Counts a batch: one round trip (one script per distinct day, pipelined). `Err` if
+/// Redis could not be used at all; otherwise each day's own result, keyed by day.
+pub async fn count(
+    store: &Store,
+    records: &[&Incoming],
+) -> Result<BTreeMap<String, Result<Counted, AppError>>, AppError> {
     if records.is_empty() {
-        return Ok(Counted::default());
+        return Ok(BTreeMap::new());
     }
     let mut by_day: BTreeMap<String, Vec<&Incoming>> = BTreeMap::new();
     for r in records {
-        by_day
-            .entry(r.envelope.timestamp.format("%Y-%m-%d").to_string())
-            .or_default()
-            .push(r);
+        by_day.entry(day_of(r)).or_default().push(r);
     }
     let mut pipe = redis::pipe();
+    pipe.ignore_errors();
     pipe.load_script(&COUNT).ignore();
     for (day, events) in &by_day {
         let month = &day[..7];
@@ -98,11 +107,22 @@ pub async fn count(store: &Store, records: &[Incoming]) -> Result<Counted, AppEr
         }
         pipe.invoke_script(&call);
     }
-    let results: Vec<(usize, usize)> = pipe.query_async(&mut store.conn()).await?;
-    Ok(results.into_iter().fold(Counted::default(), |acc, (a, d)| Counted {
-        applied: acc.applied + a,
-        duplicates: acc.duplicates + d,
-    }))
+    let results: Vec<redis::RedisResult<(usize, usize)>> = pipe.query_async(&mut store.conn()).await?;
+    Ok(by_day
+        .into_keys()
+        .zip(results)
+        .map(|(day, result)| {
+            let counted = result
+                .map(|(applied, duplicates)| Counted { applied, duplicates })
+                .map_err(AppError::from);
+            (day, counted)
+        })
+        .collect())
+}
+
+/// The UTC day (`YYYY-MM-DD`) an event is counted on.
+pub fn day_of(record: &Incoming) -> String {
+    record.envelope.timestamp.format("%Y-%m-%d").to_string()
 }
 
 /// One day's raw numbers: its counter hash, DAU and the month's MAU. One round trip.

@@ -13,10 +13,11 @@ pub mod store;
 use aws_lambda_events::event::kafka::KafkaEvent;
 use devconnect::{
     api,
-    consumer::{self, BatchReport, Poison, Retryable},
+    consumer::{Batch, BatchOutcome, Failure},
     events::EventType,
     AppState,
 };
+use domain::Notification;
 use lambda_http::{Body, Request, Response};
 
 /// The envelope `source` of this function's events, and its dead letters' `consumer`.
@@ -35,27 +36,41 @@ pub async fn handle(state: &AppState, req: Request) -> Response<Body> {
     .await
 }
 
-/// Processes one MSK batch. `Err` only for transient failures (the batch is retried).
-pub async fn consume(state: &AppState, event: KafkaEvent) -> Result<BatchReport, Retryable> {
-    let (records, mut poison) = consumer::decode_batch(&event);
-    let mut report = BatchReport {
-        received: records.len() + poison.len(),
-        ..BatchReport::default()
-    };
+/// Processes one MSK batch. Never fails the invocation: a record that cannot be
+/// applied is dead-lettered (permanent) or handed back for retry (transient).
+pub async fn consume(state: &AppState, event: KafkaEvent) -> BatchOutcome {
+    let mut batch = Batch::decode(FUNCTION_NAME, &event);
     let mut planned = Vec::new();
-    for record in &records {
+    let mut failures = Vec::new();
+    for (i, record) in batch.records.iter().enumerate() {
         match domain::plan(&record.envelope) {
-            Ok(Some(notification)) => planned.push(notification),
-            Ok(None) => report.skipped += 1,
-            Err(reason) => poison.push(Poison::invalid_data(record, reason)),
+            Ok(Some(notification)) => planned.push((i, notification)),
+            Ok(None) => batch.report.skipped += 1,
+            Err(reason) => failures.push((i, Failure::Permanent(reason))),
         }
     }
-    let outcome = store::apply(&state.store, &state.config, &planned).await?;
-    report.applied = outcome.created.len();
-    report.duplicates = outcome.duplicates;
-    report.skipped += planned.len() - outcome.created.len() - outcome.duplicates;
-    let created = outcome
-        .created
+    let notifications: Vec<Notification> = planned.iter().map(|(_, n)| n.clone()).collect();
+    let mut created = Vec::new();
+    match store::apply(&state.store, &state.config, &notifications).await {
+        Ok(results) => {
+            let mut stored = 0;
+            for (i, n) in &planned {
+                match &results[&n.recipient] {
+                    Ok(_) => stored += 1,
+                    Err(e) => failures.push((*i, Failure::from(e))),
+                }
+            }
+            for applied in results.values().flatten() {
+                batch.report.applied += applied.created.len();
+                batch.report.duplicates += applied.duplicates;
+                created.extend(applied.created.iter().cloned());
+            }
+            // Messages to a user who is online need no notification.
+            batch.report.skipped += stored - batch.report.applied - batch.report.duplicates;
+        }
+        Err(e) => failures.extend(planned.iter().map(|(i, _)| (*i, Failure::from(&e)))),
+    }
+    let events = created
         .into_iter()
         .map(|n| {
             (
@@ -66,9 +81,12 @@ pub async fn consume(state: &AppState, event: KafkaEvent) -> Result<BatchReport,
             )
         })
         .collect();
-    state.publisher.publish_all(created).await?;
-    report.dead_lettered = poison.len();
-    consumer::dead_letter(&state.publisher, FUNCTION_NAME, &poison).await?;
-    tracing::info!(?report, "notifications batch");
-    Ok(report)
+    if let Err(e) = state.publisher.publish_all(events).await {
+        // Neither the broker nor the outbox took them; the notifications themselves are stored.
+        tracing::error!(error = %e, "NOTIFICATION_CREATED events lost: broker and Redis both unavailable");
+    }
+    for (i, failure) in failures {
+        batch.fail(i, failure);
+    }
+    batch.finish(&state.publisher).await
 }

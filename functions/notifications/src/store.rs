@@ -8,7 +8,7 @@ use std::{
     time::Duration,
 };
 
-use devconnect::{config::Config, keys, store::Store, user, AppError};
+use devconnect::{config::Config, keys, script, store::Store, user, AppError};
 use redis::{AsyncCommands, Script};
 use serde_json::Value;
 
@@ -17,9 +17,17 @@ use crate::domain::Notification;
 /// How long an applied event id is remembered (longer than MSK's retention of a retried batch).
 pub const DEDUPE_WINDOW: Duration = Duration::from_secs(7 * 24 * 3600);
 
+/// KEYS: list, state hash, dedupe zset, presence hash. ARGV: now, presence timeout ms,
+/// cap, dedupe window ms, channel, then (eventId, onlyIfOffline, view) per notification.
+/// Checks every key's type and the unread counter before the first write, so an error
+/// leaves nothing half-applied (a dedupe marker without its notification would turn
+/// the retry into a silent "duplicate").
 static APPLY: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    script::atomic(
         r#"
+local bad = wrong_types({KEYS[1], 'list', KEYS[2], 'hash', KEYS[3], 'zset', KEYS[4], 'hash'})
+  or not_integers(KEYS[2], {'unread'}) or not_integers(KEYS[4], {'lastSeen'})
+if bad then return redis.error_reply(bad) end
 local now = tonumber(ARGV[1])
 local p = redis.call('HMGET', KEYS[4], 'online', 'lastSeen')
 local online = p[1] == '1' and (now - tonumber(p[2] or '0')) <= tonumber(ARGV[2])
@@ -46,7 +54,7 @@ return {duplicates, created}
     )
 });
 
-/// What applying a batch did.
+/// What applying one recipient's notifications did.
 #[derive(Debug, Default)]
 pub struct Applied {
     /// Notifications created now.
@@ -56,9 +64,15 @@ pub struct Applied {
 }
 
 /// Applies `planned` (in order per recipient): one round trip for the whole batch.
-pub async fn apply(store: &Store, config: &Config, planned: &[Notification]) -> Result<Applied, AppError> {
+/// `Err` if Redis could not be used at all; otherwise each recipient's own result,
+/// so one recipient's broken keys fail only that recipient's records.
+pub async fn apply(
+    store: &Store,
+    config: &Config,
+    planned: &[Notification],
+) -> Result<BTreeMap<String, Result<Applied, AppError>>, AppError> {
     if planned.is_empty() {
-        return Ok(Applied::default());
+        return Ok(BTreeMap::new());
     }
     let mut by_recipient: BTreeMap<&str, Vec<&Notification>> = BTreeMap::new();
     for n in planned {
@@ -67,6 +81,7 @@ pub async fn apply(store: &Store, config: &Config, planned: &[Notification]) -> 
     let now = user::now_ms();
     let timeout_ms = config.presence_timeout.as_millis() as i64;
     let mut pipe = redis::pipe();
+    pipe.ignore_errors();
     pipe.load_script(&APPLY).ignore();
     for (recipient, items) in &by_recipient {
         let mut call = APPLY.key(keys::notifications(recipient));
@@ -85,18 +100,22 @@ pub async fn apply(store: &Store, config: &Config, planned: &[Notification]) -> 
         }
         pipe.invoke_script(&call);
     }
-    let results: Vec<(usize, Vec<String>)> = pipe.query_async(&mut store.conn()).await?;
+    let results: Vec<redis::RedisResult<(usize, Vec<String>)>> = pipe.query_async(&mut store.conn()).await?;
     let by_event: HashMap<&str, &Notification> = planned.iter().map(|n| (n.source_event_id.as_str(), n)).collect();
-    let mut applied = Applied::default();
-    for (duplicates, created) in results {
-        applied.duplicates += duplicates;
-        applied.created.extend(
-            created
-                .iter()
-                .filter_map(|id| by_event.get(id.as_str()).map(|n| (*n).clone())),
-        );
-    }
-    Ok(applied)
+    Ok(by_recipient
+        .keys()
+        .zip(results)
+        .map(|(recipient, result)| {
+            let applied = result.map_err(AppError::from).map(|(duplicates, created)| Applied {
+                duplicates,
+                created: created
+                    .iter()
+                    .filter_map(|id| by_event.get(id.as_str()).map(|n| (*n).clone()))
+                    .collect(),
+            });
+            (recipient.to_string(), applied)
+        })
+        .collect())
 }
 
 /// The newest `limit` notifications and the unread count: one round trip.

@@ -44,36 +44,46 @@ pub async fn unregister(store: &Store, user_id: &str, connection_id: &str) -> Re
     Ok(left)
 }
 
-/// Open connections of each user: one round trip.
-pub async fn of_users(store: &Store, users: &[String]) -> Result<HashMap<String, Vec<String>>, AppError> {
+/// Open connections of each user: one round trip. `Err` if Redis could not be used;
+/// otherwise each user's own result (a broken key fails only that user).
+pub async fn of_users(store: &Store, users: &[String]) -> Result<PerUser, AppError> {
+    let now = user::now_ms();
+    per_user(store, users, |pipe, u| {
+        pipe.zrangebyscore(keys::sockets(u), now, "+inf");
+    })
+    .await
+}
+
+/// Connections (the social kind) of each user: one round trip, results as [`of_users`].
+pub async fn friends_of(store: &Store, users: &[String]) -> Result<PerUser, AppError> {
+    per_user(store, users, |pipe, u| {
+        pipe.zrange(keys::connections(u), 0, -1);
+    })
+    .await
+}
+
+/// A list of ids per user, or why that user's list could not be read.
+pub type PerUser = HashMap<String, Result<Vec<String>, AppError>>;
+
+async fn per_user(
+    store: &Store,
+    users: &[String],
+    command: impl Fn(&mut redis::Pipeline, &str),
+) -> Result<PerUser, AppError> {
     if users.is_empty() {
         return Ok(HashMap::new());
     }
-    let now = user::now_ms();
     let mut pipe = redis::pipe();
+    pipe.ignore_errors();
     for u in users {
-        pipe.zrangebyscore(keys::sockets(u), now, "+inf");
+        command(&mut pipe, u);
     }
-    let lists: Vec<Vec<String>> = pipe.query_async(&mut store.conn()).await?;
+    let lists: Vec<redis::RedisResult<Vec<String>>> = pipe.query_async(&mut store.conn()).await?;
     Ok(users
         .iter()
         .cloned()
-        .zip(lists)
-        .filter(|(_, l)| !l.is_empty())
+        .zip(lists.into_iter().map(|l| l.map_err(AppError::from)))
         .collect())
-}
-
-/// Connections (the social kind) of each user: one round trip.
-pub async fn friends_of(store: &Store, users: &[String]) -> Result<HashMap<String, Vec<String>>, AppError> {
-    if users.is_empty() {
-        return Ok(HashMap::new());
-    }
-    let mut pipe = redis::pipe();
-    for u in users {
-        pipe.zrange(keys::connections(u), 0, -1);
-    }
-    let lists: Vec<Vec<String>> = pipe.query_async(&mut store.conn()).await?;
-    Ok(users.iter().cloned().zip(lists).collect())
 }
 
 /// Whether `other` is one of `me`'s connections.

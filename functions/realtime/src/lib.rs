@@ -10,8 +10,8 @@
 //! - [`push_batch`] is the MSK consumer that delivers MESSAGE_SENT to the receiver,
 //!   NOTIFICATION_CREATED to its user and USER_ONLINE/USER_OFFLINE to that user's
 //!   connections only, through PostToConnection; a 410 Gone removes the stale
-//!   connection id. Frames are best effort (retried twice, then logged): the HTTP API
-//!   stays the record, so a failed frame never blocks the partition.
+//!   connection id. Frames are best effort (the SDK's bounded retries, then logged):
+//!   the HTTP API stays the record, so a failed frame never blocks the partition.
 #![warn(missing_docs)]
 
 pub mod connections;
@@ -29,7 +29,7 @@ use aws_lambda_events::{
     http::{HeaderMap, HeaderValue},
 };
 use devconnect::{
-    consumer::{self, BatchReport, Retryable},
+    consumer::{Batch, BatchOutcome, Failure},
     events::EventType,
     session::{self, WithUser},
     AppError, AppState,
@@ -213,15 +213,15 @@ async fn answer(
             {
                 return Err(("forbidden", "you can only signal typing to your connections".into()));
             }
-            let sockets = connections::of_users(&app.store, std::slice::from_ref(&to))
+            let mut sockets = connections::of_users(&app.store, std::slice::from_ref(&to))
                 .await
                 .map_err(unavailable)?;
+            let sockets = sockets.remove(&to).transpose().map_err(unavailable)?;
             let frame = frames::typing(&me).to_string().into_bytes();
             let jobs = sockets
-                .get(&to)
                 .into_iter()
                 .flatten()
-                .map(|c| (c.clone(), vec![frame.clone()]))
+                .map(|c| (c, vec![frame.clone()]))
                 .collect();
             let outcomes = rt.pusher.fan_out(jobs).await;
             let stale: Vec<(String, String)> = outcomes
@@ -267,65 +267,108 @@ fn route_event(event_type: EventType, data: &Value, key: &str) -> Option<(Audien
 
 /// Delivers a batch of events to the sockets they concern. Three Redis round trips at
 /// most (connections of presence users, sockets of every target, stale cleanup).
-pub async fn push_batch(rt: &Realtime, event: KafkaEvent) -> Result<BatchReport, Retryable> {
+/// Never fails the invocation: a record whose audience cannot be read is dead-lettered
+/// (a broken key) or handed back for retry (Redis down). A frame the socket did not
+/// take is logged and dropped: the HTTP API stays the record.
+pub async fn push_batch(rt: &Realtime, event: KafkaEvent) -> BatchOutcome {
     let app = &rt.app;
-    let (records, poison) = consumer::decode_batch(&event);
-    let mut report = BatchReport {
-        received: records.len() + poison.len(),
-        dead_lettered: poison.len(),
-        ..BatchReport::default()
-    };
-    let routed: Vec<(Audience, Value)> = records
+    let mut batch = Batch::decode(FUNCTION_NAME, &event);
+    let routed: Vec<(usize, Audience, Vec<u8>)> = batch
+        .records
         .iter()
-        .filter_map(|r| route_event(r.envelope.event_type, &r.envelope.data, &r.envelope.key))
+        .enumerate()
+        .filter_map(|(i, r)| {
+            route_event(r.envelope.event_type, &r.envelope.data, &r.envelope.key)
+                .map(|(audience, frame)| (i, audience, frame.to_string().into_bytes()))
+        })
         .collect();
-    report.skipped = records.len() - routed.len();
-
+    batch.report.skipped = batch.records.len() - routed.len();
+    let mut failures: Vec<(usize, Failure)> = Vec::new();
     let presence_users: Vec<String> = routed
         .iter()
-        .filter_map(|(a, _)| {
-            if let Audience::ConnectionsOf(u) = a {
-                Some(u.clone())
-            } else {
-                None
-            }
+        .filter_map(|(_, a, _)| match a {
+            Audience::ConnectionsOf(u) => Some(u.clone()),
+            Audience::User(_) => None,
         })
         .collect::<HashSet<_>>()
         .into_iter()
         .collect();
-    let friends = connections::friends_of(&app.store, &presence_users).await?;
-    let mut frames_for_user: BTreeMap<String, Vec<Vec<u8>>> = BTreeMap::new();
-    for (audience, frame) in &routed {
-        let bytes = frame.to_string().into_bytes();
-        let users = match audience {
-            Audience::User(u) => vec![u.clone()],
-            Audience::ConnectionsOf(u) => friends.get(u).cloned().unwrap_or_default(),
-        };
-        for u in users {
-            frames_for_user.entry(u).or_default().push(bytes.clone());
+    let delivered = match connections::friends_of(&app.store, &presence_users).await {
+        Err(e) => {
+            failures.extend(routed.iter().map(|(i, _, _)| (*i, Failure::from(&e))));
+            0
         }
+        Ok(friends) => {
+            let mut frames_for_user: BTreeMap<String, Vec<(usize, &[u8])>> = BTreeMap::new();
+            for (i, audience, frame) in &routed {
+                let users = match audience {
+                    Audience::User(u) => vec![u.clone()],
+                    Audience::ConnectionsOf(u) => match &friends[u] {
+                        Ok(list) => list.clone(),
+                        Err(e) => {
+                            failures.push((*i, Failure::from(e)));
+                            continue;
+                        }
+                    },
+                };
+                for u in users {
+                    frames_for_user.entry(u).or_default().push((*i, frame));
+                }
+            }
+            deliver(rt, frames_for_user, &mut failures).await
+        }
+    };
+    batch.report.applied = delivered;
+    for (i, failure) in failures {
+        batch.fail(i, failure);
     }
+    batch.finish(&app.publisher).await
+}
+
+/// Pushes each user's frames to each of their sockets; returns how many sockets got theirs.
+async fn deliver(
+    rt: &Realtime,
+    frames_for_user: BTreeMap<String, Vec<(usize, &[u8])>>,
+    failures: &mut Vec<(usize, Failure)>,
+) -> usize {
     let targets: Vec<String> = frames_for_user.keys().cloned().collect();
-    let sockets = connections::of_users(&app.store, &targets).await?;
+    let sockets = match connections::of_users(&rt.app.store, &targets).await {
+        Ok(sockets) => sockets,
+        Err(e) => {
+            let failure = Failure::from(&e);
+            failures.extend(frames_for_user.values().flatten().map(|(i, _)| (*i, failure.clone())));
+            return 0;
+        }
+    };
     let mut owner_of = BTreeMap::new();
     let mut jobs = Vec::new();
-    for (user_id, connections) in &sockets {
-        for c in connections {
-            owner_of.insert(c.clone(), user_id.clone());
-            jobs.push((c.clone(), frames_for_user[user_id].clone()));
+    for (user_id, frames) in &frames_for_user {
+        match &sockets[user_id] {
+            Err(e) => failures.extend(frames.iter().map(|(i, _)| (*i, Failure::from(e)))),
+            Ok(connections) => {
+                for c in connections {
+                    owner_of.insert(c.clone(), user_id.clone());
+                    jobs.push((c.clone(), frames.iter().map(|(_, f)| f.to_vec()).collect()));
+                }
+            }
         }
     }
     let outcomes = rt.pusher.fan_out(jobs).await;
-    let mut stale = Vec::new();
+    let (mut delivered, mut failed, mut stale) = (0, 0, Vec::new());
     for (connection, outcome) in outcomes {
         match outcome {
-            Pushed::Delivered => report.applied += 1,
+            Pushed::Delivered => delivered += 1,
             Pushed::Gone => stale.push((owner_of[&connection].clone(), connection)),
-            Pushed::Failed(e) => tracing::warn!(%connection, error = %e, "frame not delivered"),
+            Pushed::Failed(e) => {
+                failed += 1;
+                tracing::warn!(%connection, error = %e, "frame not delivered");
+            }
         }
     }
-    connections::remove_stale(&app.store, &stale).await?;
-    consumer::dead_letter(&app.publisher, FUNCTION_NAME, &poison).await?;
-    tracing::info!(?report, stale = stale.len(), "push batch");
-    Ok(report)
+    if let Err(e) = connections::remove_stale(&rt.app.store, &stale).await {
+        // Harmless: a stale id expires with its TTL, and the next 410 removes it again.
+        tracing::warn!(error = %e, stale = stale.len(), "stale connections not removed");
+    }
+    tracing::info!(delivered, failed, stale = stale.len(), "frames pushed");
+    delivered
 }

@@ -10,8 +10,8 @@ async fn main() -> Result<(), Error> {
     let state = AppState::connect(Config::from_env()?, devconnect_analytics::FUNCTION_NAME).await?;
     let state = &state;
     run(service_fn(move |event: LambdaEvent<KafkaEvent>| async move {
-        // An Err fails the invocation, so MSK redelivers the batch (dedupe makes that safe).
-        Ok::<_, Error>(devconnect_analytics::consume(state, event.payload).await?)
+        // A partial batch response: failed records are retried or dead-lettered, never the whole batch.
+        Ok::<_, Error>(devconnect_analytics::consume(state, event.payload).await.response)
     }))
     .await
 }

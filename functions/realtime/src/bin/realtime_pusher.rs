@@ -11,7 +11,8 @@ async fn main() -> Result<(), Error> {
     let realtime = Realtime::from_env().await?;
     let realtime = &realtime;
     run(service_fn(move |event: LambdaEvent<KafkaEvent>| async move {
-        Ok::<_, Error>(devconnect_realtime::push_batch(realtime, event.payload).await?)
+        // A partial batch response: failed records are retried or dead-lettered, never the whole batch.
+        Ok::<_, Error>(devconnect_realtime::push_batch(realtime, event.payload).await.response)
     }))
     .await
 }

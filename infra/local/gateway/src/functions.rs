@@ -79,15 +79,17 @@ impl Functions {
         })
     }
 
-    /// Invokes an MSK-triggered function with a batch; `Err` means the batch must be retried.
+    /// Invokes an MSK-triggered function with a batch. The value is the function's
+    /// report with its partial batch response (`batchItemFailures`) alongside; `Err`
+    /// only if there is no such function.
     pub async fn invoke_consumer(&self, function: &str, event: KafkaEvent) -> anyhow::Result<Value> {
-        let report = match function {
-            "NotificationsConsumerFunction" => devconnect_notifications::consume(&self.notifications, event).await?,
-            "AnalyticsConsumerFunction" => devconnect_analytics::consume(&self.analytics, event).await?,
-            "RealtimePusherFunction" => devconnect_realtime::push_batch(&self.realtime, event).await?,
+        let outcome = match function {
+            "NotificationsConsumerFunction" => devconnect_notifications::consume(&self.notifications, event).await,
+            "AnalyticsConsumerFunction" => devconnect_analytics::consume(&self.analytics, event).await,
+            "RealtimePusherFunction" => devconnect_realtime::push_batch(&self.realtime, event).await,
             other => anyhow::bail!("no consumer function {other}"),
         };
-        Ok(serde_json::to_value(report)?)
+        Ok(serde_json::to_value(outcome)?)
     }
 
     /// Invokes the WebSocket function with a `$connect`, `$disconnect` or `$default` event.

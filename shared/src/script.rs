@@ -1,0 +1,55 @@
+//! Lua scripts that are all-or-nothing.
+//!
+//! Redis does not roll back a script that fails half-way: every write made before the
+//! error stays. An effect and its idempotency marker written by one script must
+//! therefore both happen or neither, so every script checks what it can fail on
+//! (the type of each key it touches, numbers it increments) before its first write.
+//! [`atomic`] prepends the checks' Lua helpers; a script calls them first:
+//!
+//! ```lua
+//! local bad = wrong_types({KEYS[1], 'list', KEYS[2], 'hash'})
+//!   or not_integers(KEYS[2], {'unread'})
+//! if bad then return redis.error_reply(bad) end
+//! -- writes only from here on
+//! ```
+
+use redis::Script;
+
+/// Lua helpers every script may call before its first write. Each returns `nil`
+/// when the precondition holds, or the error text (starting with `WRONGTYPE`, so
+/// callers classify it like Redis's own type errors).
+const PRECONDITIONS: &str = r#"
+local function wrong_types(spec)
+  for i = 1, #spec, 2 do
+    local t = redis.call('TYPE', spec[i]).ok
+    if t ~= 'none' and t ~= spec[i + 1] then
+      return 'WRONGTYPE ' .. spec[i] .. ' holds a ' .. t .. ', not a ' .. spec[i + 1]
+    end
+  end
+  return nil
+end
+local function not_hyperloglogs(keys)
+  for _, k in ipairs(keys) do
+    local t = redis.call('TYPE', k).ok
+    if t ~= 'none' and (t ~= 'string' or redis.call('GETRANGE', k, 0, 3) ~= 'HYLL') then
+      return 'WRONGTYPE ' .. k .. ' is not a HyperLogLog'
+    end
+  end
+  return nil
+end
+local function not_integers(key, fields)
+  if #fields == 0 then return nil end
+  local values = redis.call('HMGET', key, unpack(fields))
+  for i, v in ipairs(values) do
+    if v and not string.match(v, '^%-?%d+$') then
+      return 'WRONGTYPE ' .. key .. ' field ' .. fields[i] .. ' is not an integer'
+    end
+  end
+  return nil
+end
+"#;
+
+/// A script whose body may call the precondition helpers above.
+pub fn atomic(body: &str) -> Script {
+    Script::new(&format!("{PRECONDITIONS}\n{body}"))
+}
