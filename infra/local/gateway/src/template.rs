@@ -66,6 +66,36 @@ pub struct MskSource {
     pub batch_size: usize,
     /// `LATEST` or `TRIM_HORIZON`, for a group with no stored offsets.
     pub starting_position: String,
+    /// `FunctionResponseTypes: [ReportBatchItemFailures]`: the function's partial batch
+    /// response is honoured (without it Lambda ignores `batchItemFailures`).
+    pub report_batch_item_failures: bool,
+    /// `MaximumRetryAttempts`: retries after the first invocation; `None` = -1 (infinite).
+    pub maximum_retry_attempts: Option<u32>,
+    /// `BisectBatchOnFunctionError`: split a batch whose invocation errors in two.
+    pub bisect_batch_on_function_error: bool,
+    /// `MaximumRecordAgeInSeconds`: older records go to the on-failure destination
+    /// unprocessed; `None` = -1 (no limit).
+    pub maximum_record_age: Option<Duration>,
+    /// `DestinationConfig.OnFailure` (`kafka://<topic>`): the topic that receives each
+    /// record Lambda gives up on.
+    pub on_failure_topic: Option<String>,
+}
+
+/// Most retries Lambda applies when `MaximumRetryAttempts` is -1 (infinite) and an
+/// on-failure destination is set.
+pub const INFINITE_RETRIES_WITH_DESTINATION: u32 = 10;
+
+impl MskSource {
+    /// The retries this mapping really gets: `None` = retry forever. Lambda caps an
+    /// infinite setting at [`INFINITE_RETRIES_WITH_DESTINATION`] once there is an
+    /// on-failure destination.
+    pub fn retry_limit(&self) -> Option<u32> {
+        match (self.maximum_retry_attempts, &self.on_failure_topic) {
+            (Some(n), _) => Some(n),
+            (None, Some(_)) => Some(INFINITE_RETRIES_WITH_DESTINATION),
+            (None, None) => None,
+        }
+    }
 }
 
 /// What the gateway serves.
@@ -106,7 +136,7 @@ impl Template {
             else {
                 continue;
             };
-            for event in events.values() {
+            for (event_name, event) in events {
                 let props = event.get("Properties");
                 let field = |name: &str| {
                     props
@@ -128,22 +158,16 @@ impl Template {
                         });
                     }
                     Some("MSK") => {
-                        let topics = props
-                            .and_then(|p| p.get("Topics"))
-                            .and_then(Value::as_sequence)
-                            .context("MSK event without Topics")?;
-                        for topic in topics.iter().filter_map(Value::as_str) {
-                            template.msk_sources.push(MskSource {
-                                function: function.clone(),
-                                topic: topic.to_string(),
-                                group: field("ConsumerGroupId").unwrap_or_else(|| function.clone()),
-                                batch_size: props
-                                    .and_then(|p| p.get("BatchSize"))
-                                    .and_then(Value::as_u64)
-                                    .map_or(100, |n| n as usize),
-                                starting_position: field("StartingPosition").unwrap_or_else(|| "LATEST".into()),
-                            });
-                        }
+                        let event_name = event_name.as_str().context("event name is not a string")?;
+                        let empty = serde_yaml::Mapping::new();
+                        let props = props.and_then(Value::as_mapping).unwrap_or(&empty);
+                        let context = MskContext {
+                            function: &function,
+                            event: event_name,
+                            parameters: doc.get("Parameters"),
+                            prefix: String::new(),
+                        };
+                        template.msk_sources.extend(parse_msk(&context, props)?);
                     }
                     _ => {}
                 }
@@ -151,6 +175,279 @@ impl Template {
         }
         Ok(template)
     }
+}
+
+/// MSK event properties the emulator implements. `Stream` names the cluster (there is
+/// one local broker); `ProvisionedPollerConfig` only sizes throughput (how many pollers
+/// Lambda runs), not what is delivered, so it is accepted and has no local effect.
+/// Anything else (FilterCriteria, MaximumBatchingWindowInSeconds, SchemaRegistryConfig,
+/// KmsKeyArn, StartingPositionTimestamp, SourceAccessConfigurations, LoggingConfig,
+/// MetricsConfig, ...) would make the local stack deliver differently from AWS without
+/// saying so, so the template is refused instead.
+pub const EMULATED_MSK_PROPERTIES: &[&str] = &[
+    "Stream",
+    "Topics",
+    "StartingPosition",
+    "ConsumerGroupId",
+    "BatchSize",
+    "Enabled",
+    "FunctionResponseTypes",
+    "MaximumRetryAttempts",
+    "BisectBatchOnFunctionError",
+    "MaximumRecordAgeInSeconds",
+    "DestinationConfig",
+    "ProvisionedPollerConfig",
+];
+
+/// Where an MSK event is in the template, for error messages and `!Ref` resolution.
+struct MskContext<'a> {
+    function: &'a str,
+    event: &'a str,
+    parameters: Option<&'a Value>,
+    /// Path of the mapping being read, e.g. `DestinationConfig.OnFailure.`.
+    prefix: String,
+}
+
+impl MskContext<'_> {
+    /// The same event, reading the nested mapping `path`.
+    fn within(&self, path: &str) -> Self {
+        Self {
+            prefix: format!("{}{path}.", self.prefix),
+            ..*self
+        }
+    }
+
+    /// An error naming the function, the event and the property.
+    fn error(&self, property: &str, why: impl std::fmt::Display) -> anyhow::Error {
+        anyhow::anyhow!(
+            "template.yaml: {} event {} (MSK): property {}{property} {why}",
+            self.function,
+            self.event,
+            self.prefix
+        )
+    }
+
+    /// A property's value with `!Ref <Parameter>` replaced by that parameter's Default
+    /// (the value a deploy without overrides gets).
+    fn resolve(&self, property: &str, value: &Value) -> anyhow::Result<Value> {
+        let Value::Tagged(tagged) = value else {
+            return Ok(value.clone());
+        };
+        let name = match (&tagged.tag, &tagged.value) {
+            (tag, Value::String(name)) if *tag == "Ref" => name,
+            (tag, _) => return Err(self.error(property, format!("uses {tag}, which the emulator cannot resolve"))),
+        };
+        self.parameters
+            .and_then(|p| p.get(name.as_str()))
+            .and_then(|p| p.get("Default"))
+            .cloned()
+            .ok_or_else(|| self.error(property, format!("refers to parameter {name}, which has no Default")))
+    }
+
+    /// A whole-number property (numbers written as strings count, as CloudFormation
+    /// passes Number parameters as strings), checked against `range`.
+    fn int(
+        &self,
+        props: &serde_yaml::Mapping,
+        property: &str,
+        range: std::ops::RangeInclusive<i64>,
+    ) -> anyhow::Result<Option<i64>> {
+        let Some(raw) = props.get(property) else {
+            return Ok(None);
+        };
+        let value = self.resolve(property, raw)?;
+        let n = match &value {
+            Value::Number(n) => n.as_i64(),
+            Value::String(s) => s.trim().parse().ok(),
+            _ => None,
+        }
+        .ok_or_else(|| self.error(property, format!("must be a whole number, not {value:?}")))?;
+        if !range.contains(&n) {
+            return Err(self.error(property, format!("is {n}, outside {}..={}", range.start(), range.end())));
+        }
+        Ok(Some(n))
+    }
+
+    /// A boolean property.
+    fn bool(&self, props: &serde_yaml::Mapping, property: &str) -> anyhow::Result<Option<bool>> {
+        let Some(raw) = props.get(property) else {
+            return Ok(None);
+        };
+        match self.resolve(property, raw)? {
+            Value::Bool(b) => Ok(Some(b)),
+            Value::String(s) if s == "true" || s == "false" => Ok(Some(s == "true")),
+            other => Err(self.error(property, format!("must be true or false, not {other:?}"))),
+        }
+    }
+
+    /// A string property.
+    fn string(&self, props: &serde_yaml::Mapping, property: &str) -> anyhow::Result<Option<String>> {
+        let Some(raw) = props.get(property) else {
+            return Ok(None);
+        };
+        match self.resolve(property, raw)? {
+            Value::String(s) => Ok(Some(s)),
+            other => Err(self.error(property, format!("must be a string, not {other:?}"))),
+        }
+    }
+}
+
+/// One MSK event's event sources (one per topic), or an error for any property the
+/// emulator does not implement; `Enabled: false` yields none.
+fn parse_msk(cx: &MskContext, props: &serde_yaml::Mapping) -> anyhow::Result<Vec<MskSource>> {
+    for key in props.keys() {
+        let name = key.as_str().unwrap_or("<not a string>");
+        if !EMULATED_MSK_PROPERTIES.contains(&name) {
+            return Err(cx.error(
+                name,
+                "is not emulated by the local gateway (remove it, or implement it in infra/local/gateway)",
+            ));
+        }
+    }
+    if let Some(pollers) = props.get("ProvisionedPollerConfig") {
+        check_pollers(cx, pollers)?;
+    }
+    if cx.bool(props, "Enabled")? == Some(false) {
+        return Ok(Vec::new());
+    }
+    let topics: Vec<String> = props
+        .get("Topics")
+        .and_then(Value::as_sequence)
+        .ok_or_else(|| cx.error("Topics", "is missing or not a list"))?
+        .iter()
+        .map(|t| {
+            cx.resolve("Topics", t)?
+                .as_str()
+                .map(String::from)
+                .ok_or_else(|| cx.error("Topics", "must list topic names"))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let starting_position = cx.string(props, "StartingPosition")?.unwrap_or_else(|| "LATEST".into());
+    if !matches!(starting_position.as_str(), "LATEST" | "TRIM_HORIZON") {
+        return Err(cx.error(
+            "StartingPosition",
+            format!("{starting_position} is not emulated (LATEST or TRIM_HORIZON)"),
+        ));
+    }
+    let retries = cx.int(props, "MaximumRetryAttempts", -1..=10_000)?;
+    let age = cx.int(props, "MaximumRecordAgeInSeconds", -1..=604_800)?;
+    if matches!(age, Some(0..=59)) {
+        return Err(cx.error("MaximumRecordAgeInSeconds", "must be -1 or 60..=604800"));
+    }
+    let template = MskSource {
+        function: cx.function.to_string(),
+        topic: String::new(),
+        group: cx
+            .string(props, "ConsumerGroupId")?
+            .unwrap_or_else(|| cx.function.to_string()),
+        batch_size: cx.int(props, "BatchSize", 1..=10_000)?.map_or(100, |n| n as usize),
+        starting_position,
+        report_batch_item_failures: response_types(cx, props)?,
+        maximum_retry_attempts: retries.and_then(|n| u32::try_from(n).ok()),
+        bisect_batch_on_function_error: cx.bool(props, "BisectBatchOnFunctionError")?.unwrap_or(false),
+        maximum_record_age: age.and_then(|n| u64::try_from(n).ok()).map(Duration::from_secs),
+        on_failure_topic: on_failure_topic(cx, props)?,
+    };
+    Ok(topics
+        .into_iter()
+        .map(|topic| MskSource {
+            topic,
+            ..template.clone()
+        })
+        .collect())
+}
+
+/// `FunctionResponseTypes`: only `ReportBatchItemFailures` exists for Kafka and is emulated.
+fn response_types(cx: &MskContext, props: &serde_yaml::Mapping) -> anyhow::Result<bool> {
+    let Some(raw) = props.get("FunctionResponseTypes") else {
+        return Ok(false);
+    };
+    let list = raw
+        .as_sequence()
+        .ok_or_else(|| cx.error("FunctionResponseTypes", "must be a list"))?;
+    for item in list {
+        match cx.resolve("FunctionResponseTypes", item)?.as_str() {
+            Some("ReportBatchItemFailures") => {}
+            other => {
+                return Err(cx.error(
+                    "FunctionResponseTypes",
+                    format!("value {other:?} is not emulated (only ReportBatchItemFailures)"),
+                ))
+            }
+        }
+    }
+    Ok(!list.is_empty())
+}
+
+/// `DestinationConfig: {OnFailure: {Type: Kafka, Destination: kafka://<topic>}}`: the
+/// only destination the local broker can hold.
+fn on_failure_topic(cx: &MskContext, props: &serde_yaml::Mapping) -> anyhow::Result<Option<String>> {
+    let Some(config) = props.get("DestinationConfig") else {
+        return Ok(None);
+    };
+    let config = config
+        .as_mapping()
+        .ok_or_else(|| cx.error("DestinationConfig", "must be a mapping"))?;
+    if let Some(other) = config.keys().find(|k| k.as_str() != Some("OnFailure")) {
+        return Err(cx.error(
+            "DestinationConfig",
+            format!("key {other:?} is not emulated (only OnFailure)"),
+        ));
+    }
+    let Some(on_failure) = config.get("OnFailure") else {
+        return Ok(None);
+    };
+    let on_failure = on_failure
+        .as_mapping()
+        .ok_or_else(|| cx.error("DestinationConfig.OnFailure", "must be a mapping"))?;
+    if let Some(other) = on_failure
+        .keys()
+        .find(|k| !matches!(k.as_str(), Some("Type" | "Destination")))
+    {
+        return Err(cx.error("DestinationConfig.OnFailure", format!("key {other:?} is not emulated")));
+    }
+    let inner = cx.within("DestinationConfig.OnFailure");
+    if let Some(kind) = inner.string(on_failure, "Type")? {
+        if kind != "Kafka" {
+            return Err(inner.error("Type", format!("{kind} is not emulated (only Kafka)")));
+        }
+    }
+    let destination = inner
+        .string(on_failure, "Destination")?
+        .ok_or_else(|| inner.error("Destination", "is missing"))?;
+    match destination.strip_prefix("kafka://") {
+        Some(topic) if !topic.is_empty() && !topic.contains('/') => Ok(Some(topic.to_string())),
+        _ => Err(inner.error(
+            "Destination",
+            format!("{destination} is not emulated (only kafka://<topic> on the same cluster)"),
+        )),
+    }
+}
+
+/// `ProvisionedPollerConfig`: checked for well-formedness (Lambda's ranges), otherwise
+/// without local effect (one poller per event source is enough for a laptop).
+fn check_pollers(cx: &MskContext, pollers: &Value) -> anyhow::Result<()> {
+    let pollers = pollers
+        .as_mapping()
+        .ok_or_else(|| cx.error("ProvisionedPollerConfig", "must be a mapping"))?;
+    if let Some(other) = pollers
+        .keys()
+        .find(|k| !matches!(k.as_str(), Some("MinimumPollers" | "MaximumPollers")))
+    {
+        return Err(cx.error("ProvisionedPollerConfig", format!("key {other:?} is not known")));
+    }
+    let inner = cx.within("ProvisionedPollerConfig");
+    let min = inner.int(pollers, "MinimumPollers", 1..=200)?;
+    let max = inner.int(pollers, "MaximumPollers", 1..=2000)?;
+    if let (Some(min), Some(max)) = (min, max) {
+        if min > max {
+            return Err(cx.error(
+                "ProvisionedPollerConfig",
+                format!("MinimumPollers {min} exceeds MaximumPollers {max}"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Parses `rate(5 minutes)`; cron expressions are not emulated.
@@ -216,9 +513,155 @@ Resources:
                 topic: "user-events".into(),
                 group: "g1".into(),
                 batch_size: 7,
-                starting_position: "TRIM_HORIZON".into()
+                starting_position: "TRIM_HORIZON".into(),
+                report_batch_item_failures: false,
+                maximum_retry_attempts: None,
+                bisect_batch_on_function_error: false,
+                maximum_record_age: None,
+                on_failure_topic: None,
             }]
         );
+        assert_eq!(
+            t.msk_sources[0].retry_limit(),
+            None,
+            "-1 without a destination retries forever"
+        );
+    }
+
+    /// A template with one MSK event carrying `extra` properties (YAML flow mapping items).
+    fn msk_template(extra: &str) -> String {
+        format!(
+            r#"
+Parameters:
+  Retries: {{ Type: Number, Default: 5 }}
+  Age: {{ Type: Number, Default: "21600" }}
+  MinPollers: {{ Type: Number, Default: 1 }}
+  NoDefault: {{ Type: Number }}
+Resources:
+  ConsumerFn:
+    Type: AWS::Serverless::Function
+    Properties:
+      Events:
+        UserEvents:
+          Type: MSK
+          Properties: {{ Stream: !Ref Cluster, Topics: [user-events], StartingPosition: TRIM_HORIZON, ConsumerGroupId: g1, BatchSize: 50{extra} }}
+"#
+        )
+    }
+
+    const CONTAINMENT: &str =
+        ", FunctionResponseTypes: [ReportBatchItemFailures], MaximumRetryAttempts: !Ref Retries, \
+        BisectBatchOnFunctionError: true, MaximumRecordAgeInSeconds: !Ref Age, \
+        DestinationConfig: { OnFailure: { Type: Kafka, Destination: kafka://dead-letter-events } }, \
+        ProvisionedPollerConfig: { MinimumPollers: !Ref MinPollers, MaximumPollers: 4 }";
+
+    #[test]
+    fn containment_properties_are_parsed_and_refs_resolve_to_parameter_defaults() {
+        let t = Template::parse(&msk_template(CONTAINMENT)).unwrap();
+        let s = &t.msk_sources[0];
+        assert!(s.report_batch_item_failures);
+        assert_eq!(s.maximum_retry_attempts, Some(5));
+        assert!(s.bisect_batch_on_function_error);
+        assert_eq!(s.maximum_record_age, Some(Duration::from_secs(21_600)));
+        assert_eq!(s.on_failure_topic.as_deref(), Some("dead-letter-events"));
+        assert_eq!(s.retry_limit(), Some(5));
+    }
+
+    #[test]
+    fn infinite_retries_with_a_destination_are_capped_at_ten() {
+        let t = Template::parse(&msk_template(
+            ", MaximumRetryAttempts: -1, DestinationConfig: { OnFailure: { Destination: kafka://dlq } }",
+        ))
+        .unwrap();
+        assert_eq!(t.msk_sources[0].maximum_retry_attempts, None);
+        assert_eq!(t.msk_sources[0].retry_limit(), Some(INFINITE_RETRIES_WITH_DESTINATION));
+    }
+
+    #[test]
+    fn a_disabled_msk_event_has_no_poller() {
+        let t = Template::parse(&msk_template(", Enabled: false")).unwrap();
+        assert!(t.msk_sources.is_empty());
+    }
+
+    /// The parse error for `extra`, which must name the function, the event and `property`.
+    fn rejection(extra: &str, property: &str) -> String {
+        let error = Template::parse(&msk_template(extra))
+            .expect_err(&format!("{extra} must be refused"))
+            .to_string();
+        for part in ["ConsumerFn", "UserEvents", property] {
+            assert!(error.contains(part), "{error:?} does not name {part}");
+        }
+        error
+    }
+
+    #[test]
+    fn properties_the_emulator_does_not_implement_are_refused() {
+        for (extra, property) in [
+            (", FilterCriteria: { Filters: [{ Pattern: '{}' }] }", "FilterCriteria"),
+            (", MaximumBatchingWindowInSeconds: 1", "MaximumBatchingWindowInSeconds"),
+            (
+                ", SchemaRegistryConfig: { SchemaRegistryURI: x }",
+                "SchemaRegistryConfig",
+            ),
+            (", KmsKeyArn: arn:aws:kms:x", "KmsKeyArn"),
+            (", StartingPositionTimestamp: 1700000000", "StartingPositionTimestamp"),
+            (
+                ", SourceAccessConfigurations: [{ Type: SASL_SCRAM_512_AUTH, URI: x }]",
+                "SourceAccessConfigurations",
+            ),
+            (", MetricsConfig: { Metrics: [EventCount] }", "MetricsConfig"),
+        ] {
+            let error = rejection(extra, property);
+            assert!(error.contains("not emulated"), "{error}");
+        }
+    }
+
+    #[test]
+    fn unsupported_values_of_emulated_properties_are_refused() {
+        for (extra, property) in [
+            (", FunctionResponseTypes: [Other]", "FunctionResponseTypes"),
+            (
+                ", DestinationConfig: { OnFailure: { Type: SQS, Destination: arn:aws:sqs:x } }",
+                "DestinationConfig.OnFailure.Type",
+            ),
+            (
+                ", DestinationConfig: { OnFailure: { Destination: arn:aws:sqs:x } }",
+                "DestinationConfig.OnFailure.Destination",
+            ),
+            (
+                ", DestinationConfig: { OnFailure: { Destination: !Sub 'kafka://x' } }",
+                "DestinationConfig.OnFailure.Destination",
+            ),
+            (", MaximumRetryAttempts: 10001", "MaximumRetryAttempts"),
+            (", MaximumRecordAgeInSeconds: 30", "MaximumRecordAgeInSeconds"),
+            (", MaximumRetryAttempts: !Ref NoDefault", "MaximumRetryAttempts"),
+            (", BisectBatchOnFunctionError: maybe", "BisectBatchOnFunctionError"),
+            (
+                ", ProvisionedPollerConfig: { MinimumPollers: 5, MaximumPollers: 2 }",
+                "ProvisionedPollerConfig",
+            ),
+        ] {
+            rejection(extra, property);
+        }
+        let at_timestamp = msk_template("").replace("TRIM_HORIZON", "AT_TIMESTAMP");
+        let error = Template::parse(&at_timestamp).unwrap_err().to_string();
+        assert!(
+            error.contains("UserEvents") && error.contains("StartingPosition"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn the_repository_template_is_accepted_with_containment_on_every_msk_event() {
+        let t = Template::load(&crate::default_template_path()).unwrap();
+        assert!(!t.msk_sources.is_empty());
+        for s in &t.msk_sources {
+            assert!(s.report_batch_item_failures, "{s:?}");
+            assert!(s.bisect_batch_on_function_error, "{s:?}");
+            assert!(s.retry_limit().is_some(), "{s:?}");
+            assert!(s.maximum_record_age.is_some(), "{s:?}");
+            assert_eq!(s.on_failure_topic.as_deref(), Some("dead-letter-events"), "{s:?}");
+        }
     }
 
     #[test]
