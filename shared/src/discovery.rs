@@ -5,15 +5,42 @@
 //! are control-plane calls: made once per container in `AppState::connect`, never per
 //! request. When the configuration already has endpoints and does not use MSK IAM,
 //! no AWS configuration is even loaded, so the local stack never touches AWS.
+//!
+//! Every lookup is bounded by [`DISCOVERY_TIMEOUT`] in total: a function in a VPC
+//! subnet with no route to the AWS APIs would otherwise sit in its TCP connect or
+//! wait for an answer until Lambda kills the init at 10 s, with nothing in the log
+//! that says why. Expiry fails with [`Problem::TimedOut`], which names the likely cause.
 
-use aws_config::{BehaviorVersion, SdkConfig};
+use std::{error::Error, fmt::Debug, future::Future, time::Duration};
+
+use aws_config::{timeout::TimeoutConfig, BehaviorVersion, SdkConfig};
 use aws_sdk_elasticache::types::{Endpoint, ReplicationGroup, ServerlessCache};
-use aws_sdk_kafka::{error::DisplayErrorContext, operation::get_bootstrap_brokers::GetBootstrapBrokersOutput};
+use aws_sdk_kafka::{
+    error::{DisplayErrorContext, SdkError},
+    operation::get_bootstrap_brokers::GetBootstrapBrokersOutput,
+};
+use tokio::time::Instant;
 
 use crate::{
     config::{Config, KafkaSecurity, KafkaSource, RedisSource},
     kafka_connection::{KafkaConnection, KafkaConnectionError},
 };
+
+/// The whole of discovery (every AWS call of one `resolve`) ends within this: half
+/// of Lambda's 10 s init limit, so a stuck lookup fails with our message, not Lambda's.
+pub const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The SDK's own bound on one operation (all its attempts), inside
+/// [`DISCOVERY_TIMEOUT`] so the SDK's timeout error, with its context, usually fires first.
+pub const DISCOVERY_OPERATION_TIMEOUT: Duration = Duration::from_millis(4_500);
+
+/// The SDK's bound on one attempt: a healthy control-plane call answers in well under
+/// a second, so two attempts fit in [`DISCOVERY_OPERATION_TIMEOUT`].
+pub const DISCOVERY_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What an AWS API call that never answers most likely means inside a VPC.
+pub const NO_ROUTE_HINT: &str = "no route to the AWS API from the function's subnet: \
+add a NAT gateway or the kafka/elasticache VPC interface endpoints";
 
 /// Where this container's clients connect, known after init.
 #[derive(Clone)]
@@ -47,6 +74,14 @@ pub enum Problem {
         /// The SDK error with its whole context (the SDK's own Display says only "service error").
         detail: String,
     },
+    /// The AWS API call got no answer within the deadline.
+    #[error("{operation} got no answer within {after:?}: {hint}", hint = NO_ROUTE_HINT)]
+    TimedOut {
+        /// The AWS operation.
+        operation: &'static str,
+        /// How long discovery had for it.
+        after: Duration,
+    },
     /// The API answered, but without the endpoint we need.
     #[error("the response has no {0}")]
     Missing(&'static str),
@@ -67,14 +102,21 @@ pub async fn resolve(config: &Config) -> Result<Endpoints, DiscoveryError> {
         || matches!(config.kafka, KafkaSource::MskCluster(_))
         || config.kafka_security == KafkaSecurity::Iam;
     let aws = match needs_aws {
-        true => Some(aws_config::defaults(BehaviorVersion::latest()).load().await),
+        true => Some(
+            aws_config::defaults(BehaviorVersion::latest())
+                .timeout_config(discovery_timeouts())
+                .load()
+                .await,
+        ),
         false => None,
     };
     resolve_with(config, aws.as_ref()).await
 }
 
 /// Resolves `config`'s endpoints with `aws` (tests pass one pointed at a local AWS double).
+/// Every AWS call shares one deadline, [`DISCOVERY_TIMEOUT`] from now.
 pub async fn resolve_with(config: &Config, aws: Option<&SdkConfig>) -> Result<Endpoints, DiscoveryError> {
+    let deadline = Instant::now() + DISCOVERY_TIMEOUT;
     let token = config.redis_auth_token.as_deref();
     let redis_url = match &config.redis {
         RedisSource::Url(url) => with_auth_token(url, token).map_err(|problem| DiscoveryError {
@@ -88,7 +130,7 @@ pub async fn resolve_with(config: &Config, aws: Option<&SdkConfig>) -> Result<En
                 resource: name.clone(),
                 problem,
             };
-            let cache = describe_serverless_cache(need(aws, &err)?, name).await.map_err(err)?;
+            let cache = describe_serverless_cache(need(aws, &err)?, name, deadline).await.map_err(err)?;
             serverless_cache_url(&cache, token).map_err(err)?
         }
         RedisSource::ReplicationGroup(id) => {
@@ -97,7 +139,7 @@ pub async fn resolve_with(config: &Config, aws: Option<&SdkConfig>) -> Result<En
                 resource: id.clone(),
                 problem,
             };
-            let group = describe_replication_group(need(aws, &err)?, id).await.map_err(err)?;
+            let group = describe_replication_group(need(aws, &err)?, id, deadline).await.map_err(err)?;
             replication_group_url(&group, token).map_err(err)?
         }
     };
@@ -109,7 +151,7 @@ pub async fn resolve_with(config: &Config, aws: Option<&SdkConfig>) -> Result<En
                 resource: arn.clone(),
                 problem,
             };
-            let output = get_bootstrap_brokers(need(aws, &err)?, arn).await.map_err(err)?;
+            let output = get_bootstrap_brokers(need(aws, &err)?, arn, deadline).await.map_err(err)?;
             let brokers = msk_brokers(&output, config.kafka_security).map_err(err)?;
             (brokers, "MSK_CLUSTER_ARN", arn.clone())
         }
@@ -130,43 +172,75 @@ fn need<'a>(
     aws.ok_or_else(|| err(Problem::NoAwsConfig))
 }
 
-async fn get_bootstrap_brokers(aws: &SdkConfig, arn: &str) -> Result<GetBootstrapBrokersOutput, Problem> {
-    aws_sdk_kafka::Client::new(aws)
-        .get_bootstrap_brokers()
-        .cluster_arn(arn)
-        .send()
-        .await
-        .map_err(|e| Problem::Api {
-            operation: "kafka:GetBootstrapBrokers",
-            detail: DisplayErrorContext(e).to_string(),
-        })
+/// The SDK's timeouts for discovery calls (applied on top of whatever `aws` carries).
+fn discovery_timeouts() -> TimeoutConfig {
+    TimeoutConfig::builder()
+        .operation_timeout(DISCOVERY_OPERATION_TIMEOUT)
+        .operation_attempt_timeout(DISCOVERY_ATTEMPT_TIMEOUT)
+        .build()
 }
 
-async fn describe_serverless_cache(aws: &SdkConfig, name: &str) -> Result<ServerlessCache, Problem> {
-    aws_sdk_elasticache::Client::new(aws)
-        .describe_serverless_caches()
-        .serverless_cache_name(name)
-        .send()
-        .await
-        .map_err(|e| Problem::Api {
-            operation: "elasticache:DescribeServerlessCaches",
+/// Awaits one AWS call until `deadline`; an SDK timeout and the outer one both become
+/// [`Problem::TimedOut`] (the outer one also covers what the SDK's timeouts do not,
+/// such as loading credentials).
+async fn call<T, E, R>(
+    operation: &'static str,
+    deadline: Instant,
+    send: impl Future<Output = Result<T, SdkError<E, R>>>,
+) -> Result<T, Problem>
+where
+    E: Error + Send + Sync + 'static,
+    R: Debug,
+{
+    let timed_out = Problem::TimedOut {
+        operation,
+        after: DISCOVERY_TIMEOUT,
+    };
+    match tokio::time::timeout_at(deadline, send).await {
+        Err(_) | Ok(Err(SdkError::TimeoutError(_))) => Err(timed_out),
+        Ok(Err(e)) => Err(Problem::Api {
+            operation,
             detail: DisplayErrorContext(e).to_string(),
-        })?
+        }),
+        Ok(Ok(output)) => Ok(output),
+    }
+}
+
+async fn get_bootstrap_brokers(
+    aws: &SdkConfig,
+    arn: &str,
+    deadline: Instant,
+) -> Result<GetBootstrapBrokersOutput, Problem> {
+    let config = aws_sdk_kafka::config::Builder::from(aws)
+        .timeout_config(discovery_timeouts())
+        .build();
+    let client = aws_sdk_kafka::Client::from_conf(config);
+    let send = client.get_bootstrap_brokers().cluster_arn(arn).send();
+    call("kafka:GetBootstrapBrokers", deadline, send).await
+}
+
+fn elasticache(aws: &SdkConfig) -> aws_sdk_elasticache::Client {
+    let config = aws_sdk_elasticache::config::Builder::from(aws)
+        .timeout_config(discovery_timeouts())
+        .build();
+    aws_sdk_elasticache::Client::from_conf(config)
+}
+
+async fn describe_serverless_cache(aws: &SdkConfig, name: &str, deadline: Instant) -> Result<ServerlessCache, Problem> {
+    let client = elasticache(aws);
+    let send = client.describe_serverless_caches().serverless_cache_name(name).send();
+    call("elasticache:DescribeServerlessCaches", deadline, send)
+        .await?
         .serverless_caches
         .and_then(|caches| caches.into_iter().next())
         .ok_or(Problem::Missing("serverless cache"))
 }
 
-async fn describe_replication_group(aws: &SdkConfig, id: &str) -> Result<ReplicationGroup, Problem> {
-    aws_sdk_elasticache::Client::new(aws)
-        .describe_replication_groups()
-        .replication_group_id(id)
-        .send()
-        .await
-        .map_err(|e| Problem::Api {
-            operation: "elasticache:DescribeReplicationGroups",
-            detail: DisplayErrorContext(e).to_string(),
-        })?
+async fn describe_replication_group(aws: &SdkConfig, id: &str, deadline: Instant) -> Result<ReplicationGroup, Problem> {
+    let client = elasticache(aws);
+    let send = client.describe_replication_groups().replication_group_id(id).send();
+    call("elasticache:DescribeReplicationGroups", deadline, send)
+        .await?
         .replication_groups
         .and_then(|groups| groups.into_iter().next())
         .ok_or(Problem::Missing("replication group"))

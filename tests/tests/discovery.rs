@@ -136,3 +136,77 @@ async fn an_msk_cluster_the_api_cannot_describe_fails_naming_msk_cluster_arn() {
     assert_eq!(err.var, "MSK_CLUSTER_ARN");
     assert!(err.to_string().contains("GetBootstrapBrokers"), "{err}");
 }
+
+/// A TCP endpoint that accepts connections and never answers: what an AWS API looks
+/// like from a subnet whose traffic is swallowed. Accepted sockets are held until the
+/// listener task is aborted (on drop of the returned handle's owner).
+async fn silent_endpoint() -> (String, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    (url, task)
+}
+
+/// Runs discovery for `pairs` against an endpoint that never answers; asserts it fails
+/// within the deadline, naming `var`, `resource` and the likely cause.
+async fn discovery_against_a_silent_endpoint_times_out(pairs: &[(&str, &str)], var: &str, resource: &str) {
+    let (url, listener) = silent_endpoint().await;
+    let aws = aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .endpoint_url(url)
+        .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
+            "testing", "testing", None, None, "silent",
+        )))
+        .load()
+        .await;
+    let started = std::time::Instant::now();
+    let outcome = tokio::time::timeout(
+        discovery::DISCOVERY_TIMEOUT * 3,
+        discovery::resolve_with(&config(pairs), Some(&aws)),
+    )
+    .await
+    .expect("discovery must end by itself");
+    let elapsed = started.elapsed();
+    listener.abort();
+    let err = outcome.err().expect("discovery against a silent endpoint must fail");
+    eprintln!("{var}: failed after {elapsed:?}: {err}");
+    assert!(
+        elapsed < discovery::DISCOVERY_TIMEOUT + std::time::Duration::from_secs(1),
+        "took {elapsed:?}"
+    );
+    assert_eq!(err.var, var);
+    let message = err.to_string();
+    assert!(message.contains(resource), "{message}");
+    assert!(message.contains(discovery::NO_ROUTE_HINT), "{message}");
+    assert!(message.contains("NAT gateway"), "{message}");
+}
+
+#[tokio::test]
+async fn an_msk_lookup_that_gets_no_answer_fails_within_the_deadline_naming_the_cluster_and_the_cause() {
+    let arn = "arn:aws:kafka:us-east-1:123456789012:cluster/silent/00000000-0000-0000-0000-000000000000-1";
+    discovery_against_a_silent_endpoint_times_out(
+        &[
+            ("KAFKA_BROKERS", ""),
+            ("MSK_CLUSTER_ARN", arn),
+            ("KAFKA_SECURITY", "iam"),
+        ],
+        "MSK_CLUSTER_ARN",
+        arn,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_cache_lookup_that_gets_no_answer_fails_within_the_deadline_naming_the_cache_and_the_cause() {
+    discovery_against_a_silent_endpoint_times_out(
+        &[("ELASTICACHE_SERVERLESS_CACHE_NAME", "dc-silent-cache")],
+        "ELASTICACHE_SERVERLESS_CACHE_NAME",
+        "dc-silent-cache",
+    )
+    .await;
+}
