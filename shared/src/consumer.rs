@@ -10,7 +10,7 @@
 //! retries from there (bounded by the mapping's retry settings). Consumers dedupe by
 //! eventId, so a retry changes nothing twice. A consumer never fails the invocation.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use aws_lambda_events::event::kafka::{KafkaEvent, KafkaRecord};
 use base64::{engine::general_purpose::STANDARD, Engine};
@@ -54,15 +54,15 @@ pub struct Poison {
 }
 
 impl Poison {
-    /// A decoded record whose data this consumer cannot use (e.g. a missing field).
-    pub fn invalid_data(incoming: &Incoming, reason: impl Into<String>) -> Self {
+    /// A decoded record this consumer cannot apply, with the bytes it was delivered as.
+    fn rejected(record: &KafkaRecord, reason: String) -> Self {
         Self {
-            topic: incoming.topic.clone(),
-            partition: incoming.partition,
-            offset: incoming.offset,
-            reason: reason.into(),
-            key: Some(STANDARD.encode(incoming.envelope.key.as_bytes())),
-            value: serde_json::to_vec(&incoming.envelope).ok().map(|v| STANDARD.encode(v)),
+            topic: record.topic.clone().unwrap_or_default(),
+            partition: record.partition,
+            offset: record.offset,
+            reason,
+            key: record.key.clone(),
+            value: record.value.clone(),
         }
     }
 }
@@ -125,8 +125,9 @@ fn decode(record: &KafkaRecord) -> Result<Envelope, String> {
 }
 
 /// Longest original value (in bytes) a dead letter carries: MSK's default message size
-/// limit is 1 MB, and a dead letter that the broker refuses would be lost too.
-pub const DEAD_LETTER_VALUE_BYTES: usize = 256 * 1024;
+/// limit is 1 MB, and a dead letter that the broker refuses would be lost too. (A
+/// multiple of 3, so the kept prefix is whole base64 quads.)
+pub const DEAD_LETTER_VALUE_BYTES: usize = 192 * 1024;
 
 /// Sends poison records to dead-letter-events (parked in the outbox if the broker is down).
 pub async fn dead_letter(publisher: &Publisher, consumer: &str, poison: &[Poison]) -> Result<(), AppError> {
@@ -263,91 +264,105 @@ pub struct BatchOutcome {
 #[derive(Debug)]
 pub struct Batch {
     consumer: &'static str,
+    event: KafkaEvent,
     /// The decodable records, in (topic, partition, offset) order.
     pub records: Vec<Incoming>,
     poison: Vec<Poison>,
-    transient: Vec<(String, i64, i64, String)>,
-    failed: std::collections::BTreeSet<usize>,
+    failures: BTreeMap<usize, Failure>,
     /// Counts the consumer fills in (applied, duplicates, skipped).
     pub report: BatchReport,
 }
 
 impl Batch {
     /// Decodes `event`; undecodable records are already poison.
-    pub fn decode(consumer: &'static str, event: &KafkaEvent) -> Self {
-        let (records, poison) = decode_batch(event);
+    pub fn decode(consumer: &'static str, event: KafkaEvent) -> Self {
+        let (records, poison) = decode_batch(&event);
         let report = BatchReport {
             received: records.len() + poison.len(),
             ..BatchReport::default()
         };
         Self {
             consumer,
+            event,
             records,
             poison,
-            transient: Vec::new(),
-            failed: Default::default(),
+            failures: BTreeMap::new(),
             report,
         }
     }
 
-    /// Records that `self.records[index]` failed (the first failure of a record counts).
+    /// Records that `self.records[index]` failed (a record's first failure counts).
     pub fn fail(&mut self, index: usize, failure: Failure) {
-        if !self.failed.insert(index) {
-            return;
-        }
-        let record = &self.records[index];
-        match failure {
-            Failure::Permanent(reason) => self.poison.push(Poison::invalid_data(record, reason)),
-            Failure::Transient(reason) => {
-                self.transient
-                    .push((record.topic.clone(), record.partition, record.offset, reason))
+        self.failures.entry(index).or_insert(failure);
+    }
+
+    /// Where each partition with a transient failure must resume (its lowest failed
+    /// offset), and the records to dead-letter: every permanent failure and poison
+    /// record before its partition's checkpoint. Those after it come back with the
+    /// redelivery, so they are neither dead-lettered twice nor lost.
+    fn settle(&self) -> (BTreeMap<(String, i64), i64>, Vec<Poison>) {
+        let mut checkpoints: BTreeMap<(String, i64), i64> = BTreeMap::new();
+        for (i, failure) in &self.failures {
+            if let Failure::Transient(reason) = failure {
+                let r = &self.records[*i];
+                tracing::warn!(consumer = self.consumer, topic = %r.topic, partition = r.partition, offset = r.offset, %reason, "record will be retried");
+                let at = checkpoints.entry((r.topic.clone(), r.partition)).or_insert(r.offset);
+                *at = (*at).min(r.offset);
             }
         }
+        let originals: HashMap<(&str, i64, i64), &KafkaRecord> = self
+            .event
+            .records
+            .values()
+            .flatten()
+            .map(|r| ((r.topic.as_deref().unwrap_or_default(), r.partition, r.offset), r))
+            .collect();
+        let rejected = self.failures.iter().filter_map(|(i, failure)| match failure {
+            Failure::Permanent(reason) => {
+                let r = &self.records[*i];
+                let original = originals.get(&(r.topic.as_str(), r.partition, r.offset))?;
+                Some(Poison::rejected(original, reason.clone()))
+            }
+            Failure::Transient(_) => None,
+        });
+        let dead = self
+            .poison
+            .iter()
+            .cloned()
+            .chain(rejected)
+            .filter(|p| {
+                checkpoints
+                    .get(&(p.topic.clone(), p.partition))
+                    .is_none_or(|at| p.offset < *at)
+            })
+            .collect();
+        (checkpoints, dead)
     }
 
     /// Dead-letters what can never succeed and tells Lambda where each partition with
-    /// a transient failure must resume. A record after a partition's checkpoint is
-    /// left to the redelivery (it is neither dead-lettered twice nor lost).
+    /// a transient failure must resume.
     pub async fn finish(mut self, publisher: &Publisher) -> BatchOutcome {
-        let mut checkpoints: BTreeMap<(String, i64), i64> = BTreeMap::new();
-        for (topic, partition, offset, reason) in &self.transient {
-            tracing::warn!(consumer = self.consumer, %topic, partition, offset, %reason, "record will be retried");
-            let at = checkpoints.entry((topic.clone(), *partition)).or_insert(*offset);
-            *at = (*at).min(*offset);
-        }
-        let before_checkpoint = |checkpoints: &BTreeMap<(String, i64), i64>, p: &Poison| {
-            checkpoints
-                .get(&(p.topic.clone(), p.partition))
-                .is_none_or(|at| p.offset < *at)
-        };
-        let poison: Vec<Poison> = self
-            .poison
-            .iter()
-            .filter(|p| before_checkpoint(&checkpoints, p))
-            .cloned()
-            .collect();
-        match dead_letter(publisher, self.consumer, &poison).await {
-            Ok(()) => self.report.dead_lettered = poison.len(),
+        let (mut checkpoints, dead) = self.settle();
+        match dead_letter(publisher, self.consumer, &dead).await {
+            Ok(()) => self.report.dead_lettered = dead.len(),
             Err(e) => {
                 // Neither the broker nor the outbox took them: retry them, never drop them.
                 tracing::warn!(consumer = self.consumer, error = %e, "dead letters not written; records will be retried");
-                for p in &poison {
+                for p in &dead {
                     let at = checkpoints.entry((p.topic.clone(), p.partition)).or_insert(p.offset);
                     *at = (*at).min(p.offset);
                 }
             }
         }
-        let mut offsets: Vec<(&str, i64, i64)> = self
+        self.report.retrying = self
+            .event
             .records
-            .iter()
-            .map(|r| (r.topic.as_str(), r.partition, r.offset))
-            .chain(self.poison.iter().map(|p| (p.topic.as_str(), p.partition, p.offset)))
-            .collect();
-        offsets.sort_unstable();
-        offsets.dedup();
-        self.report.retrying = offsets
-            .iter()
-            .filter(|(t, p, o)| checkpoints.get(&(t.to_string(), *p)).is_some_and(|at| o >= at))
+            .values()
+            .flatten()
+            .filter(|r| {
+                let topic = r.topic.clone().unwrap_or_default();
+                checkpoints.get(&(topic, r.partition)).is_some_and(|at| r.offset >= *at)
+            })
             .count();
         let response = KafkaBatchResponse {
             batch_item_failures: checkpoints
@@ -444,6 +459,102 @@ mod tests {
         assert_eq!(
             good.iter().map(|g| g.envelope.key.as_str()).collect::<Vec<_>>(),
             ["first", "second"]
+        );
+    }
+
+    fn good(partition: i64, offset: i64) -> KafkaRecord {
+        let env = Envelope::new(crate::events::EventType::UserLogin, "auth", "u", "r", json!({}));
+        let mut r = record(Some(&b64(&serde_json::to_string(&env).unwrap())));
+        r.partition = partition;
+        r.offset = offset;
+        r
+    }
+
+    fn two_partitions() -> Batch {
+        let mut e = KafkaEvent::default();
+        e.records
+            .insert("user-events-0".into(), (3..=7).map(|o| good(0, o)).collect());
+        e.records.insert("user-events-1".into(), vec![good(1, 2)]);
+        Batch::decode("test", e)
+    }
+
+    fn index_of(batch: &Batch, partition: i64, offset: i64) -> usize {
+        batch
+            .records
+            .iter()
+            .position(|r| (r.partition, r.offset) == (partition, offset))
+            .unwrap()
+    }
+
+    #[test]
+    fn a_transient_failure_checkpoints_its_partition_at_the_lowest_failed_offset() {
+        let mut batch = two_partitions();
+        for offset in [6, 5] {
+            let i = index_of(&batch, 0, offset);
+            batch.fail(i, Failure::Transient("redis down".into()));
+        }
+        let (checkpoints, dead) = batch.settle();
+        assert_eq!(checkpoints, BTreeMap::from([(("user-events".to_string(), 0), 5)]));
+        assert!(dead.is_empty());
+    }
+
+    #[test]
+    fn permanent_failures_before_a_checkpoint_or_in_other_partitions_are_dead_lettered_and_later_ones_wait() {
+        let mut batch = two_partitions();
+        let transient = index_of(&batch, 0, 5);
+        batch.fail(transient, Failure::Transient("redis down".into()));
+        for (partition, offset) in [(0, 3), (0, 7), (1, 2)] {
+            let i = index_of(&batch, partition, offset);
+            batch.fail(i, Failure::Permanent(format!("WRONGTYPE at {offset}")));
+        }
+        let (_, dead) = batch.settle();
+        let dead: Vec<(i64, i64, &str)> = dead.iter().map(|p| (p.partition, p.offset, p.reason.as_str())).collect();
+        assert_eq!(dead, [(0, 3, "WRONGTYPE at 3"), (1, 2, "WRONGTYPE at 2")]);
+    }
+
+    #[test]
+    fn a_dead_letter_keeps_the_bytes_the_record_was_delivered_as() {
+        let mut batch = two_partitions();
+        let delivered = batch.event.records["user-events-1"][0].value.clone();
+        let i = index_of(&batch, 1, 2);
+        batch.fail(i, Failure::Permanent("bad".into()));
+        let (_, dead) = batch.settle();
+        assert_eq!(dead[0].value, delivered);
+    }
+
+    #[test]
+    fn a_record_s_first_failure_is_the_one_that_counts() {
+        let mut batch = two_partitions();
+        let i = index_of(&batch, 1, 2);
+        batch.fail(i, Failure::Permanent("first".into()));
+        batch.fail(i, Failure::Transient("second".into()));
+        let (checkpoints, dead) = batch.settle();
+        assert!(checkpoints.is_empty());
+        assert_eq!(dead.len(), 1);
+    }
+
+    #[test]
+    fn an_oversized_value_is_cut_to_valid_base64_and_keeps_its_original_size() {
+        let big = STANDARD.encode(vec![7u8; DEAD_LETTER_VALUE_BYTES + 1000]);
+        let (value, size, truncated) = cut_value(Some(&big));
+        let kept = STANDARD.decode(value.unwrap()).expect("still base64");
+        assert_eq!((kept.len(), size, truncated), (DEAD_LETTER_VALUE_BYTES, DEAD_LETTER_VALUE_BYTES + 1000, true));
+        assert_eq!(cut_value(Some("aGk=")), (Some("aGk=".into()), 2, false));
+    }
+
+    #[test]
+    fn the_partial_batch_response_has_the_shape_lambda_reads() {
+        let response = KafkaBatchResponse {
+            batch_item_failures: vec![KafkaBatchItemFailure {
+                item_identifier: KafkaItemIdentifier {
+                    partition: "user-events-2".into(),
+                    offset: 17,
+                },
+            }],
+        };
+        assert_eq!(
+            serde_json::to_value(&response).unwrap(),
+            json!({"batchItemFailures": [{"itemIdentifier": {"partition": "user-events-2", "offset": 17}}]})
         );
     }
 }

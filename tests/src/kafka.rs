@@ -10,20 +10,31 @@ use serde_json::Value;
 
 /// A batch of raw values on one partition of `topic`, offsets from 0, as MSK would deliver it.
 pub fn batch(topic: &str, values: &[Vec<u8>]) -> KafkaEvent {
-    let records: Vec<RecordAndOffset> = values
+    batch_on(topic, &[(0, values.to_vec())])
+}
+
+/// A batch of raw values on several partitions of `topic`, offsets from 0 in each.
+pub fn batch_on(topic: &str, partitions: &[(i32, Vec<Vec<u8>>)]) -> KafkaEvent {
+    let batch: Vec<(i32, Vec<RecordAndOffset>)> = partitions
         .iter()
-        .enumerate()
-        .map(|(i, v)| RecordAndOffset {
-            record: Record {
-                key: Some(b"key".to_vec()),
-                value: Some(v.clone()),
-                headers: Default::default(),
-                timestamp: Utc::now(),
-            },
-            offset: i as i64,
+        .map(|(partition, values)| {
+            let records = values
+                .iter()
+                .enumerate()
+                .map(|(i, v)| RecordAndOffset {
+                    record: Record {
+                        key: Some(b"key".to_vec()),
+                        value: Some(v.clone()),
+                        headers: Default::default(),
+                        timestamp: Utc::now(),
+                    },
+                    offset: i as i64,
+                })
+                .collect();
+            (*partition, records)
         })
         .collect();
-    local_gateway::msk::kafka_event(topic, &[(0, records)]).expect("kafka event")
+    local_gateway::msk::kafka_event(topic, &batch).expect("kafka event")
 }
 
 /// An envelope's wire bytes.

@@ -246,6 +246,22 @@ impl Stack {
 
     /// Every envelope on `topic`, across partitions, with its partition and record key.
     pub async fn events(&self, topic: &str) -> Vec<ProducedEvent> {
+        self.records(topic)
+            .await
+            .into_iter()
+            .map(|(partition, offset, key, raw)| ProducedEvent {
+                partition,
+                offset,
+                key,
+                envelope: serde_json::from_value(raw.clone()).expect("envelope JSON"),
+                raw,
+            })
+            .collect()
+    }
+
+    /// Every record on `topic` whose value is JSON (e.g. dead letters), across partitions:
+    /// (partition, offset, key, value).
+    pub async fn records(&self, topic: &str) -> Vec<(i32, i64, String, Value)> {
         let client = self.broker.client().await.expect("kafka client");
         let mut out = Vec::new();
         for partition in 0..3 {
@@ -258,13 +274,12 @@ impl Stack {
                 let (records, high) = pc.fetch_records(offset, 1..10_000_000, 50).await.expect("fetch");
                 for r in &records {
                     let value = r.record.value.clone().unwrap_or_default();
-                    out.push(ProducedEvent {
+                    out.push((
                         partition,
-                        offset: r.offset,
-                        key: String::from_utf8_lossy(&r.record.key.clone().unwrap_or_default()).into_owned(),
-                        envelope: serde_json::from_slice(&value).expect("envelope JSON"),
-                        raw: serde_json::from_slice(&value).expect("JSON"),
-                    });
+                        r.offset,
+                        String::from_utf8_lossy(&r.record.key.clone().unwrap_or_default()).into_owned(),
+                        serde_json::from_slice(&value).expect("JSON"),
+                    ));
                     offset = r.offset + 1;
                 }
                 if records.is_empty() || offset >= high {

@@ -36,7 +36,7 @@ pub async fn handle(state: &AppState, req: Request) -> Response<Body> {
 /// Processes one MSK batch. Never fails the invocation: a record that cannot be
 /// counted is dead-lettered (permanent) or handed back for retry (transient).
 pub async fn consume(state: &AppState, event: KafkaEvent) -> BatchOutcome {
-    let mut batch = Batch::decode(FUNCTION_NAME, &event);
+    let mut batch = Batch::decode(FUNCTION_NAME, event);
     let records: Vec<&Incoming> = batch.records.iter().collect();
     let failures: Vec<(usize, Failure)> = match store::count(&state.store, &records).await {
         Ok(days) => {

@@ -39,7 +39,7 @@ pub async fn handle(state: &AppState, req: Request) -> Response<Body> {
 /// Processes one MSK batch. Never fails the invocation: a record that cannot be
 /// applied is dead-lettered (permanent) or handed back for retry (transient).
 pub async fn consume(state: &AppState, event: KafkaEvent) -> BatchOutcome {
-    let mut batch = Batch::decode(FUNCTION_NAME, &event);
+    let mut batch = Batch::decode(FUNCTION_NAME, event);
     let mut planned = Vec::new();
     let mut failures = Vec::new();
     for (i, record) in batch.records.iter().enumerate() {

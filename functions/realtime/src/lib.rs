@@ -272,7 +272,7 @@ fn route_event(event_type: EventType, data: &Value, key: &str) -> Option<(Audien
 /// take is logged and dropped: the HTTP API stays the record.
 pub async fn push_batch(rt: &Realtime, event: KafkaEvent) -> BatchOutcome {
     let app = &rt.app;
-    let mut batch = Batch::decode(FUNCTION_NAME, &event);
+    let mut batch = Batch::decode(FUNCTION_NAME, event);
     let routed: Vec<(usize, Audience, Vec<u8>)> = batch
         .records
         .iter()

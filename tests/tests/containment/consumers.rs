@@ -1,1 +1,246 @@
-//! (tests to come)
+//! A record that fails stays a problem of that record: a key of the wrong type under
+//! one user dead-letters that user's record with the Redis error as its reason, writes
+//! nothing of it (no dedupe marker without its effect), and every other record of the
+//! batch and of the partition is applied once. Redis outages hand the batch back from
+//! the first failed record, and the retried record is applied exactly once.
+
+use std::time::Duration;
+
+use base64::{engine::general_purpose::STANDARD, Engine};
+use devconnect::{events::EventType, keys};
+use devconnect_tests::{
+    kafka::{batch, batch_on, bytes, envelope},
+    Stack,
+};
+use serde_json::{json, Value};
+
+const A: &str = "0190c3a4-0000-7000-8000-00000000000a";
+const B: &str = "0190c3a4-0000-7000-8000-00000000000b";
+const C: &str = "0190c3a4-0000-7000-8000-00000000000c";
+const D: &str = "0190c3a4-0000-7000-8000-00000000000d";
+
+async fn invoke(stack: &Stack, function: &str, event: aws_lambda_events::event::kafka::KafkaEvent) -> Value {
+    stack
+        .gateway
+        .functions
+        .invoke_consumer(function, event)
+        .await
+        .expect("a consumer never fails the invocation")
+}
+
+fn request(from: &str, to: &str, id: &str) -> Vec<u8> {
+    bytes(&envelope(
+        EventType::ConnectionRequestSent,
+        from,
+        json!({"id": id, "fromUserId": from, "toUserId": to}),
+    ))
+}
+
+async fn redis_cmd<T: redis::FromRedisValue>(stack: &Stack, args: &[&str]) -> T {
+    let mut cmd = redis::cmd(args[0]);
+    for a in &args[1..] {
+        cmd.arg(*a);
+    }
+    cmd.query_async(&mut stack.state.store.conn()).await.expect("redis")
+}
+
+async fn dead_letters(stack: &Stack, consumer: &str) -> Vec<Value> {
+    stack
+        .records("dead-letter-events")
+        .await
+        .into_iter()
+        .map(|(_, _, _, value)| value)
+        .filter(|v| v["consumer"] == consumer)
+        .collect()
+}
+
+async fn notification_count(stack: &Stack, user: &str) -> usize {
+    redis_cmd::<usize>(stack, &["LLEN", &keys::notifications(user)]).await
+}
+
+#[tokio::test]
+async fn a_wrong_type_key_under_one_recipient_dead_letters_only_that_record_and_writes_none_of_it() {
+    let stack = Stack::start().await;
+    let _: () = redis_cmd(&stack, &["SET", &keys::notifications(C), "not a list"]).await;
+    let partition_0 = vec![request(A, B, "r1"), request(A, C, "r2"), request(A, D, "r3")];
+    let partition_1 = vec![bytes(&envelope(EventType::UserSignup, A, json!({"userId": A})))];
+    let event = batch_on("connection-events", &[(0, partition_0.clone()), (1, partition_1)]);
+
+    let outcome = invoke(&stack, "NotificationsConsumerFunction", event.clone()).await;
+
+    assert_eq!(outcome["batchItemFailures"], json!([]), "the partition moves on: {outcome}");
+    assert_eq!((outcome["applied"].as_u64(), outcome["deadLettered"].as_u64()), (Some(3), Some(1)));
+    for user in [B, D, A] {
+        assert_eq!(notification_count(&stack, user).await, 1, "{user}");
+    }
+    for key in [keys::notification_dedupe(C), keys::notification_state(C)] {
+        assert_eq!(redis_cmd::<i64>(&stack, &["EXISTS", &key]).await, 0, "{key} half-written");
+    }
+    let dead = dead_letters(&stack, "notifications").await;
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    let reason = dead[0]["reason"].as_str().unwrap();
+    assert!(reason.contains("WRONGTYPE"), "{reason}");
+    assert_eq!(
+        (dead[0]["topic"].as_str(), dead[0]["partition"].as_i64(), dead[0]["offset"].as_i64()),
+        (Some("connection-events"), Some(0), Some(1))
+    );
+    assert_eq!(
+        STANDARD.decode(dead[0]["value"].as_str().unwrap()).unwrap(),
+        partition_0[1],
+        "the dead letter carries the record as it was delivered"
+    );
+
+    // Once an operator repairs the key, replaying the record delivers it: it was never
+    // marked as seen, so it is not mistaken for a duplicate.
+    let _: () = redis_cmd(&stack, &["DEL", &keys::notifications(C)]).await;
+    let replay = invoke(&stack, "NotificationsConsumerFunction", event).await;
+    assert_eq!((replay["applied"].as_u64(), replay["duplicates"].as_u64()), (Some(1), Some(3)));
+    assert_eq!(notification_count(&stack, C).await, 1);
+}
+
+#[tokio::test]
+async fn a_record_that_fails_for_redis_reasons_mid_batch_leaves_the_rest_of_its_partition_applied_once() {
+    let stack = Stack::start().await;
+    // A counter that is not a number: the script must refuse before its first write.
+    let _: () = redis_cmd(&stack, &["HSET", &keys::notification_state(C), "unread", "many"]).await;
+    let values = vec![request(A, B, "r1"), request(A, C, "r2"), request(A, D, "r3")];
+
+    let first = invoke(&stack, "NotificationsConsumerFunction", batch("connection-events", &values)).await;
+    let again = invoke(&stack, "NotificationsConsumerFunction", batch("connection-events", &values)).await;
+
+    assert_eq!(first["applied"], 2, "{first}");
+    assert_eq!((again["applied"].as_u64(), again["duplicates"].as_u64()), (Some(0), Some(2)));
+    assert_eq!(redis_cmd::<i64>(&stack, &["EXISTS", &keys::notification_dedupe(C)]).await, 0);
+    assert_eq!(notification_count(&stack, C).await, 0);
+    let created = stack.events("notification-events").await;
+    assert_eq!(created.len(), 2, "one NOTIFICATION_CREATED per applied record");
+}
+
+#[tokio::test]
+async fn a_record_that_fails_transiently_several_times_is_applied_exactly_once_when_redis_returns() {
+    if devconnect_tests::stack::skip_outage_test_on_cluster("a_record_that_fails_transiently") {
+        return;
+    }
+    let mut stack = Stack::start_with(&[("REDIS_TIMEOUT_MS", "300")]).await;
+    let values = vec![request(A, B, "r1")];
+    stack.redis.stop();
+    for _ in 0..3 {
+        let outcome = invoke(&stack, "NotificationsConsumerFunction", batch("connection-events", &values)).await;
+        assert_eq!(
+            outcome["batchItemFailures"],
+            json!([{"itemIdentifier": {"partition": "connection-events-0", "offset": 0}}])
+        );
+    }
+    stack.redis.restart().await.unwrap();
+    let mut applied = 0;
+    for _ in 0..50 {
+        let outcome = invoke(&stack, "NotificationsConsumerFunction", batch("connection-events", &values)).await;
+        applied += outcome["applied"].as_u64().unwrap_or(0);
+        if outcome["batchItemFailures"] == json!([]) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The event source may redeliver a record it already committed; still one effect.
+    let redelivered = invoke(&stack, "NotificationsConsumerFunction", batch("connection-events", &values)).await;
+    assert_eq!((applied, redelivered["duplicates"].as_u64()), (1, Some(1)));
+    assert_eq!(notification_count(&stack, B).await, 1);
+    assert_eq!(stack.events("notification-events").await.len(), 1);
+}
+
+fn login_on(day_offset: i64, user: &str) -> Vec<u8> {
+    let mut e = envelope(EventType::UserLogin, user, json!({"userId": user}));
+    e.timestamp = e.timestamp + chrono::Duration::days(day_offset);
+    bytes(&e)
+}
+
+fn day(day_offset: i64) -> String {
+    (chrono::Utc::now() + chrono::Duration::days(day_offset))
+        .format("%Y-%m-%d")
+        .to_string()
+}
+
+#[tokio::test]
+async fn analytics_dead_letters_the_records_of_a_day_whose_keys_are_broken_and_counts_the_other_days() {
+    let stack = Stack::start().await;
+    let (yesterday, today) = (day(-1), day(0));
+    // A DAU key that is a plain string, not a HyperLogLog.
+    let _: () = redis_cmd(&stack, &["SET", &keys::analytics_dau(&yesterday[..7], &yesterday), "x"]).await;
+    let values = vec![login_on(-1, A), login_on(0, B), login_on(-1, C), login_on(0, D)];
+
+    let outcome = invoke(&stack, "AnalyticsConsumerFunction", batch("user-events", &values)).await;
+
+    assert_eq!(outcome["batchItemFailures"], json!([]), "{outcome}");
+    assert_eq!((outcome["applied"].as_u64(), outcome["deadLettered"].as_u64()), (Some(2), Some(2)));
+    let broken_day = [
+        keys::analytics_day(&yesterday[..7], &yesterday),
+        keys::analytics_dedupe(&yesterday[..7], &yesterday),
+    ];
+    for key in broken_day {
+        assert_eq!(redis_cmd::<i64>(&stack, &["EXISTS", &key]).await, 0, "{key} half-written");
+    }
+    let logins: i64 = redis_cmd(&stack, &["HGET", &keys::analytics_day(&today[..7], &today), "USER_LOGIN"]).await;
+    assert_eq!(logins, 2);
+    let dead = dead_letters(&stack, "analytics").await;
+    assert_eq!(dead.len(), 2);
+    assert!(dead.iter().all(|d| d["reason"].as_str().unwrap().contains("HyperLogLog")), "{dead:?}");
+}
+
+#[tokio::test]
+async fn analytics_refuses_a_day_whose_counter_is_not_a_number_before_writing_anything() {
+    let stack = Stack::start().await;
+    let today = day(0);
+    let day_key = keys::analytics_day(&today[..7], &today);
+    let _: () = redis_cmd(&stack, &["HSET", &day_key, "USER_LOGIN", "lots"]).await;
+
+    let outcome = invoke(&stack, "AnalyticsConsumerFunction", batch("user-events", &[login_on(0, A)])).await;
+
+    assert_eq!(outcome["deadLettered"], 1, "{outcome}");
+    let fields: i64 = redis_cmd(&stack, &["HLEN", &day_key]).await;
+    assert_eq!(fields, 1, "no other counter was incremented");
+    for key in [keys::analytics_dedupe(&today[..7], &today), keys::analytics_dau(&today[..7], &today)] {
+        assert_eq!(redis_cmd::<i64>(&stack, &["EXISTS", &key]).await, 0, "{key} half-written");
+    }
+}
+
+#[tokio::test]
+async fn the_pusher_dead_letters_a_record_whose_recipient_has_a_broken_socket_list_and_delivers_the_rest() {
+    use futures::StreamExt;
+    let stack = Stack::start().await;
+    let b = stack.user("reader").await;
+    let (mut socket, _) = tokio_tungstenite::connect_async(format!("{}?token={}", stack.ws_url(), b.client.token()))
+        .await
+        .expect("socket");
+    let _: () = redis_cmd(&stack, &["SET", &keys::sockets(C), "not a zset"]).await;
+    let message = |to: &str, id: &str| {
+        bytes(&envelope(
+            EventType::MessageSent,
+            A,
+            json!({"id": id, "fromUserId": A, "toUserId": to, "text": "hi"}),
+        ))
+    };
+    let values = vec![message(C, "1-0"), message(&b.id, "2-0")];
+
+    let outcome = invoke(&stack, "RealtimePusherFunction", batch("message-events", &values)).await;
+
+    assert_eq!(outcome["batchItemFailures"], json!([]), "{outcome}");
+    assert_eq!((outcome["applied"].as_u64(), outcome["deadLettered"].as_u64()), (Some(1), Some(1)));
+    let frame = tokio::time::timeout(Duration::from_secs(2), async {
+        while let Some(Ok(m)) = socket.next().await {
+            if let tokio_tungstenite::tungstenite::Message::Text(text) = m {
+                let v: Value = serde_json::from_str(&text).unwrap();
+                if v["type"] == "message" {
+                    return v;
+                }
+            }
+        }
+        Value::Null
+    })
+    .await
+    .expect("the healthy recipient got its frame");
+    assert_eq!(frame["message"]["id"], "2-0");
+    let dead = dead_letters(&stack, "realtime").await;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0]["offset"], 0);
+    assert!(dead[0]["reason"].as_str().unwrap().contains("WRONGTYPE"), "{dead:?}");
+}
