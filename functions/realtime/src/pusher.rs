@@ -2,11 +2,15 @@
 //!
 //! In AWS the endpoint is the WebSocket API stage (`WEBSOCKET_ENDPOINT`); locally it
 //! is the local gateway, which implements the same endpoint, so this code is the same.
+//!
+//! Retries and timeouts live in one place, the SDK's configuration ([`retries`],
+//! [`timeouts`]): a hand-written loop around the SDK's own retries multiplied them
+//! (3 x 3 attempts), so one unreachable socket could hold a fan-out for many seconds.
 
 use std::time::Duration;
 
 use aws_sdk_apigatewaymanagement::{
-    config::{timeout::TimeoutConfig, BehaviorVersion, Credentials, Region},
+    config::{retry::RetryConfig, timeout::TimeoutConfig, BehaviorVersion, Credentials, Region},
     error::SdkError,
     primitives::Blob,
     Client,
@@ -15,6 +19,22 @@ use futures::StreamExt;
 
 /// Connections pushed to at once by one fan-out.
 pub const MAX_CONCURRENT_PUSHES: usize = 32;
+
+/// Attempts per frame, the first included: one retry covers a dropped keep-alive
+/// connection or a throttle blip; more would only delay the rest of the batch for a
+/// client that has most likely gone.
+pub const PUSH_MAX_ATTEMPTS: u32 = 2;
+
+/// Backoff before the retry: short, since a push is worth little once it is late.
+pub const PUSH_RETRY_BACKOFF: Duration = Duration::from_millis(50);
+
+/// One attempt's bound (connect, send, answer): PostToConnection answers in
+/// milliseconds when API Gateway is reachable, so a second means it is not.
+pub const PUSH_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// One frame's bound across all its attempts, so one unreachable socket cannot stall
+/// the batch (and the Lambda invocation) it belongs to.
+pub const PUSH_OPERATION_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// What happened to one frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,6 +67,7 @@ impl Pusher {
         let config = aws_sdk_apigatewaymanagement::config::Builder::from(&shared)
             .endpoint_url(endpoint)
             .timeout_config(timeouts())
+            .retry_config(retries())
             .build();
         Ok(Self {
             client: Client::from_conf(config),
@@ -61,33 +82,27 @@ impl Pusher {
             .credentials_provider(Credentials::new("local", "local", None, None, "local-gateway"))
             .endpoint_url(endpoint)
             .timeout_config(timeouts())
+            .retry_config(retries())
             .build();
         Self {
             client: Client::from_conf(config),
         }
     }
 
-    /// Sends one frame, retrying transient failures twice.
+    /// Sends one frame; the SDK retries transient failures within [`PUSH_OPERATION_TIMEOUT`].
     pub async fn post(&self, connection_id: &str, frame: &[u8]) -> Pushed {
-        let mut last = String::new();
-        for attempt in 0..3 {
-            if attempt > 0 {
-                tokio::time::sleep(Duration::from_millis(50 * attempt)).await;
-            }
-            let sent = self
-                .client
-                .post_to_connection()
-                .connection_id(connection_id)
-                .data(Blob::new(frame))
-                .send()
-                .await;
-            match sent {
-                Ok(_) => return Pushed::Delivered,
-                Err(SdkError::ServiceError(e)) if e.err().is_gone_exception() => return Pushed::Gone,
-                Err(e) => last = format!("{e:?}"),
-            }
+        let sent = self
+            .client
+            .post_to_connection()
+            .connection_id(connection_id)
+            .data(Blob::new(frame))
+            .send()
+            .await;
+        match sent {
+            Ok(_) => Pushed::Delivered,
+            Err(SdkError::ServiceError(e)) if e.err().is_gone_exception() => Pushed::Gone,
+            Err(e) => Pushed::Failed(format!("{e:?}")),
         }
-        Pushed::Failed(last)
     }
 
     /// Sends frames to many connections: connections in parallel (bounded), each
@@ -110,8 +125,18 @@ impl Pusher {
     }
 }
 
+/// Per-attempt and per-frame bounds; see [`PUSH_ATTEMPT_TIMEOUT`] and [`PUSH_OPERATION_TIMEOUT`].
 fn timeouts() -> TimeoutConfig {
     TimeoutConfig::builder()
-        .operation_attempt_timeout(Duration::from_secs(2))
+        .operation_attempt_timeout(PUSH_ATTEMPT_TIMEOUT)
+        .operation_timeout(PUSH_OPERATION_TIMEOUT)
         .build()
+}
+
+/// The only retry policy for pushes; see [`PUSH_MAX_ATTEMPTS`] and [`PUSH_RETRY_BACKOFF`].
+fn retries() -> RetryConfig {
+    RetryConfig::standard()
+        .with_max_attempts(PUSH_MAX_ATTEMPTS)
+        .with_initial_backoff(PUSH_RETRY_BACKOFF)
+        .with_max_backoff(PUSH_RETRY_BACKOFF)
 }
