@@ -2,13 +2,18 @@
 
 use std::{collections::HashMap, sync::LazyLock};
 
-use devconnect::{keys, store::Store, user::User, AppError};
+use devconnect::{keys, script, store::Store, user::User, AppError};
 use redis::{AsyncCommands, Script};
 
 /// Appends a message if the two are connected; returns its id, or nil if not connected.
+/// Checks every key's type and the receiver's unread counter before the XADD: a
+/// HINCRBY failing after it would leave a message the receiver is never told about.
 static SEND: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    script::atomic(
         r#"
+local bad = wrong_types({KEYS[1], 'hash', KEYS[2], 'stream', KEYS[3], 'hash'})
+  or not_integers(KEYS[3], {'unread:' .. ARGV[2]})
+if bad then return redis.error_reply(bad) end
 if redis.call('HGET', KEYS[1], 'status') ~= 'accepted' then return false end
 local id = redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[4], '*', 'from', ARGV[1], 'to', ARGV[2], 'text', ARGV[3])
 redis.call('HINCRBY', KEYS[3], 'unread:' .. ARGV[2], 1)
@@ -18,7 +23,8 @@ return id
     )
 });
 
-/// A page of history, newest first, if the two are connected.
+/// A page of history, newest first, if the two are connected. Read-only, so an error
+/// (a key of the wrong type) cannot leave anything half-written.
 static HISTORY: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
@@ -29,11 +35,15 @@ return redis.call('XREVRANGE', KEYS[2], ARGV[1], '-', 'COUNT', ARGV[2])
 });
 
 /// Zeroes the reader's unread count if the two are connected; returns how many were unread.
+/// The counter must be an integer before it is zeroed: `tonumber` of garbage is nil,
+/// which would both overwrite the counter and read as "not connected".
 static READ: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    script::atomic(
         r#"
-if redis.call('HGET', KEYS[1], 'status') ~= 'accepted' then return false end
 local field = 'unread:' .. ARGV[1]
+local bad = wrong_types({KEYS[1], 'hash', KEYS[2], 'hash'}) or not_integers(KEYS[2], {field})
+if bad then return redis.error_reply(bad) end
+if redis.call('HGET', KEYS[1], 'status') ~= 'accepted' then return false end
 local n = tonumber(redis.call('HGET', KEYS[2], field) or '0')
 redis.call('HSET', KEYS[2], field, 0)
 return n
@@ -106,6 +116,10 @@ pub async fn send(store: &Store, from: &str, to: &str, text: &str, cap: u32) -> 
         text: text.into(),
     };
     let at = message.sent_at_ms();
+    // Each user's conversation index lives in that user's slot, so it cannot join the
+    // script. It is a projection: ZADD is idempotent and the stream already holds the
+    // message, so if one index refuses (a key of the wrong type) the message still
+    // reads in GET /messages; only that user's GET /conversations misses the row.
     redis::pipe()
         .zadd(keys::conversations(from), to, at)
         .ignore()
