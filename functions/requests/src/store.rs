@@ -8,15 +8,19 @@
 
 use std::{collections::HashMap, sync::LazyLock};
 
-use devconnect::{keys, store::Store, AppError};
+use devconnect::{keys, script, store::Store, AppError};
 use redis::{AsyncCommands, Script};
 
 use crate::domain::{ReviewStatus, SendStatus};
 
 /// Creates the pair record unless one exists in either direction. Returns 1 if created.
+/// A pair key of another type is an error, not "a request exists" (EXISTS alone would
+/// answer 409 for a record that is no request at all).
 static SEND: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    script::atomic(
         r#"
+local bad = wrong_types({KEYS[1], 'hash'})
+if bad then return redis.error_reply(bad) end
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], 'id', ARGV[1], 'from', ARGV[2], 'to', ARGV[3], 'status', ARGV[4], 'createdAt', ARGV[5], 'updatedAt', ARGV[5])
 return 1
@@ -26,9 +30,13 @@ return 1
 
 /// Moves a pending interested request addressed to ARGV[2] to its final status, once.
 /// Returns 'ok', 'missing' (no such request for this receiver) or the current status.
+/// Its one write is the last command, after the HMGET that fails on a pair key of
+/// the wrong type; the explicit check only makes that precondition visible.
 static REVIEW: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    script::atomic(
         r#"
+local bad = wrong_types({KEYS[1], 'hash'})
+if bad then return redis.error_reply(bad) end
 local r = redis.call('HMGET', KEYS[1], 'id', 'to', 'status')
 if r[1] ~= ARGV[1] or r[2] ~= ARGV[2] then return 'missing' end
 if r[3] ~= 'interested' then return r[3] end
