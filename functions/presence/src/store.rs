@@ -3,13 +3,17 @@
 
 use std::{collections::HashMap, sync::LazyLock};
 
-use devconnect::{keys, store::Store, user, AppError};
-use redis::Script;
+use devconnect::{keys, script, store::Store, user, AppError};
+use redis::{AsyncCommands, Script};
 
 /// Records a heartbeat; returns 1 if the user was offline (the transition to report).
+/// Checks the hash and its `lastSeen` first, so garbage there is a clean error
+/// rather than a Lua arithmetic error.
 static HEARTBEAT: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    script::atomic(
         r#"
+local bad = wrong_types({KEYS[1], 'hash'}) or not_integers(KEYS[1], {'lastSeen'})
+if bad then return redis.error_reply(bad) end
 local r = redis.call('HMGET', KEYS[1], 'online', 'lastSeen')
 local was_online = r[1] == '1' and (tonumber(ARGV[1]) - tonumber(r[2] or '0')) <= tonumber(ARGV[2])
 redis.call('HSET', KEYS[1], 'online', 1, 'lastSeen', ARGV[1])
@@ -21,8 +25,10 @@ return 1
 
 /// Marks the user offline now; returns 1 if they were marked online.
 static OFFLINE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    script::atomic(
         r#"
+local bad = wrong_types({KEYS[1], 'hash'})
+if bad then return redis.error_reply(bad) end
 local was = redis.call('HGET', KEYS[1], 'online') == '1'
 redis.call('HSET', KEYS[1], 'online', 0, 'lastSeen', ARGV[1])
 if was then return 1 end
@@ -33,6 +39,8 @@ return 0
 
 /// Removes from the online index those of ARGV[2..] whose score is still older than ARGV[1];
 /// returns them. A heartbeat that raced in has raised the score, so it stays.
+/// Its only key is the index, read by ZSCORE (which fails on a wrong type) before
+/// any ZREM, and zset scores are always numbers: an error leaves nothing written.
 static CLAIM_LAPSED: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
@@ -52,8 +60,10 @@ return out
 /// Flips a claimed user to offline if their last heartbeat is still old and no socket
 /// is open (KEYS[2]; ARGV[2] = now); returns lastSeen, or nil.
 static LAPSE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    script::atomic(
         r#"
+local bad = wrong_types({KEYS[1], 'hash', KEYS[2], 'zset'}) or not_integers(KEYS[1], {'lastSeen'})
+if bad then return redis.error_reply(bad) end
 local r = redis.call('HMGET', KEYS[1], 'online', 'lastSeen')
 if redis.call('ZCOUNT', KEYS[2], ARGV[2], '+inf') > 0 then return false end
 if r[1] == '1' and tonumber(r[2] or '0') < tonumber(ARGV[1]) then
@@ -66,19 +76,40 @@ return false
 });
 
 /// Records a heartbeat at `now_ms`: one round trip. `true` on the offline -> online transition.
+///
+/// The online index is one global key, so it cannot join the user's script; the two
+/// travel in one (non-atomic) pipeline and both run even if one fails. If the script
+/// fails (the user's presence hash is broken), the index entry it added is taken back
+/// (a second round trip, on that error path only) so the sweep is not sent after a
+/// user who never came online. If only the index fails, the heartbeat itself is
+/// recorded (it did happen) and the request still fails loudly: a broken index breaks
+/// every heartbeat, which is an outage to fix, not something to hide.
 pub async fn heartbeat(store: &Store, user_id: &str, now_ms: i64, timeout_ms: i64) -> Result<bool, AppError> {
-    let (became_online,): (i64,) = redis::pipe()
+    let (recorded, indexed): (redis::RedisResult<i64>, redis::RedisResult<i64>) = redis::pipe()
+        .ignore_errors()
         .load_script(&HEARTBEAT)
         .ignore()
         .invoke_script(HEARTBEAT.key(keys::presence(user_id)).arg(now_ms).arg(timeout_ms))
         .zadd(keys::ONLINE, user_id, now_ms)
-        .ignore()
         .query_async(&mut store.conn())
         .await?;
-    Ok(became_online == 1)
+    match (recorded, indexed) {
+        (Ok(became_online), Ok(_)) => Ok(became_online == 1),
+        (Err(e), Ok(added)) => {
+            if added == 1 {
+                let _: redis::RedisResult<i64> = store.conn().zrem(keys::ONLINE, user_id).await;
+            }
+            Err(e.into())
+        }
+        (_, Err(e)) => Err(e.into()),
+    }
 }
 
 /// Marks `user_id` offline at `now_ms`: one round trip. `true` if they were online.
+///
+/// If the script fails (a broken presence hash), the ZREM beside it has still taken the
+/// user out of the online index. That is harmless: the index only tells the sweep whom
+/// to check, and a user whose hash is broken cannot be lapsed anyway.
 pub async fn offline(store: &Store, user_id: &str, now_ms: i64) -> Result<bool, AppError> {
     let (was_online,): (i64,) = redis::pipe()
         .load_script(&OFFLINE)
@@ -164,7 +195,10 @@ pub async fn sweep(store: &Store, cutoff_ms: i64) -> Result<Vec<(String, i64)>, 
         if claimed.is_empty() {
             continue;
         }
+        // One user's broken keys must not cost the others their transition: they are
+        // already out of the index, so a failed batch would never be swept again.
         let mut pipe = redis::pipe();
+        pipe.ignore_errors();
         pipe.load_script(&LAPSE).ignore();
         for id in &claimed {
             pipe.invoke_script(
@@ -175,12 +209,13 @@ pub async fn sweep(store: &Store, cutoff_ms: i64) -> Result<Vec<(String, i64)>, 
                     .arg(user::now_ms()),
             );
         }
-        let last_seen: Vec<Option<i64>> = pipe.query_async(&mut conn).await?;
-        marked.extend(
-            claimed
-                .into_iter()
-                .zip(last_seen)
-                .filter_map(|(id, seen)| Some((id, seen?))),
-        );
+        let last_seen: Vec<redis::RedisResult<Option<i64>>> = pipe.query_async(&mut conn).await?;
+        for (id, seen) in claimed.into_iter().zip(last_seen) {
+            match seen {
+                Ok(Some(seen)) => marked.push((id, seen)),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(user_id = %id, error = %e, "presence not lapsed: its keys are broken"),
+            }
+        }
     }
 }
