@@ -14,6 +14,9 @@ use crate::{config::RateLimits, error::AppError, keys, store::Store};
 /// The Lua that counts one request. Shared by the anonymous script here and the
 /// authentication script in `session`, so the two can never disagree.
 /// Expects `limit` to be set and the counter key in `ckey`; leaves `count` and `ttl`.
+/// All-or-nothing without explicit checks: INCR is the first write, and it fails
+/// without writing on a key of the wrong type or a non-integer value; the EXPIREs
+/// after it cannot fail. A script embedding this must write nothing before it.
 pub(crate) const COUNT_LUA: &str = r#"
 local count = redis.call('INCR', ckey)
 if count == 1 then redis.call('EXPIRE', ckey, window) end
@@ -21,6 +24,7 @@ local ttl = redis.call('TTL', ckey)
 if ttl < 0 then redis.call('EXPIRE', ckey, window); ttl = window end
 "#;
 
+/// Writes only through [`COUNT_LUA`], so an error leaves nothing written.
 static IP_SCRIPT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         "local ckey = KEYS[1]\nlocal window = tonumber(ARGV[1])\n{COUNT_LUA}\nreturn {{count, ttl}}"

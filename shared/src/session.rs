@@ -28,6 +28,10 @@ pub const COOKIE_NAME: &str = "dc_session";
 
 const SECRET_BYTES: usize = 32;
 
+/// KEYS: session, user record, the user's rate counter. All-or-nothing without extra
+/// checks: before its first write (the INCR in [`COUNT_LUA`], which fails whole) it
+/// only reads, and the HGET on the record already fails on a record of the wrong
+/// type; EXISTS accepts a session key of any type.
 static AUTH_SCRIPT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         r#"

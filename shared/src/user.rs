@@ -234,6 +234,8 @@ pub fn parse_user_id(raw: &str) -> Result<String, AppError> {
 
 /// Fills the public-profile cache only if the user was not updated since we read it,
 /// so a slow reader can never overwrite a PATCH's invalidation with stale data.
+/// Its one write comes last, after the HGET that fails on a record of the wrong type,
+/// and SET replaces a value of any type: an error leaves nothing written.
 static FILL_CACHE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         "if redis.call('HGET', KEYS[1], 'updatedAt') == ARGV[1] then \
@@ -252,15 +254,30 @@ pub async fn claim_email(store: &Store, email: &str, user_id: &str) -> Result<bo
     Ok(set.is_some())
 }
 
-/// Gives up a claim whose user could not be written (so the email is not lost forever).
-pub async fn release_email(store: &Store, email: &str) -> Result<(), AppError> {
-    let _: i64 = store.conn().del(keys::email(email)).await?;
+/// Takes back a signup whose writes failed: the email claim, and whatever of the
+/// account [`insert_pipeline`] and its session write did manage to store (a pipeline
+/// runs every command even when one fails), so the failed request leaves nothing
+/// behind and a retry can claim the email again. DEL cannot fail on a key's type;
+/// a broken index fails only its own ZREM, and the DELs still run.
+pub async fn abandon_signup(store: &Store, user: &User, session_key: &str) -> Result<(), AppError> {
+    redis::pipe()
+        .del(keys::email(&user.email))
+        .ignore()
+        .del(keys::user(&user.id))
+        .ignore()
+        .del(session_key)
+        .ignore()
+        .zrem(keys::USERS, &user.id)
+        .ignore()
+        .query_async::<()>(&mut store.conn())
+        .await?;
     Ok(())
 }
 
 /// The writes that create a user: the record and its place in the feed's index. One
-/// pipeline, not MULTI: the two keys live in different slots, and a user record
-/// without an index entry only means "not in feeds yet", never a broken account.
+/// pipeline, not MULTI: the two keys live in different slots. The commands are
+/// independent, so one can fail (a key of the wrong type) while the others apply;
+/// the signup handler then takes the account back with [`abandon_signup`].
 pub fn insert_pipeline(user: &User) -> redis::Pipeline {
     let mut pipe = redis::pipe();
     pipe.hset_multiple(keys::user(&user.id), &user.to_fields())
@@ -319,6 +336,11 @@ pub async fn summaries(store: &Store, user_ids: &[String]) -> Result<Vec<Value>,
 }
 
 /// Writes changed profile fields and drops the cached public profile, atomically (one slot, one MULTI).
+///
+/// MULTI does not roll back: if the record were not a hash, HSET would fail and the
+/// DEL would still run. That partial application is harmless: it only drops a cache
+/// entry, which the next read fills again. (It cannot happen on the way here anyway:
+/// authentication reads the record with HGET, which fails first.)
 pub async fn update_profile(store: &Store, user_id: &str, fields: &[(&'static str, String)]) -> Result<(), AppError> {
     let () = redis::pipe()
         .atomic()

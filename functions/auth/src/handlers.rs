@@ -44,8 +44,11 @@ pub async fn signup(state: &AppState, meta: &RequestMeta, req: &Request) -> Resu
     let mut pipe = user::insert_pipeline(&new_user);
     pipe.set_ex(&issued.key, 1, config.session_ttl.as_secs()).ignore();
     if let Err(e) = pipe.query_async::<()>(&mut state.store.conn()).await {
-        // Give the email back so a retry can succeed; if Redis is gone this fails too and the 503 stands.
-        let _ = user::release_email(&state.store, &new_user.email).await;
+        // Take back the email and whatever of the account was written, so the failed request
+        // leaves nothing and a retry can succeed; if Redis is gone this fails too and the error stands.
+        if let Err(undo) = user::abandon_signup(&state.store, &new_user, &issued.key).await {
+            tracing::warn!(error = %undo, user_id = %new_user.id, "a failed signup could not be taken back");
+        }
         return Err(e.into());
     }
     state
@@ -96,6 +99,7 @@ pub async fn login(state: &AppState, meta: &RequestMeta, req: &Request) -> Resul
     }
     let found = found.ok_or(BAD_CREDENTIALS)?;
     let issued = session::issue(&found.id);
+    // SET and DEL replace or remove a key of any type, so neither can fail half-way.
     let mut pipe = redis::pipe();
     pipe.set_ex(&issued.key, 1, config.session_ttl.as_secs()).ignore();
     login_limit::clear(&mut pipe, &email);

@@ -6,14 +6,23 @@
 
 use std::{sync::LazyLock, time::Duration};
 
-use devconnect::{keys, store::Store, AppError};
+use devconnect::{keys, script, store::Store, AppError};
 use redis::Script;
 
+/// KEYS: email -> id, failure counter. Both must be strings and the counter an
+/// integer: checked before the INCR (its one write), so garbage is a clean error
+/// rather than a Lua comparison error.
 static RESERVE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    script::atomic(
         r#"
+local bad = wrong_types({KEYS[1], 'string', KEYS[2], 'string'})
+if bad then return redis.error_reply(bad) end
+local stored = redis.call('GET', KEYS[2])
+if stored and not string.match(stored, '^%-?%d+$') then
+  return redis.error_reply('WRONGTYPE ' .. KEYS[2] .. ' is not an integer')
+end
 local id = redis.call('GET', KEYS[1])
-local failures = tonumber(redis.call('GET', KEYS[2]) or '0')
+local failures = tonumber(stored or '0')
 if failures >= tonumber(ARGV[1]) then return {id or false, -1, redis.call('TTL', KEYS[2])} end
 local n = redis.call('INCR', KEYS[2])
 if n == 1 then redis.call('EXPIRE', KEYS[2], ARGV[2]) end
