@@ -150,7 +150,7 @@ async fn a_record_that_fails_transiently_several_times_is_applied_exactly_once_w
 
 fn login_on(day_offset: i64, user: &str) -> Vec<u8> {
     let mut e = envelope(EventType::UserLogin, user, json!({"userId": user}));
-    e.timestamp = e.timestamp + chrono::Duration::days(day_offset);
+    e.timestamp += chrono::Duration::days(day_offset);
     bytes(&e)
 }
 
