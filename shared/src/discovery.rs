@@ -130,7 +130,9 @@ pub async fn resolve_with(config: &Config, aws: Option<&SdkConfig>) -> Result<En
                 resource: name.clone(),
                 problem,
             };
-            let cache = describe_serverless_cache(need(aws, &err)?, name, deadline).await.map_err(err)?;
+            let cache = describe_serverless_cache(need(aws, &err)?, name, deadline)
+                .await
+                .map_err(err)?;
             serverless_cache_url(&cache, token).map_err(err)?
         }
         RedisSource::ReplicationGroup(id) => {
@@ -139,7 +141,9 @@ pub async fn resolve_with(config: &Config, aws: Option<&SdkConfig>) -> Result<En
                 resource: id.clone(),
                 problem,
             };
-            let group = describe_replication_group(need(aws, &err)?, id, deadline).await.map_err(err)?;
+            let group = describe_replication_group(need(aws, &err)?, id, deadline)
+                .await
+                .map_err(err)?;
             replication_group_url(&group, token).map_err(err)?
         }
     };
@@ -151,7 +155,9 @@ pub async fn resolve_with(config: &Config, aws: Option<&SdkConfig>) -> Result<En
                 resource: arn.clone(),
                 problem,
             };
-            let output = get_bootstrap_brokers(need(aws, &err)?, arn, deadline).await.map_err(err)?;
+            let output = get_bootstrap_brokers(need(aws, &err)?, arn, deadline)
+                .await
+                .map_err(err)?;
             let brokers = msk_brokers(&output, config.kafka_security).map_err(err)?;
             (brokers, "MSK_CLUSTER_ARN", arn.clone())
         }

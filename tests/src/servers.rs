@@ -48,6 +48,36 @@ fn end(mut child: Child) {
     let _ = child.wait();
 }
 
+/// Sends `signal` (`-STOP`, `-CONT`) to a running server with `kill`, waiting at most
+/// 5 s for `kill` itself. A stopped process keeps its sockets open and accepts TCP
+/// connections into the backlog but answers nothing: a hung dependency, not a dead one.
+fn signal(child: Option<&Child>, signal: &str, what: &str) -> anyhow::Result<()> {
+    let pid = child
+        .with_context(|| format!("{what} is not running"))?
+        .id()
+        .to_string();
+    let mut kill = Command::new("kill")
+        .args([signal, &pid])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("running kill")?;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Some(status) = kill.try_wait()? {
+            if !status.success() {
+                bail!("kill {signal} {pid} ({what}) failed: {status}");
+            }
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            end(kill);
+            bail!("kill {signal} {pid} ({what}) did not finish within 5 s");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 async fn wait_for_port(port: u16, child: &mut Child, what: &str) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(15);
     while Instant::now() < deadline {
@@ -98,6 +128,16 @@ impl RedisServer {
         if let Some(child) = self.child.take() {
             end(child);
         }
+    }
+
+    /// Freezes it (SIGSTOP): connections stay open, nothing is answered. See [`Self::resume`].
+    pub fn pause(&self) -> anyhow::Result<()> {
+        signal(self.child.as_ref(), "-STOP", "redis-server")
+    }
+
+    /// Lets a paused server run again (SIGCONT), with its data and connections intact.
+    pub fn resume(&self) -> anyhow::Result<()> {
+        signal(self.child.as_ref(), "-CONT", "redis-server")
     }
 
     /// Starts it again on the same port.
@@ -232,6 +272,16 @@ impl Broker {
         if let Some(child) = self.child.take() {
             end(child);
         }
+    }
+
+    /// Freezes it (SIGSTOP): connections stay open, nothing is answered. See [`Self::resume`].
+    pub fn pause(&self) -> anyhow::Result<()> {
+        signal(self.child.as_ref(), "-STOP", "tansu")
+    }
+
+    /// Lets a paused broker run again (SIGCONT), with its records and connections intact.
+    pub fn resume(&self) -> anyhow::Result<()> {
+        signal(self.child.as_ref(), "-CONT", "tansu")
     }
 
     /// Starts it again on the same port, with the topics re-created.
