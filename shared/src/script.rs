@@ -53,3 +53,17 @@ end
 pub fn atomic(body: &str) -> Script {
     Script::new(&format!("{PRECONDITIONS}\n{body}"))
 }
+
+/// The Rust-side twin of `wrong_types`, for writes that span hash slots (one user's
+/// record and another user's projections): no script can check those atomically with
+/// the write, so the types are read in a round trip the request makes anyway, before
+/// its first write. `actual` is the reply of `TYPE key`.
+pub fn expect_type(key: &str, actual: &str, expected: &str) -> Result<(), crate::AppError> {
+    if actual == "none" || actual == expected {
+        Ok(())
+    } else {
+        Err(crate::AppError::Internal(format!(
+            "WRONGTYPE {key} holds a {actual}, not a {expected}"
+        )))
+    }
+}

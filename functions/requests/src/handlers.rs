@@ -19,7 +19,7 @@ pub async fn send(state: &AppState, meta: &RequestMeta, req: &Request) -> Result
     let status = SendStatus::parse(&api::path_param(req, "status")?)?;
     let to = user::parse_user_id(&api::path_param(req, "toUserId")?)?;
     domain::check_not_self(&me.user_id, &to)?;
-    if !store::user_exists(&state.store, &to).await? {
+    if !store::check_send(&state.store, &me.user_id, &to).await? {
         return Err(AppError::NotFound("no such user".into()));
     }
     let request_id = uuid::Uuid::now_v7().to_string();

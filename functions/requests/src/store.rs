@@ -3,8 +3,11 @@
 //! The pair record is the truth and changes atomically (one script, one slot). The
 //! per-user views — inbox, connections, the feed's "seen" set — are projections
 //! written right after in one pipeline: they live in each user's own slot, so no
-//! single atomic write can cover both users on a cluster. Projections are
-//! idempotent (HSET/ZADD/SADD/HDEL), so a retry after a failure converges.
+//! single atomic write can cover both users on a cluster. What could make that
+//! pipeline fail half-way (a projection key of the wrong type) is checked in the
+//! round trip before the pair record changes ([`check_send`], [`pending_sender`]), so
+//! a broken key refuses the request with nothing written instead of leaving a pair
+//! record whose projections are missing.
 
 use std::{collections::HashMap, sync::LazyLock};
 
@@ -46,9 +49,25 @@ return 'ok'
     )
 });
 
-/// Whether a user exists (requests to missing users are 404).
-pub async fn user_exists(store: &Store, user_id: &str) -> Result<bool, AppError> {
-    Ok(store.conn().exists(keys::user(user_id)).await?)
+/// Whether `to` exists (requests to missing users are 404), and that [`send`]'s
+/// projections can be written: one round trip.
+pub async fn check_send(store: &Store, from: &str, to: &str) -> Result<bool, AppError> {
+    let projections = [(keys::seen(from), "set"), (keys::seen(to), "set"), (keys::inbox(to), "hash")];
+    let (exists, seen_from, seen_to, inbox_to): (bool, String, String, String) = redis::pipe()
+        .exists(keys::user(to))
+        .cmd("TYPE")
+        .arg(&projections[0].0)
+        .cmd("TYPE")
+        .arg(&projections[1].0)
+        .cmd("TYPE")
+        .arg(&projections[2].0)
+        .query_async(&mut store.conn())
+        .await?;
+    let types = [seen_from, seen_to, inbox_to];
+    for ((key, expected), actual) in projections.iter().zip(&types) {
+        script::expect_type(key, actual, expected)?;
+    }
+    Ok(exists)
 }
 
 /// Records a new request from `from` to `to`: 409 if the two already have one, either way.
@@ -95,8 +114,7 @@ pub async fn review(
     now_ms: i64,
 ) -> Result<String, AppError> {
     let not_found = || AppError::NotFound("no pending request with this id was sent to you".into());
-    let from: Option<String> = store.conn().hget(keys::inbox(me), request_id).await?;
-    let from = from.ok_or_else(not_found)?;
+    let from = pending_sender(store, me, request_id, status).await?.ok_or_else(not_found)?;
     let outcome: String = REVIEW
         .key(keys::pair(me, &from))
         .arg(request_id)
@@ -119,6 +137,33 @@ pub async fn review(
         "missing" => Err(not_found()),
         other => Err(AppError::Conflict(format!("this request was already {other}"))),
     }
+}
+
+/// The sender of the pending request `request_id` in `me`'s inbox, after checking that
+/// the projections an acceptance writes (both users' connections) can be written.
+/// One round trip; one more for the sender's connections when accepting.
+async fn pending_sender(
+    store: &Store,
+    me: &str,
+    request_id: &str,
+    status: ReviewStatus,
+) -> Result<Option<String>, AppError> {
+    let (from, my_connections): (Option<String>, String) = redis::pipe()
+        .hget(keys::inbox(me), request_id)
+        .cmd("TYPE")
+        .arg(keys::connections(me))
+        .query_async(&mut store.conn())
+        .await?;
+    let Some(from) = from else { return Ok(None) };
+    if status == ReviewStatus::Accepted {
+        script::expect_type(&keys::connections(me), &my_connections, "zset")?;
+        let theirs: String = redis::cmd("TYPE")
+            .arg(keys::connections(&from))
+            .query_async(&mut store.conn())
+            .await?;
+        script::expect_type(&keys::connections(&from), &theirs, "zset")?;
+    }
+    Ok(Some(from))
 }
 
 /// Pending requests `me` received, newest first: (request id, sender id).

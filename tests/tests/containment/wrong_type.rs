@@ -274,6 +274,44 @@ async fn a_request_whose_pair_record_is_not_a_hash_fails_and_changes_nothing() {
 }
 
 #[tokio::test]
+async fn a_request_to_a_user_whose_inbox_or_seen_set_is_broken_creates_no_pair_record() {
+    let stack = Stack::start().await;
+    let a = stack.user("ada").await;
+    let b = stack.user("bob").await;
+    let c = stack.user("cy").await;
+    for (key, what) in [(keys::inbox(&b.id), "the receiver's inbox"), (keys::seen(&a.id), "the sender's seen set")] {
+        redis(&stack, &["SET", &key, "garbage"]).await;
+        let before = Before::take(&stack).await;
+        let r = a.send_request("interested", &b.id).await;
+        assert_internal(&r, what);
+        before.assert_unchanged(&stack, what).await;
+        redis(&stack, &["DEL", &key]).await;
+    }
+    let ok = a.send_request("interested", &b.id).await;
+    assert_eq!(ok.status, 201, "once repaired, the same request goes through: {}", ok.body);
+    let other = c.send_request("interested", &a.id).await;
+    assert_eq!(other.status, 201, "{}", other.body);
+}
+
+#[tokio::test]
+async fn accepting_a_request_whose_sender_has_broken_connections_leaves_it_pending() {
+    let stack = Stack::start().await;
+    let a = stack.user("ada").await;
+    let b = stack.user("bob").await;
+    let sent = a.send_request("interested", &b.id).await;
+    let id = sent.body["request"]["id"].as_str().expect("request id").to_string();
+    redis(&stack, &["SET", &keys::connections(&a.id), "garbage"]).await;
+    let before = Before::take(&stack).await;
+    let path = format!("/requests/review/accepted/{id}");
+    let accept = || b.client.post(&path, json!({}));
+    assert_internal(&accept().await, "accept");
+    before.assert_unchanged(&stack, "accept").await;
+    redis(&stack, &["DEL", &keys::connections(&a.id)]).await;
+    let retried = accept().await;
+    assert_eq!(retried.status, 200, "once repaired, the acceptance goes through: {}", retried.body);
+}
+
+#[tokio::test]
 async fn reviewing_a_request_whose_pair_record_is_not_a_hash_fails_and_changes_nothing() {
     let stack = Stack::start().await;
     let a = stack.user("ada").await;
