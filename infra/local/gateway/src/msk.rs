@@ -1,17 +1,51 @@
-//! The MSK event source mapping, emulated: poll the local broker for each consumer's
-//! topics, invoke the handler with a real `KafkaEvent` (records keyed
-//! "topic-partition", base64 key and value, headers as byte arrays), and advance the
-//! stored offsets only when the handler succeeds; retry with backoff otherwise.
+//! The MSK event source mapping, emulated as AWS documents it (Lambda developer guide,
+//! "Kafka retry configurations" and "partial batch responses").
+//!
+//! Per fetched batch: records older than `MaximumRecordAgeInSeconds` go to the on-failure
+//! destination without an invocation (condition `RecordAgeExceeded`); the rest is
+//! invoked as a real `KafkaEvent` (records keyed "topic-partition", base64 key and value,
+//! headers as byte arrays). Then:
+//! - success (no or empty `batchItemFailures`): the records are committed;
+//! - a partial batch response (honoured only with `ReportBatchItemFailures`): each
+//!   reported partition is committed up to its checkpoint (the lowest reported offset)
+//!   and retried from there, other partitions are committed; an identifier that is not
+//!   in the invoked batch makes the whole batch count as failed;
+//! - a function error (the invoke returned `Err`): with `BisectBatchOnFunctionError` the
+//!   batch is split in two halves, first half first, each retried on its own; else the
+//!   same records are retried.
+//!
+//! Retries are bounded by `MaximumRetryAttempts` (a record's first invocation is not a
+//! retry); when they run out, every remaining record is written to the on-failure topic
+//! in Lambda's shape (key = the original record's key) and committed past, so the
+//! partition moves on. Reading of the docs we apply: a split is not a retry (as the
+//! Kinesis docs say, "splitting a batch does not count towards the retry quota"), so
+//! bisection is bounded by log2 of the batch size and each half keeps the batch's
+//! budget; an invalid partial batch response is a whole-batch failure and so bisects
+//! like a function error. Offsets are committed in Redis ([`keys::local_offsets`]).
+//!
+//! The decisions (what to commit, retry or give up on) are pure functions of this
+//! module ([`decide`], [`expire`], [`commit_points`], [`on_failure_message`]); the poll
+//! loop does the I/O and takes the function as an [`Invoke`] so tests can plug in one
+//! that fails on chosen records.
 
-use std::{collections::BTreeMap, sync::Arc, time::Duration};
+use std::{
+    collections::{BTreeMap, VecDeque},
+    sync::Arc,
+    time::Duration,
+};
 
 use aws_lambda_events::event::kafka::KafkaEvent;
 use base64::{engine::general_purpose::STANDARD, Engine};
-use devconnect::{kafka_connection::KafkaConnection, keys, store::Store};
+use chrono::{DateTime, SecondsFormat, Utc};
+use devconnect::{kafka_connection::KafkaConnection, keys, producer::partition_for, store::Store};
+use futures::future::BoxFuture;
 use redis::AsyncCommands;
 use rskafka::{
-    client::partition::{OffsetAt, PartitionClient, UnknownTopicHandling},
-    record::RecordAndOffset,
+    client::{
+        partition::{Compression, OffsetAt, PartitionClient, UnknownTopicHandling},
+        Client,
+    },
+    record::{Record, RecordAndOffset},
 };
 use serde_json::{json, Value};
 
@@ -21,23 +55,467 @@ use crate::{server::Gateway, template::MskSource};
 const FETCH_BYTES: i32 = 4 * 1024 * 1024;
 /// How long a poll waits on an empty partition.
 const MAX_WAIT_MS: i32 = 50;
+/// First retry backoff; doubled per retry up to [`MAX_BACKOFF`]. Short: locally a retry
+/// only waits for a Redis or broker that is coming back.
+const FIRST_BACKOFF: Duration = Duration::from_millis(20);
+/// Longest wait before a retry.
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
+/// Longest a write to the on-failure topic may take before the batch is given up and
+/// fetched again (nothing is committed past a record that was not written).
+const DESTINATION_TIMEOUT: Duration = Duration::from_secs(5);
+/// The event source ARN the local events carry.
+pub const EVENT_SOURCE_ARN: &str =
+    "arn:aws:kafka:local:000000000000:cluster/local/00000000-0000-0000-0000-000000000000-1";
+/// `bootstrapServers` of the local events.
+const BOOTSTRAP_SERVERS: &str = "local";
+
+/// The function an event source invokes: a batch in, the function's response out
+/// (`batchItemFailures` read from it), `Err` = a function error.
+pub type Invoke = Arc<dyn Fn(KafkaEvent) -> BoxFuture<'static, anyhow::Result<Value>> + Send + Sync>;
 
 /// Starts one poller per MSK event of the template, connecting like the producer does.
 pub fn spawn_pollers(gateway: Arc<Gateway>, kafka: KafkaConnection, store: Store) {
     for source in gateway.template.msk_sources.clone() {
-        let (gateway, kafka, store) = (Arc::clone(&gateway), kafka.clone(), store.clone());
-        tokio::spawn(async move {
-            loop {
-                if let Err(e) = poll(&gateway, &kafka, &store, &source).await {
-                    tracing::warn!(function = %source.function, topic = %source.topic, error = %e, "MSK poller restarting");
-                }
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-        });
+        let invoke = gateway_invoke(Arc::clone(&gateway), source.function.clone());
+        spawn_poller(source, invoke, kafka.clone(), store.clone());
     }
 }
 
-async fn poll(gateway: &Gateway, kafka: &KafkaConnection, store: &Store, source: &MskSource) -> anyhow::Result<()> {
+/// The hosted function `function`, as an [`Invoke`].
+pub fn gateway_invoke(gateway: Arc<Gateway>, function: String) -> Invoke {
+    Arc::new(move |event| {
+        let (gateway, function) = (Arc::clone(&gateway), function.clone());
+        Box::pin(async move { gateway.functions.invoke_consumer(&function, event).await })
+    })
+}
+
+/// Runs one event source mapping until the task is aborted, restarting after errors
+/// (broker or Redis unreachable): nothing past the last commit is lost.
+pub fn spawn_poller(
+    source: MskSource,
+    invoke: Invoke,
+    kafka: KafkaConnection,
+    store: Store,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            if let Err(e) = poll(&source, &invoke, &kafka, &store).await {
+                tracing::warn!(function = %source.function, topic = %source.topic, error = %e, "MSK poller restarting");
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    })
+}
+
+/// Why Lambda gave up on a record (`requestContext.condition`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Condition {
+    /// `MaximumRetryAttempts` used up.
+    RetriesExhausted,
+    /// Older than `MaximumRecordAgeInSeconds`.
+    RecordAgeExceeded,
+}
+
+impl Condition {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::RetriesExhausted => "RetriesExhausted",
+            Self::RecordAgeExceeded => "RecordAgeExceeded",
+        }
+    }
+}
+
+/// A record in flight, with how many invocations have carried it
+/// (`approximateInvokeCount`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct InFlight {
+    /// Its partition.
+    pub partition: i32,
+    /// The record and its offset.
+    pub record: RecordAndOffset,
+    /// Invocations that carried it so far.
+    pub invocations: u32,
+}
+
+/// Records invoked together, in (partition, offset) order, and the retries they used.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Chunk {
+    /// The records.
+    pub records: Vec<InFlight>,
+    /// Retries used (the first invocation is not one; a split keeps the count).
+    pub retries: u32,
+}
+
+impl Chunk {
+    /// A freshly fetched batch: partitions in the order given, offsets ascending.
+    pub fn fetched(batch: Vec<(i32, Vec<RecordAndOffset>)>) -> Self {
+        let records = batch
+            .into_iter()
+            .flat_map(|(partition, records)| {
+                records.into_iter().map(move |record| InFlight {
+                    partition,
+                    record,
+                    invocations: 0,
+                })
+            })
+            .collect();
+        Self { records, retries: 0 }
+    }
+}
+
+/// A record given up on, and why.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GiveUp {
+    /// The record.
+    pub record: InFlight,
+    /// Why.
+    pub condition: Condition,
+    /// Whether its last invocation was a function error (`responseContext.functionError`).
+    pub function_error: bool,
+}
+
+/// What to do after one invocation.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Decision {
+    /// Processed: may be committed.
+    pub done: Vec<InFlight>,
+    /// To invoke next, in this order, before anything fetched later.
+    pub retry: Vec<Chunk>,
+    /// To write to the on-failure destination (then commit past them).
+    pub give_up: Vec<GiveUp>,
+}
+
+/// Splits off the records older than the mapping's age limit at `now`: Lambda sends
+/// them to the destination without invoking the function.
+pub fn expire(source: &MskSource, chunk: Chunk, now: DateTime<Utc>) -> (Chunk, Vec<GiveUp>) {
+    let Some(max_age) = source
+        .maximum_record_age
+        .and_then(|a| chrono::Duration::from_std(a).ok())
+    else {
+        return (chunk, Vec::new());
+    };
+    let (expired, fresh): (Vec<InFlight>, Vec<InFlight>) = chunk
+        .records
+        .into_iter()
+        .partition(|r| now - r.record.record.timestamp > max_age);
+    let give_up = expired
+        .into_iter()
+        .map(|record| GiveUp {
+            record,
+            condition: Condition::RecordAgeExceeded,
+            function_error: false,
+        })
+        .collect();
+    (
+        Chunk {
+            records: fresh,
+            retries: chunk.retries,
+        },
+        give_up,
+    )
+}
+
+/// The event source's decision on an invoked chunk (whose records' invocation counts
+/// already include this invocation), given the function's result.
+pub fn decide(source: &MskSource, chunk: Chunk, result: &Result<Value, String>) -> Decision {
+    let failure = match result {
+        Ok(_) if !source.report_batch_item_failures => None,
+        Ok(response) => match checkpoints(&source.topic, &chunk, response) {
+            Ok(checkpoints) if checkpoints.is_empty() => None,
+            Ok(checkpoints) => return resume_at_checkpoints(source, chunk, &checkpoints),
+            Err(why) => Some(why),
+        },
+        Err(error) => Some(error.clone()),
+    };
+    match failure {
+        None => Decision {
+            done: chunk.records,
+            ..Decision::default()
+        },
+        Some(_) if source.bisect_batch_on_function_error && chunk.records.len() > 1 => bisect(chunk),
+        Some(_) => retry_or_give_up(source, chunk, true),
+    }
+}
+
+/// Splits a failed chunk in two halves, the first retried first; a split uses no retry.
+fn bisect(mut chunk: Chunk) -> Decision {
+    let second = chunk.records.split_off(chunk.records.len() / 2);
+    Decision {
+        retry: vec![
+            chunk.clone(),
+            Chunk {
+                records: second,
+                retries: chunk.retries,
+            },
+        ],
+        ..Decision::default()
+    }
+}
+
+/// Retries the chunk if its budget allows, else gives up on each record.
+fn retry_or_give_up(source: &MskSource, chunk: Chunk, function_error: bool) -> Decision {
+    if source.retry_limit().is_none_or(|limit| chunk.retries < limit) {
+        return Decision {
+            retry: vec![Chunk {
+                records: chunk.records,
+                retries: chunk.retries + 1,
+            }],
+            ..Decision::default()
+        };
+    }
+    Decision {
+        give_up: chunk
+            .records
+            .into_iter()
+            .map(|record| GiveUp {
+                record,
+                condition: Condition::RetriesExhausted,
+                function_error,
+            })
+            .collect(),
+        ..Decision::default()
+    }
+}
+
+/// A valid partial batch response: records before each partition's checkpoint (and
+/// every record of partitions not reported) are done; the rest is retried.
+fn resume_at_checkpoints(source: &MskSource, chunk: Chunk, checkpoints: &BTreeMap<i32, i64>) -> Decision {
+    let (rest, done): (Vec<InFlight>, Vec<InFlight>) = chunk
+        .records
+        .into_iter()
+        .partition(|r| checkpoints.get(&r.partition).is_some_and(|at| r.record.offset >= *at));
+    let rest = Chunk {
+        records: rest,
+        retries: chunk.retries,
+    };
+    Decision {
+        done,
+        ..retry_or_give_up(source, rest, false)
+    }
+}
+
+/// The lowest reported offset per partition of a response's `batchItemFailures`, or why
+/// the response is invalid (an identifier that is not a record of this chunk).
+pub fn checkpoints(topic: &str, chunk: &Chunk, response: &Value) -> Result<BTreeMap<i32, i64>, String> {
+    let failures = match response.get("batchItemFailures") {
+        None | Some(Value::Null) => return Ok(BTreeMap::new()),
+        Some(Value::Array(list)) => list,
+        Some(other) => return Err(format!("batchItemFailures is not a list: {other}")),
+    };
+    let mut out: BTreeMap<i32, i64> = BTreeMap::new();
+    for failure in failures {
+        let id = &failure["itemIdentifier"];
+        let partition = id["partition"]
+            .as_str()
+            .and_then(|p| p.strip_prefix(topic)?.strip_prefix('-')?.parse::<i32>().ok());
+        let offset = id["offset"]
+            .as_i64()
+            .or_else(|| id["offset"].as_str().and_then(|o| o.parse().ok()));
+        let known = |p: i32, o: i64| chunk.records.iter().any(|r| r.partition == p && r.record.offset == o);
+        match (partition, offset) {
+            (Some(p), Some(o)) if known(p, o) => {
+                let at = out.entry(p).or_insert(o);
+                *at = (*at).min(o);
+            }
+            _ => return Err(format!("batchItemFailures names a record not in the batch: {failure}")),
+        }
+    }
+    Ok(out)
+}
+
+/// Where each fetched partition may be committed: its first record still pending, or
+/// past the fetch (`ends`: partition → offset after its last fetched record).
+pub fn commit_points<'a>(
+    ends: &BTreeMap<i32, i64>,
+    pending: impl IntoIterator<Item = &'a InFlight>,
+) -> BTreeMap<i32, i64> {
+    let mut out = ends.clone();
+    for r in pending {
+        if let Some(at) = out.get_mut(&r.partition) {
+            *at = (*at).min(r.record.offset);
+        }
+    }
+    out
+}
+
+/// The wait before a chunk's next attempt: none for a first invocation (or a split half).
+pub fn retry_backoff(retries: u32) -> Duration {
+    match retries {
+        0 => Duration::ZERO,
+        n => FIRST_BACKOFF.saturating_mul(1 << (n - 1).min(16)).min(MAX_BACKOFF),
+    }
+}
+
+/// One record as Lambda puts it in a `KafkaEvent`.
+fn record_json(topic: &str, partition: i32, r: &RecordAndOffset) -> Value {
+    let headers: Vec<Value> = r
+        .record
+        .headers
+        .iter()
+        .map(|(k, v)| json!({ k: v.iter().map(|b| *b as i8).collect::<Vec<i8>>() }))
+        .collect();
+    json!({
+        "topic": topic,
+        "partition": partition,
+        "offset": r.offset,
+        "timestamp": r.record.timestamp.timestamp_millis(),
+        "timestampType": "CREATE_TIME",
+        "key": r.record.key.as_ref().map(|k| STANDARD.encode(k)),
+        "value": r.record.value.as_ref().map(|v| STANDARD.encode(v)),
+        "headers": headers,
+    })
+}
+
+/// Builds the `KafkaEvent` Lambda would receive for these records.
+pub fn kafka_event(topic: &str, batch: &[(i32, Vec<RecordAndOffset>)]) -> anyhow::Result<KafkaEvent> {
+    let records = batch
+        .iter()
+        .flat_map(|(partition, items)| items.iter().map(move |r| (*partition, r)));
+    event_of(topic, records)
+}
+
+/// The `KafkaEvent` of a chunk.
+fn chunk_event(topic: &str, chunk: &Chunk) -> anyhow::Result<KafkaEvent> {
+    event_of(topic, chunk.records.iter().map(|r| (r.partition, &r.record)))
+}
+
+fn event_of<'a>(topic: &str, records: impl Iterator<Item = (i32, &'a RecordAndOffset)>) -> anyhow::Result<KafkaEvent> {
+    let mut grouped: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+    for (partition, r) in records {
+        grouped
+            .entry(format!("{topic}-{partition}"))
+            .or_default()
+            .push(record_json(topic, partition, r));
+    }
+    Ok(serde_json::from_value(json!({
+        "eventSource": "aws:kafka",
+        "eventSourceArn": EVENT_SOURCE_ARN,
+        "bootstrapServers": BOOTSTRAP_SERVERS,
+        "records": grouped,
+    }))?)
+}
+
+/// The message Lambda writes to a Kafka on-failure destination for one record:
+/// `requestContext` (condition, approximateInvokeCount), `responseContext` (only for a
+/// record that was invoked), `KafkaBatchInfo`, and the record exactly as the function
+/// received it under `payload.records`.
+pub fn on_failure_message(source: &MskSource, give_up: &GiveUp, now: DateTime<Utc>) -> Value {
+    let r = &give_up.record;
+    let payload = json!({
+        "bootstrapServers": BOOTSTRAP_SERVERS,
+        "eventSource": "aws:kafka",
+        "eventSourceArn": EVENT_SOURCE_ARN,
+        "records": { format!("{}-{}", source.topic, r.partition): [record_json(&source.topic, r.partition, &r.record)] },
+    });
+    let mut message = json!({
+        "requestContext": {
+            "requestId": uuid::Uuid::now_v7().to_string(),
+            "functionArn": format!("arn:aws:lambda:local:000000000000:function:{}", source.function),
+            "condition": give_up.condition.as_str(),
+            "approximateInvokeCount": r.invocations,
+        },
+        "version": "1.0",
+        "timestamp": now.to_rfc3339_opts(SecondsFormat::Millis, true),
+        "KafkaBatchInfo": {
+            "batchSize": 1,
+            "eventSourceArn": EVENT_SOURCE_ARN,
+            "bootstrapServers": BOOTSTRAP_SERVERS,
+            "payloadSize": payload.to_string().len(),
+            "recordInfo": {
+                "offset": r.record.offset.to_string(),
+                "timestamp": r.record.record.timestamp.to_rfc3339_opts(SecondsFormat::Millis, true),
+            },
+        },
+        "payload": payload,
+    });
+    if r.invocations > 0 {
+        let mut response = json!({"statusCode": 200, "executedVersion": "$LATEST"});
+        if give_up.function_error {
+            response["functionError"] = json!("Unhandled");
+        }
+        message["responseContext"] = response;
+    }
+    message
+}
+
+/// The on-failure topic's partitions (records are placed by key, as a Kafka producer would).
+struct Destination {
+    topic: String,
+    partitions: Vec<PartitionClient>,
+}
+
+impl Destination {
+    async fn connect(client: &Client, topic: &str) -> anyhow::Result<Self> {
+        let count = client
+            .list_topics()
+            .await?
+            .into_iter()
+            .find(|t| t.name == topic)
+            .map(|t| t.partitions.len())
+            .ok_or_else(|| anyhow::anyhow!("on-failure topic {topic} does not exist"))?;
+        let mut partitions = Vec::with_capacity(count);
+        for p in 0..count {
+            partitions.push(
+                client
+                    .partition_client(topic, p as i32, UnknownTopicHandling::Retry)
+                    .await?,
+            );
+        }
+        Ok(Self {
+            topic: topic.to_string(),
+            partitions,
+        })
+    }
+
+    /// Writes one message per record; `Err` if any was not written in time.
+    async fn send(&self, source: &MskSource, give_ups: &[GiveUp]) -> anyhow::Result<()> {
+        let now = Utc::now();
+        let mut by_partition: BTreeMap<usize, Vec<Record>> = BTreeMap::new();
+        for g in give_ups {
+            tracing::warn!(function = %source.function, topic = %source.topic, partition = g.record.partition,
+                offset = g.record.record.offset, condition = g.condition.as_str(), destination = %self.topic,
+                "record sent to the on-failure destination");
+            let key = g.record.record.record.key.clone();
+            let index = match &key {
+                Some(k) => partition_for(k, self.partitions.len()),
+                None => g.record.partition.unsigned_abs() as usize % self.partitions.len().max(1),
+            };
+            by_partition.entry(index).or_default().push(Record {
+                key,
+                value: Some(on_failure_message(source, g, now).to_string().into_bytes()),
+                headers: BTreeMap::new(),
+                timestamp: now,
+            });
+        }
+        let sends = by_partition
+            .into_iter()
+            .map(|(index, records)| self.partitions[index].produce(records, Compression::NoCompression));
+        tokio::time::timeout(DESTINATION_TIMEOUT, futures::future::try_join_all(sends))
+            .await
+            .map_err(|_| anyhow::anyhow!("writing to {} timed out", self.topic))??;
+        Ok(())
+    }
+}
+
+/// Records given up on with no destination configured are dropped, as Lambda does.
+async fn give_up(source: &MskSource, destination: Option<&Destination>, records: &[GiveUp]) -> anyhow::Result<()> {
+    match (destination, records.is_empty()) {
+        (_, true) => Ok(()),
+        (Some(d), false) => d.send(source, records).await,
+        (None, false) => {
+            tracing::warn!(function = %source.function, topic = %source.topic, records = records.len(), "records dropped: no on-failure destination");
+            Ok(())
+        }
+    }
+}
+
+/// One partition's reader, and where the mapping stands in it.
+struct Reader {
+    client: Arc<PartitionClient>,
+    offset: i64,
+}
+
+async fn poll(source: &MskSource, invoke: &Invoke, kafka: &KafkaConnection, store: &Store) -> anyhow::Result<()> {
     let client = kafka.client_builder().build().await?;
     let partitions = client
         .list_topics()
@@ -46,80 +524,139 @@ async fn poll(gateway: &Gateway, kafka: &KafkaConnection, store: &Store, source:
         .find(|t| t.name == source.topic)
         .map(|t| t.partitions)
         .ok_or_else(|| anyhow::anyhow!("topic {} does not exist yet", source.topic))?;
-    let mut clients = Vec::new();
-    for p in partitions {
-        clients.push(Arc::new(
-            client
-                .partition_client(source.topic.clone(), p, UnknownTopicHandling::Retry)
-                .await?,
-        ));
-    }
+    let destination = match &source.on_failure_topic {
+        Some(topic) => Some(Destination::connect(&client, topic).await?),
+        None => None,
+    };
     let offsets_key = keys::local_offsets(&source.group);
-    let mut offsets: Vec<i64> = Vec::new();
-    for pc in &clients {
-        let field = format!("{}:{}", source.topic, pc.partition());
-        let stored: Option<i64> = store.conn().hget(&offsets_key, &field).await?;
-        offsets.push(match stored {
+    let mut readers = Vec::new();
+    for p in partitions {
+        let pc = client
+            .partition_client(source.topic.clone(), p, UnknownTopicHandling::Retry)
+            .await?;
+        let stored: Option<i64> = store.conn().hget(&offsets_key, field(source, p)).await?;
+        let offset = match stored {
             Some(o) => o,
             None if source.starting_position == "LATEST" => pc.get_offset(OffsetAt::Latest).await?,
             None => pc.get_offset(OffsetAt::Earliest).await?,
+        };
+        readers.push(Reader {
+            client: Arc::new(pc),
+            offset,
         });
     }
     // Commit the starting position, as a Kafka consumer group does, so "ready" is observable.
-    let mut pipe = redis::pipe();
-    for (pc, offset) in clients.iter().zip(&offsets) {
-        pipe.hset(&offsets_key, format!("{}:{}", source.topic, pc.partition()), *offset)
-            .ignore();
-    }
-    pipe.query_async::<()>(&mut store.conn()).await?;
-    let mut backoff = Duration::from_millis(100);
+    let start: BTreeMap<i32, i64> = readers.iter().map(|r| (r.client.partition(), r.offset)).collect();
+    commit(store, source, &start).await?;
     loop {
-        let fetched =
-            futures::future::join_all(clients.iter().zip(&offsets).map(|(pc, offset)| fetch(pc, *offset))).await;
-        let mut batch: Vec<(i32, Vec<RecordAndOffset>)> = Vec::new();
-        let mut room = source.batch_size;
-        for (i, result) in fetched.into_iter().enumerate() {
-            let records = match result {
-                Ok(r) => r,
-                Err(Reset) => {
-                    // The broker lost the records (local memory storage restarted): start over.
-                    offsets[i] = clients[i].get_offset(OffsetAt::Earliest).await?;
-                    continue;
-                }
-            };
-            let take: Vec<RecordAndOffset> = records.into_iter().take(room).collect();
-            room -= take.len();
-            if !take.is_empty() {
-                batch.push((clients[i].partition(), take));
-            }
-        }
+        let batch = fetch_batch(source, &mut readers).await?;
         if batch.is_empty() {
             continue;
         }
-        let event = kafka_event(&source.topic, &batch)?;
-        match gateway.functions.invoke_consumer(&source.function, event).await {
-            Ok(_) => {
-                let mut pipe = redis::pipe();
-                for (partition, records) in &batch {
-                    let next = records.last().map(|r| r.offset + 1).unwrap_or_default();
-                    let index = clients
-                        .iter()
-                        .position(|c| c.partition() == *partition)
-                        .unwrap_or_default();
-                    offsets[index] = next;
-                    pipe.hset(&offsets_key, format!("{}:{partition}", source.topic), next)
-                        .ignore();
-                }
-                pipe.query_async::<()>(&mut store.conn()).await?;
-                backoff = Duration::from_millis(100);
-            }
-            Err(e) => {
-                tracing::warn!(function = %source.function, error = %e, retry_in = ?backoff, "consumer failed; batch will be retried");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+        let ends: BTreeMap<i32, i64> = batch
+            .iter()
+            .filter_map(|(p, records)| records.last().map(|r| (*p, r.offset + 1)))
+            .collect();
+        run_batch(
+            source,
+            invoke,
+            store,
+            destination.as_ref(),
+            Chunk::fetched(batch),
+            &ends,
+        )
+        .await?;
+        for reader in &mut readers {
+            if let Some(end) = ends.get(&reader.client.partition()) {
+                reader.offset = *end;
             }
         }
     }
+}
+
+/// Up to `BatchSize` records from the partitions, partition by partition.
+async fn fetch_batch(source: &MskSource, readers: &mut [Reader]) -> anyhow::Result<Vec<(i32, Vec<RecordAndOffset>)>> {
+    let fetched = futures::future::join_all(readers.iter().map(|r| fetch(&r.client, r.offset))).await;
+    let mut batch = Vec::new();
+    let mut room = source.batch_size;
+    for (reader, result) in readers.iter_mut().zip(fetched) {
+        let Ok(records) = result else {
+            // The broker lost the records (local memory storage restarted): start over.
+            reader.offset = reader.client.get_offset(OffsetAt::Earliest).await?;
+            continue;
+        };
+        let take: Vec<RecordAndOffset> = records.into_iter().take(room).collect();
+        room -= take.len();
+        if !take.is_empty() {
+            batch.push((reader.client.partition(), take));
+        }
+    }
+    Ok(batch)
+}
+
+/// Works a fetched batch off completely: invokes, retries, bisects and gives up as
+/// [`decide`] says, committing each partition as far as it is settled after every step.
+async fn run_batch(
+    source: &MskSource,
+    invoke: &Invoke,
+    store: &Store,
+    destination: Option<&Destination>,
+    fetched: Chunk,
+    ends: &BTreeMap<i32, i64>,
+) -> anyhow::Result<()> {
+    let mut queue = VecDeque::from([fetched]);
+    let mut committed: BTreeMap<i32, i64> = BTreeMap::new();
+    while let Some(chunk) = queue.pop_front() {
+        let (mut chunk, expired) = expire(source, chunk, Utc::now());
+        give_up(source, destination, &expired).await?;
+        if !chunk.records.is_empty() {
+            tokio::time::sleep(retry_backoff(chunk.retries)).await;
+            for r in &mut chunk.records {
+                r.invocations += 1;
+            }
+            let result = invoke_chunk(source, invoke, &chunk).await;
+            let decision = decide(source, chunk, &result);
+            give_up(source, destination, &decision.give_up).await?;
+            for retry in decision.retry.into_iter().rev() {
+                queue.push_front(retry);
+            }
+        }
+        let points = commit_points(ends, queue.iter().flat_map(|c| &c.records));
+        if points != committed {
+            commit(store, source, &points).await?;
+            committed = points;
+        }
+    }
+    Ok(())
+}
+
+/// Invokes the function once with a chunk; logs it, and its failure.
+async fn invoke_chunk(source: &MskSource, invoke: &Invoke, chunk: &Chunk) -> Result<Value, String> {
+    let first = chunk.records.first().map(|r| (r.partition, r.record.offset));
+    tracing::info!(function = %source.function, topic = %source.topic, records = chunk.records.len(),
+        attempt = chunk.retries + 1, first = ?first, "invoking consumer");
+    let event = chunk_event(&source.topic, chunk).map_err(|e| e.to_string())?;
+    let result = invoke(event).await.map_err(|e| format!("{e:#}"));
+    if let Err(e) = &result {
+        tracing::warn!(function = %source.function, error = %e, "function error");
+    }
+    result
+}
+
+/// The Redis field of a partition's offset.
+fn field(source: &MskSource, partition: i32) -> String {
+    format!("{}:{partition}", source.topic)
+}
+
+/// Stores the next offset to read per partition.
+async fn commit(store: &Store, source: &MskSource, points: &BTreeMap<i32, i64>) -> anyhow::Result<()> {
+    let key = keys::local_offsets(&source.group);
+    let mut pipe = redis::pipe();
+    for (partition, offset) in points {
+        pipe.hset(&key, field(source, *partition), *offset).ignore();
+    }
+    pipe.query_async::<()>(&mut store.conn()).await?;
+    Ok(())
 }
 
 struct Reset;
@@ -139,34 +676,5 @@ async fn fetch(pc: &PartitionClient, offset: i64) -> Result<Vec<RecordAndOffset>
     }
 }
 
-/// Builds the `KafkaEvent` Lambda would receive for these records.
-pub fn kafka_event(topic: &str, batch: &[(i32, Vec<RecordAndOffset>)]) -> anyhow::Result<KafkaEvent> {
-    let mut records: BTreeMap<String, Vec<Value>> = BTreeMap::new();
-    for (partition, items) in batch {
-        let list = records.entry(format!("{topic}-{partition}")).or_default();
-        for r in items {
-            let headers: Vec<Value> = r
-                .record
-                .headers
-                .iter()
-                .map(|(k, v)| json!({ k: v.iter().map(|b| *b as i8).collect::<Vec<i8>>() }))
-                .collect();
-            list.push(json!({
-                "topic": topic,
-                "partition": partition,
-                "offset": r.offset,
-                "timestamp": r.record.timestamp.timestamp_millis(),
-                "timestampType": "CREATE_TIME",
-                "key": r.record.key.as_ref().map(|k| STANDARD.encode(k)),
-                "value": r.record.value.as_ref().map(|v| STANDARD.encode(v)),
-                "headers": headers,
-            }));
-        }
-    }
-    Ok(serde_json::from_value(json!({
-        "eventSource": "aws:kafka",
-        "eventSourceArn": "arn:aws:kafka:local:000000000000:cluster/local/00000000-0000-0000-0000-000000000000-1",
-        "bootstrapServers": "local",
-        "records": records,
-    }))?)
-}
+#[cfg(test)]
+mod tests;
