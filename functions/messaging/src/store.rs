@@ -117,16 +117,21 @@ pub async fn send(store: &Store, from: &str, to: &str, text: &str, cap: u32) -> 
     };
     let at = message.sent_at_ms();
     // Each user's conversation index lives in that user's slot, so it cannot join the
-    // script. It is a projection: ZADD is idempotent and the stream already holds the
-    // message, so if one index refuses (a key of the wrong type) the message still
-    // reads in GET /messages; only that user's GET /conversations misses the row.
-    redis::pipe()
+    // script. It is a projection of the stream, which already holds the message: if an
+    // index refuses (a key of the wrong type, Redis gone a moment after the script),
+    // the message still reads in GET /messages and only that user's GET /conversations
+    // misses the row. Failing the request now would make the client send the message
+    // twice and leave its event unproduced, so the failure is logged and the send stands.
+    let indexed = redis::pipe()
         .zadd(keys::conversations(from), to, at)
         .ignore()
         .zadd(keys::conversations(to), from, at)
         .ignore()
         .query_async::<()>(&mut store.conn())
-        .await?;
+        .await;
+    if let Err(e) = indexed {
+        tracing::error!(error = %e, message = %message.id, "conversation index not updated; the message is stored");
+    }
     Ok(message)
 }
 

@@ -231,6 +231,21 @@ async fn a_message_to_a_user_whose_conversation_keys_are_broken_changes_nothing(
 }
 
 #[tokio::test]
+async fn a_message_to_a_user_whose_conversation_list_is_broken_is_stored_once_and_its_event_produced() {
+    let stack = Stack::start().await;
+    let (a, b) = connected(&stack).await;
+    redis(&stack, &["SET", &keys::conversations(&b.id), "garbage"]).await;
+    let sent = a.message(&b.id, "hello").await;
+    assert_eq!(sent.status, 201, "the message is the record; the list is a projection: {}", sent.body);
+    let history = b.client.get(&format!("/messages/{}", a.id)).await;
+    assert_eq!(history.body["messages"].as_array().map(Vec::len), Some(1), "{}", history.body);
+    let produced = stack.events("message-events").await;
+    assert_eq!(produced.len(), 1, "MESSAGE_SENT produced, so the receiver is still notified");
+    let mine = a.client.get("/conversations").await;
+    assert_eq!(mine.body["conversations"][0]["user"]["id"], b.id.as_str(), "{}", mine.body);
+}
+
+#[tokio::test]
 async fn marking_read_a_conversation_whose_unread_counter_is_not_a_number_changes_nothing() {
     let stack = Stack::start().await;
     let (a, b) = connected(&stack).await;
