@@ -167,6 +167,10 @@ pub const OUTBOX: &str = "outbox:{events}";
 /// String: held by the one relay draining the outbox.
 pub const OUTBOX_LOCK: &str = "outbox:{events}:lock";
 
+/// List: outbox entries that can never be produced (JSON: entry, reason, time), oldest
+/// first. Same `{events}` tag as [`OUTBOX`]: the relay moves entries in one script.
+pub const OUTBOX_QUARANTINE: &str = "outbox:{events}:quarantine";
+
 /// Prefix of every rate-limit counter (tests use it to tell counters from data).
 pub const RATE_LIMIT_PREFIX: &str = "ratelimit:";
 

@@ -21,20 +21,72 @@ use tokio::sync::{Mutex, OnceCell};
 
 use crate::kafka_connection::KafkaConnection;
 
+/// The largest record (key + value + header names and values, in bytes) the producer sends.
+///
+/// Amazon MSK's default `message.max.bytes` is 1,048,588 bytes, and the broker applies it
+/// to a whole record batch. 1 MiB (1,048,576) is the round number just under it: a record
+/// above it can never be produced to a cluster with the default setting, so it is refused
+/// here at once instead of costing a round trip (and the local broker, tansu, does not
+/// enforce any limit, so without this check tests would accept what MSK refuses). The
+/// batch header and record framing (about 70 bytes) are not counted, so a record within a
+/// few dozen bytes of the limit may still be refused by MSK; that refusal
+/// (`MESSAGE_TOO_LARGE`) is classified permanent too, so both paths end the same way.
+pub const MAX_RECORD_BYTES: usize = 1024 * 1024;
+
 /// Why a record was not produced; the caller parks it in the outbox.
+///
+/// [`ProduceError::is_permanent`] is the one place that decides whether a retry can help:
+/// the outbox relay quarantines a record whose error is permanent and keeps (in order)
+/// one whose error is transient.
 #[derive(Debug, thiserror::Error)]
 pub enum ProduceError {
-    /// The broker did not answer within the produce timeout.
+    /// The broker did not answer within the produce timeout (transient).
     #[error("timed out after {0:?}")]
     Timeout(Duration),
-    /// The broker answered with an error, or the topic does not exist.
+    /// The broker is unreachable or answered with an error a retry may fix (transient).
     #[error("kafka: {0}")]
     Kafka(String),
+    /// The record is larger than [`MAX_RECORD_BYTES`] (permanent).
+    #[error("record of {bytes} bytes exceeds the {limit}-byte limit")]
+    TooLarge {
+        /// Encoded size of the record (see [`OutgoingRecord::encoded_size`]).
+        bytes: usize,
+        /// The limit it exceeds.
+        limit: usize,
+    },
+    /// The broker's metadata has no such topic (permanent: topics are created by
+    /// infrastructure, never by producing).
+    #[error("topic {0} does not exist")]
+    UnknownTopic(String),
+    /// The broker refused this record for good, e.g. `MESSAGE_TOO_LARGE` (permanent).
+    #[error("refused by the broker: {0}")]
+    Rejected(String),
+}
+
+impl ProduceError {
+    /// `true` when sending the same record again can never succeed.
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, Self::TooLarge { .. } | Self::UnknownTopic(_) | Self::Rejected(_))
+    }
 }
 
 impl From<rskafka::client::error::Error> for ProduceError {
     fn from(e: rskafka::client::error::Error) -> Self {
-        Self::Kafka(e.to_string())
+        use rskafka::client::error::{Error, ProtocolError};
+        match &e {
+            // What the broker says about the record itself: a retry sends the same bytes.
+            // (UNKNOWN_TOPIC_OR_PARTITION stays transient: Kafka marks it retriable, as it
+            // is during leader changes; a topic missing from metadata is `UnknownTopic`.)
+            Error::ServerError {
+                protocol_error:
+                    ProtocolError::MessageTooLarge
+                    | ProtocolError::RecordListTooLarge
+                    | ProtocolError::InvalidTopicException
+                    | ProtocolError::InvalidRecord,
+                ..
+            } => Self::Rejected(e.to_string()),
+            _ => Self::Kafka(e.to_string()),
+        }
     }
 }
 
@@ -49,6 +101,26 @@ pub struct OutgoingRecord {
     pub value: Vec<u8>,
     /// Record headers (e.g. the event type, for consumers that route without parsing).
     pub headers: BTreeMap<String, Vec<u8>>,
+}
+
+impl OutgoingRecord {
+    /// Bytes of key, value and header names and values: what [`MAX_RECORD_BYTES`] limits.
+    pub fn encoded_size(&self) -> usize {
+        let headers: usize = self.headers.iter().map(|(k, v)| k.len() + v.len()).sum();
+        self.key.len() + self.value.len() + headers
+    }
+
+    /// Refuses a record the broker could never take, before any network round trip.
+    fn check_size(&self) -> Result<(), ProduceError> {
+        let bytes = self.encoded_size();
+        if bytes > MAX_RECORD_BYTES {
+            return Err(ProduceError::TooLarge {
+                bytes,
+                limit: MAX_RECORD_BYTES,
+            });
+        }
+        Ok(())
+    }
 }
 
 /// A cheap-to-share Kafka producer.
@@ -75,8 +147,10 @@ impl Producer {
         &self.connection
     }
 
-    /// Produces one record, waiting at most the configured timeout.
+    /// Produces one record, waiting at most the configured timeout. A record above
+    /// [`MAX_RECORD_BYTES`] fails at once with [`ProduceError::TooLarge`].
     pub async fn send(&self, record: OutgoingRecord) -> Result<i64, ProduceError> {
+        record.check_size()?;
         let timeout = self.timeout;
         // Boxed: rskafka's futures nest deep enough to overflow rustc's layout recursion limit in callers.
         tokio::time::timeout(timeout, Box::pin(self.send_unbounded(record)))
@@ -107,7 +181,9 @@ impl Producer {
     /// Produces many records: one produce request per partition, all partitions at once,
     /// order kept within each partition. All or nothing from the caller's point of view:
     /// on error some records may have been written, so callers re-send (consumers dedupe).
+    /// Sizes are checked first, so one oversized record fails the batch before anything is sent.
     pub async fn send_batch(&self, records: Vec<OutgoingRecord>) -> Result<(), ProduceError> {
+        records.iter().try_for_each(OutgoingRecord::check_size)?;
         let timeout = self.timeout;
         tokio::time::timeout(timeout, Box::pin(self.send_batch_unbounded(records)))
             .await
@@ -169,7 +245,7 @@ impl Producer {
             .find(|t| t.name == topic)
             .map(|t| t.partitions.len())
             .filter(|n| *n > 0)
-            .ok_or_else(|| ProduceError::Kafka(format!("topic {topic} does not exist")))?;
+            .ok_or_else(|| ProduceError::UnknownTopic(topic.to_string()))?;
         let mut clients = Vec::with_capacity(count);
         for partition in 0..count {
             let partition = i32::try_from(partition).map_err(|_| ProduceError::Kafka("too many partitions".into()))?;
@@ -238,6 +314,32 @@ mod tests {
             murmur2(b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8") as i32,
             -58897971
         );
+    }
+
+    fn record_of(value_bytes: usize) -> OutgoingRecord {
+        OutgoingRecord {
+            topic: "t".into(),
+            key: "k".into(),
+            value: vec![b'x'; value_bytes],
+            headers: BTreeMap::from([("h".to_string(), b"v".to_vec())]),
+        }
+    }
+
+    #[test]
+    fn a_record_counts_key_value_and_headers_against_the_limit() {
+        let at_limit = record_of(MAX_RECORD_BYTES - 3);
+        assert_eq!(at_limit.encoded_size(), MAX_RECORD_BYTES);
+        assert!(at_limit.check_size().is_ok());
+        let over = record_of(MAX_RECORD_BYTES - 2);
+        assert!(matches!(over.check_size(), Err(e @ ProduceError::TooLarge { .. }) if e.is_permanent()));
+    }
+
+    #[test]
+    fn only_errors_a_retry_cannot_fix_are_permanent() {
+        assert!(ProduceError::UnknownTopic("t".into()).is_permanent());
+        assert!(ProduceError::Rejected("MESSAGE_TOO_LARGE".into()).is_permanent());
+        assert!(!ProduceError::Timeout(Duration::from_secs(1)).is_permanent());
+        assert!(!ProduceError::Kafka("connection refused".into()).is_permanent());
     }
 
     #[test]

@@ -55,15 +55,19 @@ impl Publisher {
         self.send_or_park(records).await
     }
 
-    /// Sends already-built records (e.g. dead letters), parking them if the broker is unavailable.
+    /// Sends already-built records (e.g. dead letters), parking them all, in order, if the
+    /// broker does not take them (one oversized record parks the whole batch; the relay
+    /// then sends the others one by one and quarantines it).
     pub async fn send_or_park(&self, records: Vec<OutgoingRecord>) -> Result<Delivery, AppError> {
         if records.is_empty() {
             return Ok(Delivery::Produced);
         }
         match self.producer.send_batch(records.clone()).await {
             Ok(()) => Ok(Delivery::Produced),
+            // A permanent error (e.g. an oversized record) is parked too: the request must
+            // not fail, and the relay quarantines what can never be produced.
             Err(e) => {
-                tracing::warn!(error = %e, count = records.len(), "events parked in the outbox");
+                tracing::warn!(error = %e, permanent = e.is_permanent(), count = records.len(), "events parked in the outbox");
                 outbox::park_all(&self.store, &records).await?;
                 Ok(Delivery::Parked)
             }
@@ -101,8 +105,9 @@ impl Publisher {
         let record = self.record(envelope)?;
         match self.producer.send(record.clone()).await {
             Ok(_) => Ok(Delivery::Produced),
+            // Parked even when permanent (e.g. too large): the relay quarantines it.
             Err(e) => {
-                tracing::warn!(error = %e, event_type = ?event_type, event_id = %event_id, "event parked in the outbox");
+                tracing::warn!(error = %e, permanent = e.is_permanent(), event_type = ?event_type, event_id = %event_id, "event parked in the outbox");
                 outbox::park(&self.store, &record).await?;
                 Ok(Delivery::Parked)
             }

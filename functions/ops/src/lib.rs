@@ -30,7 +30,8 @@ pub async fn handle(state: &AppState, req: Request) -> Response<Body> {
 }
 
 /// healthy: both up; degraded: Kafka down (writes still succeed, events wait in the outbox);
-/// unhealthy (503): Redis down.
+/// unhealthy (503): Redis down. Also reports the outbox backlog and how many entries the
+/// relay quarantined (never producible: alert on it growing; `null` when Redis is down).
 async fn health(state: &AppState) -> Reply {
     let redis = probe(async {
         let pong: String = redis::cmd("PING").query_async(&mut state.store.conn()).await?;
@@ -50,14 +51,19 @@ async fn health(state: &AppState) -> Reply {
         Ok(true)
     })
     .await;
-    let outbox = outbox::len(&state.store).await.ok();
+    let backlog = outbox::backlog(&state.store).await.ok();
     let (redis_up, kafka_up) = (redis["status"] == "up", kafka["status"] == "up");
     let status = match (redis_up, kafka_up) {
         (true, true) => "healthy",
         (true, false) => "degraded",
         _ => "unhealthy",
     };
-    let body = json!({"status": status, "dependencies": {"redis": redis, "kafka": kafka}, "outboxBacklog": outbox});
+    let body = json!({
+        "status": status,
+        "dependencies": {"redis": redis, "kafka": kafka},
+        "outboxBacklog": backlog.map(|b| b.waiting),
+        "outboxQuarantined": backlog.map(|b| b.quarantined),
+    });
     if redis_up {
         Reply::ok(body)
     } else {
@@ -77,13 +83,21 @@ async fn probe(check: impl std::future::Future<Output = Result<bool, AppError>>)
     }
 }
 
-/// One scheduled relay run: drains the outbox to Kafka in order.
+/// One scheduled relay run: drains the outbox to Kafka in order, quarantining records
+/// that can never be produced, and stops at [`outbox::RUN_DEADLINE`].
 pub async fn relay(state: &AppState) -> Result<RelayReport, AppError> {
     let report = outbox::relay(&state.store, &state.producer, RELAY_BATCH).await?;
+    if report.quarantined > 0 {
+        tracing::error!(
+            quarantined = report.quarantined,
+            "outbox relay quarantined records that can never be produced"
+        );
+    }
     if report.relayed > 0 || report.remaining > 0 {
         tracing::info!(
             relayed = report.relayed,
             remaining = report.remaining,
+            quarantined = report.quarantined,
             "outbox relay run"
         );
     }
