@@ -1,1 +1,413 @@
-//! (tests to come)
+//! The local MSK trigger behaves like Lambda's event source mapping with the template's
+//! containment settings, against a real broker and Redis: bounded retries end in the
+//! on-failure topic in Lambda's shape and the partition moves on; bisection isolates a
+//! bad record in a logarithmic number of invocations; a partial batch response isolates
+//! it in one; records past the age limit skip the function; a partition resumes at the
+//! reported offset while the others go on.
+
+use std::{
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use aws_lambda_events::event::kafka::KafkaEvent;
+use base64::{engine::general_purpose::STANDARD, Engine};
+use devconnect::{events::EventType, keys};
+use devconnect_tests::{
+    kafka::{bytes, envelope},
+    Stack,
+};
+use local_gateway::{
+    msk::{self, Invoke},
+    template::MskSource,
+};
+use redis::AsyncCommands;
+use rskafka::{
+    chrono::{self, Utc},
+    client::partition::{Compression, UnknownTopicHandling},
+    record::Record,
+};
+use serde_json::{json, Value};
+
+const TOPIC: &str = "user-events";
+const DEAD_LETTERS: &str = "dead-letter-events";
+/// Longest any test waits for the poller.
+const DEADLINE: Duration = Duration::from_secs(15);
+
+/// An event source on [`TOPIC`] with the template's containment settings and `retries`.
+fn source(group: &str, batch_size: usize, retries: u32, bisect: bool) -> MskSource {
+    MskSource {
+        function: "TestConsumerFunction".into(),
+        topic: TOPIC.into(),
+        group: group.into(),
+        batch_size,
+        starting_position: "TRIM_HORIZON".into(),
+        report_batch_item_failures: true,
+        maximum_retry_attempts: Some(retries),
+        bisect_batch_on_function_error: bisect,
+        maximum_record_age: Some(Duration::from_secs(60)),
+        on_failure_topic: Some(DEAD_LETTERS.into()),
+    }
+}
+
+/// A record with this key and value, created `age` ago.
+fn record(key: &str, value: &[u8], age: chrono::Duration) -> Record {
+    Record {
+        key: Some(key.as_bytes().to_vec()),
+        value: Some(value.to_vec()),
+        headers: Default::default(),
+        timestamp: Utc::now() - age,
+    }
+}
+
+/// Produces `records` to one partition in one request; their offsets.
+async fn produce(stack: &Stack, partition: i32, records: Vec<Record>) -> Vec<i64> {
+    let client = stack.broker.client().await.expect("kafka client");
+    let pc = client
+        .partition_client(TOPIC, partition, UnknownTopicHandling::Retry)
+        .await
+        .expect("partition");
+    pc.produce(records, Compression::NoCompression).await.expect("produce")
+}
+
+/// Every message on dead-letter-events: (record key, JSON value).
+async fn dead_letters(stack: &Stack) -> Vec<(Option<Vec<u8>>, Value)> {
+    let client = stack.broker.client().await.expect("kafka client");
+    let mut out = Vec::new();
+    for partition in 0..3 {
+        let pc = client
+            .partition_client(DEAD_LETTERS, partition, UnknownTopicHandling::Retry)
+            .await
+            .expect("partition");
+        let (records, _) = pc.fetch_records(0, 1..10_000_000, 50).await.expect("fetch");
+        for r in records {
+            let value = serde_json::from_slice(&r.record.value.unwrap_or_default()).expect("JSON dead letter");
+            out.push((r.record.key, value));
+        }
+    }
+    out
+}
+
+/// The offset the event source committed for `partition` (next to read).
+async fn committed(stack: &Stack, source: &MskSource, partition: i32) -> Option<i64> {
+    let field = format!("{}:{partition}", source.topic);
+    stack
+        .state
+        .store
+        .conn()
+        .hget(keys::local_offsets(&source.group), field)
+        .await
+        .expect("HGET")
+}
+
+/// Waits (at most [`DEADLINE`]) until `partition` is committed up to `end`.
+async fn wait_committed(stack: &Stack, source: &MskSource, partition: i32, end: i64) {
+    let deadline = Instant::now() + DEADLINE;
+    while committed(stack, source, partition).await != Some(end) {
+        assert!(
+            Instant::now() < deadline,
+            "partition {partition} never committed to {end}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// (partition, offset) of every record of a batch.
+fn offsets_of(event: &KafkaEvent) -> Vec<(i32, i64)> {
+    let mut out: Vec<(i32, i64)> = event
+        .records
+        .values()
+        .flatten()
+        .map(|r| (r.partition as i32, r.offset))
+        .collect();
+    out.sort_unstable();
+    out
+}
+
+/// Each invocation's records, and when it happened.
+type Calls = Arc<Mutex<Vec<(Instant, Vec<(i32, i64)>)>>>;
+
+/// A function that records its batches and fails (a function error) on any batch
+/// holding a record of `bad`.
+fn failing_on(calls: &Calls, bad: Vec<(i32, i64)>) -> Invoke {
+    let calls = Arc::clone(calls);
+    Arc::new(move |event| {
+        let offsets = offsets_of(&event);
+        calls.lock().expect("calls").push((Instant::now(), offsets.clone()));
+        let fails = offsets.iter().any(|o| bad.contains(o));
+        Box::pin(async move {
+            match fails {
+                true => Err(anyhow::anyhow!("handler panicked on a bad record")),
+                false => Ok(json!({"batchItemFailures": []})),
+            }
+        })
+    })
+}
+
+/// The batches so far that held `record`.
+fn carrying(calls: &Calls, record: (i32, i64)) -> Vec<(Instant, Vec<(i32, i64)>)> {
+    let calls = calls.lock().expect("calls");
+    calls.iter().filter(|(_, o)| o.contains(&record)).cloned().collect()
+}
+
+fn spawn(stack: &Stack, source: &MskSource, invoke: Invoke) -> tokio::task::JoinHandle<()> {
+    msk::spawn_poller(
+        source.clone(),
+        invoke,
+        stack.state.producer.connection().clone(),
+        stack.state.store.clone(),
+    )
+}
+
+#[tokio::test]
+async fn a_record_that_exhausts_its_retries_lands_in_the_on_failure_topic_and_the_partition_moves_on() {
+    let stack = Stack::start().await;
+    let source = source("emulator-exhausted", 1, 2, false);
+    let zero = chrono::Duration::zero();
+    let poison = produce(&stack, 0, vec![record("poison-key", b"poison", zero)]).await[0];
+    let later = produce(
+        &stack,
+        0,
+        (0..3)
+            .map(|i| record("k", format!("good-{i}").as_bytes(), zero))
+            .collect(),
+    )
+    .await;
+    let calls = Calls::default();
+    let poller = spawn(&stack, &source, failing_on(&calls, vec![(0, poison)]));
+
+    wait_committed(&stack, &source, 0, later[2] + 1).await;
+    poller.abort();
+
+    assert_eq!(
+        carrying(&calls, (0, poison)).len(),
+        3,
+        "first invocation + MaximumRetryAttempts 2"
+    );
+    for offset in &later {
+        assert_eq!(
+            carrying(&calls, (0, *offset)).len(),
+            1,
+            "later record {offset} delivered once"
+        );
+    }
+    let dead = dead_letters(&stack).await;
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    let (key, message) = &dead[0];
+    assert_eq!(
+        key.as_deref(),
+        Some(&b"poison-key"[..]),
+        "key = the original record's key"
+    );
+    assert_eq!(message["requestContext"]["condition"], "RetriesExhausted");
+    assert_eq!(message["requestContext"]["approximateInvokeCount"], 3);
+    assert_eq!(message["responseContext"]["functionError"], "Unhandled");
+    assert_eq!(message["KafkaBatchInfo"]["recordInfo"]["offset"], poison.to_string());
+    let original = &message["payload"]["records"]["user-events-0"][0];
+    assert_eq!(original["offset"], poison);
+    assert_eq!(original["value"], STANDARD.encode("poison"));
+    assert_eq!(original["key"], STANDARD.encode("poison-key"));
+}
+
+#[tokio::test]
+async fn bisection_isolates_one_bad_record_of_100_in_at_most_8_invocations() {
+    let stack = Stack::start().await;
+    let source = source("emulator-bisect", 100, 2, true);
+    let zero = chrono::Duration::zero();
+    let offsets = produce(
+        &stack,
+        0,
+        (0..100).map(|i| record(&format!("user-{i}"), b"{}", zero)).collect(),
+    )
+    .await;
+    let bad = (0, offsets[37]);
+    let calls = Calls::default();
+    let started = Instant::now();
+    let poller = spawn(&stack, &source, failing_on(&calls, vec![bad]));
+
+    wait_committed(&stack, &source, 0, offsets[99] + 1).await;
+    let settled = started.elapsed();
+    poller.abort();
+
+    let with_bad = carrying(&calls, bad);
+    let isolated_at = with_bad.iter().position(|(_, o)| o.len() == 1).expect("isolated") + 1;
+    let isolated_after = with_bad[isolated_at - 1].0 - started;
+    eprintln!(
+        "bisect: bad record isolated in invocation {isolated_at} of those carrying it, {isolated_after:?} after start; \
+         dead-lettered and partition committed after {settled:?}; {} invocations in all",
+        calls.lock().expect("calls").len()
+    );
+    assert!(isolated_at <= 8, "isolated only after {isolated_at} invocations");
+    let dead = dead_letters(&stack).await;
+    assert_eq!(dead.len(), 1, "only the bad record: {dead:?}");
+    assert_eq!(dead[0].1["KafkaBatchInfo"]["recordInfo"]["offset"], bad.1.to_string());
+    assert_eq!(dead[0].1["requestContext"]["approximateInvokeCount"], with_bad.len());
+}
+
+#[tokio::test]
+async fn a_partial_batch_response_isolates_a_poison_record_in_one_invocation() {
+    let stack = Stack::start().await;
+    let mut source = stack
+        .gateway
+        .template
+        .msk_sources
+        .iter()
+        .find(|s| s.function == "NotificationsConsumerFunction" && s.topic == TOPIC)
+        .expect("NotificationsConsumerFunction on user-events")
+        .clone();
+    source.group = "emulator-partial".into();
+    let users: Vec<String> = (0..100).map(|i| format!("0190c3a4-0000-7000-8000-{i:012}")).collect();
+    let poison_user = &users[37];
+    let _: () = stack
+        .state
+        .store
+        .conn()
+        .set(keys::notifications(poison_user), "not a list")
+        .await
+        .expect("SET");
+    let signups = users
+        .iter()
+        .map(|u| {
+            let e = envelope(EventType::UserSignup, u, json!({"userId": u, "firstName": "Ada"}));
+            record(u, &bytes(&e), chrono::Duration::zero())
+        })
+        .collect();
+    let offsets = produce(&stack, 0, signups).await;
+    let poison = (0, offsets[37]);
+    let calls = Calls::default();
+    let real = msk::gateway_invoke(Arc::clone(&stack.gateway), source.function.clone());
+    let recording: Invoke = {
+        let calls = Arc::clone(&calls);
+        Arc::new(move |event| {
+            calls.lock().expect("calls").push((Instant::now(), offsets_of(&event)));
+            real(event)
+        })
+    };
+    let started = Instant::now();
+    let poller = spawn(&stack, &source, recording);
+
+    wait_committed(&stack, &source, 0, offsets[99] + 1).await;
+    let settled = started.elapsed();
+    poller.abort();
+
+    eprintln!(
+        "partial batch response: poison record dead-lettered and partition committed after {settled:?}; {} invocation(s)",
+        calls.lock().expect("calls").len()
+    );
+    assert_eq!(carrying(&calls, poison).len(), 1, "isolated in one invocation");
+    let dead = dead_letters(&stack).await;
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(
+        dead[0].1["consumer"], "notifications",
+        "dead-lettered by the consumer: {dead:?}"
+    );
+    assert_eq!(dead[0].1["offset"], poison.1);
+    let healthy: usize = stack
+        .state
+        .store
+        .conn()
+        .llen(keys::notifications(&users[38]))
+        .await
+        .expect("LLEN");
+    assert_eq!(healthy, 1, "the rest of the batch was applied");
+}
+
+#[tokio::test]
+async fn a_record_older_than_the_age_limit_goes_to_the_destination_without_an_invocation() {
+    let stack = Stack::start().await;
+    let source = source("emulator-age", 100, 2, true);
+    let old = produce(&stack, 0, vec![record("old-key", b"old", chrono::Duration::hours(1))]).await[0];
+    let fresh = produce(&stack, 0, vec![record("k", b"fresh", chrono::Duration::zero())]).await[0];
+    let calls = Calls::default();
+    let poller = spawn(&stack, &source, failing_on(&calls, Vec::new()));
+
+    wait_committed(&stack, &source, 0, fresh + 1).await;
+    poller.abort();
+
+    assert!(
+        carrying(&calls, (0, old)).is_empty(),
+        "the old record was never invoked"
+    );
+    assert_eq!(carrying(&calls, (0, fresh)).len(), 1);
+    let dead = dead_letters(&stack).await;
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    let (key, message) = &dead[0];
+    assert_eq!(key.as_deref(), Some(&b"old-key"[..]));
+    assert_eq!(message["requestContext"]["condition"], "RecordAgeExceeded");
+    assert_eq!(message["requestContext"]["approximateInvokeCount"], 0);
+    assert_eq!(
+        message["payload"]["records"]["user-events-0"][0]["value"],
+        STANDARD.encode("old")
+    );
+}
+
+#[tokio::test]
+async fn a_partition_resumes_at_the_reported_offset_while_the_others_go_on() {
+    let stack = Stack::start().await;
+    let source = source("emulator-resume", 100, 2, true);
+    let zero = chrono::Duration::zero();
+    let ten = |p: i32| {
+        (0..10)
+            .map(move |i| record(&format!("p{p}-{i}"), b"{}", zero))
+            .collect()
+    };
+    let p0 = produce(&stack, 0, ten(0)).await;
+    let p1 = produce(&stack, 1, ten(1)).await;
+    let calls = Calls::default();
+    // Committed offsets (p0, p1) as the second invocation saw them.
+    let seen_commits: Arc<Mutex<Option<(Option<i64>, Option<i64>)>>> = Arc::default();
+    let invoke: Invoke = {
+        let (calls, seen_commits, store, group) = (
+            Arc::clone(&calls),
+            Arc::clone(&seen_commits),
+            stack.state.store.clone(),
+            source.group.clone(),
+        );
+        let checkpoint = p0[5];
+        Arc::new(move |event| {
+            let (calls, seen_commits, store, group) = (
+                Arc::clone(&calls),
+                Arc::clone(&seen_commits),
+                store.clone(),
+                group.clone(),
+            );
+            Box::pin(async move {
+                let call = {
+                    let mut calls = calls.lock().expect("calls");
+                    calls.push((Instant::now(), offsets_of(&event)));
+                    calls.len()
+                };
+                if call == 1 {
+                    return Ok(
+                        json!({"batchItemFailures": [{"itemIdentifier": {"partition": "user-events-0", "offset": checkpoint}}]}),
+                    );
+                }
+                let key = keys::local_offsets(&group);
+                let (c0, c1): (Option<i64>, Option<i64>) = redis::pipe()
+                    .hget(&key, "user-events:0")
+                    .hget(&key, "user-events:1")
+                    .query_async(&mut store.conn())
+                    .await?;
+                seen_commits.lock().expect("commits").get_or_insert((c0, c1));
+                Ok(json!({"batchItemFailures": []}))
+            })
+        })
+    };
+    let poller = spawn(&stack, &source, invoke);
+
+    wait_committed(&stack, &source, 0, p0[9] + 1).await;
+    wait_committed(&stack, &source, 1, p1[9] + 1).await;
+    poller.abort();
+
+    let calls = calls.lock().expect("calls").clone();
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    assert_eq!(calls[0].1.len(), 20, "both partitions in the first batch");
+    let redelivered: Vec<(i32, i64)> = p0[5..].iter().map(|o| (0, *o)).collect();
+    assert_eq!(calls[1].1, redelivered, "only partition 0 from the reported offset");
+    assert_eq!(
+        *seen_commits.lock().expect("commits"),
+        Some((Some(p0[5]), Some(p1[9] + 1))),
+        "partition 0 committed up to its checkpoint, partition 1 past its records"
+    );
+    assert!(dead_letters(&stack).await.is_empty());
+}
