@@ -202,6 +202,8 @@ mod tests {
 
     #[test]
     fn outbox_keys_share_one_hash_tag() {
-        assert!(OUTBOX.contains("{events}") && OUTBOX_LOCK.contains("{events}"));
+        for key in [OUTBOX, OUTBOX_LOCK, OUTBOX_QUARANTINE] {
+            assert!(key.contains("{events}"), "{key}");
+        }
     }
 }

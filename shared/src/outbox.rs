@@ -241,8 +241,8 @@ pub async fn quarantined(store: &Store, limit: usize) -> Result<Vec<Quarantined>
     Ok(raw.iter().map(|r| serde_json::from_str(r)).collect::<Result<_, _>>()?)
 }
 
-/// What one relay run did.
-#[derive(Debug, Default, PartialEq, Eq)]
+/// What one relay run did (also the scheduled function's result).
+#[derive(Debug, Default, PartialEq, Eq, Serialize)]
 pub struct RelayReport {
     /// Records produced and removed from the outbox.
     pub relayed: usize,

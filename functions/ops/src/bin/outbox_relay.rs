@@ -2,7 +2,7 @@
 
 use devconnect::{config::Config, telemetry, AppState};
 use lambda_runtime::{run, service_fn, Error, LambdaEvent};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -11,7 +11,7 @@ async fn main() -> Result<(), Error> {
     let state = &state;
     run(service_fn(move |_: LambdaEvent<Value>| async move {
         let report = devconnect_ops::relay(state).await?;
-        Ok::<_, Error>(json!({"relayed": report.relayed, "remaining": report.remaining}))
+        Ok::<_, Error>(serde_json::to_value(report)?)
     }))
     .await
 }

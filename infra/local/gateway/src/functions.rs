@@ -101,8 +101,7 @@ impl Functions {
     pub async fn invoke_scheduled(&self, function: &str) -> anyhow::Result<Value> {
         match function {
             "OutboxRelayFunction" => {
-                let report = devconnect_ops::relay(&self.ops).await?;
-                Ok(json!({"relayed": report.relayed, "remaining": report.remaining}))
+                Ok(serde_json::to_value(devconnect_ops::relay(&self.ops).await?)?)
             }
             "PresenceSweepFunction" => {
                 let correlation = uuid::Uuid::now_v7().to_string();
