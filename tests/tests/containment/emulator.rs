@@ -124,6 +124,9 @@ fn offsets_of(event: &KafkaEvent) -> Vec<(i32, i64)> {
     out
 }
 
+/// Committed offsets of partitions 0 and 1.
+type Commits = (Option<i64>, Option<i64>);
+
 /// Each invocation's records, and when it happened.
 type Calls = Arc<Mutex<Vec<(Instant, Vec<(i32, i64)>)>>>;
 
@@ -355,7 +358,7 @@ async fn a_partition_resumes_at_the_reported_offset_while_the_others_go_on() {
     let p1 = produce(&stack, 1, ten(1)).await;
     let calls = Calls::default();
     // Committed offsets (p0, p1) as the second invocation saw them.
-    let seen_commits: Arc<Mutex<Option<(Option<i64>, Option<i64>)>>> = Arc::default();
+    let seen_commits: Arc<Mutex<Option<Commits>>> = Arc::default();
     let invoke: Invoke = {
         let (calls, seen_commits, store, group) = (
             Arc::clone(&calls),

@@ -4,7 +4,8 @@
 //!   stack serves exactly what AWS would.
 //! - [`apigw`] turns an HTTP request into a real API Gateway v2 event and back.
 //! - [`functions`] maps a template LogicalId to the handler, called in-process.
-//! - [`msk`] emulates the MSK event source mappings: poll, invoke, commit on success.
+//! - [`msk`] emulates the MSK event source mappings: poll, invoke, commit; bounded
+//!   retries, bisection, record age, partial batch responses, on-failure topic.
 //! - [`server`] is the HTTP front door, with 404/405 in the product's error shape.
 //! - [`websocket`] is the WebSocket API and its `@connections` endpoint.
 #![warn(missing_docs)]
