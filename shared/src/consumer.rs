@@ -508,7 +508,10 @@ mod tests {
             batch.fail(i, Failure::Permanent(format!("WRONGTYPE at {offset}")));
         }
         let (_, dead) = batch.settle();
-        let dead: Vec<(i64, i64, &str)> = dead.iter().map(|p| (p.partition, p.offset, p.reason.as_str())).collect();
+        let dead: Vec<(i64, i64, &str)> = dead
+            .iter()
+            .map(|p| (p.partition, p.offset, p.reason.as_str()))
+            .collect();
         assert_eq!(dead, [(0, 3, "WRONGTYPE at 3"), (1, 2, "WRONGTYPE at 2")]);
     }
 
@@ -538,7 +541,10 @@ mod tests {
         let big = STANDARD.encode(vec![7u8; DEAD_LETTER_VALUE_BYTES + 1000]);
         let (value, size, truncated) = cut_value(Some(&big));
         let kept = STANDARD.decode(value.unwrap()).expect("still base64");
-        assert_eq!((kept.len(), size, truncated), (DEAD_LETTER_VALUE_BYTES, DEAD_LETTER_VALUE_BYTES + 1000, true));
+        assert_eq!(
+            (kept.len(), size, truncated),
+            (DEAD_LETTER_VALUE_BYTES, DEAD_LETTER_VALUE_BYTES + 1000, true)
+        );
         assert_eq!(cut_value(Some("aGk=")), (Some("aGk=".into()), 2, false));
     }
 

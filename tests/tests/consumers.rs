@@ -149,7 +149,10 @@ async fn with_redis_unreachable_the_batch_is_handed_back_from_its_first_record_a
             json!([{"itemIdentifier": {"partition": "connection-events-0", "offset": 0}}]),
             "{function}: {outcome}"
         );
-        assert_eq!((outcome["retrying"].as_u64(), outcome["deadLettered"].as_u64()), (Some(5), Some(0)));
+        assert_eq!(
+            (outcome["retrying"].as_u64(), outcome["deadLettered"].as_u64()),
+            (Some(5), Some(0))
+        );
     }
     stack.redis.restart().await.unwrap();
     let mut retried = Value::Null;

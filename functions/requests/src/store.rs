@@ -52,7 +52,11 @@ return 'ok'
 /// Whether `to` exists (requests to missing users are 404), and that [`send`]'s
 /// projections can be written: one round trip.
 pub async fn check_send(store: &Store, from: &str, to: &str) -> Result<bool, AppError> {
-    let projections = [(keys::seen(from), "set"), (keys::seen(to), "set"), (keys::inbox(to), "hash")];
+    let projections = [
+        (keys::seen(from), "set"),
+        (keys::seen(to), "set"),
+        (keys::inbox(to), "hash"),
+    ];
     let (exists, seen_from, seen_to, inbox_to): (bool, String, String, String) = redis::pipe()
         .exists(keys::user(to))
         .cmd("TYPE")
@@ -114,7 +118,9 @@ pub async fn review(
     now_ms: i64,
 ) -> Result<String, AppError> {
     let not_found = || AppError::NotFound("no pending request with this id was sent to you".into());
-    let from = pending_sender(store, me, request_id, status).await?.ok_or_else(not_found)?;
+    let from = pending_sender(store, me, request_id, status)
+        .await?
+        .ok_or_else(not_found)?;
     let outcome: String = REVIEW
         .key(keys::pair(me, &from))
         .arg(request_id)

@@ -68,20 +68,35 @@ async fn a_wrong_type_key_under_one_recipient_dead_letters_only_that_record_and_
 
     let outcome = invoke(&stack, "NotificationsConsumerFunction", event.clone()).await;
 
-    assert_eq!(outcome["batchItemFailures"], json!([]), "the partition moves on: {outcome}");
-    assert_eq!((outcome["applied"].as_u64(), outcome["deadLettered"].as_u64()), (Some(3), Some(1)));
+    assert_eq!(
+        outcome["batchItemFailures"],
+        json!([]),
+        "the partition moves on: {outcome}"
+    );
+    assert_eq!(
+        (outcome["applied"].as_u64(), outcome["deadLettered"].as_u64()),
+        (Some(3), Some(1))
+    );
     for user in [B, D, A] {
         assert_eq!(notification_count(&stack, user).await, 1, "{user}");
     }
     for key in [keys::notification_dedupe(C), keys::notification_state(C)] {
-        assert_eq!(redis_cmd::<i64>(&stack, &["EXISTS", &key]).await, 0, "{key} half-written");
+        assert_eq!(
+            redis_cmd::<i64>(&stack, &["EXISTS", &key]).await,
+            0,
+            "{key} half-written"
+        );
     }
     let dead = dead_letters(&stack, "notifications").await;
     assert_eq!(dead.len(), 1, "{dead:?}");
     let reason = dead[0]["reason"].as_str().unwrap();
     assert!(reason.contains("WRONGTYPE"), "{reason}");
     assert_eq!(
-        (dead[0]["topic"].as_str(), dead[0]["partition"].as_i64(), dead[0]["offset"].as_i64()),
+        (
+            dead[0]["topic"].as_str(),
+            dead[0]["partition"].as_i64(),
+            dead[0]["offset"].as_i64()
+        ),
         (Some("connection-events"), Some(0), Some(1))
     );
     assert_eq!(
@@ -94,7 +109,10 @@ async fn a_wrong_type_key_under_one_recipient_dead_letters_only_that_record_and_
     // marked as seen, so it is not mistaken for a duplicate.
     let _: () = redis_cmd(&stack, &["DEL", &keys::notifications(C)]).await;
     let replay = invoke(&stack, "NotificationsConsumerFunction", event).await;
-    assert_eq!((replay["applied"].as_u64(), replay["duplicates"].as_u64()), (Some(1), Some(3)));
+    assert_eq!(
+        (replay["applied"].as_u64(), replay["duplicates"].as_u64()),
+        (Some(1), Some(3))
+    );
     assert_eq!(notification_count(&stack, C).await, 1);
 }
 
@@ -105,12 +123,28 @@ async fn a_record_that_fails_for_redis_reasons_mid_batch_leaves_the_rest_of_its_
     let _: () = redis_cmd(&stack, &["HSET", &keys::notification_state(C), "unread", "many"]).await;
     let values = vec![request(A, B, "r1"), request(A, C, "r2"), request(A, D, "r3")];
 
-    let first = invoke(&stack, "NotificationsConsumerFunction", batch("connection-events", &values)).await;
-    let again = invoke(&stack, "NotificationsConsumerFunction", batch("connection-events", &values)).await;
+    let first = invoke(
+        &stack,
+        "NotificationsConsumerFunction",
+        batch("connection-events", &values),
+    )
+    .await;
+    let again = invoke(
+        &stack,
+        "NotificationsConsumerFunction",
+        batch("connection-events", &values),
+    )
+    .await;
 
     assert_eq!(first["applied"], 2, "{first}");
-    assert_eq!((again["applied"].as_u64(), again["duplicates"].as_u64()), (Some(0), Some(2)));
-    assert_eq!(redis_cmd::<i64>(&stack, &["EXISTS", &keys::notification_dedupe(C)]).await, 0);
+    assert_eq!(
+        (again["applied"].as_u64(), again["duplicates"].as_u64()),
+        (Some(0), Some(2))
+    );
+    assert_eq!(
+        redis_cmd::<i64>(&stack, &["EXISTS", &keys::notification_dedupe(C)]).await,
+        0
+    );
     assert_eq!(notification_count(&stack, C).await, 0);
     let created = stack.events("notification-events").await;
     assert_eq!(created.len(), 2, "one NOTIFICATION_CREATED per applied record");
@@ -125,7 +159,12 @@ async fn a_record_that_fails_transiently_several_times_is_applied_exactly_once_w
     let values = vec![request(A, B, "r1")];
     stack.redis.stop();
     for _ in 0..3 {
-        let outcome = invoke(&stack, "NotificationsConsumerFunction", batch("connection-events", &values)).await;
+        let outcome = invoke(
+            &stack,
+            "NotificationsConsumerFunction",
+            batch("connection-events", &values),
+        )
+        .await;
         assert_eq!(
             outcome["batchItemFailures"],
             json!([{"itemIdentifier": {"partition": "connection-events-0", "offset": 0}}])
@@ -134,7 +173,12 @@ async fn a_record_that_fails_transiently_several_times_is_applied_exactly_once_w
     stack.redis.restart().await.unwrap();
     let mut applied = 0;
     for _ in 0..50 {
-        let outcome = invoke(&stack, "NotificationsConsumerFunction", batch("connection-events", &values)).await;
+        let outcome = invoke(
+            &stack,
+            "NotificationsConsumerFunction",
+            batch("connection-events", &values),
+        )
+        .await;
         applied += outcome["applied"].as_u64().unwrap_or(0);
         if outcome["batchItemFailures"] == json!([]) {
             break;
@@ -142,7 +186,12 @@ async fn a_record_that_fails_transiently_several_times_is_applied_exactly_once_w
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // The event source may redeliver a record it already committed; still one effect.
-    let redelivered = invoke(&stack, "NotificationsConsumerFunction", batch("connection-events", &values)).await;
+    let redelivered = invoke(
+        &stack,
+        "NotificationsConsumerFunction",
+        batch("connection-events", &values),
+    )
+    .await;
     assert_eq!((applied, redelivered["duplicates"].as_u64()), (1, Some(1)));
     assert_eq!(notification_count(&stack, B).await, 1);
     assert_eq!(stack.events("notification-events").await.len(), 1);
@@ -171,19 +220,34 @@ async fn analytics_dead_letters_the_records_of_a_day_whose_keys_are_broken_and_c
     let outcome = invoke(&stack, "AnalyticsConsumerFunction", batch("user-events", &values)).await;
 
     assert_eq!(outcome["batchItemFailures"], json!([]), "{outcome}");
-    assert_eq!((outcome["applied"].as_u64(), outcome["deadLettered"].as_u64()), (Some(2), Some(2)));
+    assert_eq!(
+        (outcome["applied"].as_u64(), outcome["deadLettered"].as_u64()),
+        (Some(2), Some(2))
+    );
     let broken_day = [
         keys::analytics_day(&yesterday[..7], &yesterday),
         keys::analytics_dedupe(&yesterday[..7], &yesterday),
     ];
     for key in broken_day {
-        assert_eq!(redis_cmd::<i64>(&stack, &["EXISTS", &key]).await, 0, "{key} half-written");
+        assert_eq!(
+            redis_cmd::<i64>(&stack, &["EXISTS", &key]).await,
+            0,
+            "{key} half-written"
+        );
     }
-    let logins: i64 = redis_cmd(&stack, &["HGET", &keys::analytics_day(&today[..7], &today), "USER_LOGIN"]).await;
+    let logins: i64 = redis_cmd(
+        &stack,
+        &["HGET", &keys::analytics_day(&today[..7], &today), "USER_LOGIN"],
+    )
+    .await;
     assert_eq!(logins, 2);
     let dead = dead_letters(&stack, "analytics").await;
     assert_eq!(dead.len(), 2);
-    assert!(dead.iter().all(|d| d["reason"].as_str().unwrap().contains("HyperLogLog")), "{dead:?}");
+    assert!(
+        dead.iter()
+            .all(|d| d["reason"].as_str().unwrap().contains("HyperLogLog")),
+        "{dead:?}"
+    );
 }
 
 #[tokio::test]
@@ -193,13 +257,25 @@ async fn analytics_refuses_a_day_whose_counter_is_not_a_number_before_writing_an
     let day_key = keys::analytics_day(&today[..7], &today);
     let _: () = redis_cmd(&stack, &["HSET", &day_key, "USER_LOGIN", "lots"]).await;
 
-    let outcome = invoke(&stack, "AnalyticsConsumerFunction", batch("user-events", &[login_on(0, A)])).await;
+    let outcome = invoke(
+        &stack,
+        "AnalyticsConsumerFunction",
+        batch("user-events", &[login_on(0, A)]),
+    )
+    .await;
 
     assert_eq!(outcome["deadLettered"], 1, "{outcome}");
     let fields: i64 = redis_cmd(&stack, &["HLEN", &day_key]).await;
     assert_eq!(fields, 1, "no other counter was incremented");
-    for key in [keys::analytics_dedupe(&today[..7], &today), keys::analytics_dau(&today[..7], &today)] {
-        assert_eq!(redis_cmd::<i64>(&stack, &["EXISTS", &key]).await, 0, "{key} half-written");
+    for key in [
+        keys::analytics_dedupe(&today[..7], &today),
+        keys::analytics_dau(&today[..7], &today),
+    ] {
+        assert_eq!(
+            redis_cmd::<i64>(&stack, &["EXISTS", &key]).await,
+            0,
+            "{key} half-written"
+        );
     }
 }
 
@@ -224,7 +300,10 @@ async fn the_pusher_dead_letters_a_record_whose_recipient_has_a_broken_socket_li
     let outcome = invoke(&stack, "RealtimePusherFunction", batch("message-events", &values)).await;
 
     assert_eq!(outcome["batchItemFailures"], json!([]), "{outcome}");
-    assert_eq!((outcome["applied"].as_u64(), outcome["deadLettered"].as_u64()), (Some(1), Some(1)));
+    assert_eq!(
+        (outcome["applied"].as_u64(), outcome["deadLettered"].as_u64()),
+        (Some(1), Some(1))
+    );
     let frame = tokio::time::timeout(Duration::from_secs(2), async {
         while let Some(Ok(m)) = socket.next().await {
             if let tokio_tungstenite::tungstenite::Message::Text(text) = m {

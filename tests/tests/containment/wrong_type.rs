@@ -65,7 +65,11 @@ impl Before {
             self.data,
             "{what}: the failed request wrote something"
         );
-        assert_eq!(event_count(stack).await, self.events, "{what}: the failed request produced an event");
+        assert_eq!(
+            event_count(stack).await,
+            self.events,
+            "{what}: the failed request produced an event"
+        );
     }
 }
 
@@ -105,7 +109,12 @@ async fn login_with_a_broken_key(commands: &[&[&str]], what: &str) {
     }
     let before = Before::take(&stack).await;
     let client = stack.client();
-    let login = |email: &str| client.post("/auth/login", json!({"email": email, "password": "correct horse battery"}));
+    let login = |email: &str| {
+        client.post(
+            "/auth/login",
+            json!({"email": email, "password": "correct horse battery"}),
+        )
+    };
     assert_internal(&login("ada@example.com").await, what);
     before.assert_unchanged(&stack, what).await;
     let other = login("other@example.com").await;
@@ -213,8 +222,16 @@ async fn a_message_to_a_user_whose_conversation_keys_are_broken_changes_nothing(
             keys::conversation(&a.id, &b.id),
             vec!["HSET", "", &unread_field, "lots"],
         ),
-        ("conversation not a hash", keys::conversation(&a.id, &b.id), vec!["SET", "", "x"]),
-        ("stream not a stream", keys::messages(&a.id, &b.id), vec!["SET", "", "x"]),
+        (
+            "conversation not a hash",
+            keys::conversation(&a.id, &b.id),
+            vec!["SET", "", "x"],
+        ),
+        (
+            "stream not a stream",
+            keys::messages(&a.id, &b.id),
+            vec!["SET", "", "x"],
+        ),
     ];
     for (what, key, mut command) in cases {
         redis(&stack, &["DEL", &key]).await;
@@ -236,13 +253,31 @@ async fn a_message_to_a_user_whose_conversation_list_is_broken_is_stored_once_an
     let (a, b) = connected(&stack).await;
     redis(&stack, &["SET", &keys::conversations(&b.id), "garbage"]).await;
     let sent = a.message(&b.id, "hello").await;
-    assert_eq!(sent.status, 201, "the message is the record; the list is a projection: {}", sent.body);
+    assert_eq!(
+        sent.status, 201,
+        "the message is the record; the list is a projection: {}",
+        sent.body
+    );
     let history = b.client.get(&format!("/messages/{}", a.id)).await;
-    assert_eq!(history.body["messages"].as_array().map(Vec::len), Some(1), "{}", history.body);
+    assert_eq!(
+        history.body["messages"].as_array().map(Vec::len),
+        Some(1),
+        "{}",
+        history.body
+    );
     let produced = stack.events("message-events").await;
-    assert_eq!(produced.len(), 1, "MESSAGE_SENT produced, so the receiver is still notified");
+    assert_eq!(
+        produced.len(),
+        1,
+        "MESSAGE_SENT produced, so the receiver is still notified"
+    );
     let mine = a.client.get("/conversations").await;
-    assert_eq!(mine.body["conversations"][0]["user"]["id"], b.id.as_str(), "{}", mine.body);
+    assert_eq!(
+        mine.body["conversations"][0]["user"]["id"],
+        b.id.as_str(),
+        "{}",
+        mine.body
+    );
 }
 
 #[tokio::test]
@@ -294,7 +329,10 @@ async fn a_request_to_a_user_whose_inbox_or_seen_set_is_broken_creates_no_pair_r
     let a = stack.user("ada").await;
     let b = stack.user("bob").await;
     let c = stack.user("cy").await;
-    for (key, what) in [(keys::inbox(&b.id), "the receiver's inbox"), (keys::seen(&a.id), "the sender's seen set")] {
+    for (key, what) in [
+        (keys::inbox(&b.id), "the receiver's inbox"),
+        (keys::seen(&a.id), "the sender's seen set"),
+    ] {
         redis(&stack, &["SET", &key, "garbage"]).await;
         let before = Before::take(&stack).await;
         let r = a.send_request("interested", &b.id).await;
@@ -303,7 +341,11 @@ async fn a_request_to_a_user_whose_inbox_or_seen_set_is_broken_creates_no_pair_r
         redis(&stack, &["DEL", &key]).await;
     }
     let ok = a.send_request("interested", &b.id).await;
-    assert_eq!(ok.status, 201, "once repaired, the same request goes through: {}", ok.body);
+    assert_eq!(
+        ok.status, 201,
+        "once repaired, the same request goes through: {}",
+        ok.body
+    );
     let other = c.send_request("interested", &a.id).await;
     assert_eq!(other.status, 201, "{}", other.body);
 }
@@ -323,7 +365,11 @@ async fn accepting_a_request_whose_sender_has_broken_connections_leaves_it_pendi
     before.assert_unchanged(&stack, "accept").await;
     redis(&stack, &["DEL", &keys::connections(&a.id)]).await;
     let retried = accept().await;
-    assert_eq!(retried.status, 200, "once repaired, the acceptance goes through: {}", retried.body);
+    assert_eq!(
+        retried.status, 200,
+        "once repaired, the acceptance goes through: {}",
+        retried.body
+    );
 }
 
 #[tokio::test]

@@ -100,9 +100,7 @@ impl Functions {
     /// Invokes a scheduled function as EventBridge would; returns its result.
     pub async fn invoke_scheduled(&self, function: &str) -> anyhow::Result<Value> {
         match function {
-            "OutboxRelayFunction" => {
-                Ok(serde_json::to_value(devconnect_ops::relay(&self.ops).await?)?)
-            }
+            "OutboxRelayFunction" => Ok(serde_json::to_value(devconnect_ops::relay(&self.ops).await?)?),
             "PresenceSweepFunction" => {
                 let correlation = uuid::Uuid::now_v7().to_string();
                 let marked = devconnect_presence::sweep(&self.presence, &correlation).await?;
