@@ -20,6 +20,7 @@
 //! - [`consumer`]: decoding MSK batches, poison records and dead letters.
 //! - [`outbox`]: events that could not be produced are parked in Redis and relayed later.
 //! - [`publisher`]: produce-or-park, the only way handlers emit events.
+//! - [`metrics`]: metric names, shared by the code, the alarms and the local endpoint.
 //! - [`telemetry`]: JSON structured logs.
 #![warn(missing_docs)]
 
@@ -31,6 +32,7 @@ pub mod error;
 pub mod events;
 pub mod kafka_connection;
 pub mod keys;
+pub mod metrics;
 pub mod msk_iam;
 pub mod outbox;
 pub mod producer;
