@@ -47,6 +47,12 @@ add a NAT gateway or the kafka/elasticache VPC interface endpoints";
 pub struct Endpoints {
     /// redis:// or rediss:// URL, with `REDIS_AUTH_TOKEN` as its password when set (a secret).
     pub redis_url: String,
+    /// The cache speaks Redis Cluster, as discovery found it: a replication group with
+    /// cluster mode enabled, or ElastiCache Serverless (cluster mode only). A
+    /// single-node client on a sharded cache would fail every key outside its shard
+    /// with MOVED, so this overrides `REDIS_CLUSTER=false`. `false` for `REDIS_URL`,
+    /// where only `REDIS_CLUSTER` can tell.
+    pub redis_cluster: bool,
     /// Brokers and their TLS/SASL settings.
     pub kafka: KafkaConnection,
 }
@@ -118,12 +124,15 @@ pub async fn resolve(config: &Config) -> Result<Endpoints, DiscoveryError> {
 pub async fn resolve_with(config: &Config, aws: Option<&SdkConfig>) -> Result<Endpoints, DiscoveryError> {
     let deadline = Instant::now() + DISCOVERY_TIMEOUT;
     let token = config.redis_auth_token.as_deref();
-    let redis_url = match &config.redis {
-        RedisSource::Url(url) => with_auth_token(url, token).map_err(|problem| DiscoveryError {
-            var: "REDIS_URL",
-            resource: "<redacted>".into(),
-            problem,
-        })?,
+    let (redis_url, redis_cluster) = match &config.redis {
+        RedisSource::Url(url) => (
+            with_auth_token(url, token).map_err(|problem| DiscoveryError {
+                var: "REDIS_URL",
+                resource: "<redacted>".into(),
+                problem,
+            })?,
+            false,
+        ),
         RedisSource::ServerlessCache(name) => {
             let err = |problem| DiscoveryError {
                 var: "ELASTICACHE_SERVERLESS_CACHE_NAME",
@@ -133,7 +142,7 @@ pub async fn resolve_with(config: &Config, aws: Option<&SdkConfig>) -> Result<En
             let cache = describe_serverless_cache(need(aws, &err)?, name, deadline)
                 .await
                 .map_err(err)?;
-            serverless_cache_url(&cache, token).map_err(err)?
+            (serverless_cache_url(&cache, token).map_err(err)?, true)
         }
         RedisSource::ReplicationGroup(id) => {
             let err = |problem| DiscoveryError {
@@ -144,7 +153,10 @@ pub async fn resolve_with(config: &Config, aws: Option<&SdkConfig>) -> Result<En
             let group = describe_replication_group(need(aws, &err)?, id, deadline)
                 .await
                 .map_err(err)?;
-            replication_group_url(&group, token).map_err(err)?
+            (
+                replication_group_url(&group, token).map_err(err)?,
+                replication_group_is_cluster(&group),
+            )
         }
     };
     let (brokers, var, resource) = match &config.kafka {
@@ -167,7 +179,11 @@ pub async fn resolve_with(config: &Config, aws: Option<&SdkConfig>) -> Result<En
         resource,
         problem: e.into(),
     })?;
-    Ok(Endpoints { redis_url, kafka })
+    Ok(Endpoints {
+        redis_url,
+        redis_cluster,
+        kafka,
+    })
 }
 
 /// `resolve` loads the AWS configuration whenever a resource is named, so this only fails for callers of `resolve_with`.
@@ -280,11 +296,18 @@ pub fn serverless_cache_url(cache: &ServerlessCache, token: Option<&str>) -> Res
     endpoint_url(cache.endpoint(), true, token).ok_or(Problem::Missing("Endpoint"))
 }
 
+/// Whether a replication group needs a Redis Cluster client: `ClusterEnabled` says so
+/// (cluster mode enabled, even with one shard, serves CLUSTER commands and answers
+/// MOVED during resharding); an absent flag means a group from before cluster mode.
+pub fn replication_group_is_cluster(group: &ReplicationGroup) -> bool {
+    group.cluster_enabled().unwrap_or(false)
+}
+
 /// A replication group's URL: the configuration endpoint in cluster mode, else the
 /// primary's; rediss:// when it encrypts in transit.
 pub fn replication_group_url(group: &ReplicationGroup, token: Option<&str>) -> Result<String, Problem> {
     let tls = group.transit_encryption_enabled().unwrap_or(false);
-    match group.cluster_enabled().unwrap_or(false) {
+    match replication_group_is_cluster(group) {
         true => {
             endpoint_url(group.configuration_endpoint(), tls, token).ok_or(Problem::Missing("ConfigurationEndpoint"))
         }
@@ -403,6 +426,7 @@ mod tests {
             replication_group_url(&primary, None).unwrap(),
             "redis://master.dc.euw1.cache.amazonaws.com:6379"
         );
+        assert!(!replication_group_is_cluster(&primary));
         let cluster = ReplicationGroup::builder()
             .cluster_enabled(true)
             .transit_encryption_enabled(true)
@@ -412,6 +436,8 @@ mod tests {
             replication_group_url(&cluster, Some("t0ken")).unwrap(),
             "rediss://:t0ken@clustercfg.dc.euw1.cache.amazonaws.com:6380"
         );
+        assert!(replication_group_is_cluster(&cluster));
+        assert!(!replication_group_is_cluster(&ReplicationGroup::builder().build()));
     }
 
     #[test]
@@ -441,6 +467,7 @@ mod tests {
         let config = Config::from_map(&vars).unwrap();
         let endpoints = resolve(&config).await.unwrap();
         assert_eq!(endpoints.redis_url, "redis://127.0.0.1:7000");
+        assert!(!endpoints.redis_cluster, "a URL says nothing about cluster mode");
         assert_eq!(endpoints.kafka.brokers(), ["127.0.0.1:9092"]);
         assert_eq!(endpoints.kafka.security(), KafkaSecurity::Tls);
     }

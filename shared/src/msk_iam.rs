@@ -2,8 +2,14 @@
 //!
 //! MSK checks the token against the function's IAM role (`kafka-cluster:Connect`
 //! and friends), so there is no password to store. Signing is local (no AWS call);
-//! tokens live 15 minutes, so one is cached and re-signed shortly before it expires,
+//! tokens live 15 minutes, so one is cached and re-signed well before it expires,
 //! because rskafka asks for a token on every new broker connection.
+//!
+//! The broker ends a SASL session when the token it was opened with expires, and
+//! rskafka cannot re-authenticate a live connection (KIP-368). So every token handed
+//! to a connection is also recorded in that client's [`SessionLease`], and the
+//! producer replaces its client before the lease runs out (see
+//! [`crate::kafka_connection`]).
 
 use std::{sync::Arc, time::Duration};
 
@@ -13,8 +19,13 @@ use aws_sdk_kafka::config::SharedCredentialsProvider;
 use rskafka::client::{OauthBearerCredentials, OauthCallback, SaslConfig};
 use tokio::sync::Mutex;
 
-/// A token is re-signed when it has less than this left.
-const REFRESH_MARGIN: Duration = Duration::from_secs(120);
+use crate::kafka_connection::SessionLease;
+
+/// A token is re-signed when it has less than this left. A third of the 15-minute
+/// lifetime: a client replaced at 80 % of its session (see [`SessionLease`]) then
+/// always opens its new connections with a fresh token, instead of a cached one that
+/// would make the new session short too.
+pub const REFRESH_MARGIN: Duration = Duration::from_secs(300);
 
 /// Why MSK IAM cannot be set up, naming what is missing.
 #[derive(Debug, thiserror::Error)]
@@ -57,12 +68,18 @@ impl MskIamSigner {
 
     /// A token valid for at least [`REFRESH_MARGIN`]: the cached one, or a freshly signed one.
     pub async fn token(&self) -> Result<String, MskIamError> {
+        self.token_with_expiry().await.map(|(token, _)| token)
+    }
+
+    /// Like [`Self::token`], with the token's expiry (Unix milliseconds): the moment the
+    /// broker ends a session authenticated with it.
+    pub async fn token_with_expiry(&self) -> Result<(String, i64), MskIamError> {
         let mut cached = self.cached.lock().await;
         let now_ms = chrono::Utc::now().timestamp_millis();
-        let margin_ms = REFRESH_MARGIN.as_millis() as i64;
+        let margin_ms = i64::try_from(REFRESH_MARGIN.as_millis()).unwrap_or(i64::MAX);
         if let Some((token, expires_ms)) = cached.as_ref() {
             if *expires_ms - now_ms > margin_ms {
-                return Ok(token.clone());
+                return Ok((token.clone(), *expires_ms));
             }
         }
         let (token, expires_ms) =
@@ -70,14 +87,21 @@ impl MskIamSigner {
                 .await
                 .map_err(|e| MskIamError::Sign(Box::new(e)))?;
         *cached = Some((token.clone(), expires_ms));
-        Ok(token)
+        Ok((token, expires_ms))
     }
 
-    /// rskafka's SASL settings: OAUTHBEARER with tokens from this signer.
-    pub fn sasl_config(self: Arc<Self>) -> SaslConfig {
+    /// rskafka's SASL settings: OAUTHBEARER with tokens from this signer. Each token
+    /// handed to a connection is recorded in `lease`, so the client's owner knows when
+    /// the first of its sessions will be closed by the broker.
+    pub fn sasl_config(self: Arc<Self>, lease: SessionLease) -> SaslConfig {
         let callback: OauthCallback = Arc::new(move || {
             let signer = Arc::clone(&self);
-            Box::pin(async move { signer.token().await.map_err(Into::into) })
+            let lease = lease.clone();
+            Box::pin(async move {
+                let (token, expires_ms) = signer.token_with_expiry().await?;
+                lease.record_expiry(expires_ms);
+                Ok(token)
+            })
         });
         SaslConfig::Oauthbearer(OauthBearerCredentials {
             callback,
@@ -117,12 +141,17 @@ mod tests {
     #[tokio::test]
     async fn the_callback_reuses_a_token_until_it_nears_expiry() {
         let signer = Arc::new(signer());
-        let SaslConfig::Oauthbearer(credentials) = Arc::clone(&signer).sasl_config() else {
+        let lease = SessionLease::opened_at(chrono::Utc::now().timestamp_millis());
+        let SaslConfig::Oauthbearer(credentials) = Arc::clone(&signer).sasl_config(lease.clone()) else {
             panic!("MSK IAM must use OAUTHBEARER");
         };
         let first = (credentials.callback)().await.unwrap();
         let second = (credentials.callback)().await.unwrap();
         assert_eq!(first, second);
+        // The lease knows the token's expiry: 15 minutes from now.
+        let expires = lease.expires_at_ms().expect("the callback records the token's expiry");
+        let left = expires - chrono::Utc::now().timestamp_millis();
+        assert!((890_000..=900_000).contains(&left), "{left} ms left");
         // Pretend the cached token is about to expire: the next call signs a new one.
         signer.cached.lock().await.as_mut().unwrap().1 = chrono::Utc::now().timestamp_millis() + 1_000;
         tokio::time::sleep(Duration::from_millis(1_100)).await;

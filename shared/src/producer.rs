@@ -5,8 +5,22 @@
 //! at init still serves requests (their events go to the outbox). Partitioning
 //! follows the Java client's default (murmur2 of the key), so one user's events
 //! land on one partition whatever language produced them.
+//!
+//! The cached client is replaced before its SASL sessions expire (MSK IAM: the broker
+//! closes a session when its 15-minute token expires, and rskafka cannot
+//! re-authenticate): see [`crate::kafka_connection::SessionLease`]. A produce in flight
+//! keeps the client it started with alive until it completes, so a refresh never
+//! drops one.
 
-use std::{collections::BTreeMap, collections::HashMap, sync::Arc, time::Duration};
+use std::{
+    collections::BTreeMap,
+    collections::HashMap,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
 
 use chrono::Utc;
 use rskafka::{
@@ -17,9 +31,9 @@ use rskafka::{
     record::Record,
     BackoffConfig,
 };
-use tokio::sync::{Mutex, OnceCell};
+use tokio::sync::Mutex;
 
-use crate::kafka_connection::KafkaConnection;
+use crate::kafka_connection::{KafkaConnection, SessionLease};
 
 /// The largest record (key + value + header names and values, in bytes) the producer sends.
 ///
@@ -123,12 +137,23 @@ impl OutgoingRecord {
     }
 }
 
+/// Partition clients of one topic, in partition order.
+type Partitions = Arc<Vec<Arc<PartitionClient>>>;
+
+/// One generation of the Kafka client: the client, its partition clients (bound to its
+/// connections) and when its sessions must be renewed.
+struct Session {
+    client: Arc<Client>,
+    partitions: Mutex<HashMap<String, Partitions>>,
+    lease: SessionLease,
+}
+
 /// A cheap-to-share Kafka producer.
 pub struct Producer {
     connection: KafkaConnection,
     timeout: Duration,
-    client: OnceCell<Client>,
-    partitions: Mutex<HashMap<String, Arc<Vec<Arc<PartitionClient>>>>>,
+    session: Mutex<Option<Arc<Session>>>,
+    sessions_opened: AtomicU64,
 }
 
 impl Producer {
@@ -137,9 +162,15 @@ impl Producer {
         Self {
             connection,
             timeout,
-            client: OnceCell::new(),
-            partitions: Mutex::new(HashMap::new()),
+            session: Mutex::new(None),
+            sessions_opened: AtomicU64::new(0),
         }
+    }
+
+    /// How many clients this producer has built: 1 after the first send, one more per
+    /// refresh before a session expiry.
+    pub fn sessions_opened(&self) -> u64 {
+        self.sessions_opened.load(Ordering::Relaxed)
     }
 
     /// The brokers and security settings (the local MSK poller connects the same way).
@@ -159,7 +190,9 @@ impl Producer {
     }
 
     async fn send_unbounded(&self, record: OutgoingRecord) -> Result<i64, ProduceError> {
-        let partitions = self.partitions_of(&record.topic).await?;
+        // Held until the produce completes: a refresh meanwhile cannot close its connections.
+        let session = self.session().await?;
+        let partitions = self.partitions_of(&session, &record.topic).await?;
         let index = partition_for(record.key.as_bytes(), partitions.len());
         let offsets = partitions[index]
             .produce(
@@ -193,8 +226,9 @@ impl Producer {
     async fn send_batch_unbounded(&self, records: Vec<OutgoingRecord>) -> Result<(), ProduceError> {
         let mut groups: BTreeMap<(String, usize), Vec<Record>> = BTreeMap::new();
         let mut clients: HashMap<(String, usize), Arc<PartitionClient>> = HashMap::new();
+        let session = self.session().await?;
         for record in records {
-            let partitions = self.partitions_of(&record.topic).await?;
+            let partitions = self.partitions_of(&session, &record.topic).await?;
             let index = partition_for(record.key.as_bytes(), partitions.len());
             let group = (record.topic.clone(), index);
             clients
@@ -215,29 +249,68 @@ impl Producer {
         Ok(())
     }
 
-    /// The connected client, connecting on first use.
-    pub async fn client(&self) -> Result<&Client, ProduceError> {
-        self.client
-            .get_or_try_init(|| async {
-                let builder = self.connection.client_builder().backoff_config(BackoffConfig {
-                    init_backoff: Duration::from_millis(50),
-                    max_backoff: Duration::from_millis(500),
-                    base: 2.0,
-                    deadline: Some(self.timeout),
-                });
-                tokio::time::timeout(self.timeout, Box::pin(builder.build()))
-                    .await
-                    .map_err(|_| ProduceError::Timeout(self.timeout))?
-                    .map_err(ProduceError::from)
-            })
-            .await
+    /// The connected client, connecting on first use (or replacing one whose session
+    /// is due for renewal).
+    pub async fn client(&self) -> Result<Arc<Client>, ProduceError> {
+        Ok(Arc::clone(&self.session().await?.client))
     }
 
-    async fn partitions_of(&self, topic: &str) -> Result<Arc<Vec<Arc<PartitionClient>>>, ProduceError> {
-        if let Some(found) = self.partitions.lock().await.get(topic) {
+    /// The current session; builds one on first use, and a new one once the lease says
+    /// the old one's sessions near expiry. If the rebuild fails while the old sessions
+    /// are still valid, the old one is used and the rebuild is tried again on the next call.
+    async fn session(&self) -> Result<Arc<Session>, ProduceError> {
+        let mut slot = self.session.lock().await;
+        let now_ms = Utc::now().timestamp_millis();
+        let current = match slot.as_ref() {
+            Some(s) if !s.lease.refresh_due(now_ms) => return Ok(Arc::clone(s)),
+            other => other.cloned(),
+        };
+        match self.open_session(now_ms).await {
+            Ok(fresh) => {
+                if current.is_some() {
+                    tracing::info!(
+                        sessions_opened = self.sessions_opened(),
+                        "kafka client replaced before its SASL sessions expire"
+                    );
+                }
+                *slot = Some(Arc::clone(&fresh));
+                Ok(fresh)
+            }
+            Err(e) => match current {
+                Some(old) if !old.lease.expired(Utc::now().timestamp_millis()) => {
+                    tracing::warn!(error = %e, "kafka client refresh failed; the current sessions are still valid");
+                    Ok(old)
+                }
+                _ => Err(e),
+            },
+        }
+    }
+
+    async fn open_session(&self, now_ms: i64) -> Result<Arc<Session>, ProduceError> {
+        let (builder, lease) = self.connection.session(now_ms);
+        let builder = builder.backoff_config(BackoffConfig {
+            init_backoff: Duration::from_millis(50),
+            max_backoff: Duration::from_millis(500),
+            base: 2.0,
+            deadline: Some(self.timeout),
+        });
+        let client = tokio::time::timeout(self.timeout, Box::pin(builder.build()))
+            .await
+            .map_err(|_| ProduceError::Timeout(self.timeout))?
+            .map_err(ProduceError::from)?;
+        self.sessions_opened.fetch_add(1, Ordering::Relaxed);
+        Ok(Arc::new(Session {
+            client: Arc::new(client),
+            partitions: Mutex::new(HashMap::new()),
+            lease,
+        }))
+    }
+
+    async fn partitions_of(&self, session: &Session, topic: &str) -> Result<Partitions, ProduceError> {
+        if let Some(found) = session.partitions.lock().await.get(topic) {
             return Ok(Arc::clone(found));
         }
-        let client = self.client().await?;
+        let client = &session.client;
         let count = client
             .list_topics()
             .await?
@@ -256,7 +329,8 @@ impl Producer {
             ));
         }
         let clients = Arc::new(clients);
-        self.partitions
+        session
+            .partitions
             .lock()
             .await
             .insert(topic.to_string(), Arc::clone(&clients));

@@ -6,7 +6,7 @@ use lambda_http::Request;
 
 use crate::{
     api,
-    config::{Config, RedisSource},
+    config::Config,
     discovery::{self, DiscoveryError},
     error::AppError,
     producer::Producer,
@@ -44,8 +44,9 @@ impl AppState {
     /// (lazy) Kafka producer for the function `source`.
     pub async fn connect(config: Config, source: &'static str) -> Result<Self, InitError> {
         let endpoints = discovery::resolve(&config).await?;
-        // ElastiCache Serverless only speaks cluster mode.
-        let cluster = config.redis_cluster || matches!(config.redis, RedisSource::ServerlessCache(_));
+        // Discovery knows a sharded cache (cluster-mode group, Serverless) even when
+        // REDIS_CLUSTER is unset; REDIS_CLUSTER covers a cluster given as REDIS_URL.
+        let cluster = config.redis_cluster || endpoints.redis_cluster;
         let store = Store::connect(&endpoints.redis_url, config.redis_timeout, cluster).await?;
         let producer = Arc::new(Producer::new(endpoints.kafka, config.produce_timeout));
         let publisher = Publisher::new(Arc::clone(&producer), store.clone(), config.topics.clone(), source);

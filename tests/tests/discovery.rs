@@ -65,6 +65,10 @@ async fn a_replication_group_without_cluster_mode_resolves_to_its_primary() {
     assert!(url.host_str().unwrap().starts_with("master.dc-plain."), "{url}");
     assert_eq!(url.port(), Some(6379));
     assert_eq!(url.password(), None);
+    assert!(
+        !endpoints.redis_cluster,
+        "a non-cluster group gets a single-node client"
+    );
 }
 
 #[tokio::test]
@@ -99,6 +103,21 @@ async fn a_cluster_mode_replication_group_resolves_to_its_configuration_endpoint
         "{}",
         endpoints.redis_url
     );
+}
+
+/// moto answers `ClusterEnabled` in DescribeReplicationGroups, so this checks the
+/// mapping on the wire: a sharded group is found to need a cluster client even though
+/// `REDIS_CLUSTER` is unset (false), and `AppState::connect` uses
+/// `REDIS_CLUSTER || Endpoints::redis_cluster`.
+#[tokio::test]
+async fn a_cluster_mode_replication_group_is_discovered_as_cluster_without_redis_cluster() {
+    let moto = MotoServer::start().await.expect("moto_server");
+    let aws = aws(&moto).await;
+    create_group(&aws, "dc-sharded", true, false).await;
+    let config = config(&[("ELASTICACHE_REPLICATION_GROUP_ID", "dc-sharded")]);
+    assert!(!config.redis_cluster, "REDIS_CLUSTER is not set");
+    let endpoints = discovery::resolve_with(&config, Some(&aws)).await.unwrap();
+    assert!(endpoints.redis_cluster, "cluster mode must come from discovery");
 }
 
 #[tokio::test]
