@@ -136,3 +136,262 @@ async fn the_signup_sample_creates_the_account_it_describes() {
         .await;
     assert_eq!(login.status, 200);
 }
+
+// ---------------------------------------------------------------------------------------
+// Alarms and dashboard: every metric they name exists.
+// ---------------------------------------------------------------------------------------
+
+use local_gateway::template::serde_yaml::{self, Value};
+
+/// AWS metrics the alarms may use besides DevConnect's own, each with the one dimension
+/// set it is published under (checked against the AWS documentation):
+/// - `AWS/Lambda` `Errors`, `Throttles`: invocation metrics, per function (`FunctionName`)
+///   ("Types of metrics for Lambda functions").
+/// - `AWS/Lambda` `OffsetLag`: for Amazon MSK and self-managed Kafka event sources, the
+///   records between the newest record of a topic and the last one the function's consumer
+///   group processed; a performance metric, per function (`FunctionName`).
+/// - `AWS/ApiGateway` `5xx`, `Count`, `Latency` for an HTTP API: lower-case `5xx` (REST
+///   APIs say `5XXError`), per API and stage (`ApiId`, `Stage`) ("Monitor CloudWatch
+///   metrics for HTTP APIs in API Gateway").
+const AWS_METRICS: &[(&str, &str, &[&str])] = &[
+    ("AWS/Lambda", "Errors", &["FunctionName"]),
+    ("AWS/Lambda", "Throttles", &["FunctionName"]),
+    ("AWS/Lambda", "OffsetLag", &["FunctionName"]),
+    ("AWS/ApiGateway", "5xx", &["ApiId", "Stage"]),
+    ("AWS/ApiGateway", "Count", &["ApiId", "Stage"]),
+    ("AWS/ApiGateway", "Latency", &["ApiId", "Stage"]),
+];
+
+/// The dimension sets DevConnect's metrics are published under (shared/src/metrics.rs):
+/// every metric per function; request metrics also per route and status class.
+fn devconnect_dimension_sets() -> Vec<BTreeSet<&'static str>> {
+    use devconnect::metrics::{FUNCTION, ROUTE, STATUS_CLASS};
+    vec![
+        BTreeSet::from([FUNCTION]),
+        BTreeSet::from([FUNCTION, ROUTE]),
+        BTreeSet::from([FUNCTION, ROUTE, STATUS_CLASS]),
+    ]
+}
+
+fn raw_template() -> Value {
+    let text = std::fs::read_to_string(default_template_path()).unwrap();
+    serde_yaml::from_str(&text).unwrap()
+}
+
+/// `!<tag> <string>` -> the string, e.g. `!Ref AuthFunction` -> `AuthFunction`.
+fn tagged<'a>(value: &'a Value, tag: &str) -> Option<&'a str> {
+    match value {
+        Value::Tagged(t) if t.tag == tag => t.value.as_str(),
+        _ => None,
+    }
+}
+
+fn resources_of_type<'a>(doc: &'a Value, kind: &str) -> Vec<(String, &'a Value)> {
+    doc["Resources"]
+        .as_mapping()
+        .unwrap()
+        .iter()
+        .filter(|(_, r)| r["Type"].as_str() == Some(kind))
+        .map(|(id, r)| (id.as_str().unwrap().to_string(), r))
+        .collect()
+}
+
+/// Checks one metric an alarm names; `Err` says what is wrong.
+fn check_metric(doc: &Value, namespace: &str, name: &str, dimensions: &[(String, &Value)]) -> Result<(), String> {
+    let binaries: BTreeSet<String> = resources_of_type(doc, "AWS::Serverless::Function")
+        .iter()
+        .filter_map(|(_, f)| f["Metadata"]["BuildProperties"]["Binary"].as_str().map(String::from))
+        .collect();
+    let functions: BTreeSet<String> = resources_of_type(doc, "AWS::Serverless::Function")
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    let names: BTreeSet<&str> = dimensions.iter().map(|(n, _)| n.as_str()).collect();
+    if namespace == devconnect::metrics::NAMESPACE {
+        if !devconnect::metrics::ALL.contains(&name) {
+            return Err(format!("{name} is not in devconnect::metrics::ALL"));
+        }
+        if !devconnect_dimension_sets().contains(&names) {
+            return Err(format!(
+                "{name}: dimensions {names:?} are not a set DevConnect publishes"
+            ));
+        }
+    } else {
+        let (_, _, expected) = AWS_METRICS
+            .iter()
+            .find(|(ns, n, _)| *ns == namespace && *n == name)
+            .ok_or_else(|| format!("{namespace} {name} is not in the allow-list of AWS metrics"))?;
+        if names != expected.iter().copied().collect() {
+            return Err(format!(
+                "{namespace} {name}: dimensions {names:?}, AWS publishes {expected:?}"
+            ));
+        }
+    }
+    for (dimension, value) in dimensions {
+        let ok = match dimension.as_str() {
+            "Function" => value.as_str().is_some_and(|b| binaries.contains(b)),
+            "FunctionName" => tagged(value, "Ref").is_some_and(|f| functions.contains(f)),
+            "ApiId" => tagged(value, "Ref")
+                .is_some_and(|api| doc["Resources"][api]["Type"].as_str() == Some("AWS::Serverless::HttpApi")),
+            // SAM deploys an HttpApi without StageName to the `$default` stage.
+            "Stage" => value.as_str() == Some("$default"),
+            _ => false,
+        };
+        if !ok {
+            return Err(format!(
+                "{name}: dimension {dimension} = {value:?} names nothing in the template"
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn dimensions_of(metric: &Value) -> Vec<(String, &Value)> {
+    metric["Dimensions"]
+        .as_sequence()
+        .map(|ds| {
+            ds.iter()
+                .map(|d| (d["Name"].as_str().unwrap().to_string(), &d["Value"]))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn every_alarm_names_an_existing_metric_with_dimensions_that_exist() {
+    let doc = raw_template();
+    let alarms = resources_of_type(&doc, "AWS::CloudWatch::Alarm");
+    assert!(alarms.len() >= 30, "only {} alarms", alarms.len());
+    let mut problems = Vec::new();
+    let mut alarmed = BTreeSet::new();
+    for (id, alarm) in &alarms {
+        let props = &alarm["Properties"];
+        let mut metrics = Vec::new();
+        if let Some(name) = props["MetricName"].as_str() {
+            metrics.push((
+                props["Namespace"].as_str().unwrap_or_default(),
+                name,
+                dimensions_of(props),
+            ));
+        } else {
+            let queries = props["Metrics"]
+                .as_sequence()
+                .unwrap_or_else(|| panic!("{id}: neither MetricName nor Metrics"));
+            let ids: Vec<&str> = queries.iter().map(|q| q["Id"].as_str().unwrap()).collect();
+            assert_eq!(
+                queries
+                    .iter()
+                    .filter(|q| q["ReturnData"].as_bool() != Some(false))
+                    .count(),
+                1,
+                "{id}: exactly one query returns data"
+            );
+            for query in queries {
+                if let Some(expression) = query["Expression"].as_str() {
+                    // Every identifier in the expression is a function or another query's Id.
+                    for word in expression.split(|c: char| !c.is_ascii_alphanumeric() && c != '_') {
+                        let is_function = ["IF", "FILL", "SUM", "MAX", "MIN", "AVG"].contains(&word);
+                        if !word.is_empty() && !word.chars().all(|c| c.is_ascii_digit()) && !is_function {
+                            assert!(ids.contains(&word), "{id}: expression names unknown query {word}");
+                        }
+                    }
+                } else {
+                    let metric = &query["MetricStat"]["Metric"];
+                    metrics.push((
+                        metric["Namespace"].as_str().unwrap_or_default(),
+                        metric["MetricName"]
+                            .as_str()
+                            .unwrap_or_else(|| panic!("{id}: query without a metric")),
+                        dimensions_of(metric),
+                    ));
+                }
+            }
+        }
+        assert!(!metrics.is_empty(), "{id}: no metric");
+        for (namespace, name, dimensions) in metrics {
+            if let Err(e) = check_metric(&doc, namespace, name, &dimensions) {
+                problems.push(format!("{id}: {e}"));
+            }
+            alarmed.insert(name.to_string());
+        }
+    }
+    assert!(problems.is_empty(), "{problems:#?}");
+    // What issue 11 asks to be alarmed on.
+    for name in [
+        "Errors",
+        "Throttles",
+        "5xx",
+        "Latency",
+        "OffsetLag",
+        "RecordsDeadLettered",
+        "EventsQuarantined",
+        "OutboxBacklog",
+        "FramesFailed",
+    ] {
+        assert!(alarmed.contains(name), "no alarm on {name}");
+    }
+}
+
+#[test]
+fn every_function_has_its_alarms_and_log_group_and_the_dashboard_shows_every_alarm() {
+    let doc = raw_template();
+    let alarms = resources_of_type(&doc, "AWS::CloudWatch::Alarm");
+    for (function, f) in resources_of_type(&doc, "AWS::Serverless::Function") {
+        for metric in ["Errors", "Throttles"] {
+            assert!(
+                alarms
+                    .iter()
+                    .any(|(_, a)| a["Properties"]["MetricName"].as_str() == Some(metric)
+                        && dimensions_of(&a["Properties"])
+                            .iter()
+                            .any(|(_, v)| tagged(v, "Ref") == Some(function.as_str()))),
+                "{function}: no {metric} alarm"
+            );
+        }
+        let group = tagged(&f["Properties"]["LoggingConfig"]["LogGroup"], "Ref")
+            .unwrap_or_else(|| panic!("{function}: no LoggingConfig.LogGroup"));
+        let group = &doc["Resources"][group];
+        assert_eq!(group["Type"].as_str(), Some("AWS::Logs::LogGroup"), "{function}");
+        assert_eq!(
+            tagged(&group["Properties"]["RetentionInDays"], "Ref"),
+            Some("LogRetentionInDays")
+        );
+    }
+
+    let dashboards = resources_of_type(&doc, "AWS::CloudWatch::Dashboard");
+    assert_eq!(dashboards.len(), 1, "one dashboard");
+    let body = tagged(&dashboards[0].1["Properties"]["DashboardBody"], "Sub").expect("DashboardBody: !Sub");
+    // Resolve ${...} the way CloudFormation would (numbers for the thresholds).
+    let mut resolved = String::new();
+    let mut rest = body;
+    let mut referenced = BTreeSet::new();
+    while let Some(start) = rest.find("${") {
+        let end = start + rest[start..].find('}').unwrap();
+        let name = &rest[start + 2..end];
+        referenced.insert(name.trim_end_matches(".Arn").to_string());
+        resolved.push_str(&rest[..start]);
+        resolved.push_str(if name.contains("Threshold") { "1" } else { "x" });
+        rest = &rest[end + 1..];
+    }
+    resolved.push_str(rest);
+    let body: serde_json::Value = serde_json::from_str(&resolved).expect("dashboard body is JSON");
+    for (id, _) in &alarms {
+        assert!(referenced.contains(id), "dashboard does not show {id}");
+    }
+    for name in &referenced {
+        let known = doc["Resources"].get(name.as_str()).is_some()
+            || doc["Parameters"].get(name.as_str()).is_some()
+            || name.starts_with("AWS::");
+        assert!(known, "dashboard refers to unknown {name}");
+    }
+    // Every DevConnect metric on the dashboard exists.
+    for widget in body["widgets"].as_array().unwrap() {
+        for line in widget["properties"]["metrics"].as_array().into_iter().flatten() {
+            let line = line.as_array().unwrap();
+            if line.first().and_then(|v| v.as_str()) == Some(devconnect::metrics::NAMESPACE) {
+                let name = line[1].as_str().unwrap();
+                assert!(devconnect::metrics::ALL.contains(&name), "dashboard metric {name}");
+            }
+        }
+    }
+}

@@ -5,6 +5,10 @@ use std::{path::Path, time::Duration};
 use anyhow::{bail, Context};
 use serde_yaml::Value;
 
+/// The YAML library the template is read with, for tests that check resources the
+/// gateway does not emulate (alarms, dashboard) against the raw document.
+pub use serde_yaml;
+
 /// One `HttpApi` event of a function.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HttpRoute {
