@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 use tracing::Instrument;
 
-use crate::{error::AppError, rate_limit::RateDecision, session::COOKIE_NAME};
+use crate::{error::AppError, metrics::Metrics, rate_limit::RateDecision, session::COOKIE_NAME};
 
 /// Bodies above this are refused with 413 before parsing.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -181,6 +181,28 @@ where
     let span = tracing::info_span!("request", request_id = %meta.request_id, route = %meta.route_key);
     let outcome = route(&meta, &req).instrument(span.clone()).await;
     span.in_scope(|| respond(&meta, outcome))
+}
+
+/// Invokes an HTTP function's `handle` and records the request in `metrics`: count by
+/// route and status class, latency, and a 429 or 401 refusal. Called where the function
+/// is invoked (Lambda's `main`, the local gateway), once per request, so every route of
+/// every function is measured the same way without each `handle` knowing about it.
+pub async fn measured<F, Fut>(metrics: &Metrics, req: Request, handle: F) -> Response<Body>
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: std::future::Future<Output = Response<Body>>,
+{
+    let started = std::time::Instant::now();
+    let route = match req.request_context_ref() {
+        Some(RequestContext::ApiGatewayV2(ctx)) => ctx.route_key.clone(),
+        _ => None,
+    }
+    // Without a route key (never from API Gateway), the method alone: a raw path
+    // would make a new CloudWatch metric per id.
+    .unwrap_or_else(|| req.method().to_string());
+    let response = handle(req).await;
+    metrics.request(&route, response.status().as_u16(), started.elapsed());
+    response
 }
 
 /// Encodes a handler's outcome: the one place errors become HTTP.

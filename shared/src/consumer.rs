@@ -10,7 +10,10 @@
 //! retries from there (bounded by the mapping's retry settings). Consumers dedupe by
 //! eventId, so a retry changes nothing twice. A consumer never fails the invocation.
 
-use std::collections::{BTreeMap, HashMap};
+use std::{
+    collections::{BTreeMap, HashMap},
+    time::Instant,
+};
 
 use aws_lambda_events::event::kafka::{KafkaEvent, KafkaRecord};
 use base64::{engine::general_purpose::STANDARD, Engine};
@@ -19,6 +22,7 @@ use serde_json::{json, Value};
 use crate::{
     error::AppError,
     events::{Envelope, ENVELOPE_VERSION},
+    metrics,
     producer::OutgoingRecord,
     publisher::Publisher,
 };
@@ -271,11 +275,14 @@ pub struct Batch {
     failures: BTreeMap<usize, Failure>,
     /// Counts the consumer fills in (applied, duplicates, skipped).
     pub report: BatchReport,
+    /// When decoding began: the batch latency runs from here to the end of [`Batch::finish`].
+    started: Instant,
 }
 
 impl Batch {
     /// Decodes `event`; undecodable records are already poison.
     pub fn decode(consumer: &'static str, event: KafkaEvent) -> Self {
+        let started = Instant::now();
         let (records, poison) = decode_batch(&event);
         let report = BatchReport {
             received: records.len() + poison.len(),
@@ -288,6 +295,7 @@ impl Batch {
             poison,
             failures: BTreeMap::new(),
             report,
+            started,
         }
     }
 
@@ -340,7 +348,8 @@ impl Batch {
     }
 
     /// Dead-letters what can never succeed and tells Lambda where each partition with
-    /// a transient failure must resume.
+    /// a transient failure must resume. Records the batch's counts and latency in the
+    /// publisher's metrics: here, once, where the report is final.
     pub async fn finish(mut self, publisher: &Publisher) -> BatchOutcome {
         let (mut checkpoints, dead) = self.settle();
         match dead_letter(publisher, self.consumer, &dead).await {
@@ -376,6 +385,12 @@ impl Batch {
                 .collect(),
         };
         tracing::info!(consumer = self.consumer, report = ?self.report, retry = ?response.batch_item_failures, "batch done");
+        let m = publisher.metrics();
+        m.count(metrics::RECORDS_APPLIED, self.report.applied as u64);
+        m.count(metrics::RECORDS_DUPLICATE, self.report.duplicates as u64);
+        m.count(metrics::RECORDS_DEAD_LETTERED, self.report.dead_lettered as u64);
+        m.count(metrics::RECORDS_RETRIED, self.report.retrying as u64);
+        m.millis(metrics::BATCH_LATENCY, self.started.elapsed());
         BatchOutcome {
             report: self.report,
             response,

@@ -20,7 +20,8 @@
 //! - [`consumer`]: decoding MSK batches, poison records and dead letters.
 //! - [`outbox`]: events that could not be produced are parked in Redis and relayed later.
 //! - [`publisher`]: produce-or-park, the only way handlers emit events.
-//! - [`metrics`]: metric names, shared by the code, the alarms and the local endpoint.
+//! - [`metrics`]: metric names (shared by the code, the alarms and the local endpoint) and
+//!   [`metrics::Metrics`], the handle that records them: EMF to stdout in Lambda, in memory locally.
 //! - [`telemetry`]: JSON structured logs.
 #![warn(missing_docs)]
 

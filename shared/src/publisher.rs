@@ -6,6 +6,7 @@ use crate::{
     config::Topics,
     error::AppError,
     events::{Envelope, EventType},
+    metrics::{self, Metrics},
     outbox,
     producer::{OutgoingRecord, Producer},
     store::Store,
@@ -27,17 +28,32 @@ pub struct Publisher {
     store: Store,
     topics: Topics,
     source: &'static str,
+    metrics: Metrics,
 }
 
 impl Publisher {
-    /// A publisher for the function `source`.
-    pub fn new(producer: Arc<Producer>, store: Store, topics: Topics, source: &'static str) -> Self {
+    /// A publisher for the function `source`, counting produced and parked events in `metrics`.
+    pub fn new(producer: Arc<Producer>, store: Store, topics: Topics, source: &'static str, metrics: Metrics) -> Self {
         Self {
             producer,
             store,
             topics,
             source,
+            metrics,
         }
+    }
+
+    /// The same publisher, counting into `metrics`.
+    pub fn with_metrics(&self, metrics: Metrics) -> Self {
+        Self {
+            metrics,
+            ..self.clone()
+        }
+    }
+
+    /// The function's metrics (consumers report their batches through the publisher they finish with).
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// Produces many events in one go (one produce request per partition), parking them
@@ -62,13 +78,18 @@ impl Publisher {
         if records.is_empty() {
             return Ok(Delivery::Produced);
         }
+        let count = records.len() as u64;
         match self.producer.send_batch(records.clone()).await {
-            Ok(()) => Ok(Delivery::Produced),
+            Ok(()) => {
+                self.metrics.count(metrics::EVENTS_PRODUCED, count);
+                Ok(Delivery::Produced)
+            }
             // A permanent error (e.g. an oversized record) is parked too: the request must
             // not fail, and the relay quarantines what can never be produced.
             Err(e) => {
                 tracing::warn!(error = %e, permanent = e.is_permanent(), count = records.len(), "events parked in the outbox");
                 outbox::park_all(&self.store, &records).await?;
+                self.metrics.count(metrics::EVENTS_PARKED, count);
                 Ok(Delivery::Parked)
             }
         }
@@ -104,11 +125,15 @@ impl Publisher {
         let event_id = envelope.event_id;
         let record = self.record(envelope)?;
         match self.producer.send(record.clone()).await {
-            Ok(_) => Ok(Delivery::Produced),
+            Ok(_) => {
+                self.metrics.count(metrics::EVENTS_PRODUCED, 1);
+                Ok(Delivery::Produced)
+            }
             // Parked even when permanent (e.g. too large): the relay quarantines it.
             Err(e) => {
                 tracing::warn!(error = %e, permanent = e.is_permanent(), event_type = ?event_type, event_id = %event_id, "event parked in the outbox");
                 outbox::park(&self.store, &record).await?;
+                self.metrics.count(metrics::EVENTS_PARKED, 1);
                 Ok(Delivery::Parked)
             }
         }

@@ -9,6 +9,7 @@ use crate::{
     config::Config,
     discovery::{self, DiscoveryError},
     error::AppError,
+    metrics::Metrics,
     producer::Producer,
     publisher::Publisher,
     session::{self, Principal, WithUser},
@@ -37,11 +38,15 @@ pub struct AppState {
     pub producer: Arc<Producer>,
     /// Produce-or-park for this function's events.
     pub publisher: Publisher,
+    /// This function's metrics (the publisher records through the same handle).
+    pub metrics: Metrics,
 }
 
 impl AppState {
     /// Discovers endpoints named as AWS resources, connects to Redis and prepares the
-    /// (lazy) Kafka producer for the function `source`.
+    /// (lazy) Kafka producer for the function `source`. Metrics go to a fresh in-memory
+    /// recorder (each local stack has its own); Lambda's `main` swaps in EMF with
+    /// [`AppState::with_metrics`].
     pub async fn connect(config: Config, source: &'static str) -> Result<Self, InitError> {
         let endpoints = discovery::resolve(&config).await?;
         // Discovery knows a sharded cache (cluster-mode group, Serverless) even when
@@ -49,13 +54,30 @@ impl AppState {
         let cluster = config.redis_cluster || endpoints.redis_cluster;
         let store = Store::connect(&endpoints.redis_url, config.redis_timeout, cluster).await?;
         let producer = Arc::new(Producer::new(endpoints.kafka, config.produce_timeout));
-        let publisher = Publisher::new(Arc::clone(&producer), store.clone(), config.topics.clone(), source);
+        let metrics = Metrics::local(source);
+        let publisher = Publisher::new(
+            Arc::clone(&producer),
+            store.clone(),
+            config.topics.clone(),
+            source,
+            metrics.clone(),
+        );
         Ok(Self {
             config: Arc::new(config),
             store,
             producer,
             publisher,
+            metrics,
         })
+    }
+
+    /// The same clients, recording into `metrics` (in Lambda: the EMF recorder).
+    pub fn with_metrics(self, metrics: Metrics) -> Self {
+        Self {
+            publisher: self.publisher.with_metrics(metrics.clone()),
+            metrics,
+            ..self
+        }
     }
 
     /// Authenticates an HTTP request (bearer token or session cookie) and counts it
@@ -64,16 +86,21 @@ impl AppState {
         session::authenticate(&self.store, &self.config.rate_limits, api::bearer_token(req), with_user).await
     }
 
-    /// The same clients, publishing as another function (the local gateway hosts them all in one process).
-    pub fn for_function(&self, source: &'static str) -> Self {
+    /// The same clients and recorder, as another function (the local gateway hosts them
+    /// all in one process): events carry `source`, metrics the [`crate::metrics::FUNCTION`]
+    /// dimension `binary` (template.yaml's `BuildProperties: Binary`).
+    pub fn for_function(&self, source: &'static str, binary: &'static str) -> Self {
+        let metrics = self.metrics.for_function(binary);
         let publisher = Publisher::new(
             Arc::clone(&self.producer),
             self.store.clone(),
             self.config.topics.clone(),
             source,
+            metrics.clone(),
         );
         Self {
             publisher,
+            metrics,
             ..self.clone()
         }
     }

@@ -133,3 +133,150 @@ async fn messages_to_an_offline_user_notify_in_order_and_online_users_are_not_no
 fn chrono_today() -> String {
     devconnect::user::now_rfc3339()[..10].to_string()
 }
+
+/// `GET /_local/metrics` over HTTP, as a developer would read it.
+async fn local_metrics(stack: &Stack) -> serde_json::Value {
+    let r = stack.client().get("/_local/metrics").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.body
+}
+
+/// The value of counter `name` with exactly these dimensions (0 if it was never counted).
+fn counter(metrics: &serde_json::Value, name: &str, dimensions: serde_json::Value) -> u64 {
+    metrics["counters"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["name"] == name && c["dimensions"] == dimensions))
+        .and_then(|c| c["value"].as_u64())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn after_signups_messages_and_a_poison_record_the_local_metrics_say_exactly_that() {
+    use devconnect::{metrics as m, producer::OutgoingRecord};
+
+    const SIGNUPS: u64 = 3;
+    const MESSAGES: u64 = 4;
+    let stack = Stack::start_full(&[]).await;
+    let a = stack.user("meter-a").await;
+    let b = stack.user("meter-b").await;
+    let _c = stack.user("meter-c").await;
+    stack.connect(&a, &b).await;
+    for i in 0..MESSAGES {
+        assert_eq!(a.message(&b.id, &format!("counted {i}")).await.status, 201);
+    }
+    assert_eq!(stack.client().get("/profile").await.status, 401);
+    let poison = OutgoingRecord {
+        topic: "message-events".into(),
+        key: "poison".into(),
+        value: b"{not an envelope".to_vec(),
+        headers: Default::default(),
+    };
+    stack
+        .state
+        .producer
+        .send(poison)
+        .await
+        .expect("produce the poison record");
+
+    // What the consumers must have seen: welcome x3, request, acceptance, and a message
+    // notification each (B never comes online); analytics counts every event, including
+    // the NOTIFICATION_CREATED ones; every consumer of message-events dead-letters the poison.
+    let events = SIGNUPS + 2 + MESSAGES;
+    let f = |function: &str| json!({ "Function": function });
+    let settled = |metrics: &serde_json::Value| {
+        counter(metrics, m::RECORDS_APPLIED, f("analytics-consumer")) >= 2 * events
+            && ["notifications-consumer", "analytics-consumer", "realtime-pusher"]
+                .iter()
+                .all(|c| counter(metrics, m::RECORDS_DEAD_LETTERED, f(c)) >= 1)
+    };
+    let started = Instant::now();
+    let mut metrics = local_metrics(&stack).await;
+    while !settled(&metrics) && started.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        metrics = local_metrics(&stack).await;
+    }
+    // Let a late or duplicate delivery show up before asserting exact numbers.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let metrics = local_metrics(&stack).await;
+    let route = |function: &str, route: &str, class: &str| json!({ "Function": function, "Route": route, "StatusClass": class });
+
+    // HTTP: by function, route and status class, as CloudWatch would slice them.
+    assert_eq!(
+        counter(&metrics, m::REQUESTS, route("auth", "POST /auth/signup", "2xx")),
+        SIGNUPS,
+        "{metrics}"
+    );
+    assert_eq!(
+        counter(
+            &metrics,
+            m::REQUESTS,
+            route("messaging", "POST /messages/{userId}", "2xx")
+        ),
+        MESSAGES
+    );
+    assert_eq!(counter(&metrics, m::REQUESTS, route("auth", "GET /profile", "4xx")), 1);
+    assert_eq!(counter(&metrics, m::AUTH_REFUSED, f("auth")), 1);
+    assert_eq!(counter(&metrics, m::RATE_LIMITED, f("auth")), 0);
+    let signup_latency = metrics["histograms"]
+        .as_array()
+        .and_then(|h| {
+            h.iter().find(|h| {
+                h["name"] == m::LATENCY && h["dimensions"] == json!({"Function": "auth", "Route": "POST /auth/signup"})
+            })
+        })
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(signup_latency["count"], SIGNUPS, "{metrics}");
+    assert_eq!(signup_latency["unit"], "Milliseconds");
+
+    // Events: produced by the function that emitted them, none parked (the broker is up).
+    assert_eq!(counter(&metrics, m::EVENTS_PRODUCED, f("auth")), SIGNUPS);
+    assert_eq!(counter(&metrics, m::EVENTS_PRODUCED, f("messaging")), MESSAGES);
+    assert_eq!(counter(&metrics, m::EVENTS_PRODUCED, f("requests")), 2);
+    // NOTIFICATION_CREATED for each notification, and the one dead letter.
+    assert_eq!(
+        counter(&metrics, m::EVENTS_PRODUCED, f("notifications-consumer")),
+        events + 1
+    );
+    assert!(metrics["counters"]
+        .as_array()
+        .is_some_and(|c| c.iter().all(|c| c["name"] != m::EVENTS_PARKED)));
+
+    // Consumers: every record applied exactly once, the poison dead-lettered once by each
+    // consumer of its topic, nothing retried.
+    assert_eq!(
+        counter(&metrics, m::RECORDS_APPLIED, f("notifications-consumer")),
+        events,
+        "{metrics}"
+    );
+    assert_eq!(
+        counter(&metrics, m::RECORDS_APPLIED, f("analytics-consumer")),
+        2 * events,
+        "{metrics}"
+    );
+    for consumer in ["notifications-consumer", "analytics-consumer", "realtime-pusher"] {
+        assert_eq!(
+            counter(&metrics, m::RECORDS_DEAD_LETTERED, f(consumer)),
+            1,
+            "{consumer}: {metrics}"
+        );
+        assert_eq!(counter(&metrics, m::RECORDS_RETRIED, f(consumer)), 0, "{consumer}");
+    }
+    assert!(metrics["histograms"].as_array().is_some_and(|h| h
+        .iter()
+        .any(|h| h["name"] == m::BATCH_LATENCY && h["dimensions"] == f("notifications-consumer"))));
+}
+
+#[tokio::test]
+async fn the_local_metrics_endpoint_is_get_only_and_unknown_routes_stay_404() {
+    let stack = Stack::start().await;
+    let fresh = local_metrics(&stack).await;
+    assert_eq!(fresh["namespace"], "DevConnect");
+    assert_eq!(fresh["counters"], json!([]));
+    let posted = stack.client().post("/_local/metrics", json!({})).await;
+    assert_eq!((posted.status, posted.error_code()), (405, "method_not_allowed"));
+    let unknown = stack.client().get("/_local/nothing").await;
+    assert_eq!((unknown.status, unknown.error_code()), (404, "not_found"));
+    // A route the gateway itself refuses is not a function invocation: nothing counted.
+    assert_eq!(local_metrics(&stack).await["counters"], json!([]));
+}

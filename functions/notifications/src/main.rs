@@ -2,16 +2,19 @@
 
 use std::convert::Infallible;
 
-use devconnect::{config::Config, telemetry, AppState};
+use devconnect::{api, config::Config, metrics::Emf, telemetry, AppState};
 use lambda_http::{run, service_fn, Error, Request};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     telemetry::init();
+    // Metrics in CloudWatch Embedded Metric Format, flushed to stdout once per invocation.
+    let (emf, metrics) = Emf::install(env!("CARGO_BIN_NAME"))?;
     let state = AppState::connect(Config::from_env()?, devconnect_notifications::FUNCTION_NAME).await?;
-    let state = &state;
+    let state = &state.with_metrics(metrics);
     run(service_fn(move |req: Request| async move {
-        Ok::<_, Infallible>(devconnect_notifications::handle(state, req).await)
+        let response = api::measured(&state.metrics, req, |req| devconnect_notifications::handle(state, req));
+        Ok::<_, Infallible>(emf.invocation(response).await)
     }))
     .await
 }

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use devconnect::{
     api::{self, Reply},
+    metrics,
     outbox::{self, RelayReport},
     AppError, AppState,
 };
@@ -84,9 +85,14 @@ async fn probe(check: impl std::future::Future<Output = Result<bool, AppError>>)
 }
 
 /// One scheduled relay run: drains the outbox to Kafka in order, quarantining records
-/// that can never be produced, and stops at [`outbox::RUN_DEADLINE`].
+/// that can never be produced, and stops at [`outbox::RUN_DEADLINE`]. Each run samples
+/// the backlog it leaves ([`metrics::OUTBOX_BACKLOG`]), so the alarm sees it every period.
 pub async fn relay(state: &AppState) -> Result<RelayReport, AppError> {
     let report = outbox::relay(&state.store, &state.producer, RELAY_BATCH).await?;
+    let m = &state.metrics;
+    m.count(metrics::EVENTS_RELAYED, report.relayed as u64);
+    m.count(metrics::EVENTS_QUARANTINED, report.quarantined as u64);
+    m.gauge(metrics::OUTBOX_BACKLOG, report.remaining as f64);
     if report.quarantined > 0 {
         tracing::error!(
             quarantined = report.quarantined,

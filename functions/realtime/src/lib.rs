@@ -31,6 +31,7 @@ use aws_lambda_events::{
 use devconnect::{
     consumer::{Batch, BatchOutcome, Failure},
     events::EventType,
+    metrics,
     session::{self, WithUser},
     AppError, AppState,
 };
@@ -143,6 +144,7 @@ async fn connect(
             Ok(p) => p,
             Err(e) => {
                 tracing::info!(code = e.code(), "connection refused");
+                app.metrics.count(metrics::WEBSOCKET_CONNECTS_REFUSED, 1);
                 return response(i64::from(e.status().as_u16()), None);
             }
         };
@@ -155,6 +157,7 @@ async fn connect(
         Ok(_) => response(200, protocol.as_deref()),
         Err(e) => {
             tracing::error!(error = %e, "could not register the connection");
+            app.metrics.count(metrics::WEBSOCKET_CONNECTS_REFUSED, 1);
             response(503, None)
         }
     }
@@ -341,6 +344,7 @@ async fn deliver(
         }
     };
     let mut owner_of = BTreeMap::new();
+    let mut frames_to = BTreeMap::new();
     let mut jobs = Vec::new();
     for (user_id, frames) in &frames_for_user {
         match &sockets[user_id] {
@@ -348,6 +352,7 @@ async fn deliver(
             Ok(connections) => {
                 for c in connections {
                     owner_of.insert(c.clone(), user_id.clone());
+                    frames_to.insert(c.clone(), frames.len() as u64);
                     jobs.push((c.clone(), frames.iter().map(|(_, f)| f.to_vec()).collect()));
                 }
             }
@@ -355,16 +360,30 @@ async fn deliver(
     }
     let outcomes = rt.pusher.fan_out(jobs).await;
     let (mut delivered, mut failed, mut stale) = (0, 0, Vec::new());
+    // Frames, not sockets: a socket with three events waiting gets (or misses) three frames.
+    let (mut frames_sent, mut frames_gone, mut frames_failed) = (0, 0, 0);
     for (connection, outcome) in outcomes {
+        let frames = frames_to.get(&connection).copied().unwrap_or(1);
         match outcome {
-            Pushed::Delivered => delivered += 1,
-            Pushed::Gone => stale.push((owner_of[&connection].clone(), connection)),
+            Pushed::Delivered => {
+                delivered += 1;
+                frames_sent += frames;
+            }
+            Pushed::Gone => {
+                frames_gone += frames;
+                stale.push((owner_of[&connection].clone(), connection));
+            }
             Pushed::Failed(e) => {
                 failed += 1;
+                frames_failed += frames;
                 tracing::warn!(%connection, error = %e, "frame not delivered");
             }
         }
     }
+    let m = &rt.app.metrics;
+    m.count(metrics::FRAMES_SENT, frames_sent);
+    m.count(metrics::FRAMES_GONE, frames_gone);
+    m.count(metrics::FRAMES_FAILED, frames_failed);
     if let Err(e) = connections::remove_stale(&rt.app.store, &stale).await {
         // Harmless: a stale id expires with its TTL, and the next 410 removes it again.
         tracing::warn!(error = %e, stale = stale.len(), "stale connections not removed");

@@ -4,8 +4,9 @@ use aws_lambda_events::event::{
     apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest},
     kafka::KafkaEvent,
 };
-use devconnect::AppState;
+use devconnect::{api, metrics::Metrics, AppState};
 use devconnect_realtime::{pusher::Pusher, Realtime};
+use futures::future::BoxFuture;
 use lambda_http::{Body, Request, Response};
 use serde_json::{json, Value};
 
@@ -33,50 +34,106 @@ pub const WEBSOCKET_FUNCTION: &str = "RealtimeFunction";
 /// Scheduled functions by LogicalId.
 pub const SCHEDULED_FUNCTIONS: &[&str] = &["OutboxRelayFunction", "PresenceSweepFunction"];
 
-/// One `AppState` per function (they share connections; only the event `source` differs).
+/// An HTTP function's `handle`, boxed: one type for all seven, and a shallow future
+/// (the handlers' futures nest deep enough to hit rustc's layout recursion limit).
+type HttpHandler = for<'a> fn(&'a AppState, Request) -> BoxFuture<'a, Response<Body>>;
+
+/// Each function's template.yaml `BuildProperties: Binary` by LogicalId: the value of
+/// its metrics' `Function` dimension, as in AWS (where `main` takes it from the binary).
+pub const BINARIES: &[(&str, &str)] = &[
+    ("AuthFunction", "auth"),
+    ("RequestsFunction", "requests"),
+    ("MessagingFunction", "messaging"),
+    ("PresenceFunction", "presence"),
+    ("PresenceSweepFunction", "presence-sweep"),
+    ("NotificationsFunction", "notifications"),
+    ("NotificationsConsumerFunction", "notifications-consumer"),
+    ("AnalyticsFunction", "analytics"),
+    ("AnalyticsConsumerFunction", "analytics-consumer"),
+    ("OpsFunction", "ops"),
+    ("OutboxRelayFunction", "outbox-relay"),
+    ("RealtimeFunction", "realtime"),
+    ("RealtimePusherFunction", "realtime-pusher"),
+];
+
+/// One `AppState` per deployed function (binary): they share connections and one metrics
+/// recorder; the event `source` and the metrics' `Function` dimension differ.
 #[derive(Clone)]
 pub struct Functions {
     auth: AppState,
     requests: AppState,
     messaging: AppState,
     presence: AppState,
+    presence_sweep: AppState,
     notifications: AppState,
+    notifications_consumer: AppState,
     analytics: AppState,
+    analytics_consumer: AppState,
     realtime: Realtime,
+    realtime_pusher: Realtime,
     ops: AppState,
+    outbox_relay: AppState,
+    metrics: Metrics,
 }
 
 impl Functions {
     /// Hosts every function on the given clients; `websocket_endpoint` is where the
     /// `@connections` API is served (the gateway itself, e.g. `http://127.0.0.1:3000`).
+    /// Every function records into `state`'s metrics recorder, read by [`Functions::metrics`].
     pub fn new(state: &AppState, websocket_endpoint: &str) -> Self {
+        let binary = |logical_id: &str| {
+            BINARIES
+                .iter()
+                .find(|(id, _)| *id == logical_id)
+                .map_or("unknown", |(_, binary)| *binary)
+        };
+        let realtime = |logical_id| Realtime {
+            app: state.for_function(devconnect_realtime::FUNCTION_NAME, binary(logical_id)),
+            pusher: Pusher::local(websocket_endpoint),
+        };
         Self {
-            auth: state.for_function(devconnect_auth::FUNCTION_NAME),
-            requests: state.for_function(devconnect_requests::FUNCTION_NAME),
-            messaging: state.for_function(devconnect_messaging::FUNCTION_NAME),
-            presence: state.for_function(devconnect_presence::FUNCTION_NAME),
-            notifications: state.for_function(devconnect_notifications::FUNCTION_NAME),
-            analytics: state.for_function(devconnect_analytics::FUNCTION_NAME),
-            realtime: Realtime {
-                app: state.for_function(devconnect_realtime::FUNCTION_NAME),
-                pusher: Pusher::local(websocket_endpoint),
-            },
-            ops: state.for_function(devconnect_ops::FUNCTION_NAME),
+            auth: state.for_function(devconnect_auth::FUNCTION_NAME, binary("AuthFunction")),
+            requests: state.for_function(devconnect_requests::FUNCTION_NAME, binary("RequestsFunction")),
+            messaging: state.for_function(devconnect_messaging::FUNCTION_NAME, binary("MessagingFunction")),
+            presence: state.for_function(devconnect_presence::FUNCTION_NAME, binary("PresenceFunction")),
+            presence_sweep: state.for_function(devconnect_presence::FUNCTION_NAME, binary("PresenceSweepFunction")),
+            notifications: state.for_function(devconnect_notifications::FUNCTION_NAME, binary("NotificationsFunction")),
+            notifications_consumer: state.for_function(
+                devconnect_notifications::FUNCTION_NAME,
+                binary("NotificationsConsumerFunction"),
+            ),
+            analytics: state.for_function(devconnect_analytics::FUNCTION_NAME, binary("AnalyticsFunction")),
+            analytics_consumer: state
+                .for_function(devconnect_analytics::FUNCTION_NAME, binary("AnalyticsConsumerFunction")),
+            realtime: realtime("RealtimeFunction"),
+            realtime_pusher: realtime("RealtimePusherFunction"),
+            ops: state.for_function(devconnect_ops::FUNCTION_NAME, binary("OpsFunction")),
+            outbox_relay: state.for_function(devconnect_ops::FUNCTION_NAME, binary("OutboxRelayFunction")),
+            metrics: state.metrics.clone(),
         }
     }
 
-    /// Invokes an HTTP function; `None` if no such function is hosted.
+    /// The recorder every hosted function counts into (`GET /_local/metrics`).
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Invokes an HTTP function, measured as its Lambda `main` measures it; `None` if no
+    /// such function is hosted.
     pub async fn invoke_http(&self, function: &str, req: Request) -> Option<Response<Body>> {
-        Some(match function {
-            "AuthFunction" => devconnect_auth::handle(&self.auth, req).await,
-            "RequestsFunction" => devconnect_requests::handle(&self.requests, req).await,
-            "MessagingFunction" => devconnect_messaging::handle(&self.messaging, req).await,
-            "PresenceFunction" => devconnect_presence::handle(&self.presence, req).await,
-            "NotificationsFunction" => devconnect_notifications::handle(&self.notifications, req).await,
-            "AnalyticsFunction" => devconnect_analytics::handle(&self.analytics, req).await,
-            "OpsFunction" => devconnect_ops::handle(&self.ops, req).await,
+        let (state, handle): (&AppState, HttpHandler) = match function {
+            "AuthFunction" => (&self.auth, |s, r| Box::pin(devconnect_auth::handle(s, r))),
+            "RequestsFunction" => (&self.requests, |s, r| Box::pin(devconnect_requests::handle(s, r))),
+            "MessagingFunction" => (&self.messaging, |s, r| Box::pin(devconnect_messaging::handle(s, r))),
+            "PresenceFunction" => (&self.presence, |s, r| Box::pin(devconnect_presence::handle(s, r))),
+            "NotificationsFunction" => (&self.notifications, |s, r| {
+                Box::pin(devconnect_notifications::handle(s, r))
+            }),
+            "AnalyticsFunction" => (&self.analytics, |s, r| Box::pin(devconnect_analytics::handle(s, r))),
+            "OpsFunction" => (&self.ops, |s, r| Box::pin(devconnect_ops::handle(s, r))),
             _ => return None,
-        })
+        };
+        Some(api::measured(&state.metrics, req, |req| handle(state, req)).await)
     }
 
     /// Invokes an MSK-triggered function with a batch. The value is the function's
@@ -84,9 +141,11 @@ impl Functions {
     /// only if there is no such function.
     pub async fn invoke_consumer(&self, function: &str, event: KafkaEvent) -> anyhow::Result<Value> {
         let outcome = match function {
-            "NotificationsConsumerFunction" => devconnect_notifications::consume(&self.notifications, event).await,
-            "AnalyticsConsumerFunction" => devconnect_analytics::consume(&self.analytics, event).await,
-            "RealtimePusherFunction" => devconnect_realtime::push_batch(&self.realtime, event).await,
+            "NotificationsConsumerFunction" => {
+                devconnect_notifications::consume(&self.notifications_consumer, event).await
+            }
+            "AnalyticsConsumerFunction" => devconnect_analytics::consume(&self.analytics_consumer, event).await,
+            "RealtimePusherFunction" => devconnect_realtime::push_batch(&self.realtime_pusher, event).await,
             other => anyhow::bail!("no consumer function {other}"),
         };
         Ok(serde_json::to_value(outcome)?)
@@ -100,13 +159,38 @@ impl Functions {
     /// Invokes a scheduled function as EventBridge would; returns its result.
     pub async fn invoke_scheduled(&self, function: &str) -> anyhow::Result<Value> {
         match function {
-            "OutboxRelayFunction" => Ok(serde_json::to_value(devconnect_ops::relay(&self.ops).await?)?),
+            "OutboxRelayFunction" => Ok(serde_json::to_value(devconnect_ops::relay(&self.outbox_relay).await?)?),
             "PresenceSweepFunction" => {
                 let correlation = uuid::Uuid::now_v7().to_string();
-                let marked = devconnect_presence::sweep(&self.presence, &correlation).await?;
+                let marked = devconnect_presence::sweep(&self.presence_sweep, &correlation).await?;
                 Ok(json!({ "markedOffline": marked }))
             }
             other => anyhow::bail!("no scheduled function {other}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The `Function` dimension locally must be what AWS records: the template's Binary.
+    #[test]
+    fn binaries_are_the_templates_build_properties() {
+        let text = std::fs::read_to_string(crate::default_template_path()).expect("template.yaml");
+        let template: serde_yaml::Value = serde_yaml::from_str(&text).expect("YAML");
+        let resources = template["Resources"].as_mapping().expect("Resources");
+        let mut declared: Vec<(String, String)> = resources
+            .iter()
+            .filter(|(_, r)| r["Type"] == "AWS::Serverless::Function")
+            .map(|(id, r)| {
+                let binary = r["Metadata"]["BuildProperties"]["Binary"].as_str().unwrap_or("?");
+                (id.as_str().unwrap_or("?").to_string(), binary.to_string())
+            })
+            .collect();
+        declared.sort();
+        let mut ours: Vec<(String, String)> = BINARIES.iter().map(|(i, b)| (i.to_string(), b.to_string())).collect();
+        ours.sort();
+        assert_eq!(ours, declared);
     }
 }

@@ -6,7 +6,8 @@
 //! - [`functions`] maps a template LogicalId to the handler, called in-process.
 //! - [`msk`] emulates the MSK event source mappings: poll, invoke, commit; bounded
 //!   retries, bisection, record age, partial batch responses, on-failure topic.
-//! - [`server`] is the HTTP front door, with 404/405 in the product's error shape.
+//! - [`server`] is the HTTP front door, with 404/405 in the product's error shape, and
+//!   `GET /_local/metrics`: what every hosted function recorded, as CloudWatch would see it.
 //! - [`websocket`] is the WebSocket API and its `@connections` endpoint.
 #![warn(missing_docs)]
 

@@ -23,6 +23,10 @@ use crate::{
 /// API Gateway's payload limit.
 const MAX_GATEWAY_BODY: usize = 10 * 1024 * 1024;
 
+/// Local only (not in template.yaml, so never deployed): the metrics every hosted function
+/// recorded since the gateway started, the same names and dimensions as in CloudWatch.
+pub const METRICS_PATH: &str = "/_local/metrics";
+
 /// The template's routes bound to in-process functions.
 pub struct Gateway {
     /// What template.yaml declares.
@@ -45,10 +49,11 @@ impl Gateway {
 }
 
 /// The axum app: every HttpApi route of the template, the WebSocket API on `/ws`,
-/// and the `@connections` management endpoint.
+/// the `@connections` management endpoint, and [`METRICS_PATH`].
 pub fn router(gateway: Arc<Gateway>) -> Router {
     Router::new()
         .route(websocket::PATH, get(websocket::upgrade))
+        .route(METRICS_PATH, get(local_metrics).fallback(metrics_method_not_allowed))
         .route(
             "/@connections/{id}",
             post(websocket::post_to_connection)
@@ -73,6 +78,27 @@ pub fn spawn_schedules(gateway: Arc<Gateway>, max_period: Duration) {
             }
         });
     }
+}
+
+/// `GET /_local/metrics`: `{"namespace", "counters", "gauges", "histograms"}`, each entry
+/// `{"name", "dimensions": {"Function", ...}, "unit", "value"}` (histograms: count, sum,
+/// min, max, p50, p99), totals since the gateway started.
+async fn local_metrics(State(gateway): State<Arc<Gateway>>) -> AxumResponse {
+    let snapshot = gateway.functions.metrics().snapshot().unwrap_or_default();
+    (
+        StatusCode::OK,
+        [("content-type", "application/json")],
+        snapshot.to_string(),
+    )
+        .into_response()
+}
+
+async fn metrics_method_not_allowed(req: AxumRequest) -> AxumResponse {
+    gateway_error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        &format!("{} is not allowed on {METRICS_PATH}", req.method()),
+    )
 }
 
 async fn dispatch(State(gateway): State<Arc<Gateway>>, req: AxumRequest) -> AxumResponse {
