@@ -262,3 +262,141 @@ async fn with_redis_down_a_connection_is_refused_with_503_not_a_crash() {
     };
     assert_eq!(status, 503);
 }
+
+/// A `$default` event for `connection_id` carrying `body`, as API Gateway sends it.
+fn default_route_event(
+    connection_id: &str,
+    body: &str,
+) -> aws_lambda_events::event::apigw::ApiGatewayWebsocketProxyRequest {
+    serde_json::from_value(json!({
+        "requestContext": {
+            "routeKey": "$default",
+            "eventType": "MESSAGE",
+            "connectionId": connection_id,
+            "requestId": "test-request",
+            "messageDirection": "IN",
+            "connectedAt": 1_700_000_000_000_i64,
+            "requestTimeEpoch": 1_700_000_000_000_i64,
+            "domainName": "example.execute-api.eu-west-1.amazonaws.com",
+            "stage": "prod",
+            "apiId": "example",
+            "identity": {"sourceIp": "127.0.0.1"},
+        },
+        "body": body,
+        "isBase64Encoded": false,
+    }))
+    .expect("a WebSocket event")
+}
+
+fn body_frame(response: &aws_lambda_events::event::apigw::ApiGatewayProxyResponse) -> Option<Value> {
+    match &response.body {
+        Some(aws_lambda_events::encodings::Body::Text(t)) => Some(serde_json::from_str(t).expect("frames are JSON")),
+        _ => None,
+    }
+}
+
+/// The reply frames are the function's response body (sent back by the `$default`
+/// route response), not a PostToConnection: they arrive with the `@connections`
+/// endpoint unreachable, which is a VPC without NAT or an execute-api endpoint.
+#[tokio::test]
+async fn pong_and_error_frames_are_the_response_body_with_the_connections_endpoint_unreachable() {
+    let stack = Stack::start().await;
+    let u = stack.user("nat-less").await;
+    let v = stack.user("friend").await;
+    stack.connect(&u, &v).await;
+    let rt = devconnect_realtime::Realtime {
+        app: stack.state.clone(),
+        // Nothing listens on port 1: every PostToConnection fails at once.
+        pusher: devconnect_realtime::pusher::Pusher::local("http://127.0.0.1:1"),
+    };
+    devconnect_realtime::connections::register(&stack.state.store, &u.id, "conn-nat-less")
+        .await
+        .unwrap();
+
+    let pong = devconnect_realtime::handle(&rt, default_route_event("conn-nat-less", r#"{"action":"ping"}"#)).await;
+    assert_eq!(pong.status_code, 200);
+    assert_eq!(body_frame(&pong), Some(json!({"type": "pong"})));
+
+    let error = devconnect_realtime::handle(&rt, default_route_event("conn-nat-less", "not json")).await;
+    assert_eq!(error.status_code, 200, "a bad frame keeps the socket");
+    let frame = body_frame(&error).expect("an error frame in the body");
+    assert_eq!(
+        (frame["type"].as_str(), frame["code"].as_str()),
+        (Some("error"), Some("bad_frame"))
+    );
+
+    let unknown = devconnect_realtime::handle(&rt, default_route_event("conn-unknown", r#"{"action":"ping"}"#)).await;
+    assert_eq!(body_frame(&unknown).unwrap()["code"], "unknown_connection");
+
+    // Typing goes to another user's sockets: PostToConnection, so no body for the sender.
+    let typing = json!({"action": "typing", "to": v.id}).to_string();
+    let relayed = devconnect_realtime::handle(&rt, default_route_event("conn-nat-less", &typing)).await;
+    assert_eq!(relayed.status_code, 200);
+    assert_eq!(body_frame(&relayed), None);
+}
+
+/// A gateway whose `@connections` endpoint is unreachable from the functions (as in a
+/// VPC without a way out), over the stack's Redis and broker.
+async fn gateway_without_connections_endpoint(
+    stack: &Stack,
+    route_responses: Option<local_gateway::websocket::RouteResponses>,
+) -> (String, tokio::task::JoinHandle<()>) {
+    use local_gateway::{default_template_path, functions::Functions, server, template::Template, websocket::Sockets};
+    let template = Template::load(&default_template_path()).expect("template.yaml");
+    let mut gateway = server::Gateway::new(template, Functions::new(&stack.state, "http://127.0.0.1:1"));
+    if let Some(r) = route_responses {
+        gateway.sockets = Sockets::with_route_responses(r);
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!(
+        "ws://{}{}",
+        listener.local_addr().expect("addr"),
+        local_gateway::websocket::PATH
+    );
+    let app =
+        server::router(std::sync::Arc::new(gateway)).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (url, task)
+}
+
+#[tokio::test]
+async fn the_local_gateway_sends_the_pong_through_the_route_response_without_post_to_connection() {
+    let stack = Stack::start().await;
+    let u = stack.user("two-way").await;
+    let (url, server) = gateway_without_connections_endpoint(&stack, None).await;
+    let (mut socket, _) = connect_async(format!("{url}?token={}", u.client.token()))
+        .await
+        .expect("socket refused");
+    send(&mut socket, r#"{"action":"ping"}"#).await;
+    assert!(
+        frame_of(&mut socket, "pong", Duration::from_secs(1)).await.is_some(),
+        "template.yaml's $default route response carries the pong"
+    );
+    send(&mut socket, r#"{"action":"dance"}"#).await;
+    let error = frame_of(&mut socket, "error", Duration::from_secs(1))
+        .await
+        .expect("error frame");
+    assert_eq!(error["code"], "unknown_action");
+    server.abort();
+}
+
+#[tokio::test]
+async fn without_a_route_response_the_local_gateway_drops_the_body_as_api_gateway_does() {
+    let stack = Stack::start().await;
+    let u = stack.user("one-way").await;
+    let (url, server) =
+        gateway_without_connections_endpoint(&stack, Some(local_gateway::websocket::RouteResponses::default())).await;
+    let (mut socket, _) = connect_async(format!("{url}?token={}", u.client.token()))
+        .await
+        .expect("socket refused");
+    send(&mut socket, r#"{"action":"ping"}"#).await;
+    assert!(
+        frame_of(&mut socket, "pong", Duration::from_millis(500))
+            .await
+            .is_none(),
+        "a one-way route must not answer the client"
+    );
+    server.abort();
+}

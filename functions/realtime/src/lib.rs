@@ -6,7 +6,9 @@
 //!   limit, records the connection, and marks the user online. `$disconnect` forgets
 //!   it and marks the user offline when their last socket closes. `$default` answers
 //!   `ping` with `pong` and relays `typing` to a connection; anything else gets an
-//!   error frame, never a dropped socket or a 5xx.
+//!   error frame, never a dropped socket or a 5xx. The pong and error frames are the
+//!   response body (two-way route, see [`handle`]); only the typing relay to another
+//!   user's sockets uses PostToConnection.
 //! - [`push_batch`] is the MSK consumer that delivers MESSAGE_SENT to the receiver,
 //!   NOTIFICATION_CREATED to its user and USER_ONLINE/USER_OFFLINE to that user's
 //!   connections only, through PostToConnection; a 410 Gone removes the stale
@@ -65,7 +67,9 @@ impl Realtime {
     }
 }
 
-/// Serves one WebSocket route event. Never fails: the status code is the answer.
+/// Serves one WebSocket route event. Never fails: the status code is the answer. On
+/// `$default` the body, when there is one, is the frame for the sender (pong or error):
+/// the route's `$default` route response makes API Gateway send it on the socket.
 pub async fn handle(rt: &Realtime, event: ApiGatewayWebsocketProxyRequest) -> ApiGatewayProxyResponse {
     let ctx = &event.request_context;
     let connection_id = ctx.connection_id.clone().unwrap_or_default();
@@ -83,8 +87,11 @@ pub async fn handle(rt: &Realtime, event: ApiGatewayWebsocketProxyRequest) -> Ap
             response(200, None)
         }
         _ => {
-            incoming(rt, event.body.as_deref(), &connection_id, &request_id).await;
-            response(200, None)
+            let mut r = response(200, None);
+            r.body = incoming(rt, event.body.as_deref(), &connection_id, &request_id)
+                .await
+                .map(|frame| Body::Text(frame.to_string()));
+            r
         }
     }
 }
@@ -174,15 +181,14 @@ async fn disconnect(rt: &Realtime, connection_id: &str, request_id: &str) -> Res
     Ok(())
 }
 
-/// A `$default` frame: answer on this connection (pong or error), or relay typing.
-async fn incoming(rt: &Realtime, body: Option<&str>, connection_id: &str, request_id: &str) {
-    let reply = match answer(rt, body, connection_id, request_id).await {
-        Ok(Some(frame)) => frame,
-        Ok(None) => return,
-        Err((code, message)) => frames::error(code, &message),
-    };
-    if let Pushed::Failed(e) = rt.pusher.post(connection_id, reply.to_string().as_bytes()).await {
-        tracing::warn!(error = %e, "reply frame not delivered");
+/// A `$default` frame: the reply for this connection (pong or error), or `None` after
+/// relaying typing. The reply is the Lambda response body, which API Gateway sends back
+/// on the socket through the route's `$default` route response (template.yaml), so
+/// answering needs no PostToConnection and no way out of the VPC.
+async fn incoming(rt: &Realtime, body: Option<&str>, connection_id: &str, request_id: &str) -> Option<Value> {
+    match answer(rt, body, connection_id, request_id).await {
+        Ok(frame) => frame,
+        Err((code, message)) => Some(frames::error(code, &message)),
     }
 }
 
