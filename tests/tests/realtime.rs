@@ -339,14 +339,14 @@ async fn pong_and_error_frames_are_the_response_body_with_the_connections_endpoi
 /// VPC without a way out), over the stack's Redis and broker.
 async fn gateway_without_connections_endpoint(
     stack: &Stack,
-    route_responses: Option<local_gateway::websocket::RouteResponses>,
+    route_responses: Option<local_gateway::template::RouteResponses>,
 ) -> (String, tokio::task::JoinHandle<()>) {
-    use local_gateway::{default_template_path, functions::Functions, server, template::Template, websocket::Sockets};
-    let template = Template::load(&default_template_path()).expect("template.yaml");
-    let mut gateway = server::Gateway::new(template, Functions::new(&stack.state, "http://127.0.0.1:1"));
+    use local_gateway::{default_template_path, functions::Functions, server, template::Template};
+    let mut template = Template::load(&default_template_path()).expect("template.yaml");
     if let Some(r) = route_responses {
-        gateway.sockets = Sockets::with_route_responses(r);
+        template.route_responses = r;
     }
+    let gateway = server::Gateway::new(template, Functions::new(&stack.state, "http://127.0.0.1:1"));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let url = format!(
         "ws://{}{}",
@@ -387,7 +387,7 @@ async fn without_a_route_response_the_local_gateway_drops_the_body_as_api_gatewa
     let stack = Stack::start().await;
     let u = stack.user("one-way").await;
     let (url, server) =
-        gateway_without_connections_endpoint(&stack, Some(local_gateway::websocket::RouteResponses::default())).await;
+        gateway_without_connections_endpoint(&stack, Some(local_gateway::template::RouteResponses::default())).await;
     let (mut socket, _) = connect_async(format!("{url}?token={}", u.client.token()))
         .await
         .expect("socket refused");

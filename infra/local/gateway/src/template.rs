@@ -1,6 +1,6 @@
 //! Reads the parts of the SAM template the local stack emulates.
 
-use std::{path::Path, time::Duration};
+use std::{collections::BTreeSet, path::Path, time::Duration};
 
 use anyhow::{bail, Context};
 use serde_yaml::Value;
@@ -111,6 +111,60 @@ pub struct Template {
     pub schedules: Vec<ScheduledFunction>,
     /// Every MSK event source, one per topic.
     pub msk_sources: Vec<MskSource>,
+    /// Which WebSocket routes answer the client.
+    pub route_responses: RouteResponses,
+}
+
+/// The WebSocket routes whose integration response goes back to the client: those
+/// with an `AWS::ApiGatewayV2::RouteResponse` (API Gateway only allows the `$default`
+/// route response key on WebSocket APIs). API Gateway passes the backend's response
+/// through only for these routes; for the others the function's body is discarded.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RouteResponses {
+    route_keys: BTreeSet<String>,
+}
+
+impl RouteResponses {
+    /// Each `AWS::ApiGatewayV2::RouteResponse` with `RouteResponseKey: $default` whose
+    /// `RouteId` is `!Ref` to an `AWS::ApiGatewayV2::Route` makes that route's
+    /// `RouteKey` two-way.
+    fn from_resources(resources: &serde_yaml::Mapping) -> anyhow::Result<Self> {
+        let property = |resource: &Value, name: &str| resource.get("Properties").and_then(|p| p.get(name)).cloned();
+        let mut route_keys = BTreeSet::new();
+        for resource in resources.values() {
+            if resource.get("Type").and_then(Value::as_str) != Some("AWS::ApiGatewayV2::RouteResponse")
+                || property(resource, "RouteResponseKey").as_ref().and_then(Value::as_str) != Some("$default")
+            {
+                continue;
+            }
+            let route_id = match property(resource, "RouteId") {
+                Some(Value::Tagged(tagged)) if tagged.tag == "Ref" => tagged.value.as_str().map(String::from),
+                _ => None,
+            }
+            .context("a RouteResponse's RouteId must be !Ref to a Route of the template")?;
+            let route = resources
+                .get(route_id.as_str())
+                .filter(|r| r.get("Type").and_then(Value::as_str) == Some("AWS::ApiGatewayV2::Route"))
+                .with_context(|| format!("RouteResponse refers to {route_id}, which is not a Route"))?;
+            let key = property(route, "RouteKey")
+                .and_then(|k| k.as_str().map(String::from))
+                .with_context(|| format!("{route_id} has no RouteKey"))?;
+            route_keys.insert(key);
+        }
+        Ok(Self { route_keys })
+    }
+
+    /// Routes that answer the client, e.g. `{"$default"}`.
+    pub fn with_keys<I: IntoIterator<Item = S>, S: Into<String>>(keys: I) -> Self {
+        Self {
+            route_keys: keys.into_iter().map(Into::into).collect(),
+        }
+    }
+
+    /// Whether `route_key`'s response body goes back on the socket.
+    pub fn two_way(&self, route_key: &str) -> bool {
+        self.route_keys.contains(route_key)
+    }
 }
 
 impl Template {
@@ -127,7 +181,10 @@ impl Template {
             .get("Resources")
             .and_then(Value::as_mapping)
             .context("template has no Resources")?;
-        let mut template = Self::default();
+        let mut template = Self {
+            route_responses: RouteResponses::from_resources(resources)?,
+            ..Self::default()
+        };
         for (id, resource) in resources {
             if resource.get("Type").and_then(Value::as_str) != Some("AWS::Serverless::Function") {
                 continue;
@@ -677,5 +734,52 @@ Resources:
         );
         assert_eq!(t.routes[0].match_path("/users/"), None);
         assert_eq!(t.routes[0].match_path("/users/a/b"), None);
+    }
+
+    const TWO_WAY: &str = r#"
+Resources:
+  Api:
+    Type: AWS::ApiGatewayV2::Api
+    Properties: {ProtocolType: WEBSOCKET}
+  ConnectRoute:
+    Type: AWS::ApiGatewayV2::Route
+    Properties: {ApiId: !Ref Api, RouteKey: $connect}
+  DefaultRoute:
+    Type: AWS::ApiGatewayV2::Route
+    Properties: {ApiId: !Ref Api, RouteKey: $default, RouteResponseSelectionExpression: $default}
+  DefaultRouteResponse:
+    Type: AWS::ApiGatewayV2::RouteResponse
+    Properties: {ApiId: !Ref Api, RouteId: !Ref DefaultRoute, RouteResponseKey: $default}
+"#;
+
+    #[test]
+    fn a_route_with_a_default_route_response_is_two_way_and_the_others_are_not() {
+        let r = Template::parse(TWO_WAY).unwrap().route_responses;
+        assert!(r.two_way("$default"));
+        assert!(!r.two_way("$connect"));
+        assert_eq!(r, RouteResponses::with_keys(["$default"]));
+    }
+
+    #[test]
+    fn without_a_route_response_no_route_answers() {
+        let one_way = TWO_WAY.split("  DefaultRouteResponse:").next().unwrap();
+        assert!(!Template::parse(one_way).unwrap().route_responses.two_way("$default"));
+    }
+
+    #[test]
+    fn a_route_response_that_names_no_route_is_refused() {
+        let broken = TWO_WAY.replace("RouteId: !Ref DefaultRoute", "RouteId: !Ref Api");
+        let error = Template::parse(&broken).unwrap_err().to_string();
+        assert!(error.contains("not a Route"), "{error}");
+    }
+
+    #[test]
+    fn the_project_template_makes_default_two_way() {
+        let r = Template::load(&crate::default_template_path()).unwrap().route_responses;
+        assert!(
+            r.two_way("$default"),
+            "template.yaml must declare the $default route response"
+        );
+        assert!(!r.two_way("$connect") && !r.two_way("$disconnect"));
     }
 }

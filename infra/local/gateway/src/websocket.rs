@@ -5,17 +5,15 @@
 //!
 //! As in API Gateway, a route answers the client with the function's response body
 //! only when template.yaml gives it a route response (two-way communication, see
-//! [`RouteResponses`]); without one the body is dropped, so a function that relies on
+//! [`crate::template::RouteResponses`]); without one the body is dropped, so a function that relies on
 //! it fails locally just as it would in AWS.
 
 use std::{
-    collections::{BTreeSet, HashMap},
+    collections::HashMap,
     net::SocketAddr,
-    path::Path as FsPath,
-    sync::{Arc, Mutex, OnceLock},
+    sync::{Arc, Mutex},
 };
 
-use anyhow::Context;
 use aws_lambda_events::{encodings::Body, event::apigw::ApiGatewayWebsocketProxyRequest};
 use axum::{
     body::Bytes,
@@ -29,7 +27,6 @@ use axum::{
 use base64::{engine::general_purpose::STANDARD, Engine};
 use futures::{SinkExt, StreamExt};
 use serde_json::{json, Map, Value};
-use serde_yaml::Value as Yaml;
 use tokio::sync::mpsc;
 
 use crate::server::Gateway;
@@ -41,99 +38,13 @@ pub const PATH: &str = "/ws";
 /// Gateway's route selection (`$request.body.action`) always falls through to it.
 const DEFAULT_ROUTE: &str = "$default";
 
-/// The WebSocket routes whose integration response goes back to the client: those
-/// with an `AWS::ApiGatewayV2::RouteResponse` (API Gateway only allows the `$default`
-/// route response key on WebSocket APIs). API Gateway passes the backend's response
-/// through only for these routes; for the others the function's body is discarded.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct RouteResponses {
-    route_keys: BTreeSet<String>,
-}
-
-impl RouteResponses {
-    /// Reads them from a template file.
-    pub fn load(path: &FsPath) -> anyhow::Result<Self> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        Self::parse(&text)
-    }
-
-    /// Reads them from template YAML: each `AWS::ApiGatewayV2::RouteResponse` with
-    /// `RouteResponseKey: $default` whose `RouteId` is `!Ref` to an
-    /// `AWS::ApiGatewayV2::Route` makes that route's `RouteKey` two-way.
-    pub fn parse(text: &str) -> anyhow::Result<Self> {
-        let doc: Yaml = serde_yaml::from_str(text).context("template.yaml is not YAML")?;
-        let resources = doc
-            .get("Resources")
-            .and_then(Yaml::as_mapping)
-            .context("template has no Resources")?;
-        let property = |resource: &Yaml, name: &str| resource.get("Properties").and_then(|p| p.get(name)).cloned();
-        let mut route_keys = BTreeSet::new();
-        for resource in resources.values() {
-            if resource.get("Type").and_then(Yaml::as_str) != Some("AWS::ApiGatewayV2::RouteResponse")
-                || property(resource, "RouteResponseKey").as_ref().and_then(Yaml::as_str) != Some("$default")
-            {
-                continue;
-            }
-            let route_id = match property(resource, "RouteId") {
-                Some(Yaml::Tagged(tagged)) if tagged.tag == "Ref" => tagged.value.as_str().map(String::from),
-                _ => None,
-            }
-            .context("a RouteResponse's RouteId must be !Ref to a Route of the template")?;
-            let route = resources
-                .get(route_id.as_str())
-                .filter(|r| r.get("Type").and_then(Yaml::as_str) == Some("AWS::ApiGatewayV2::Route"))
-                .with_context(|| format!("RouteResponse refers to {route_id}, which is not a Route"))?;
-            let key = property(route, "RouteKey")
-                .and_then(|k| k.as_str().map(String::from))
-                .with_context(|| format!("{route_id} has no RouteKey"))?;
-            route_keys.insert(key);
-        }
-        Ok(Self { route_keys })
-    }
-
-    /// Routes that answer the client, e.g. `{"$default"}`.
-    pub fn with_keys<I: IntoIterator<Item = S>, S: Into<String>>(keys: I) -> Self {
-        Self {
-            route_keys: keys.into_iter().map(Into::into).collect(),
-        }
-    }
-
-    /// Whether `route_key`'s response body goes back on the socket.
-    pub fn two_way(&self, route_key: &str) -> bool {
-        self.route_keys.contains(route_key)
-    }
-}
-
-/// Open sockets by connection id, and the routes that answer on them.
+/// Open sockets by connection id.
 #[derive(Default)]
 pub struct Sockets {
     open: Mutex<HashMap<String, (mpsc::UnboundedSender<Message>, i64)>>,
-    route_responses: OnceLock<RouteResponses>,
 }
 
 impl Sockets {
-    /// Sockets whose routes answer as `route_responses` says (instead of the template's).
-    pub fn with_route_responses(route_responses: RouteResponses) -> Self {
-        let sockets = Self::default();
-        let _ = sockets.route_responses.set(route_responses);
-        sockets
-    }
-
-    /// The template's route responses, read on first use from the template the gateway
-    /// serves (`TEMPLATE`, else [`crate::default_template_path`]). A template that
-    /// cannot be read gives none: every route one-way, logged once.
-    pub fn route_responses(&self) -> &RouteResponses {
-        self.route_responses.get_or_init(|| {
-            let path = std::env::var_os("TEMPLATE")
-                .map(Into::into)
-                .unwrap_or_else(crate::default_template_path);
-            RouteResponses::load(&path).unwrap_or_else(|e| {
-                tracing::warn!(error = %e, "WebSocket route responses unknown: no route answers the client");
-                RouteResponses::default()
-            })
-        })
-    }
-
     fn add(&self, id: &str, tx: mpsc::UnboundedSender<Message>) {
         self.open
             .lock()
@@ -281,7 +192,7 @@ async fn run(
         };
         let frame = event(DEFAULT_ROUTE, "MESSAGE", &id, &headers, None, Some(body), &ip);
         let answer = gateway.functions.invoke_websocket(frame).await;
-        if gateway.sockets.route_responses().two_way(DEFAULT_ROUTE) {
+        if gateway.template.route_responses.two_way(DEFAULT_ROUTE) {
             // Through the writer's queue, so it keeps its place among pushed frames.
             match answer.body {
                 Some(Body::Text(t)) if !t.is_empty() => {
@@ -349,56 +260,4 @@ fn gone() -> Response {
         json!({"message": "Gone"}).to_string(),
     )
         .into_response()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const TWO_WAY: &str = r#"
-Resources:
-  Api:
-    Type: AWS::ApiGatewayV2::Api
-    Properties: {ProtocolType: WEBSOCKET}
-  ConnectRoute:
-    Type: AWS::ApiGatewayV2::Route
-    Properties: {ApiId: !Ref Api, RouteKey: $connect}
-  DefaultRoute:
-    Type: AWS::ApiGatewayV2::Route
-    Properties: {ApiId: !Ref Api, RouteKey: $default, RouteResponseSelectionExpression: $default}
-  DefaultRouteResponse:
-    Type: AWS::ApiGatewayV2::RouteResponse
-    Properties: {ApiId: !Ref Api, RouteId: !Ref DefaultRoute, RouteResponseKey: $default}
-"#;
-
-    #[test]
-    fn a_route_with_a_default_route_response_is_two_way_and_the_others_are_not() {
-        let r = RouteResponses::parse(TWO_WAY).unwrap();
-        assert!(r.two_way("$default"));
-        assert!(!r.two_way("$connect"));
-        assert_eq!(r, RouteResponses::with_keys(["$default"]));
-    }
-
-    #[test]
-    fn without_a_route_response_no_route_answers() {
-        let one_way = TWO_WAY.split("  DefaultRouteResponse:").next().unwrap();
-        assert!(!RouteResponses::parse(one_way).unwrap().two_way("$default"));
-    }
-
-    #[test]
-    fn a_route_response_that_names_no_route_is_refused() {
-        let broken = TWO_WAY.replace("RouteId: !Ref DefaultRoute", "RouteId: !Ref Api");
-        let error = RouteResponses::parse(&broken).unwrap_err().to_string();
-        assert!(error.contains("not a Route"), "{error}");
-    }
-
-    #[test]
-    fn the_project_template_makes_default_two_way() {
-        let r = RouteResponses::load(&crate::default_template_path()).unwrap();
-        assert!(
-            r.two_way("$default"),
-            "template.yaml must declare the $default route response"
-        );
-        assert!(!r.two_way("$connect") && !r.two_way("$disconnect"));
-    }
 }
