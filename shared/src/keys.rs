@@ -155,6 +155,13 @@ pub fn socket_owner(connection_id: &str) -> String {
     format!("socket:{{c:{connection_id}}}")
 }
 
+/// String: one WebSocket ticket, `<userId>:<sessionId>`, 30 s TTL, redeemed once (GETDEL)
+/// by `$connect`. Keyed by the SHA-256 of the ticket (never the ticket itself); its own
+/// tag, because the ticket is the lookup key and the user is not known before reading it.
+pub fn realtime_ticket(ticket_hash: &str) -> String {
+    format!("ticket:{{t:{ticket_hash}}}")
+}
+
 /// Sorted set: every user, score 0, so members sort by id; UUIDv7 ids make that signup order.
 pub const USERS: &str = "users:{all}";
 
