@@ -36,6 +36,7 @@ pub mod keys;
 pub mod metrics;
 pub mod msk_iam;
 pub mod outbox;
+pub mod presence;
 pub mod producer;
 pub mod publisher;
 pub mod rate_limit;

@@ -9,11 +9,12 @@
 #![warn(missing_docs)]
 
 mod handlers;
-pub mod store;
 
-use devconnect::{api, events::EventType, AppError, AppState};
+/// The transitions and their Redis persistence live in the shared library, which the
+/// realtime function uses too (sockets opening and closing).
+pub use devconnect::presence::{self as store, mark_offline, mark_online};
+use devconnect::{api, presence, AppError, AppState};
 use lambda_http::{Body, Request, Response};
-use serde_json::json;
 
 /// The envelope `source` of this function's events.
 pub const FUNCTION_NAME: &str = "presence";
@@ -35,47 +36,8 @@ pub async fn handle(state: &AppState, req: Request) -> Response<Body> {
     .await
 }
 
-/// Records a heartbeat (HTTP heartbeat, WebSocket connect or ping) and produces
-/// USER_ONLINE if this is the offline -> online transition. Returns the time recorded.
-pub async fn mark_online(state: &AppState, user_id: &str, correlation_id: &str) -> Result<i64, AppError> {
-    let now = devconnect::user::now_ms();
-    let timeout_ms = i64::try_from(state.config.presence_timeout.as_millis()).unwrap_or(i64::MAX);
-    if store::heartbeat(&state.store, user_id, now, timeout_ms).await? {
-        let data = json!({"userId": user_id, "at": devconnect::user::rfc3339_from_ms(now)});
-        state
-            .publisher
-            .publish(EventType::UserOnline, user_id, correlation_id, data)
-            .await?;
-    }
-    Ok(now)
-}
-
-/// Marks the user offline now (explicit offline, or their last socket closed) and
-/// produces USER_OFFLINE if they were online.
-pub async fn mark_offline(state: &AppState, user_id: &str, correlation_id: &str, reason: &str) -> Result<(), AppError> {
-    let now = devconnect::user::now_ms();
-    if store::offline(&state.store, user_id, now).await? {
-        let data = json!({"userId": user_id, "lastSeen": devconnect::user::rfc3339_from_ms(now), "reason": reason});
-        state
-            .publisher
-            .publish(EventType::UserOffline, user_id, correlation_id, data)
-            .await?;
-    }
-    Ok(())
-}
-
 /// One scheduled sweep: marks users whose heartbeat lapsed offline and produces
 /// USER_OFFLINE for each, exactly once even if two sweeps overlap. Returns how many.
 pub async fn sweep(state: &AppState, correlation_id: &str) -> Result<usize, AppError> {
-    let timeout_ms = i64::try_from(state.config.presence_timeout.as_millis()).unwrap_or(i64::MAX);
-    let lapsed = store::sweep(&state.store, devconnect::user::now_ms() - timeout_ms).await?;
-    for (user_id, last_seen) in &lapsed {
-        let data =
-            json!({"userId": user_id, "lastSeen": devconnect::user::rfc3339_from_ms(*last_seen), "reason": "timeout"});
-        state
-            .publisher
-            .publish(EventType::UserOffline, user_id, correlation_id, data)
-            .await?;
-    }
-    Ok(lapsed.len())
+    presence::sweep_lapsed(state, correlation_id).await
 }

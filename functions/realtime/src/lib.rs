@@ -157,7 +157,7 @@ async fn connect(
         };
     let registered = async {
         connections::register(&app.store, &principal.user_id, connection_id).await?;
-        devconnect_presence::mark_online(app, &principal.user_id, request_id).await
+        devconnect::presence::mark_online(app, &principal.user_id, request_id).await
     }
     .await;
     match registered {
@@ -176,7 +176,7 @@ async fn disconnect(rt: &Realtime, connection_id: &str, request_id: &str) -> Res
         return Ok(());
     };
     if connections::unregister(&app.store, &user_id, connection_id).await? == 0 {
-        devconnect_presence::mark_offline(app, &user_id, request_id, "disconnected").await?;
+        devconnect::presence::mark_offline(app, &user_id, request_id, "disconnected").await?;
     }
     Ok(())
 }
@@ -210,7 +210,7 @@ async fn answer(
         ))?;
     match frame {
         ClientFrame::Ping => {
-            devconnect_presence::mark_online(app, &me, request_id)
+            devconnect::presence::mark_online(app, &me, request_id)
                 .await
                 .map_err(unavailable)?;
             Ok(Some(frames::pong()))

@@ -1,10 +1,18 @@
-//! Redis persistence of presence: a hash per user (its own slot) plus one index of
-//! users marked online, which only the sweep reads.
+//! Online/offline transitions, shared by the presence function (HTTP heartbeats, the
+//! sweep) and the realtime function (sockets opening, pinging and closing), so neither
+//! function imports the other.
+//!
+//! Redis persistence: a hash per user (its own slot) plus one index of users marked
+//! online, which only the sweep reads. A user is online while their last heartbeat is
+//! younger than `PRESENCE_TIMEOUT_SECS`; USER_ONLINE is produced only on the
+//! offline -> online transition (decided atomically in a script), USER_OFFLINE on an
+//! explicit offline, the last socket closing, or the sweep finding the heartbeat lapsed.
 
 use std::{collections::HashMap, sync::LazyLock};
 
-use devconnect::{keys, script, store::Store, user, AppError};
+use crate::{events::EventType, keys, script, store::Store, user, AppError, AppState};
 use redis::{AsyncCommands, Script};
+use serde_json::json;
 
 /// Records a heartbeat; returns 1 if the user was offline (the transition to report).
 /// Checks the hash and its `lastSeen` first, so garbage there is a clean error
@@ -218,4 +226,50 @@ pub async fn sweep(store: &Store, cutoff_ms: i64) -> Result<Vec<(String, i64)>, 
             }
         }
     }
+}
+
+fn timeout_ms(state: &AppState) -> i64 {
+    i64::try_from(state.config.presence_timeout.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Records a heartbeat (HTTP heartbeat, WebSocket connect or ping) and produces
+/// USER_ONLINE if this is the offline -> online transition. Returns the time recorded.
+pub async fn mark_online(state: &AppState, user_id: &str, correlation_id: &str) -> Result<i64, AppError> {
+    let now = user::now_ms();
+    if heartbeat(&state.store, user_id, now, timeout_ms(state)).await? {
+        let data = json!({"userId": user_id, "at": user::rfc3339_from_ms(now)});
+        state
+            .publisher
+            .publish(EventType::UserOnline, user_id, correlation_id, data)
+            .await?;
+    }
+    Ok(now)
+}
+
+/// Marks the user offline now (explicit offline, or their last socket closed) and
+/// produces USER_OFFLINE if they were online.
+pub async fn mark_offline(state: &AppState, user_id: &str, correlation_id: &str, reason: &str) -> Result<(), AppError> {
+    let now = user::now_ms();
+    if offline(&state.store, user_id, now).await? {
+        let data = json!({"userId": user_id, "lastSeen": user::rfc3339_from_ms(now), "reason": reason});
+        state
+            .publisher
+            .publish(EventType::UserOffline, user_id, correlation_id, data)
+            .await?;
+    }
+    Ok(())
+}
+
+/// One scheduled sweep: marks users whose heartbeat lapsed offline and produces
+/// USER_OFFLINE for each, exactly once even if two sweeps overlap. Returns how many.
+pub async fn sweep_lapsed(state: &AppState, correlation_id: &str) -> Result<usize, AppError> {
+    let lapsed = sweep(&state.store, user::now_ms() - timeout_ms(state)).await?;
+    for (user_id, last_seen) in &lapsed {
+        let data = json!({"userId": user_id, "lastSeen": user::rfc3339_from_ms(*last_seen), "reason": "timeout"});
+        state
+            .publisher
+            .publish(EventType::UserOffline, user_id, correlation_id, data)
+            .await?;
+    }
+    Ok(lapsed.len())
 }
