@@ -105,8 +105,9 @@ pub fn json_body<T: DeserializeOwned>(req: &Request) -> Result<T, AppError> {
     })
 }
 
-/// Refuses a body on routes that take none beyond the size limit (so a 10 MB POST /auth/logout is a 413).
-pub fn reject_oversized(req: &Request) -> Result<(), AppError> {
+/// Refuses any body above the size limit. [`serve`] calls it for every route before the
+/// route runs, so no handler can forget it (a 10 MB POST /auth/logout is a 413 too).
+fn reject_oversized(req: &Request) -> Result<(), AppError> {
     if req.body().as_ref().len() > MAX_BODY_BYTES {
         return Err(AppError::PayloadTooLarge(MAX_BODY_BYTES));
     }
@@ -179,7 +180,10 @@ where
 {
     let meta = RequestMeta::of(&req);
     let span = tracing::info_span!("request", request_id = %meta.request_id, route = %meta.route_key);
-    let outcome = route(&meta, &req).instrument(span.clone()).await;
+    let outcome = match reject_oversized(&req) {
+        Ok(()) => route(&meta, &req).instrument(span.clone()).await,
+        Err(err) => Err(err),
+    };
     span.in_scope(|| respond(&meta, outcome))
 }
 
@@ -206,12 +210,19 @@ where
 }
 
 /// Encodes a handler's outcome: the one place errors become HTTP.
+///
+/// Every response is `Cache-Control: no-store`: nearly every route carries a token or
+/// private data (profiles, messages, sessions), and the few that do not gain nothing
+/// from a shared cache; deciding route by route is how a private page ends up cached.
 pub fn respond(meta: &RequestMeta, outcome: Result<Reply, AppError>) -> Response<Body> {
     let reply = outcome.unwrap_or_else(|err| error_reply(meta, &err));
-    let mut builder = Response::builder().status(reply.status).header(
-        "x-request-id",
-        HeaderValue::from_str(&meta.request_id).unwrap_or(HeaderValue::from_static("-")),
-    );
+    let mut builder = Response::builder()
+        .status(reply.status)
+        .header(
+            "x-request-id",
+            HeaderValue::from_str(&meta.request_id).unwrap_or(HeaderValue::from_static("-")),
+        )
+        .header(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     for (name, value) in &reply.headers {
         if let Ok(value) = HeaderValue::from_str(value) {
             builder = builder.header(*name, value);

@@ -109,6 +109,7 @@ fn decode(record: &KafkaRecord) -> Result<Envelope, String> {
         if envelope.version != ENVELOPE_VERSION {
             return Err(format!("unsupported envelope version {}", envelope.version));
         }
+        check_origin(&envelope)?;
         return Ok(envelope);
     }
     // Slow path, only for records that are already poison: say precisely why.
@@ -126,6 +127,39 @@ fn decode(record: &KafkaRecord) -> Result<Envelope, String> {
         .map(|_| ())
         .map_err(|e| format!("invalid envelope: {e}"))?;
     Err("invalid envelope".into())
+}
+
+/// Refuses an event its `source` may not emit ([`EventType::allowed_sources`]) or whose
+/// ids are malformed, before any consumer acts on it: the key (the acting user) and
+/// every user-id field of the data (`userId`, `readerId`, `actorId`, `…UserId`) must be
+/// user ids, and a connection event's request `id` a UUID. Checked here, in the one
+/// decoding path, so every consumer gets it; the record is dead-lettered with the reason.
+///
+/// [`EventType::allowed_sources`]: crate::events::EventType::allowed_sources
+fn check_origin(envelope: &Envelope) -> Result<(), String> {
+    let event_type = envelope.event_type;
+    if !event_type.allowed_sources().contains(&envelope.source.as_str()) {
+        return Err(format!(
+            "source {:?} may not emit {}",
+            envelope.source,
+            event_type.as_str()
+        ));
+    }
+    if crate::user::parse_user_id(&envelope.key).is_err() {
+        return Err(format!("key {:?} is not a user id", envelope.key));
+    }
+    let Some(fields) = envelope.data.as_object() else {
+        return Err("data is not an object".into());
+    };
+    let is_request = event_type.topic() == crate::events::Topic::Connection;
+    for (name, value) in fields {
+        let is_user = name == "userId" || name == "readerId" || name == "actorId" || name.ends_with("UserId");
+        let is_uuid = is_request && (name == "id" || name == "requestId");
+        if (is_user || is_uuid) && value.as_str().is_none_or(|v| uuid::Uuid::parse_str(v).is_err()) {
+            return Err(format!("data.{name} is not a UUID"));
+        }
+    }
+    Ok(())
 }
 
 /// Longest original value (in bytes) a dead letter carries: MSK's default message size
@@ -419,9 +453,31 @@ mod tests {
         STANDARD.encode(s)
     }
 
+    const USER: &str = "0190c3a4-0000-7000-8000-00000000000a";
+
+    #[test]
+    fn an_event_from_a_source_not_allowed_for_its_type_or_with_a_bad_id_is_poison() {
+        use crate::events::EventType::*;
+        let cases = [
+            (Envelope::new(UserSignup, "requests", USER, "r", json!({"userId": USER})), "may not emit"),
+            (Envelope::new(UserLogin, "tests", USER, "r", json!({})), "may not emit"),
+            (Envelope::new(UserLogin, "auth", "u1", "r", json!({})), "not a user id"),
+            (Envelope::new(MessageSent, "messaging", USER, "r", json!({"toUserId": "x"})), "toUserId"),
+            (Envelope::new(ConnectionAccepted, "requests", USER, "r", json!({"id": "r1"})), "data.id"),
+        ];
+        for (env, reason) in cases {
+            let (good, bad) = decode_batch(&event(vec![record(Some(&b64(&serde_json::to_string(&env).unwrap())))]));
+            assert!(good.is_empty(), "{reason}");
+            assert!(bad[0].reason.contains(reason), "{} does not mention {reason}", bad[0].reason);
+        }
+        let fine = Envelope::new(UserOnline, "realtime", USER, "r", json!({"userId": USER}));
+        let (good, _) = decode_batch(&event(vec![record(Some(&b64(&serde_json::to_string(&fine).unwrap())))]));
+        assert_eq!(good.len(), 1);
+    }
+
     #[test]
     fn a_good_envelope_decodes() {
-        let env = Envelope::new(crate::events::EventType::UserSignup, "auth", "u1", "r1", json!({}));
+        let env = Envelope::new(crate::events::EventType::UserSignup, "auth", USER, "r1", json!({}));
         let (good, bad) = decode_batch(&event(vec![record(Some(&b64(&serde_json::to_string(&env).unwrap())))]));
         assert_eq!((good.len(), bad.len()), (1, 0));
         assert_eq!(good[0].envelope.event_id, env.event_id);
@@ -460,8 +516,8 @@ mod tests {
             b64(&serde_json::to_string(&Envelope::new(
                 crate::events::EventType::UserLogin,
                 "auth",
+                USER,
                 k,
-                "r",
                 json!({}),
             ))
             .unwrap())
@@ -472,13 +528,13 @@ mod tests {
         b.offset = 3;
         let (good, _) = decode_batch(&event(vec![a, b]));
         assert_eq!(
-            good.iter().map(|g| g.envelope.key.as_str()).collect::<Vec<_>>(),
+            good.iter().map(|g| g.envelope.correlation_id.as_str()).collect::<Vec<_>>(),
             ["first", "second"]
         );
     }
 
     fn good(partition: i64, offset: i64) -> KafkaRecord {
-        let env = Envelope::new(crate::events::EventType::UserLogin, "auth", "u", "r", json!({}));
+        let env = Envelope::new(crate::events::EventType::UserLogin, "auth", USER, "r", json!({}));
         let mut r = record(Some(&b64(&serde_json::to_string(&env).unwrap())));
         r.partition = partition;
         r.offset = offset;

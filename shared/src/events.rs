@@ -21,6 +21,8 @@ pub enum EventType {
     UserLogin,
     UserLogout,
     ProfileUpdated,
+    /// An admin changed a user's tier (rate limit plan).
+    TierChanged,
     UserOnline,
     UserOffline,
     ConnectionRequestSent,
@@ -50,12 +52,34 @@ impl EventType {
     pub fn topic(self) -> Topic {
         use EventType::*;
         match self {
-            UserSignup | UserLogin | UserLogout | ProfileUpdated | UserOnline | UserOffline => Topic::User,
+            UserSignup | UserLogin | UserLogout | ProfileUpdated | TierChanged | UserOnline | UserOffline => {
+                Topic::User
+            }
             ConnectionRequestSent | ConnectionRequestIgnored | ConnectionAccepted | ConnectionRejected => {
                 Topic::Connection
             }
             MessageSent | MessagesRead => Topic::Message,
             NotificationCreated => Topic::Notification,
+        }
+    }
+
+    /// The functions allowed to emit this event type: the envelope `source` a consumer
+    /// requires before acting on it. The one table of who may say what; a record from
+    /// any other source is dead-lettered (see `consumer`), so a function that can write
+    /// to a topic cannot forge another function's events. Sources are the producers'
+    /// `FUNCTION_NAME`s; the outbox relay re-sends envelopes unchanged, so it keeps the
+    /// original source. USER_ONLINE/OFFLINE come from presence (heartbeats, the sweep)
+    /// and from realtime (socket connect and disconnect).
+    pub fn allowed_sources(self) -> &'static [&'static str] {
+        use EventType::*;
+        match self {
+            UserSignup | UserLogin | UserLogout | ProfileUpdated | TierChanged => &["auth"],
+            UserOnline | UserOffline => &["presence", "realtime"],
+            ConnectionRequestSent | ConnectionRequestIgnored | ConnectionAccepted | ConnectionRejected => {
+                &["requests"]
+            }
+            MessageSent | MessagesRead => &["messaging"],
+            NotificationCreated => &["notifications"],
         }
     }
 
@@ -158,5 +182,13 @@ mod tests {
         assert_eq!(EventType::ProfileUpdated.topic(), Topic::User);
         assert_eq!(EventType::ConnectionAccepted.topic(), Topic::Connection);
         assert_eq!(EventType::UserLogout.as_str(), "USER_LOGOUT");
+    }
+
+    #[test]
+    fn each_event_type_has_its_producers_and_only_them() {
+        assert_eq!(EventType::UserSignup.allowed_sources(), ["auth"]);
+        assert_eq!(EventType::UserOnline.allowed_sources(), ["presence", "realtime"]);
+        assert_eq!(EventType::ConnectionAccepted.allowed_sources(), ["requests"]);
+        assert!(!EventType::MessageSent.allowed_sources().contains(&"auth"));
     }
 }

@@ -42,7 +42,9 @@ pub fn bytes(e: &Envelope) -> Vec<u8> {
     serde_json::to_vec(e).expect("json")
 }
 
-/// A new envelope of `event_type` acted by `key`.
+/// A new envelope of `event_type` acted by `key`, from the function that really emits
+/// that type (consumers dead-letter events from any other source).
 pub fn envelope(event_type: EventType, key: &str, data: Value) -> Envelope {
-    Envelope::new(event_type, "tests", key, "test-request", data)
+    let source = event_type.allowed_sources().first().copied().unwrap_or("unknown");
+    Envelope::new(event_type, source, key, "test-request", data)
 }

@@ -123,7 +123,6 @@ pub async fn login(state: &AppState, meta: &RequestMeta, req: &Request) -> Resul
 
 /// POST /auth/logout -> 204; the token stops working at once.
 pub async fn logout(state: &AppState, meta: &RequestMeta, req: &Request) -> Result<Reply, AppError> {
-    api::reject_oversized(req)?;
     let principal = state.authenticate(req, WithUser::No).await?;
     session::revoke(&state.store, &principal.session_key).await?;
     state

@@ -16,7 +16,6 @@ fn timeout_ms(state: &AppState) -> i64 {
 
 /// POST /presence/heartbeat -> 200 {online: true}. Two round trips.
 pub async fn heartbeat(state: &AppState, meta: &RequestMeta, req: &Request) -> Result<Reply, AppError> {
-    api::reject_oversized(req)?;
     let me = state.authenticate(req, WithUser::No).await?;
     let now = crate::mark_online(state, &me.user_id, &meta.request_id).await?;
     Ok(Reply::ok(json!({"online": true, "lastSeen": user::rfc3339_from_ms(now)})).rate(&me.rate))
@@ -24,7 +23,6 @@ pub async fn heartbeat(state: &AppState, meta: &RequestMeta, req: &Request) -> R
 
 /// POST /presence/offline -> 204.
 pub async fn offline(state: &AppState, meta: &RequestMeta, req: &Request) -> Result<Reply, AppError> {
-    api::reject_oversized(req)?;
     let me = state.authenticate(req, WithUser::No).await?;
     crate::mark_offline(state, &me.user_id, &meta.request_id, "explicit").await?;
     Ok(Reply::no_content().rate(&me.rate))
