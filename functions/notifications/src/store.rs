@@ -17,8 +17,16 @@ use crate::domain::Notification;
 /// How long an applied event id is remembered (longer than MSK's retention of a retried batch).
 pub const DEDUPE_WINDOW: Duration = Duration::from_secs(7 * 24 * 3600);
 
+/// Most event ids remembered per recipient, whatever their age: without a count bound a
+/// flood of events to one user (a week of them) grows the set without limit. A redelivery
+/// replays at most one batch (BatchSize 500 in template.yaml) from its failed offset, so
+/// the newest 10,000 ids (20 batches) cover every retry the event source can make; ids
+/// are UUIDv7 and scores the apply time, so the evicted ones are always the oldest.
+pub const DEDUPE_MAX_IDS: usize = 10_000;
+
 /// KEYS: list, state hash, dedupe zset, presence hash. ARGV: now, presence timeout ms,
-/// cap, dedupe window ms, channel, then (eventId, onlyIfOffline, view) per notification.
+/// cap, dedupe window ms, channel, dedupe max ids, then (eventId, onlyIfOffline, view)
+/// per notification.
 /// Checks every key's type and the unread counter before the first write, so an error
 /// leaves nothing half-applied (a dedupe marker without its notification would turn
 /// the retry into a silent "duplicate").
@@ -34,7 +42,7 @@ local online = p[1] == '1' and (now - tonumber(p[2] or '0')) <= tonumber(ARGV[2]
 redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - tonumber(ARGV[4]))
 local created = {}
 local duplicates = 0
-for i = 6, #ARGV, 3 do
+for i = 7, #ARGV, 3 do
   if redis.call('ZADD', KEYS[3], 'NX', now, ARGV[i]) == 1 then
     if not (ARGV[i + 1] == '1' and online) then
       redis.call('LPUSH', KEYS[1], ARGV[i + 2])
@@ -46,6 +54,7 @@ for i = 6, #ARGV, 3 do
     duplicates = duplicates + 1
   end
 end
+redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -(tonumber(ARGV[6]) + 1))
 redis.call('LTRIM', KEYS[1], 0, tonumber(ARGV[3]) - 1)
 local len = redis.call('LLEN', KEYS[1])
 if tonumber(redis.call('HGET', KEYS[2], 'unread') or '0') > len then redis.call('HSET', KEYS[2], 'unread', len) end
@@ -92,7 +101,8 @@ pub async fn apply(
             .arg(timeout_ms)
             .arg(config.notifications_cap)
             .arg(DEDUPE_WINDOW.as_millis() as i64)
-            .arg(keys::notification_channel(recipient));
+            .arg(keys::notification_channel(recipient))
+            .arg(DEDUPE_MAX_IDS);
         for n in items {
             call.arg(&n.source_event_id)
                 .arg(if n.only_if_offline { "1" } else { "0" })

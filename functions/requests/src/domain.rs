@@ -86,6 +86,19 @@ pub fn check_not_self(me: &str, to: &str) -> Result<(), AppError> {
 pub const FEED_DEFAULT_LIMIT: usize = 20;
 /// Largest feed page.
 pub const FEED_MAX_LIMIT: usize = 100;
+/// Default page of GET /requests/received and GET /connections.
+pub const PAGE_DEFAULT_LIMIT: usize = 50;
+/// Largest page of GET /requests/received and GET /connections.
+pub const PAGE_MAX_LIMIT: usize = 100;
+
+/// A GET /connections cursor, `<connectedAtMs>_<userId>` as the previous page returned it.
+pub fn parse_connections_cursor(raw: &str) -> Result<(i64, String), AppError> {
+    let invalid = || AppError::Validation("cursor is not valid".into());
+    let (ms, id) = raw.split_once('_').ok_or_else(invalid)?;
+    let ms = ms.parse::<i64>().map_err(|_| invalid())?;
+    let id = devconnect::user::parse_user_id(id).map_err(|_| invalid())?;
+    Ok((ms, id))
+}
 
 #[cfg(test)]
 mod tests {
@@ -115,5 +128,14 @@ mod tests {
     fn ignoring_produces_the_ignored_event() {
         assert_eq!(SendStatus::Ignored.event(), EventType::ConnectionRequestIgnored);
         assert_eq!(ReviewStatus::Accepted.event(), EventType::ConnectionAccepted);
+    }
+
+    #[test]
+    fn connections_cursors_are_a_time_and_a_user_id() {
+        let id = "0190c3a4-0000-7000-8000-00000000000a";
+        assert_eq!(parse_connections_cursor(&format!("17_{id}")).unwrap(), (17, id.to_string()));
+        assert!(parse_connections_cursor("17").is_err());
+        assert!(parse_connections_cursor("x_0190c3a4-0000-7000-8000-00000000000a").is_err());
+        assert!(parse_connections_cursor("17_nobody").is_err());
     }
 }

@@ -50,10 +50,19 @@ pub async fn review(state: &AppState, meta: &RequestMeta, req: &Request) -> Resu
     Ok(Reply::ok(json!({ "request": request })).rate(&me.rate))
 }
 
-/// GET /requests/received -> pending interested requests, newest first, with the sender's profile.
+/// GET /requests/received?limit&cursor -> pending interested requests, newest first, with
+/// the sender's profile and the cursor of the next page.
 pub async fn received(state: &AppState, req: &Request) -> Result<Reply, AppError> {
     let me = state.authenticate(req, WithUser::No).await?;
-    let rows = store::received(&state.store, &me.user_id).await?;
+    let limit = api::limit_param(req, domain::PAGE_DEFAULT_LIMIT, domain::PAGE_MAX_LIMIT)?;
+    let cursor = api::query_param(req, "cursor")
+        .map(|c| {
+            uuid::Uuid::parse_str(c)
+                .map(|u| u.hyphenated().to_string())
+                .map_err(|_| AppError::Validation("cursor is not valid".into()))
+        })
+        .transpose()?;
+    let (rows, next) = store::received(&state.store, &me.user_id, cursor.as_deref(), limit).await?;
     let senders: Vec<String> = rows.iter().map(|(_, from)| from.clone()).collect();
     let profiles = by_id(user::summaries(&state.store, &senders).await?);
     let requests: Vec<Value> = rows
@@ -64,13 +73,19 @@ pub async fn received(state: &AppState, req: &Request) -> Result<Reply, AppError
                 .map(|p| json!({"id": id, "fromUser": p, "status": "interested"}))
         })
         .collect();
-    Ok(Reply::ok(json!({ "requests": requests })).rate(&me.rate))
+    Ok(Reply::ok(json!({"requests": requests, "nextCursor": next})).rate(&me.rate))
 }
 
-/// GET /connections -> connected users, most recent first.
+/// GET /connections?limit&cursor -> connected users, most recent first, with the cursor
+/// of the next page.
 pub async fn connections(state: &AppState, req: &Request) -> Result<Reply, AppError> {
     let me = state.authenticate(req, WithUser::No).await?;
-    let rows = store::connections(&state.store, &me.user_id).await?;
+    let limit = api::limit_param(req, domain::PAGE_DEFAULT_LIMIT, domain::PAGE_MAX_LIMIT)?;
+    let cursor = api::query_param(req, "cursor")
+        .map(domain::parse_connections_cursor)
+        .transpose()?;
+    let cursor_ref = cursor.as_ref().map(|(ms, id)| (*ms, id.as_str()));
+    let (rows, next) = store::connections(&state.store, &me.user_id, cursor_ref, limit).await?;
     let ids: Vec<String> = rows.iter().map(|(id, _)| id.clone()).collect();
     let profiles = by_id(user::summaries(&state.store, &ids).await?);
     let connections: Vec<Value> = rows
@@ -81,7 +96,7 @@ pub async fn connections(state: &AppState, req: &Request) -> Result<Reply, AppEr
                 .map(|p| json!({"user": p, "connectedAt": user::rfc3339_from_ms(*at)}))
         })
         .collect();
-    Ok(Reply::ok(json!({ "connections": connections })).rate(&me.rate))
+    Ok(Reply::ok(json!({"connections": connections, "nextCursor": next})).rate(&me.rate))
 }
 
 /// GET /feed?limit&cursor -> people to meet, newest first, with a cursor for the next page.

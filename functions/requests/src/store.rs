@@ -9,10 +9,10 @@
 //! a broken key refuses the request with nothing written instead of leaving a pair
 //! record whose projections are missing.
 
-use std::{collections::HashMap, sync::LazyLock};
+use std::sync::LazyLock;
 
 use devconnect::{keys, script, store::Store, AppError};
-use redis::{AsyncCommands, Script};
+use redis::Script;
 
 use crate::domain::{ReviewStatus, SendStatus};
 
@@ -55,7 +55,7 @@ pub async fn check_send(store: &Store, from: &str, to: &str) -> Result<bool, App
     let projections = [
         (keys::seen(from), "set"),
         (keys::seen(to), "set"),
-        (keys::inbox(to), "hash"),
+        (keys::inbox(to), "zset"),
     ];
     let (exists, seen_from, seen_to, inbox_to): (bool, String, String, String) = redis::pipe()
         .exists(keys::user(to))
@@ -101,7 +101,7 @@ pub async fn send(
         .sadd(keys::seen(to), from)
         .ignore();
     if status == SendStatus::Interested {
-        pipe.hset(keys::inbox(to), request_id, from).ignore();
+        pipe.zadd(keys::inbox(to), inbox_entry(request_id, from), 0).ignore();
     }
     pipe.query_async::<()>(&mut store.conn()).await?;
     Ok(())
@@ -130,7 +130,7 @@ pub async fn review(
         .invoke_async(&mut store.conn())
         .await?;
     let mut pipe = redis::pipe();
-    pipe.hdel(keys::inbox(me), request_id).ignore();
+    pipe.zrem(keys::inbox(me), inbox_entry(request_id, &from)).ignore();
     if outcome == "ok" && status == ReviewStatus::Accepted {
         pipe.zadd(keys::connections(me), &from, now_ms)
             .ignore()
@@ -154,13 +154,21 @@ async fn pending_sender(
     request_id: &str,
     status: ReviewStatus,
 ) -> Result<Option<String>, AppError> {
-    let (from, my_connections): (Option<String>, String) = redis::pipe()
-        .hget(keys::inbox(me), request_id)
+    let (entries, my_connections): (Vec<String>, String) = redis::pipe()
+        .cmd("ZRANGEBYLEX")
+        .arg(keys::inbox(me))
+        .arg(format!("[{request_id}:"))
+        .arg(format!("({request_id};"))
+        .arg("LIMIT")
+        .arg(0)
+        .arg(1)
         .cmd("TYPE")
         .arg(keys::connections(me))
         .query_async(&mut store.conn())
         .await?;
-    let Some(from) = from else { return Ok(None) };
+    let Some((_, from)) = entries.first().and_then(|e| parse_inbox_entry(e)) else {
+        return Ok(None);
+    };
     if status == ReviewStatus::Accepted {
         script::expect_type(&keys::connections(me), &my_connections, "zset")?;
         let theirs: String = redis::cmd("TYPE")
@@ -172,22 +180,101 @@ async fn pending_sender(
     Ok(Some(from))
 }
 
-/// Pending requests `me` received, newest first: (request id, sender id).
-pub async fn received(store: &Store, me: &str) -> Result<Vec<(String, String)>, AppError> {
-    let inbox: HashMap<String, String> = store.conn().hgetall(keys::inbox(me)).await?;
-    let mut rows: Vec<(String, String)> = inbox.into_iter().collect();
-    rows.sort_by(|a, b| b.0.cmp(&a.0)); // UUIDv7 ids sort by time
-    Ok(rows)
+/// An inbox member: `<requestId>:<senderId>`. The inbox is a sorted set of these, all
+/// scored 0, so it is ordered by request id: UUIDv7 ids of one length sort by time, and
+/// a page newest-first is one ZREVRANGEBYLEX from the cursor, never a read of the whole
+/// inbox (anyone can send requests, so an inbox has no natural bound).
+fn inbox_entry(request_id: &str, from: &str) -> String {
+    format!("{request_id}:{from}")
 }
 
-/// `me`'s connections, most recent first: (user id, connected at ms).
-pub async fn connections(store: &Store, me: &str) -> Result<Vec<(String, i64)>, AppError> {
-    Ok(store.conn().zrevrange_withscores(keys::connections(me), 0, -1).await?)
+/// (request id, sender id) of an inbox member; `None` for a member this code never writes.
+fn parse_inbox_entry(entry: &str) -> Option<(String, String)> {
+    entry
+        .split_once(':')
+        .map(|(id, from)| (id.to_string(), from.to_string()))
 }
+
+/// One page of the pending requests `me` received, newest first, strictly older than
+/// the request id `cursor`: (request id, sender id) rows and the next cursor. One round trip.
+pub async fn received(
+    store: &Store,
+    me: &str,
+    cursor: Option<&str>,
+    limit: usize,
+) -> Result<(Vec<(String, String)>, Option<String>), AppError> {
+    let upper = cursor.map(|c| format!("({c}")).unwrap_or_else(|| "+".into());
+    let entries: Vec<String> = redis::cmd("ZREVRANGEBYLEX")
+        .arg(keys::inbox(me))
+        .arg(upper)
+        .arg("-")
+        .arg("LIMIT")
+        .arg(0)
+        .arg(limit)
+        .query_async(&mut store.conn())
+        .await?;
+    let next = if entries.len() == limit {
+        entries.last().and_then(|e| parse_inbox_entry(e)).map(|(id, _)| id)
+    } else {
+        None
+    };
+    Ok((entries.iter().filter_map(|e| parse_inbox_entry(e)).collect(), next))
+}
+
+/// Members scored like the cursor that a connections page reads beyond `limit`, so that
+/// connections made in the same millisecond as the cursor's are skipped, not lost.
+const SAME_MS_SLACK: usize = 100;
+
+/// A connections cursor: `<connectedAtMs>_<userId>` of the last row of a page. The
+/// score alone would skip or repeat connections made in the same millisecond.
+pub fn connections_cursor(at_ms: i64, user_id: &str) -> String {
+    format!("{at_ms}_{user_id}")
+}
+
+/// One page of `me`'s connections, most recent first, strictly after `cursor` (see
+/// [`connections_cursor`]): (user id, connected at ms) rows and the next cursor. One round trip.
+pub async fn connections(
+    store: &Store,
+    me: &str,
+    cursor: Option<(i64, &str)>,
+    limit: usize,
+) -> Result<(Vec<(String, i64)>, Option<String>), AppError> {
+    let upper = cursor.map_or_else(|| "+inf".to_string(), |(ms, _)| ms.to_string());
+    let fetched: Vec<(String, i64)> = redis::cmd("ZREVRANGEBYSCORE")
+        .arg(keys::connections(me))
+        .arg(upper)
+        .arg("-inf")
+        .arg("WITHSCORES")
+        .arg("LIMIT")
+        .arg(0)
+        .arg(limit + if cursor.is_some() { SAME_MS_SLACK } else { 0 })
+        .query_async(&mut store.conn())
+        .await?;
+    // Within one score Redis orders members by descending bytes: those at the cursor's
+    // millisecond and not below its user were on earlier pages.
+    let rows: Vec<(String, i64)> = fetched
+        .into_iter()
+        .filter(|(id, at)| cursor.is_none_or(|(ms, last)| *at < ms || id.as_str() < last))
+        .take(limit)
+        .collect();
+    let next = if rows.len() == limit {
+        rows.last().map(|(id, at)| connections_cursor(*at, id))
+    } else {
+        None
+    };
+    Ok((rows, next))
+}
+
+/// Most Redis calls one feed page makes while skipping hidden users (each round is a
+/// ZREVRANGEBYLEX and an SMISMEMBER): a viewer who has ignored 10,000 people gets a
+/// partial page with a cursor after this many calls, not a request that walks them all.
+pub const FEED_MAX_SCAN_CALLS: usize = 8;
 
 /// One feed page for `me`: users newest first, strictly after `cursor`, skipping
 /// `me` and everyone `me` has a request with (connections included). Returns the
-/// page and the cursor of the next page, if there may be one.
+/// page and the cursor of the next page, if there may be one. At most
+/// [`FEED_MAX_SCAN_CALLS`] Redis calls: when they are spent the page is partial (even
+/// empty) and its cursor resumes after the last user looked at.
 pub async fn feed(
     store: &Store,
     me: &str,
@@ -195,10 +282,11 @@ pub async fn feed(
     limit: usize,
 ) -> Result<(Vec<String>, Option<String>), AppError> {
     let mut conn = store.conn();
-    let batch = limit * 2 + 10;
+    // Wide rounds: a round costs the same round trip whether it reads 50 ids or 500.
+    let batch = (limit * 4 + 100).min(500);
     let mut upper = cursor.map(|c| format!("({c}")).unwrap_or_else(|| "+".into());
     let mut page = Vec::with_capacity(limit);
-    loop {
+    for _ in 0..FEED_MAX_SCAN_CALLS / 2 {
         let ids: Vec<String> = redis::cmd("ZREVRANGEBYLEX")
             .arg(keys::USERS)
             .arg(&upper)
@@ -230,4 +318,6 @@ pub async fn feed(
         }
         upper = format!("({}", ids[ids.len() - 1]);
     }
+    // Scan budget spent: a partial page, resuming after the last id looked at.
+    Ok((page, upper.strip_prefix('(').map(String::from)))
 }
