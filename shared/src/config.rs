@@ -159,6 +159,15 @@ pub struct Config {
     pub login_failure_window: Duration,
     /// `SESSION_TTL_SECS`.
     pub session_ttl: Duration,
+    /// `SESSION_IDLE_TIMEOUT_SECS`: a session unused this long ends, whatever its absolute lifetime left.
+    pub session_idle_timeout: Duration,
+    /// `LOGIN_EMAIL_MAX_FAILURES`: failed logins per email from all addresses together in one
+    /// window; far above `LOGIN_MAX_FAILURES` (which counts per email and client IP), so one
+    /// address cannot lock a victim out, while many addresses together still hit a ceiling.
+    pub login_email_max_failures: u32,
+    /// `LOGIN_LOCK_BASE_SECS`: the first lock of an (email, IP) pair after `LOGIN_MAX_FAILURES`
+    /// failures; it doubles with each further failure, up to the failure window.
+    pub login_lock_base: Duration,
     /// `PROFILE_CACHE_TTL_SECS`.
     pub profile_cache_ttl: Duration,
     /// `MESSAGE_HISTORY_CAP`: messages kept per conversation (older ones are trimmed).
@@ -239,6 +248,9 @@ impl Config {
             login_max_failures: env.positive("LOGIN_MAX_FAILURES", 5)?,
             login_failure_window: Duration::from_secs(env.positive("LOGIN_FAILURE_WINDOW_SECS", 900)?.into()),
             session_ttl: Duration::from_secs(env.positive("SESSION_TTL_SECS", 86_400)?.into()),
+            session_idle_timeout: Duration::from_secs(env.positive("SESSION_IDLE_TIMEOUT_SECS", 1_800)?.into()),
+            login_email_max_failures: env.positive("LOGIN_EMAIL_MAX_FAILURES", 100)?,
+            login_lock_base: Duration::from_secs(env.positive("LOGIN_LOCK_BASE_SECS", 30)?.into()),
             profile_cache_ttl: Duration::from_secs(env.positive("PROFILE_CACHE_TTL_SECS", 1_800)?.into()),
             message_history_cap: env.positive("MESSAGE_HISTORY_CAP", 1_000)?,
             presence_timeout: Duration::from_secs(env.positive("PRESENCE_TIMEOUT_SECS", 300)?.into()),

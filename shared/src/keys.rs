@@ -30,6 +30,13 @@ pub fn user_rate(user_id: &str, window: u64) -> String {
     format!("ratelimit:{}:{window}", user_tag(user_id))
 }
 
+/// Sorted set: a user's sessions (member = session id, i.e. the token hash; score =
+/// when the session's absolute lifetime ends, ms). Lists and ends sessions; entries of
+/// sessions that expired are pruned lazily.
+pub fn sessions(user_id: &str) -> String {
+    format!("sessions:{}", user_tag(user_id))
+}
+
 /// Counter: anonymous requests from one source IP in one fixed window.
 pub fn ip_rate(ip: &str, window: u64) -> String {
     format!("ratelimit:ip:{{{ip}}}:{window}")
@@ -43,6 +50,12 @@ pub fn email(normalized_email: &str) -> String {
 /// Counter: failed logins for one email within the brute-force window.
 pub fn login_failures(normalized_email: &str) -> String {
     format!("loginfail:{{{normalized_email}}}")
+}
+
+/// Hash: failed logins for one email from one client IP (`n` failures, `until` ms locked).
+/// Same tag as [`login_failures`], so one script checks the pair and the email ceiling.
+pub fn login_failures_from(normalized_email: &str, ip: &str) -> String {
+    format!("loginfail:{{{normalized_email}}}:ip:{ip}")
 }
 
 /// The hash tag of a pair of users: the pair record, their conversation and its

@@ -20,29 +20,62 @@ use crate::{
     error::AppError,
     keys,
     rate_limit::{self, RateDecision, Tier, COUNT_LUA},
+    script,
     store::Store,
 };
 
-/// Name of the HttpOnly cookie that carries the token for browser clients.
-pub const COOKIE_NAME: &str = "dc_session";
+/// Name of the HttpOnly cookie that carries the token for browser clients. The `__Host-`
+/// prefix makes browsers accept it only with `Secure`, `Path=/` and no `Domain`, so a
+/// sibling subdomain or a plain-http page cannot plant or overwrite it.
+pub const COOKIE_NAME: &str = "__Host-dc_session";
+
+/// The cookie's name when `COOKIE_SECURE=false` (plain-http local development only):
+/// browsers drop a `__Host-` cookie that lacks `Secure`, so the insecure cookie cannot
+/// carry the prefix. It is read only while `COOKIE_SECURE=false` (see
+/// [`crate::AppState::authenticate`]), never in AWS.
+pub const LOCAL_COOKIE_NAME: &str = "dc_session";
+
+/// Default of `SESSION_IDLE_TIMEOUT_SECS`, for callers without a [`crate::config::Config`] at hand.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(1_800);
+
+/// How long a WebSocket ticket ([`issue_ticket`]) stays redeemable.
+pub const TICKET_TTL: Duration = Duration::from_secs(30);
 
 const SECRET_BYTES: usize = 32;
 
-/// KEYS: session, user record, the user's rate counter. All-or-nothing without extra
-/// checks: before its first write (the INCR in [`COUNT_LUA`], which fails whole) it
-/// only reads, and the HGET on the record already fails on a record of the wrong
-/// type; EXISTS accepts a session key of any type.
+/// KEYS: session, user record, the user's rate counter. ARGV: window, free limit,
+/// premium limit, with-user flag, now (ms), idle timeout (ms).
+///
+/// A session is a hash (`createdAt`, `lastUsedAt`, `userAgent`); one unused for longer
+/// than the idle timeout is deleted here and refused, and every admitted request moves
+/// `lastUsedAt`, so the idle check and its bookkeeping cost no extra round trip. A
+/// string session (written before sessions were hashes, or by test fixtures) is still
+/// accepted, without idle tracking, until its absolute TTL ends it.
+/// All-or-nothing: the types are checked before any write; the idle DEL returns at once;
+/// the INCR in [`COUNT_LUA`] fails whole on a non-integer; the HSET after it cannot fail.
 static AUTH_SCRIPT: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(&format!(
+    script::atomic(&format!(
         r#"
-if redis.call('EXISTS', KEYS[1]) == 0 then return {{0}} end
+local bad = wrong_types({{KEYS[2], 'hash', KEYS[3], 'string'}})
+if bad then return redis.error_reply(bad) end
+local stype = redis.call('TYPE', KEYS[1]).ok
+if stype ~= 'hash' and stype ~= 'string' then return {{0}} end
 local tier = redis.call('HGET', KEYS[2], 'tier')
 if not tier then return {{0}} end
+local now = tonumber(ARGV[5])
+if stype == 'hash' then
+  local last = tonumber(redis.call('HGET', KEYS[1], 'lastUsedAt') or '') or 0
+  if now - last > tonumber(ARGV[6]) then
+    redis.call('DEL', KEYS[1])
+    return {{0}}
+  end
+end
 local window = tonumber(ARGV[1])
 local limit = tonumber(ARGV[2])
 if tier == 'premium' then limit = tonumber(ARGV[3]) end
 local ckey = KEYS[3]
 {COUNT_LUA}
+if stype == 'hash' then redis.call('HSET', KEYS[1], 'lastUsedAt', ARGV[5]) end
 if count <= limit and ARGV[4] == '1' then
   return {{1, tier, limit, count, ttl, redis.call('HGETALL', KEYS[2])}}
 end
@@ -51,13 +84,57 @@ return {{1, tier, limit, count, ttl}}
     ))
 });
 
+/// KEYS: the user's session index, the user record. ARGV: the session key prefix
+/// (`keys::session(user, "")`), the session id to keep (or ''), a new password hash
+/// (or ''). Ends every indexed session but the kept one and returns the ids that were
+/// still live; with a password hash, stores it in the same step, so a password change
+/// and the end of the other sessions happen together or not at all. The session keys
+/// are built from the prefix: they share the index's hash tag, so this stays in one slot.
+static END_SESSIONS: LazyLock<Script> = LazyLock::new(|| {
+    script::atomic(
+        r#"
+local bad = wrong_types({KEYS[1], 'zset', KEYS[2], 'hash'})
+if bad then return redis.error_reply(bad) end
+if ARGV[3] ~= '' then
+  if redis.call('EXISTS', KEYS[2]) == 0 then return redis.error_reply('NOUSER') end
+  redis.call('HSET', KEYS[2], 'passwordHash', ARGV[3])
+end
+local ended = {}
+for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  if id ~= ARGV[2] then
+    if redis.call('DEL', ARGV[1] .. id) == 1 then table.insert(ended, id) end
+    redis.call('ZREM', KEYS[1], id)
+  end
+end
+return ended
+"#,
+    )
+});
+
+/// KEYS: one session, the user's session index. ARGV: its id. 1 if it was live.
+static END_ONE: LazyLock<Script> = LazyLock::new(|| {
+    script::atomic(
+        r#"
+local bad = wrong_types({KEYS[2], 'zset'})
+if bad then return redis.error_reply(bad) end
+redis.call('ZREM', KEYS[2], ARGV[1])
+return redis.call('DEL', KEYS[1])
+"#,
+    )
+});
+
 /// A freshly issued token and the Redis key that makes it valid.
 #[derive(Debug)]
 pub struct IssuedToken {
     /// Given to the client once; never stored.
     pub token: String,
-    /// Where the session lives (`SET key 1 EX ttl` activates it).
+    /// Where the session lives ([`start`] activates it; `SET key 1 EX ttl` also works,
+    /// without idle tracking or a place in the session list).
     pub key: String,
+    /// The session id: the token's SHA-256 (hex), as in [`keys::session`].
+    pub id: String,
+    /// Whose session it is.
+    pub user_id: String,
 }
 
 /// Mints a token for `user_id`. Nothing is stored until the caller writes `key`.
@@ -65,12 +142,61 @@ pub fn issue(user_id: &str) -> IssuedToken {
     let mut secret = [0u8; SECRET_BYTES];
     rand::rngs::OsRng.fill_bytes(&mut secret);
     let token = format!("{user_id}.{}", URL_SAFE_NO_PAD.encode(secret));
-    let key = keys::session(user_id, &hash(&token));
-    IssuedToken { token, key }
+    let id = hash(&token);
+    let key = keys::session(user_id, &id);
+    IssuedToken {
+        token,
+        key,
+        id,
+        user_id: user_id.to_string(),
+    }
 }
 
-fn hash(token: &str) -> String {
+/// Hex SHA-256: session ids and ticket keys, so Redis never holds a usable credential.
+pub fn hash(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// Milliseconds since the epoch, from the wall clock.
+pub fn now_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// Longest user agent kept on a session (it is shown back, never trusted).
+const MAX_USER_AGENT_CHARS: usize = 256;
+
+/// Adds "activate this session" to the pipeline that completes a signup or login: the
+/// session hash with its absolute TTL, and its entry in the user's session index
+/// (expired entries pruned on the way). The writes replace or add to keys of this user
+/// only; a concurrent login adds its own entry.
+pub fn start(pipe: &mut redis::Pipeline, issued: &IssuedToken, user_agent: &str, ttl: Duration) {
+    let now = now_millis();
+    let ttl_secs = ttl.as_secs();
+    let expires = now.saturating_add(ttl_secs.saturating_mul(1_000));
+    let agent: String = user_agent.chars().take(MAX_USER_AGENT_CHARS).collect();
+    let index = keys::sessions(&issued.user_id);
+    pipe.del(&issued.key)
+        .ignore()
+        .hset_multiple(
+            &issued.key,
+            &[
+                ("createdAt", now.to_string()),
+                ("lastUsedAt", now.to_string()),
+                ("userAgent", agent),
+            ],
+        )
+        .ignore()
+        .expire(&issued.key, i64::try_from(ttl_secs).unwrap_or(i64::MAX))
+        .ignore()
+        .zrembyscore(&index, "-inf", now)
+        .ignore()
+        .zadd(&index, &issued.id, expires)
+        .ignore()
+        .expire(&index, i64::try_from(ttl_secs).unwrap_or(i64::MAX))
+        .ignore();
 }
 
 /// A token split into its parts, after checking its shape (no Redis needed to reject garbage).
@@ -113,6 +239,8 @@ pub struct Principal {
     pub user: Option<HashMap<String, String>>,
     /// The session key, so logout can delete it without re-hashing.
     pub session_key: String,
+    /// The session id (the token hash): what GET /sessions calls `id` and USER_LOGOUT `sessionIds`.
+    pub session_id: String,
 }
 
 /// Whether the authentication script should also return the user's record.
@@ -124,15 +252,29 @@ pub enum WithUser {
     No,
 }
 
-/// Authenticates `token` and counts the request against the user's rate limit: one round trip.
+/// Authenticates `token` and counts the request against the user's rate limit: one round
+/// trip. Applies the default idle timeout; [`authenticate_idle`] takes the configured one.
 pub async fn authenticate(
     store: &Store,
     limits: &RateLimits,
     token: Option<&str>,
     with_user: WithUser,
 ) -> Result<Principal, AppError> {
+    authenticate_idle(store, limits, DEFAULT_IDLE_TIMEOUT, token, with_user).await
+}
+
+/// Authenticates `token`, ends it if it went unused for longer than `idle`, moves its
+/// "last used" time and counts the request against the user's rate limit: one round trip.
+pub async fn authenticate_idle(
+    store: &Store,
+    limits: &RateLimits,
+    idle: Duration,
+    token: Option<&str>,
+    with_user: WithUser,
+) -> Result<Principal, AppError> {
     let parsed = ParsedToken::parse(token.unwrap_or_default())?;
-    let session_key = parsed.session_key();
+    let session_id = hash(parsed.token);
+    let session_key = keys::session(parsed.user_id, &session_id);
     let window = limits.window.as_secs();
     let reply: Value = AUTH_SCRIPT
         .key(&session_key)
@@ -145,6 +287,8 @@ pub async fn authenticate(
         .arg(limits.free)
         .arg(limits.premium)
         .arg(if with_user == WithUser::Yes { "1" } else { "0" })
+        .arg(now_millis())
+        .arg(u64::try_from(idle.as_millis()).unwrap_or(u64::MAX))
         .invoke_async(&mut store.conn())
         .await?;
     let AuthReply {
@@ -161,6 +305,7 @@ pub async fn authenticate(
         rate,
         user,
         session_key,
+        session_id,
     })
 }
 
@@ -205,22 +350,147 @@ impl AuthReply {
     }
 }
 
-/// Revokes one session (logout): one round trip.
-pub async fn revoke(store: &Store, session_key: &str) -> Result<(), AppError> {
-    let _: i64 = redis::cmd("DEL")
-        .arg(session_key)
-        .query_async(&mut store.conn())
+/// Ends one of `user_id`'s sessions (logout, DELETE /sessions/{id}): one round trip.
+/// `true` if it was live.
+pub async fn revoke(store: &Store, user_id: &str, session_id: &str) -> Result<bool, AppError> {
+    let ended: i64 = END_ONE
+        .key(keys::session(user_id, session_id))
+        .key(keys::sessions(user_id))
+        .arg(session_id)
+        .invoke_async(&mut store.conn())
         .await?;
-    Ok(())
+    Ok(ended == 1)
 }
 
-/// The `Set-Cookie` value that hands `token` to a browser.
+/// Ends every session of `user_id` but `keep` and returns the ids that were live; with
+/// `new_password_hash`, stores it in the same atomic step. One round trip.
+/// `NotFound` if a password is given for a user that no longer exists.
+pub async fn revoke_all(
+    store: &Store,
+    user_id: &str,
+    keep: Option<&str>,
+    new_password_hash: Option<&str>,
+) -> Result<Vec<String>, AppError> {
+    let reply: redis::RedisResult<Vec<String>> = END_SESSIONS
+        .key(keys::sessions(user_id))
+        .key(keys::user(user_id))
+        .arg(keys::session(user_id, ""))
+        .arg(keep.unwrap_or_default())
+        .arg(new_password_hash.unwrap_or_default())
+        .invoke_async(&mut store.conn())
+        .await;
+    match reply {
+        Err(e) if e.to_string().contains("NOUSER") => Err(AppError::NotFound("no such user".into())),
+        other => Ok(other?),
+    }
+}
+
+/// One session as GET /sessions shows it.
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionInfo {
+    /// The session id (token hash); DELETE /sessions/{id} takes it.
+    pub id: String,
+    /// The user agent that signed in.
+    pub user_agent: String,
+    /// When it was created, RFC 3339 ms.
+    pub created_at: String,
+    /// When it was last used, RFC 3339 ms.
+    pub last_used_at: String,
+    /// Whether it is the session making this request.
+    pub current: bool,
+}
+
+/// Most sessions GET /sessions reads; a user with more sees the newest ones.
+pub const MAX_LISTED_SESSIONS: isize = 100;
+
+/// The live sessions of `user_id`, newest first: two round trips (index, then the
+/// sessions in one pipeline). Index entries of sessions that ended are skipped.
+pub async fn list(store: &Store, user_id: &str, current: &str) -> Result<Vec<SessionInfo>, AppError> {
+    let ids: Vec<String> = redis::cmd("ZRANGE")
+        .arg(keys::sessions(user_id))
+        .arg("+inf")
+        .arg(now_millis())
+        .arg("BYSCORE")
+        .arg("REV")
+        .arg("LIMIT")
+        .arg(0)
+        .arg(MAX_LISTED_SESSIONS)
+        .query_async(&mut store.conn())
+        .await?;
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut pipe = redis::pipe();
+    for id in &ids {
+        pipe.hgetall(keys::session(user_id, id));
+    }
+    let records: Vec<HashMap<String, String>> = pipe.query_async(&mut store.conn()).await?;
+    let millis = |fields: &HashMap<String, String>, name: &str| {
+        fields
+            .get(name)
+            .and_then(|v| v.parse::<i64>().ok())
+            .and_then(chrono::DateTime::from_timestamp_millis)
+            .map(|t| crate::events::format_timestamp(&t))
+            .unwrap_or_default()
+    };
+    let mut sessions: Vec<SessionInfo> = ids
+        .into_iter()
+        .zip(records)
+        .filter(|(_, fields)| fields.contains_key("lastUsedAt"))
+        .map(|(id, fields)| SessionInfo {
+            current: id == current,
+            user_agent: fields.get("userAgent").cloned().unwrap_or_default(),
+            created_at: millis(&fields, "createdAt"),
+            last_used_at: millis(&fields, "lastUsedAt"),
+            id,
+        })
+        .collect();
+    sessions.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+    Ok(sessions)
+}
+
+/// Accepts only what a session id can be: 64 lower-case hex digits.
+pub fn parse_session_id(id: &str) -> Result<&str, AppError> {
+    if id.len() == 64 && id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        Ok(id)
+    } else {
+        Err(AppError::NotFound("no such session".into()))
+    }
+}
+
+/// Stores a single-use WebSocket ticket for this session and returns it: one round trip.
+/// Redis holds `keys::realtime_ticket(<sha256 of ticket>)` = `<userId>:<sessionId>` for
+/// [`TICKET_TTL`]; `$connect` redeems it with GETDEL, so it works once, and a ticket in
+/// a URL or log is worthless after that or after 30 s.
+pub async fn issue_ticket(store: &Store, user_id: &str, session_id: &str) -> Result<String, AppError> {
+    let mut secret = [0u8; SECRET_BYTES];
+    rand::rngs::OsRng.fill_bytes(&mut secret);
+    let ticket = URL_SAFE_NO_PAD.encode(secret);
+    let () = redis::cmd("SET")
+        .arg(keys::realtime_ticket(&hash(&ticket)))
+        .arg(format!("{user_id}:{session_id}"))
+        .arg("EX")
+        .arg(TICKET_TTL.as_secs())
+        .query_async(&mut store.conn())
+        .await?;
+    Ok(ticket)
+}
+
+/// The `Set-Cookie` value that hands `token` to a browser. With `secure` (everywhere but
+/// plain-http local development) the cookie is `__Host-dc_session`: Secure, Path=/, no Domain.
 pub fn cookie(token: &str, ttl: Duration, secure: bool) -> String {
-    let secure = if secure { "; Secure" } else { "" };
+    let (name, secure) = if secure { (COOKIE_NAME, "; Secure") } else { (LOCAL_COOKIE_NAME, "") };
     format!(
-        "{COOKIE_NAME}={token}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}{secure}",
+        "{name}={token}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}{secure}",
         ttl.as_secs()
     )
+}
+
+/// The `Set-Cookie` value that removes the session cookie (logout): the same name and
+/// attributes, so the browser matches and drops it (a `__Host-` cookie needs `Secure` here too).
+pub fn clear_cookie(secure: bool) -> String {
+    cookie("", Duration::ZERO, secure)
 }
 
 #[cfg(test)]
@@ -260,5 +530,29 @@ mod tests {
     fn the_cookie_is_http_only() {
         let c = cookie("t", Duration::from_secs(60), true);
         assert!(c.contains("HttpOnly") && c.contains("Secure") && c.contains("Max-Age=60"));
+    }
+
+    #[test]
+    fn the_secure_cookie_meets_the_host_prefix_rules_also_when_cleared() {
+        for c in [cookie("t", Duration::from_secs(60), true), clear_cookie(true)] {
+            assert!(c.starts_with("__Host-dc_session="), "{c}");
+            assert!(c.contains("; Secure") && c.contains("; Path=/") && !c.contains("Domain"), "{c}");
+        }
+        assert!(clear_cookie(true).contains("Max-Age=0"));
+    }
+
+    #[test]
+    fn the_insecure_local_cookie_does_not_claim_the_host_prefix() {
+        let c = cookie("t", Duration::from_secs(60), false);
+        assert!(c.starts_with("dc_session=") && !c.contains("Secure"), "{c}");
+    }
+
+    #[test]
+    fn session_ids_are_64_hex_digits() {
+        let issued = issue(&Uuid::now_v7().to_string());
+        assert!(parse_session_id(&issued.id).is_ok());
+        for bad in ["", "abc", &"G".repeat(64), &"A".repeat(64), "../x"] {
+            assert!(parse_session_id(bad).is_err(), "{bad}");
+        }
     }
 }

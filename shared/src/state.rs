@@ -12,9 +12,20 @@ use crate::{
     metrics::Metrics,
     producer::Producer,
     publisher::Publisher,
+    rate_limit,
     session::{self, Principal, WithUser},
     store::Store,
 };
+
+/// The value of the un-prefixed local cookie (`COOKIE_SECURE=false` only).
+fn local_cookie(req: &Request) -> Option<&str> {
+    req.headers()
+        .get_all(lambda_http::http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|pair| pair.trim().strip_prefix(session::LOCAL_COOKIE_NAME)?.strip_prefix('='))
+}
 
 /// Why a container could not start; the message names the variable or server at fault.
 #[derive(Debug, thiserror::Error)]
@@ -82,8 +93,34 @@ impl AppState {
 
     /// Authenticates an HTTP request (bearer token or session cookie) and counts it
     /// against the caller's rate limit: one Redis round trip.
+    ///
+    /// A request whose token is missing, malformed, unknown or ended is counted against
+    /// the anonymous per-IP bucket (one more round trip, on the failure path only), and
+    /// answered 429 past it: guessing tokens costs an attacker the same budget as any
+    /// other anonymous request. The `dc_session` cookie (no `__Host-` prefix) is read only
+    /// while `COOKIE_SECURE=false`, i.e. on plain-http localhost.
     pub async fn authenticate(&self, req: &Request, with_user: WithUser) -> Result<Principal, AppError> {
-        session::authenticate(&self.store, &self.config.rate_limits, api::bearer_token(req), with_user).await
+        let config = &self.config;
+        let token = api::bearer_token(req).or_else(|| match config.cookie_secure {
+            true => None,
+            false => local_cookie(req),
+        });
+        let outcome = session::authenticate_idle(
+            &self.store,
+            &config.rate_limits,
+            config.session_idle_timeout,
+            token,
+            with_user,
+        )
+        .await;
+        match outcome {
+            Err(AppError::Unauthorized(reason)) => {
+                let ip = api::RequestMeta::of(req).source_ip;
+                rate_limit::check_ip(&self.store, &config.rate_limits, &ip).await?;
+                Err(AppError::Unauthorized(reason))
+            }
+            other => other,
+        }
     }
 
     /// The same clients and recorder, as another function (the local gateway hosts them

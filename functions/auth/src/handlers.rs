@@ -1,9 +1,11 @@
 //! One function per route: parse, act, reply. Validation happens before any write.
 
+use std::sync::LazyLock;
+
 use devconnect::{
     api::{self, json_body, Reply, RequestMeta},
     events::EventType,
-    rate_limit,
+    keys, rate_limit, script,
     session::{self, WithUser},
     user::{self, User},
     AppError, AppState,
@@ -42,7 +44,7 @@ pub async fn signup(state: &AppState, meta: &RequestMeta, req: &Request) -> Resu
     }
     let issued = session::issue(&new_user.id);
     let mut pipe = user::insert_pipeline(&new_user);
-    pipe.set_ex(&issued.key, 1, config.session_ttl.as_secs()).ignore();
+    session::start(&mut pipe, &issued, user_agent(req), config.session_ttl);
     if let Err(e) = pipe.query_async::<()>(&mut state.store.conn()).await {
         // Take back the email and whatever of the account was written, so the failed request
         // leaves nothing and a retry can succeed; if Redis is gone this fails too and the error stands.
@@ -83,13 +85,13 @@ pub async fn login(state: &AppState, meta: &RequestMeta, req: &Request) -> Resul
     let email = user::parse_email(&body.email).map_err(|_| BAD_CREDENTIALS)?;
     let config = &state.config;
     let rate = rate_limit::check_ip(&state.store, &config.rate_limits, &meta.source_ip).await?;
-    let user_id = login_limit::reserve(
-        &state.store,
-        &email,
-        config.login_max_failures,
-        config.login_failure_window,
-    )
-    .await?;
+    let limits = login_limit::Limits {
+        max_failures: config.login_max_failures,
+        email_max_failures: config.login_email_max_failures,
+        lock_base: config.login_lock_base,
+        window: config.login_failure_window,
+    };
+    let user_id = login_limit::reserve(&state.store, &email, &meta.source_ip, limits).await?;
     let found = match &user_id {
         Some(id) => user::get(&state.store, id).await?,
         None => None,
@@ -99,10 +101,9 @@ pub async fn login(state: &AppState, meta: &RequestMeta, req: &Request) -> Resul
     }
     let found = found.ok_or(BAD_CREDENTIALS)?;
     let issued = session::issue(&found.id);
-    // SET and DEL replace or remove a key of any type, so neither can fail half-way.
     let mut pipe = redis::pipe();
-    pipe.set_ex(&issued.key, 1, config.session_ttl.as_secs()).ignore();
-    login_limit::clear(&mut pipe, &email);
+    session::start(&mut pipe, &issued, user_agent(req), config.session_ttl);
+    login_limit::clear(&mut pipe, &email, &meta.source_ip);
     pipe.query_async::<()>(&mut state.store.conn()).await?;
     state
         .publisher
@@ -124,25 +125,167 @@ pub async fn login(state: &AppState, meta: &RequestMeta, req: &Request) -> Resul
 /// POST /auth/logout -> 204; the token stops working at once.
 pub async fn logout(state: &AppState, meta: &RequestMeta, req: &Request) -> Result<Reply, AppError> {
     let principal = state.authenticate(req, WithUser::No).await?;
-    session::revoke(&state.store, &principal.session_key).await?;
+    let ended = session::revoke(&state.store, &principal.user_id, &principal.session_id).await?;
+    let ids = if ended { vec![principal.session_id.clone()] } else { Vec::new() };
+    publish_logout(state, meta, &principal.user_id, &ids, "logout").await?;
+    Ok(Reply::no_content()
+        .header("set-cookie", session::clear_cookie(state.config.cookie_secure))
+        .rate(&principal.rate))
+}
+
+/// POST /auth/logout-all -> 204: every session of the caller ends, this one included.
+pub async fn logout_all(state: &AppState, meta: &RequestMeta, req: &Request) -> Result<Reply, AppError> {
+    let principal = state.authenticate(req, WithUser::No).await?;
+    let ids = session::revoke_all(&state.store, &principal.user_id, None, None).await?;
+    publish_logout(state, meta, &principal.user_id, &ids, "logout_all").await?;
+    Ok(Reply::no_content()
+        .header("set-cookie", session::clear_cookie(state.config.cookie_secure))
+        .rate(&principal.rate))
+}
+
+/// GET /sessions -> 200 {sessions: [{id, userAgent, createdAt, lastUsedAt, current}]}, newest first.
+pub async fn list_sessions(state: &AppState, req: &Request) -> Result<Reply, AppError> {
+    let principal = state.authenticate(req, WithUser::No).await?;
+    let sessions = session::list(&state.store, &principal.user_id, &principal.session_id).await?;
+    Ok(Reply::ok(json!({ "sessions": sessions })).rate(&principal.rate))
+}
+
+/// DELETE /sessions/{id} -> 204; 404 when the caller has no such live session (ids of
+/// other users' sessions are never found: the key is built from the caller's id).
+pub async fn delete_session(state: &AppState, meta: &RequestMeta, req: &Request) -> Result<Reply, AppError> {
+    let principal = state.authenticate(req, WithUser::No).await?;
+    let raw = api::path_param(req, "id")?;
+    let id = session::parse_session_id(&raw)?;
+    if !session::revoke(&state.store, &principal.user_id, id).await? {
+        return Err(AppError::NotFound("no such session".into()));
+    }
+    publish_logout(state, meta, &principal.user_id, &[id.to_string()], "revoked").await?;
+    Ok(Reply::no_content().rate(&principal.rate))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct PasswordBody {
+    current_password: String,
+    new_password: String,
+}
+
+/// POST /auth/password {currentPassword, newPassword} -> 204. The new hash is stored and
+/// every other session ends in one atomic step; this session stays signed in.
+pub async fn change_password(state: &AppState, meta: &RequestMeta, req: &Request) -> Result<Reply, AppError> {
+    let principal = state.authenticate(req, WithUser::Yes).await?;
+    let body: PasswordBody = json_body(req)?;
+    password::validate(&body.new_password)?;
+    let me = stored_user(principal.user)?;
+    if !password::verify(body.current_password, Some(me.password_hash)).await? {
+        return Err(AppError::Forbidden("the current password is wrong".into()));
+    }
+    let new_hash = password::hash(body.new_password).await?;
+    let ids = session::revoke_all(
+        &state.store,
+        &me.id,
+        Some(&principal.session_id),
+        Some(&new_hash),
+    )
+    .await?;
+    publish_logout(state, meta, &me.id, &ids, "password_changed").await?;
+    Ok(Reply::no_content().rate(&principal.rate))
+}
+
+/// POST /realtime/ticket -> 201 {ticket, expiresIn}: a single-use WebSocket ticket bound to
+/// this session, so the long-lived token never goes into a URL.
+pub async fn realtime_ticket(state: &AppState, req: &Request) -> Result<Reply, AppError> {
+    let principal = state.authenticate(req, WithUser::No).await?;
+    let ticket = session::issue_ticket(&state.store, &principal.user_id, &principal.session_id).await?;
+    Ok(Reply::created(json!({"ticket": ticket, "expiresIn": session::TICKET_TTL.as_secs()})).rate(&principal.rate))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TierBody {
+    tier: String,
+}
+
+/// PUT /admin/users/{userId}/tier {"tier": "free"|"premium"} -> 200 {userId, tier, previousTier}.
+/// Admins only (ADMIN_USER_IDS). The authentication script reads the tier on every
+/// request, so the new limit applies from the user's next request; TIER_CHANGED follows.
+pub async fn set_tier(state: &AppState, meta: &RequestMeta, req: &Request) -> Result<Reply, AppError> {
+    let principal = state.authenticate(req, WithUser::No).await?;
+    if !state.config.admin_user_ids.contains(&principal.user_id) {
+        return Err(AppError::Forbidden("changing tiers is for admins".into()));
+    }
+    let user_id = user::parse_user_id(&api::path_param(req, "userId")?)?;
+    let body: TierBody = json_body(req)?;
+    let tier = match body.tier.as_str() {
+        "free" | "premium" => body.tier,
+        _ => return Err(AppError::Validation("tier must be \"free\" or \"premium\"".into())),
+    };
+    let previous = store_tier(state, &user_id, &tier).await?;
+    state
+        .publisher
+        .publish(
+            EventType::TierChanged,
+            &user_id,
+            &meta.request_id,
+            json!({"userId": user_id, "tier": tier, "previousTier": previous, "changedBy": principal.user_id}),
+        )
+        .await?;
+    Ok(Reply::ok(json!({"userId": user_id, "tier": tier, "previousTier": previous})).rate(&principal.rate))
+}
+
+/// KEYS: user record, cached public profile. ARGV: the tier. Returns the previous tier,
+/// or false when there is no such user. The record is checked to be a hash before the
+/// write; the cache is dropped in the same step.
+static SET_TIER: LazyLock<redis::Script> = LazyLock::new(|| {
+    script::atomic(
+        r#"
+local bad = wrong_types({KEYS[1], 'hash'})
+if bad then return redis.error_reply(bad) end
+if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+local previous = redis.call('HGET', KEYS[1], 'tier') or 'free'
+redis.call('HSET', KEYS[1], 'tier', ARGV[1])
+redis.call('DEL', KEYS[2])
+return previous
+"#,
+    )
+});
+
+async fn store_tier(state: &AppState, user_id: &str, tier: &str) -> Result<String, AppError> {
+    let previous: Option<String> = SET_TIER
+        .key(keys::user(user_id))
+        .key(keys::public_profile(user_id))
+        .arg(tier)
+        .invoke_async(&mut state.store.conn())
+        .await?;
+    previous.ok_or_else(|| AppError::NotFound("no such user".into()))
+}
+
+/// USER_LOGOUT, the one event of every way sessions end; realtime closes their sockets.
+async fn publish_logout(
+    state: &AppState,
+    meta: &RequestMeta,
+    user_id: &str,
+    session_ids: &[String],
+    reason: &str,
+) -> Result<(), AppError> {
     state
         .publisher
         .publish(
             EventType::UserLogout,
-            &principal.user_id,
+            user_id,
             &meta.request_id,
-            json!({"userId": principal.user_id}),
+            json!({"userId": user_id, "sessionIds": session_ids, "reason": reason}),
         )
         .await?;
-    Ok(Reply::no_content()
-        .header(
-            "set-cookie",
-            format!(
-                "{}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0",
-                session::COOKIE_NAME
-            ),
-        )
-        .rate(&principal.rate))
+    Ok(())
+}
+
+/// The client's user agent, shown in GET /sessions.
+fn user_agent(req: &Request) -> &str {
+    req.headers()
+        .get(lambda_http::http::header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
 }
 
 /// GET /profile: one round trip (the authentication script returns the record).

@@ -1,4 +1,5 @@
-//! The auth function: signup, login, logout, own profile and public profiles.
+//! The auth function: signup, login, logout, sessions, password change, WebSocket
+//! tickets, tiers (admin), own profile and public profiles.
 //!
 //! [`handle`] is the whole function: `main` hands it every API Gateway request,
 //! and the local gateway and tests call it in-process.
@@ -22,6 +23,12 @@ pub const ROUTES: &[&str] = &[
     "GET /profile",
     "PATCH /profile",
     "GET /users/{userId}",
+    "POST /auth/logout-all",
+    "POST /auth/password",
+    "GET /sessions",
+    "DELETE /sessions/{id}",
+    "POST /realtime/ticket",
+    "PUT /admin/users/{userId}/tier",
 ];
 
 /// Serves one request. Never fails: every error is already a JSON response.
@@ -33,6 +40,12 @@ pub async fn handle(state: &AppState, req: Request) -> Response<Body> {
         "GET /profile" => handlers::get_profile(state, req).await,
         "PATCH /profile" => handlers::patch_profile(state, meta, req).await,
         "GET /users/{userId}" => handlers::get_user(state, req).await,
+        "POST /auth/logout-all" => handlers::logout_all(state, meta, req).await,
+        "POST /auth/password" => handlers::change_password(state, meta, req).await,
+        "GET /sessions" => handlers::list_sessions(state, req).await,
+        "DELETE /sessions/{id}" => handlers::delete_session(state, meta, req).await,
+        "POST /realtime/ticket" => handlers::realtime_ticket(state, req).await,
+        "PUT /admin/users/{userId}/tier" => handlers::set_tier(state, meta, req).await,
         _ => Err(api::unknown_route(meta)),
     })
     .await
