@@ -165,7 +165,54 @@ pub fn parse_email(raw: &str) -> Result<String, AppError> {
     Ok(email)
 }
 
-/// A first or last name: trimmed, 1..=50 characters, no control characters.
+/// Whether `c` is a Unicode format character (general category Cf, Unicode 15.1):
+/// invisible, and the bidi overrides and isolates among them (U+202A–U+202E,
+/// U+2066–U+2069) make text display in another order than it is stored — a name that
+/// reads as someone else's, a message whose shown text is not its content. Listed by
+/// hand: the set is small and stable, and no Unicode-tables crate is in the workspace.
+pub fn is_format_char(c: char) -> bool {
+    matches!(
+        c as u32,
+        0x00AD
+            | 0x0600..=0x0605
+            | 0x061C
+            | 0x06DD
+            | 0x070F
+            | 0x0890..=0x0891
+            | 0x08E2
+            | 0x180E
+            | 0x200B..=0x200F
+            | 0x202A..=0x202E
+            | 0x2060..=0x2064
+            | 0x2066..=0x206F
+            | 0xFEFF
+            | 0xFFF9..=0xFFFB
+            | 0x110BD
+            | 0x110CD
+            | 0x13430..=0x1343F
+            | 0x1BCA0..=0x1BCA3
+            | 0x1D173..=0x1D17A
+            | 0xE0001
+            | 0xE0020..=0xE007F
+    )
+}
+
+/// 400 if `text` (the field `field`) holds a format character ([`is_format_char`]).
+/// Free text (`free_text`: about, messages) may keep U+200D ZERO WIDTH JOINER, which
+/// builds emoji sequences (👩‍💻) and reorders nothing; names and skills may not.
+pub fn reject_format_chars(field: &str, text: &str, free_text: bool) -> Result<(), AppError> {
+    if text
+        .chars()
+        .any(|c| is_format_char(c) && !(free_text && c == '\u{200D}'))
+    {
+        return Err(AppError::Validation(format!(
+            "{field} must not contain invisible formatting characters (such as bidi overrides)"
+        )));
+    }
+    Ok(())
+}
+
+/// A first or last name: trimmed, 1..=50 characters, no control or format characters.
 pub fn parse_name(field: &str, raw: &str) -> Result<String, AppError> {
     let name = raw.trim();
     let len = name.chars().count();
@@ -174,10 +221,11 @@ pub fn parse_name(field: &str, raw: &str) -> Result<String, AppError> {
             "{field} must be 1 to {MAX_NAME_CHARS} characters"
         )));
     }
+    reject_format_chars(field, name, false)?;
     Ok(name.to_string())
 }
 
-/// `about`: at most 500 characters.
+/// `about`: at most 500 characters, no format characters.
 pub fn parse_about(raw: &str) -> Result<String, AppError> {
     let about = raw.trim();
     if about.chars().count() > MAX_ABOUT_CHARS {
@@ -185,6 +233,7 @@ pub fn parse_about(raw: &str) -> Result<String, AppError> {
             "about must be at most {MAX_ABOUT_CHARS} characters"
         )));
     }
+    reject_format_chars("about", about, true)?;
     Ok(about.to_string())
 }
 
@@ -202,6 +251,7 @@ pub fn parse_skills(raw: &[String]) -> Result<Vec<String>, AppError> {
                 "each skill must be 1 to {MAX_SKILL_CHARS} characters"
             )));
         }
+        reject_format_chars("skills", s, false)?;
         if !skills.iter().any(|k| k.eq_ignore_ascii_case(s)) {
             skills.push(s.to_string());
         }
@@ -209,18 +259,29 @@ pub fn parse_skills(raw: &[String]) -> Result<Vec<String>, AppError> {
     Ok(skills)
 }
 
-/// `photoUrl`: an absolute http(s) URL, or empty to remove the photo.
+/// `photoUrl`: an absolute https URL, or empty to remove the photo. Plain http would
+/// let anyone on a viewer's network swap the picture (and mixes content into an https
+/// page); credentials in the URL are refused. Stored as the `url` crate serializes it —
+/// lower-cased host, punycode, percent-encoding, no default port — so what is stored is
+/// exactly what every client will request, whatever spelling was sent.
 pub fn parse_photo_url(raw: &str) -> Result<String, AppError> {
     let raw = raw.trim();
     if raw.is_empty() {
         return Ok(String::new());
     }
-    let ok = raw.len() <= MAX_URL_CHARS
-        && url::Url::parse(raw).is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
-    if !ok {
-        return Err(AppError::Validation("photoUrl must be an http(s) URL".into()));
+    let invalid = || AppError::Validation("photoUrl must be an https URL".into());
+    if raw.len() > MAX_URL_CHARS {
+        return Err(invalid());
     }
-    Ok(raw.to_string())
+    let url = url::Url::parse(raw).map_err(|_| invalid())?;
+    if url.scheme() != "https" || url.host().is_none() || !url.username().is_empty() || url.password().is_some() {
+        return Err(invalid());
+    }
+    let normalised = url.to_string();
+    if normalised.len() > MAX_URL_CHARS {
+        return Err(invalid());
+    }
+    Ok(normalised)
 }
 
 /// A user id from a path: must be a UUID (400 otherwise, before any Redis call).
@@ -396,11 +457,28 @@ mod tests {
     }
 
     #[test]
-    fn photo_url_must_be_http_or_https() {
+    fn photo_url_must_be_https_and_is_stored_normalised() {
         assert!(parse_photo_url("https://cdn.example.com/a.png").is_ok());
+        assert!(parse_photo_url("http://cdn.example.com/a.png").is_err());
+        assert!(parse_photo_url("https://user:pw@cdn.example.com/a.png").is_err());
+        assert_eq!(
+            parse_photo_url("HTTPS://CDN.Example.com:443/a b.png").unwrap(),
+            "https://cdn.example.com/a%20b.png"
+        );
         assert!(parse_photo_url("javascript:alert(1)").is_err());
         assert!(parse_photo_url("not a url").is_err());
         assert_eq!(parse_photo_url("").unwrap(), "");
+    }
+
+    #[test]
+    fn names_and_texts_refuse_bidi_overrides_and_invisible_characters() {
+        assert!(parse_name("firstName", "Ada\u{202E}nimda").is_err());
+        assert!(parse_name("firstName", "A\u{200B}da").is_err());
+        assert!(parse_name("firstName", "A\u{2066}da").is_err());
+        assert!(parse_about("hi \u{202D}there").is_err());
+        assert!(parse_skills(&["Ru\u{FEFF}st".to_string()]).is_err());
+        assert!(parse_about("coder 👩\u{200D}💻").is_ok());
+        assert!(parse_name("firstName", "Zoë").is_ok());
     }
 
     #[test]

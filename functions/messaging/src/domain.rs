@@ -9,7 +9,8 @@ pub const DEFAULT_PAGE: usize = 50;
 /// Largest history page.
 pub const MAX_PAGE: usize = 100;
 
-/// A message text: trimmed, 1..=2000 characters, no control characters except newlines and tabs.
+/// A message text: trimmed, 1..=2000 characters, no control characters except newlines
+/// and tabs, no format characters (bidi overrides would show a text other than the one sent).
 pub fn parse_text(raw: &str) -> Result<String, AppError> {
     let text = raw.trim();
     let len = text.chars().count();
@@ -21,6 +22,7 @@ pub fn parse_text(raw: &str) -> Result<String, AppError> {
     if text.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
         return Err(AppError::Validation("text must not contain control characters".into()));
     }
+    devconnect::user::reject_format_chars("text", text, true)?;
     Ok(text.to_string())
 }
 
@@ -67,6 +69,13 @@ mod tests {
     fn control_characters_other_than_newlines_are_rejected() {
         assert!(parse_text("line one\nline two").is_ok());
         assert!(parse_text("bell\u{7}").is_err());
+    }
+
+    #[test]
+    fn bidi_overrides_are_rejected_but_emoji_sequences_are_not() {
+        assert!(parse_text("pay \u{202E}gnp.exe").is_err());
+        assert!(parse_text("hi\u{2069}").is_err());
+        assert!(parse_text("team 👩\u{200D}💻").is_ok());
     }
 
     #[test]
