@@ -96,13 +96,16 @@ async fn after_redis_comes_back_requests_succeed_again() {
 
 #[tokio::test]
 async fn health_reports_each_dependency() {
-    let mut stack = Stack::start_with(&[("KAFKA_PRODUCE_TIMEOUT_MS", "500")]).await;
-    let healthy = stack.client().get("/health").await;
+    const ADMIN: &str = "0190c3a4-0000-7000-8000-0000000000ad";
+    let mut stack = Stack::start_with(&[("KAFKA_PRODUCE_TIMEOUT_MS", "500"), ("ADMIN_USER_IDS", ADMIN)]).await;
+    // Per-dependency details are for admins only.
+    let admin = stack.user_with_id(ADMIN).await;
+    let healthy = admin.client.get("/health").await;
     assert_eq!(healthy.status, 200);
     assert_eq!(healthy.body["status"], "healthy");
     assert!(healthy.body["dependencies"]["redis"]["latencyMs"].as_f64().is_some());
     stack.broker.stop();
-    let degraded = stack.client().get("/health").await;
+    let degraded = admin.client.get("/health").await;
     assert_eq!(
         (degraded.status, degraded.body["status"].as_str()),
         (200, Some("degraded")),

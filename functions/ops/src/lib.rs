@@ -7,6 +7,7 @@ use devconnect::{
     api::{self, Reply},
     metrics,
     outbox::{self, RelayReport},
+    session::WithUser,
     AppError, AppState,
 };
 use lambda_http::{Body, Request, Response};
@@ -23,8 +24,8 @@ pub const RELAY_BATCH: usize = 100;
 
 /// Serves GET /health.
 pub async fn handle(state: &AppState, req: Request) -> Response<Body> {
-    api::serve(req, async |meta, _| match meta.route_key.as_str() {
-        "GET /health" => Ok(health(state).await),
+    api::serve(req, async |meta, req| match meta.route_key.as_str() {
+        "GET /health" => Ok(health(state, req).await),
         _ => Err(api::unknown_route(meta)),
     })
     .await
@@ -33,7 +34,13 @@ pub async fn handle(state: &AppState, req: Request) -> Response<Body> {
 /// healthy: both up; degraded: Kafka down (writes still succeed, events wait in the outbox);
 /// unhealthy (503): Redis down. Also reports the outbox backlog and how many entries the
 /// relay quarantined (never producible: alert on it growing; `null` when Redis is down).
-async fn health(state: &AppState) -> Reply {
+///
+/// Anonymous callers (load balancers, uptime checks) get only `status`: latencies, error
+/// texts and outbox numbers describe the internals to an attacker. Details need an admin
+/// token (ADMIN_USER_IDS, as for analytics); any other token, or none, or a token that
+/// cannot be checked because Redis is down, gets the short form — never a 401, so the
+/// health check itself works without credentials.
+async fn health(state: &AppState, req: &Request) -> Reply {
     let redis = probe(async {
         let pong: String = redis::cmd("PING").query_async(&mut state.store.conn()).await?;
         Ok::<_, AppError>(pong == "PONG")
@@ -59,16 +66,31 @@ async fn health(state: &AppState) -> Reply {
         (true, false) => "degraded",
         _ => "unhealthy",
     };
-    let body = json!({
-        "status": status,
-        "dependencies": {"redis": redis, "kafka": kafka},
-        "outboxBacklog": backlog.map(|b| b.waiting),
-        "outboxQuarantined": backlog.map(|b| b.quarantined),
-    });
+    let body = if is_admin(state, req).await {
+        json!({
+            "status": status,
+            "dependencies": {"redis": redis, "kafka": kafka},
+            "outboxBacklog": backlog.map(|b| b.waiting),
+            "outboxQuarantined": backlog.map(|b| b.quarantined),
+        })
+    } else {
+        json!({ "status": status })
+    };
     if redis_up {
         Reply::ok(body)
     } else {
         Reply::unavailable(body)
+    }
+}
+
+/// Whether the caller presents a valid token of an admin (ADMIN_USER_IDS).
+async fn is_admin(state: &AppState, req: &Request) -> bool {
+    if api::bearer_token(req).is_none() {
+        return false;
+    }
+    match state.authenticate(req, WithUser::No).await {
+        Ok(me) => state.config.admin_user_ids.contains(&me.user_id),
+        Err(_) => false,
     }
 }
 
