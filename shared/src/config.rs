@@ -180,6 +180,12 @@ pub struct Config {
     pub admin_user_ids: Vec<String>,
     /// `COOKIE_SECURE`: add `Secure` to the session cookie (true in AWS, false on plain-http localhost).
     pub cookie_secure: bool,
+    /// `REALTIME_MAX_SOCKETS_PER_USER`: open WebSocket connections per user; the oldest is
+    /// closed when a new one exceeds it, so a leaked token cannot pin unbounded sockets.
+    pub realtime_max_sockets_per_user: u32,
+    /// `PUSH_MAX_CONNECTIONS_PER_BATCH`: connections one pusher batch pushes to; the rest
+    /// of that batch's frames are counted and logged, not sent (see the realtime pusher).
+    pub push_max_connections_per_batch: u32,
 }
 
 impl fmt::Debug for Config {
@@ -265,6 +271,8 @@ impl Config {
                 None => Vec::new(),
             },
             cookie_secure: env.parse("COOKIE_SECURE", true)?,
+            realtime_max_sockets_per_user: env.positive("REALTIME_MAX_SOCKETS_PER_USER", 10)?,
+            push_max_connections_per_batch: env.positive("PUSH_MAX_CONNECTIONS_PER_BATCH", 1_000)?,
         })
     }
 }

@@ -175,6 +175,19 @@ pub fn realtime_ticket(ticket_hash: &str) -> String {
     format!("ticket:{{t:{ticket_hash}}}")
 }
 
+/// Hash: which session opened each of a user's WebSocket connections (connection id ->
+/// session id, the token hash of [`session`]). In the user's slot, beside [`sockets`] and
+/// the session keys, so one script can tell a connection's session still exists.
+pub fn socket_sessions(user_id: &str) -> String {
+    format!("sockets:{}:sessions", user_tag(user_id))
+}
+
+/// The prefix of every session key of a user: [`session`] with an empty hash. Scripts
+/// append a session id to it to check a connection's session in the user's slot.
+pub fn session_prefix(user_id: &str) -> String {
+    session(user_id, "")
+}
+
 /// Sorted set: every user, score 0, so members sort by id; UUIDv7 ids make that signup order.
 pub const USERS: &str = "users:{all}";
 

@@ -13,7 +13,20 @@ use devconnect_tests::{
 };
 use futures::StreamExt;
 use serde_json::json;
-use tokio_tungstenite::connect_async;
+use tokio_tungstenite::{connect_async, tungstenite::client::IntoClientRequest};
+
+/// A WebSocket request carrying `token` the browser way: as a subprotocol beside
+/// `devconnect` (a token in the URL is refused).
+fn with_token(url: &str, token: &str) -> tokio_tungstenite::tungstenite::handshake::client::Request {
+    let mut request = url.into_client_request().expect("a ws:// url");
+    request.headers_mut().insert(
+        "sec-websocket-protocol",
+        format!("devconnect, {token}")
+            .parse()
+            .expect("a token is a header value"),
+    );
+    request
+}
 
 #[tokio::main]
 async fn main() {
@@ -21,7 +34,7 @@ async fn main() {
     let a = stack.user("sender").await;
     let b = stack.user("receiver").await;
     stack.connect(&a, &b).await;
-    let (mut socket, _) = connect_async(format!("{}?token={}", stack.ws_url(), b.client.token()))
+    let (mut socket, _) = connect_async(with_token(&stack.ws_url(), b.client.token()))
         .await
         .unwrap();
 
@@ -56,7 +69,7 @@ async fn main() {
     for i in 0..100 {
         let u = stack.user(&format!("fan{i}")).await;
         for _ in 0..2 {
-            let (s, _) = connect_async(format!("{}?token={}", stack.ws_url(), u.client.token()))
+            let (s, _) = connect_async(with_token(&stack.ws_url(), u.client.token()))
                 .await
                 .unwrap();
             drains.push(tokio::spawn(s.for_each(|_| async {})));

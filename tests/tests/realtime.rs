@@ -14,8 +14,21 @@ use tokio_tungstenite::{
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
+/// A WebSocket request carrying `token` the browser way: as a subprotocol beside
+/// `devconnect` (a token in the URL is refused).
+fn with_token(url: &str, token: &str) -> tokio_tungstenite::tungstenite::handshake::client::Request {
+    let mut request = url.into_client_request().expect("a ws:// url");
+    request.headers_mut().insert(
+        "sec-websocket-protocol",
+        format!("devconnect, {token}")
+            .parse()
+            .expect("a token is a header value"),
+    );
+    request
+}
+
 async fn open(stack: &Stack, user: &User) -> Socket {
-    let (socket, _) = connect_async(format!("{}?token={}", stack.ws_url(), user.client.token()))
+    let (socket, _) = connect_async(with_token(&stack.ws_url(), user.client.token()))
         .await
         .expect("socket refused");
     socket
@@ -143,20 +156,17 @@ async fn connections_see_each_other_come_online_and_go_offline_with_the_last_soc
 async fn bad_expired_and_missing_tokens_are_refused() {
     let stack = Stack::start_with(&[("SESSION_TTL_SECS", "1")]).await;
     let u = stack.user("late").await;
-    let refused = |url: String| async move {
-        match connect_async(url).await {
+    let refused = |request: tokio_tungstenite::tungstenite::handshake::client::Request| async move {
+        match connect_async(request).await {
             Err(tokio_tungstenite::tungstenite::Error::Http(response)) => response.status().as_u16(),
             Err(e) => panic!("unexpected error {e}"),
             Ok(_) => 101,
         }
     };
-    assert_eq!(refused(stack.ws_url()).await, 401);
-    assert_eq!(refused(format!("{}?token=garbage", stack.ws_url())).await, 401);
+    assert_eq!(refused(stack.ws_url().into_client_request().unwrap()).await, 401);
+    assert_eq!(refused(with_token(&stack.ws_url(), "garbage")).await, 401);
     tokio::time::sleep(Duration::from_millis(2_100)).await;
-    assert_eq!(
-        refused(format!("{}?token={}", stack.ws_url(), u.client.token())).await,
-        401
-    );
+    assert_eq!(refused(with_token(&stack.ws_url(), u.client.token())).await, 401);
 }
 
 #[tokio::test]
@@ -225,9 +235,11 @@ async fn a_vanished_connection_is_removed_on_410_and_the_others_still_get_the_fr
     stack.connect(&a, &b).await;
     let mut live = open(&stack, &b).await;
     // A connection API Gateway dropped without a $disconnect.
-    devconnect_realtime::connections::register(&stack.state.store, &b.id, "vanished-connection")
+    let opener = devconnect_realtime::connections::Opener::of_token(b.client.token()).unwrap();
+    devconnect_realtime::connections::register(&stack.state.store, &opener, "vanished-connection", 10)
         .await
-        .unwrap();
+        .unwrap()
+        .expect("b's session exists");
 
     a.message(&b.id, "still here?").await;
     assert!(frame_of(&mut live, "message", Duration::from_secs(1)).await.is_some());
@@ -255,7 +267,7 @@ async fn with_redis_down_a_connection_is_refused_with_503_not_a_crash() {
     let mut stack = Stack::start_with(&[("REDIS_TIMEOUT_MS", "300")]).await;
     let u = stack.user("unlucky").await;
     stack.redis.stop();
-    let status = match connect_async(format!("{}?token={}", stack.ws_url(), u.client.token())).await {
+    let status = match connect_async(with_token(&stack.ws_url(), u.client.token())).await {
         Err(tokio_tungstenite::tungstenite::Error::Http(response)) => response.status().as_u16(),
         Err(e) => panic!("unexpected error {e}"),
         Ok(_) => 101,
@@ -309,9 +321,11 @@ async fn pong_and_error_frames_are_the_response_body_with_the_connections_endpoi
         // Nothing listens on port 1: every PostToConnection fails at once.
         pusher: devconnect_realtime::pusher::Pusher::local("http://127.0.0.1:1"),
     };
-    devconnect_realtime::connections::register(&stack.state.store, &u.id, "conn-nat-less")
+    let opener = devconnect_realtime::connections::Opener::of_token(u.client.token()).unwrap();
+    devconnect_realtime::connections::register(&stack.state.store, &opener, "conn-nat-less", 10)
         .await
-        .unwrap();
+        .unwrap()
+        .expect("u's session exists");
 
     let pong = devconnect_realtime::handle(&rt, default_route_event("conn-nat-less", r#"{"action":"ping"}"#)).await;
     assert_eq!(pong.status_code, 200);
@@ -366,7 +380,7 @@ async fn the_local_gateway_sends_the_pong_through_the_route_response_without_pos
     let stack = Stack::start().await;
     let u = stack.user("two-way").await;
     let (url, server) = gateway_without_connections_endpoint(&stack, None).await;
-    let (mut socket, _) = connect_async(format!("{url}?token={}", u.client.token()))
+    let (mut socket, _) = connect_async(with_token(&url, u.client.token()))
         .await
         .expect("socket refused");
     send(&mut socket, r#"{"action":"ping"}"#).await;
@@ -388,7 +402,7 @@ async fn without_a_route_response_the_local_gateway_drops_the_body_as_api_gatewa
     let u = stack.user("one-way").await;
     let (url, server) =
         gateway_without_connections_endpoint(&stack, Some(local_gateway::template::RouteResponses::default())).await;
-    let (mut socket, _) = connect_async(format!("{url}?token={}", u.client.token()))
+    let (mut socket, _) = connect_async(with_token(&url, u.client.token()))
         .await
         .expect("socket refused");
     send(&mut socket, r#"{"action":"ping"}"#).await;

@@ -1,26 +1,33 @@
 //! Realtime push over API Gateway's WebSocket API.
 //!
-//! - [`handle`] serves the WebSocket routes. `$connect` authenticates with the same
-//!   session token as HTTP (query parameter `token`, or the `Sec-WebSocket-Protocol`
-//!   header since browsers cannot set Authorization on a socket) and the same rate
-//!   limit, records the connection, and marks the user online. `$disconnect` forgets
-//!   it and marks the user offline when their last socket closes. `$default` answers
-//!   `ping` with `pong` and relays `typing` to a connection; anything else gets an
-//!   error frame, never a dropped socket or a 5xx. The pong and error frames are the
-//!   response body (two-way route, see [`handle`]); only the typing relay to another
-//!   user's sockets uses PostToConnection.
+//! - [`handle`] serves the WebSocket routes. `$connect` authenticates with a single-use
+//!   ticket (`?ticket=`, from POST /realtime/ticket, redeemed by GETDEL) or the session
+//!   token as the `Sec-WebSocket-Protocol` `["devconnect", token]` (browsers cannot set
+//!   Authorization on a socket; only `devconnect` is answered, never the token). A token
+//!   in the URL (`?token=`) is refused: URLs are logged. It records the connection with
+//!   the session that opened it, closes the user's oldest socket past
+//!   `REALTIME_MAX_SOCKETS_PER_USER`, and marks the user online. `$disconnect` forgets it
+//!   and marks the user offline when their last socket closes. `$default` counts each
+//!   frame against the user's rate limit and checks the session still exists (else the
+//!   socket is closed), answers `ping` with `pong` and relays `typing` to a connection;
+//!   anything else gets an error frame, never a dropped socket or a 5xx. The pong and
+//!   error frames are the response body (two-way route, see [`handle`]); only the typing
+//!   relay to another user's sockets uses PostToConnection.
 //! - [`push_batch`] is the MSK consumer that delivers MESSAGE_SENT to the receiver,
 //!   NOTIFICATION_CREATED to its user and USER_ONLINE/USER_OFFLINE to that user's
-//!   connections only, through PostToConnection; a 410 Gone removes the stale
-//!   connection id. Frames are best effort (the SDK's bounded retries, then logged):
-//!   the HTTP API stays the record, so a failed frame never blocks the partition.
+//!   connections only, through PostToConnection, and only to sockets whose session
+//!   still exists; a socket whose session ended or expired gets nothing and is closed
+//!   (DeleteConnection), as are the sockets of the sessions a USER_LOGOUT names. A 410
+//!   Gone removes the stale connection id. Frames are best effort (the SDK's bounded
+//!   retries, then logged): the HTTP API stays the record, so a failed frame never
+//!   blocks the partition.
 #![warn(missing_docs)]
 
 pub mod connections;
 pub mod frames;
 pub mod pusher;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use aws_lambda_events::{
     encodings::Body,
@@ -30,16 +37,18 @@ use aws_lambda_events::{
     },
     http::{HeaderMap, HeaderValue},
 };
+use connections::Opener;
 use devconnect::{
     consumer::{Batch, BatchOutcome, Failure},
     events::EventType,
-    metrics,
+    keys, metrics, presence,
     session::{self, WithUser},
-    AppError, AppState,
+    user, AppError, AppState,
 };
 use frames::ClientFrame;
 use pusher::{Pushed, Pusher};
 use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
 
 /// The envelope `source` of this function's events.
 pub const FUNCTION_NAME: &str = "realtime";
@@ -113,11 +122,10 @@ fn response(status: i64, protocol: Option<&str>) -> ApiGatewayProxyResponse {
     r
 }
 
-/// The token and the subprotocol to answer with (a browser must get one it offered back).
-fn token_of(event: &ApiGatewayWebsocketProxyRequest) -> (Option<String>, Option<String>) {
-    if let Some(t) = event.query_string_parameters.first("token") {
-        return (Some(t.to_string()), None);
-    }
+/// The token offered as a subprotocol (`["devconnect", token]`), and whether
+/// `devconnect` was offered: the only subprotocol ever answered, so the token is never
+/// echoed back into a response header (and from there into logs and proxies).
+fn token_of(event: &ApiGatewayWebsocketProxyRequest) -> (Option<String>, Option<&'static str>) {
     let offered: Vec<String> = event
         .headers
         .get("sec-websocket-protocol")
@@ -130,12 +138,69 @@ fn token_of(event: &ApiGatewayWebsocketProxyRequest) -> (Option<String>, Option<
         })
         .unwrap_or_default();
     let token = offered.iter().find(|p| p.contains('.')).cloned();
-    let answer = offered
-        .iter()
-        .find(|p| *p == SUBPROTOCOL)
-        .cloned()
-        .or_else(|| token.clone());
+    let answer = offered.iter().any(|p| p == SUBPROTOCOL).then_some(SUBPROTOCOL);
     (token, answer)
+}
+
+/// A session's id: the hex SHA-256 of its token, the last part of its key.
+fn session_id_of(session_key: &str) -> String {
+    session_key
+        .rsplit_once(':')
+        .map(|(_, id)| id.to_string())
+        .unwrap_or_default()
+}
+
+/// Whether `id` looks like a session id (64 lowercase hex digits), before it is used in a key.
+fn is_session_id(id: &str) -> bool {
+    id.len() == 64 && id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// Where a ticket waits to be redeemed: keyed by its SHA-256, never the ticket itself.
+pub fn ticket_key(ticket: &str) -> String {
+    keys::realtime_ticket(&hex::encode(Sha256::digest(ticket.as_bytes())))
+}
+
+/// Redeems a single-use ticket (POST /realtime/ticket): GETDEL, so a second use finds
+/// nothing, and the key holds only the ticket's hash. The session is checked when the
+/// connection is registered, in the same script.
+async fn redeem(app: &AppState, ticket: &str) -> Result<Opener, AppError> {
+    let refused = || AppError::Unauthorized("missing, used or expired ticket");
+    if ticket.is_empty() || ticket.len() > 256 {
+        return Err(refused());
+    }
+    let value: Option<String> = redis::cmd("GETDEL")
+        .arg(ticket_key(ticket))
+        .query_async(&mut app.store.conn())
+        .await?;
+    let (user_id, session_id) = value.as_deref().and_then(|v| v.split_once(':')).ok_or_else(refused)?;
+    let user_id = user::parse_user_id(user_id).map_err(|_| refused())?;
+    if !is_session_id(session_id) {
+        return Err(refused());
+    }
+    Ok(Opener {
+        user_id,
+        session_id: session_id.to_string(),
+    })
+}
+
+/// Who is connecting: a ticket (`?ticket=`), or the token as a subprotocol. A token in
+/// the query string is refused: URLs end up in logs, histories and proxies.
+async fn opener_of(app: &AppState, event: &ApiGatewayWebsocketProxyRequest) -> Result<Opener, AppError> {
+    let query = &event.query_string_parameters;
+    if query.first("token").is_some() {
+        return Err(AppError::Unauthorized(
+            "tokens are not accepted in the URL: use a ticket",
+        ));
+    }
+    if let Some(ticket) = query.first("ticket") {
+        return redeem(app, ticket).await;
+    }
+    let (token, _) = token_of(event);
+    let principal = session::authenticate(&app.store, &app.config.rate_limits, token.as_deref(), WithUser::No).await?;
+    Ok(Opener {
+        session_id: session_id_of(&principal.session_key),
+        user_id: principal.user_id,
+    })
 }
 
 async fn connect(
@@ -144,26 +209,39 @@ async fn connect(
     connection_id: &str,
     request_id: &str,
 ) -> ApiGatewayProxyResponse {
-    let (token, protocol) = token_of(event);
     let app = &rt.app;
-    let principal =
-        match session::authenticate(&app.store, &app.config.rate_limits, token.as_deref(), WithUser::No).await {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::info!(code = e.code(), "connection refused");
-                app.metrics.count(metrics::WEBSOCKET_CONNECTS_REFUSED, 1);
-                return response(i64::from(e.status().as_u16()), None);
-            }
-        };
-    let registered = async {
-        connections::register(&app.store, &principal.user_id, connection_id).await?;
-        devconnect::presence::mark_online(app, &principal.user_id, request_id).await
-    }
-    .await;
-    match registered {
-        Ok(_) => response(200, protocol.as_deref()),
+    let refuse = |e: AppError| {
+        tracing::info!(code = e.code(), "connection refused");
+        app.metrics.count(metrics::WEBSOCKET_CONNECTS_REFUSED, 1);
+        response(i64::from(e.status().as_u16()), None)
+    };
+    let opener = match opener_of(app, event).await {
+        Ok(o) => o,
+        Err(e) => return refuse(e),
+    };
+    let cap = app.config.realtime_max_sockets_per_user;
+    let evicted = match connections::register(&app.store, &opener, connection_id, cap).await {
+        Ok(Some(evicted)) => evicted,
+        Ok(None) => return refuse(AppError::Unauthorized("session ended")),
         Err(e) => {
             tracing::error!(error = %e, "could not register the connection");
+            app.metrics.count(metrics::WEBSOCKET_CONNECTS_REFUSED, 1);
+            return response(503, None);
+        }
+    };
+    if !evicted.is_empty() {
+        // Their records are already gone; their $disconnect finds nothing to undo.
+        tracing::info!(evicted = evicted.len(), cap, "socket cap reached: closing the oldest");
+        for (connection, outcome) in rt.pusher.close_all(evicted).await {
+            if let Pushed::Failed(e) = outcome {
+                tracing::warn!(%connection, error = %e, "evicted connection not closed");
+            }
+        }
+    }
+    match presence::mark_online(app, &opener.user_id, request_id).await {
+        Ok(_) => response(200, token_of(event).1),
+        Err(e) => {
+            tracing::error!(error = %e, "could not mark the user online");
             app.metrics.count(metrics::WEBSOCKET_CONNECTS_REFUSED, 1);
             response(503, None)
         }
@@ -176,7 +254,7 @@ async fn disconnect(rt: &Realtime, connection_id: &str, request_id: &str) -> Res
         return Ok(());
     };
     if connections::unregister(&app.store, &user_id, connection_id).await? == 0 {
-        devconnect::presence::mark_offline(app, &user_id, request_id, "disconnected").await?;
+        presence::mark_offline(app, &user_id, request_id, "disconnected").await?;
     }
     Ok(())
 }
@@ -208,11 +286,21 @@ async fn answer(
             "unknown_connection",
             "reconnect: this connection is not registered".to_string(),
         ))?;
+    match connections::admit_frame(&app.store, &app.config.rate_limits, &me, connection_id).await {
+        Ok(_) => {}
+        Err(AppError::RateLimited(d)) => {
+            return Err(("rate_limited", format!("too many frames: retry in {} s", d.reset_secs)));
+        }
+        Err(AppError::Unauthorized(_)) => {
+            // The session ended (logout, expiry) while the socket stayed open: close it.
+            let _ = rt.pusher.close(connection_id).await;
+            return Err(("session_ended", "sign in again".into()));
+        }
+        Err(e) => return Err(unavailable(e)),
+    }
     match frame {
         ClientFrame::Ping => {
-            devconnect::presence::mark_online(app, &me, request_id)
-                .await
-                .map_err(unavailable)?;
+            presence::mark_online(app, &me, request_id).await.map_err(unavailable)?;
             Ok(Some(frames::pong()))
         }
         ClientFrame::Typing { to } => {
@@ -222,14 +310,15 @@ async fn answer(
             {
                 return Err(("forbidden", "you can only signal typing to your connections".into()));
             }
-            let mut sockets = connections::of_users(&app.store, std::slice::from_ref(&to))
+            // Only sockets whose session still exists, as in the pusher.
+            let mut sockets = connections::live_of_users(&app.store, std::slice::from_ref(&to))
                 .await
                 .map_err(unavailable)?;
             let sockets = sockets.remove(&to).transpose().map_err(unavailable)?;
             let frame = frames::typing(&me).to_string().into_bytes();
             let jobs = sockets
                 .into_iter()
-                .flatten()
+                .flat_map(|s| s.live)
                 .map(|c| (c, vec![frame.clone()]))
                 .collect();
             let outcomes = rt.pusher.fan_out(jobs).await;
@@ -274,11 +363,38 @@ fn route_event(event_type: EventType, data: &Value, key: &str) -> Option<(Audien
     }
 }
 
-/// Delivers a batch of events to the sockets they concern. Three Redis round trips at
-/// most (connections of presence users, sockets of every target, stale cleanup).
-/// Never fails the invocation: a record whose audience cannot be read is dead-lettered
-/// (a broken key) or handed back for retry (Redis down). A frame the socket did not
-/// take is logged and dropped: the HTTP API stays the record.
+/// The sessions a USER_LOGOUT ended: `{"userId", "sessionIds": [...]}`. `None` if the
+/// user id is malformed; session ids that are not 64 hex digits are ignored, so no
+/// event can make this build an arbitrary key.
+fn ended_sessions(data: &Value) -> Option<(String, Vec<String>)> {
+    let user_id = user::parse_user_id(data.get("userId")?.as_str()?).ok()?;
+    let sessions = data
+        .get("sessionIds")
+        .and_then(Value::as_array)
+        .map(|ids| {
+            ids.iter()
+                .filter_map(Value::as_str)
+                .filter(|id| is_session_id(id))
+                .map(String::from)
+                .collect()
+        })
+        .unwrap_or_default();
+    Some((user_id, sessions))
+}
+
+/// Delivers a batch of events to the sockets they concern, and closes the sockets of
+/// sessions that ended. Three Redis round trips at most: (connections of presence users
+/// and the sockets of logged-out sessions, concurrently), (live sockets of every target,
+/// each checked against its session in the same script), (cleanup of closed and stale
+/// sockets). Never fails the invocation: a record whose audience cannot be read is
+/// dead-lettered (a broken key) or handed back for retry (Redis down). A frame the
+/// socket did not take is logged and dropped: the HTTP API stays the record.
+///
+/// Fan-out is bounded by `PUSH_MAX_CONNECTIONS_PER_BATCH`: frames for connections past
+/// it are counted and logged, not retried. Retrying through the partial batch response
+/// would hand back the record *and every later record of its partition*, re-sending
+/// frames the other sockets already got, and a batch over the bound would be over it
+/// again on every retry until it was dead-lettered; the HTTP API remains the record.
 pub async fn push_batch(rt: &Realtime, event: KafkaEvent) -> BatchOutcome {
     let app = &rt.app;
     let mut batch = Batch::decode(FUNCTION_NAME, event);
@@ -291,7 +407,18 @@ pub async fn push_batch(rt: &Realtime, event: KafkaEvent) -> BatchOutcome {
                 .map(|(audience, frame)| (i, audience, frame.to_string().into_bytes()))
         })
         .collect();
-    batch.report.skipped = batch.records.len() - routed.len();
+    let mut ended: HashMap<String, Vec<String>> = HashMap::new();
+    let mut logouts: Vec<(usize, String)> = Vec::new();
+    for (i, r) in batch.records.iter().enumerate() {
+        if r.envelope.event_type != EventType::UserLogout {
+            continue;
+        }
+        if let Some((user_id, sessions)) = ended_sessions(&r.envelope.data) {
+            ended.entry(user_id.clone()).or_default().extend(sessions);
+            logouts.push((i, user_id));
+        }
+    }
+    batch.report.skipped = batch.records.len() - routed.len() - logouts.len();
     let mut failures: Vec<(usize, Failure)> = Vec::new();
     let presence_users: Vec<String> = routed
         .iter()
@@ -302,10 +429,27 @@ pub async fn push_batch(rt: &Realtime, event: KafkaEvent) -> BatchOutcome {
         .collect::<HashSet<_>>()
         .into_iter()
         .collect();
-    let delivered = match connections::friends_of(&app.store, &presence_users).await {
+    let (friends, logged_out) = tokio::join!(
+        connections::friends_of(&app.store, &presence_users),
+        connections::of_sessions(&app.store, &ended)
+    );
+    // (user, connection) to close: opened by a session that has ended.
+    let mut to_close: BTreeSet<(String, String)> = BTreeSet::new();
+    match logged_out {
+        Err(e) => failures.extend(logouts.iter().map(|(i, _)| (*i, Failure::from(&e)))),
+        Ok(by_user) => {
+            for (i, user_id) in &logouts {
+                match &by_user[user_id] {
+                    Ok(list) => to_close.extend(list.iter().map(|c| (user_id.clone(), c.clone()))),
+                    Err(e) => failures.push((*i, Failure::from(e))),
+                }
+            }
+        }
+    }
+    let (delivered, stale) = match friends {
         Err(e) => {
             failures.extend(routed.iter().map(|(i, _, _)| (*i, Failure::from(&e))));
-            0
+            (0, Vec::new())
         }
         Ok(friends) => {
             let mut frames_for_user: BTreeMap<String, Vec<(usize, &[u8])>> = BTreeMap::new();
@@ -324,29 +468,55 @@ pub async fn push_batch(rt: &Realtime, event: KafkaEvent) -> BatchOutcome {
                     frames_for_user.entry(u).or_default().push((*i, frame));
                 }
             }
-            deliver(rt, frames_for_user, &mut failures).await
+            deliver(rt, frames_for_user, &mut to_close, &mut failures).await
         }
     };
-    batch.report.applied = delivered;
+    close_and_forget(rt, to_close, stale).await;
+    batch.report.applied = delivered + logouts.len();
     for (i, failure) in failures {
         batch.fail(i, failure);
     }
     batch.finish(&app.publisher).await
 }
 
-/// Pushes each user's frames to each of their sockets; returns how many sockets got theirs.
+/// Closes the connections of ended sessions (DeleteConnection) and forgets them and
+/// the stale ones (410) in one round trip. A close that failed is forgotten too: no
+/// frame can reach a connection without a record, and its next `$default` frame finds
+/// no session and closes it.
+async fn close_and_forget(rt: &Realtime, to_close: BTreeSet<(String, String)>, mut stale: Vec<(String, String)>) {
+    if !to_close.is_empty() {
+        let owner: HashMap<String, String> = to_close.iter().map(|(u, c)| (c.clone(), u.clone())).collect();
+        let outcomes = rt.pusher.close_all(owner.keys().cloned().collect()).await;
+        let failed = outcomes.iter().filter(|(_, o)| matches!(o, Pushed::Failed(_))).count();
+        if failed > 0 {
+            tracing::warn!(failed, "connections of ended sessions not closed");
+        }
+        tracing::info!(closed = outcomes.len() - failed, "connections of ended sessions closed");
+        stale.extend(to_close);
+    }
+    if let Err(e) = connections::remove_stale(&rt.app.store, &stale).await {
+        // Harmless: a stale id expires with its TTL, and the next 410 removes it again;
+        // a closed session's connection gets no frame (its session is gone) either way.
+        tracing::warn!(error = %e, stale = stale.len(), "stale connections not removed");
+    }
+}
+
+/// Pushes each user's frames to each of their sockets whose session is still valid, up
+/// to the batch's bound; returns how many sockets got theirs, and the stale ones (410).
+/// Sockets whose session has ended join `to_close` and get nothing.
 async fn deliver(
     rt: &Realtime,
     frames_for_user: BTreeMap<String, Vec<(usize, &[u8])>>,
+    to_close: &mut BTreeSet<(String, String)>,
     failures: &mut Vec<(usize, Failure)>,
-) -> usize {
+) -> (usize, Vec<(String, String)>) {
     let targets: Vec<String> = frames_for_user.keys().cloned().collect();
-    let sockets = match connections::of_users(&rt.app.store, &targets).await {
+    let sockets = match connections::live_of_users(&rt.app.store, &targets).await {
         Ok(sockets) => sockets,
         Err(e) => {
             let failure = Failure::from(&e);
             failures.extend(frames_for_user.values().flatten().map(|(i, _)| (*i, failure.clone())));
-            return 0;
+            return (0, Vec::new());
         }
     };
     let mut owner_of = BTreeMap::new();
@@ -355,14 +525,29 @@ async fn deliver(
     for (user_id, frames) in &frames_for_user {
         match &sockets[user_id] {
             Err(e) => failures.extend(frames.iter().map(|(i, _)| (*i, Failure::from(e)))),
-            Ok(connections) => {
-                for c in connections {
+            Ok(found) => {
+                to_close.extend(found.dead.iter().map(|c| (user_id.clone(), c.clone())));
+                for c in &found.live {
+                    if to_close.contains(&(user_id.clone(), c.clone())) {
+                        continue;
+                    }
                     owner_of.insert(c.clone(), user_id.clone());
                     frames_to.insert(c.clone(), frames.len() as u64);
                     jobs.push((c.clone(), frames.iter().map(|(_, f)| f.to_vec()).collect()));
                 }
             }
         }
+    }
+    let bound = usize::try_from(rt.app.config.push_max_connections_per_batch).unwrap_or(usize::MAX);
+    if jobs.len() > bound {
+        let over: Vec<(String, Vec<Vec<u8>>)> = jobs.split_off(bound);
+        let frames_over: usize = over.iter().map(|(_, f)| f.len()).sum();
+        tracing::warn!(
+            bound,
+            connections_over = over.len(),
+            frames_over,
+            "fan-out bound reached: frames for the remaining connections not sent"
+        );
     }
     let outcomes = rt.pusher.fan_out(jobs).await;
     let (mut delivered, mut failed, mut stale) = (0, 0, Vec::new());
@@ -390,10 +575,6 @@ async fn deliver(
     m.count(metrics::FRAMES_SENT, frames_sent);
     m.count(metrics::FRAMES_GONE, frames_gone);
     m.count(metrics::FRAMES_FAILED, frames_failed);
-    if let Err(e) = connections::remove_stale(&rt.app.store, &stale).await {
-        // Harmless: a stale id expires with its TTL, and the next 410 removes it again.
-        tracing::warn!(error = %e, stale = stale.len(), "stale connections not removed");
-    }
     tracing::info!(delivered, failed, stale = stale.len(), "frames pushed");
-    delivered
+    (delivered, stale)
 }

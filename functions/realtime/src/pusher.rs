@@ -1,4 +1,5 @@
-//! Frames out: API Gateway's `@connections` management API (PostToConnection).
+//! Frames out, and sockets closed: API Gateway's `@connections` management API
+//! (PostToConnection, DeleteConnection).
 //!
 //! In AWS the endpoint is the WebSocket API stage (`WEBSOCKET_ENDPOINT`); locally it
 //! is the local gateway, which implements the same endpoint, so this code is the same.
@@ -103,6 +104,34 @@ impl Pusher {
             Err(SdkError::ServiceError(e)) if e.err().is_gone_exception() => Pushed::Gone,
             Err(e) => Pushed::Failed(format!("{e:?}")),
         }
+    }
+
+    /// Closes one connection (DeleteConnection). `Gone` if it had already closed, which
+    /// is as good: either way no frame can reach it any more.
+    pub async fn close(&self, connection_id: &str) -> Pushed {
+        match self
+            .client
+            .delete_connection()
+            .connection_id(connection_id)
+            .send()
+            .await
+        {
+            Ok(_) => Pushed::Delivered,
+            Err(SdkError::ServiceError(e)) if e.err().is_gone_exception() => Pushed::Gone,
+            Err(e) => Pushed::Failed(format!("{e:?}")),
+        }
+    }
+
+    /// Closes many connections in parallel (bounded like [`Self::fan_out`]); the outcome per connection.
+    pub async fn close_all(&self, connections: Vec<String>) -> Vec<(String, Pushed)> {
+        futures::stream::iter(connections)
+            .map(|connection| async move {
+                let outcome = self.close(&connection).await;
+                (connection, outcome)
+            })
+            .buffer_unordered(MAX_CONCURRENT_PUSHES)
+            .collect()
+            .await
     }
 
     /// Sends frames to many connections: connections in parallel (bounded), each
