@@ -26,12 +26,12 @@ fn records(n: usize) -> Vec<Vec<u8>> {
                 0 => envelope(
                     EventType::ConnectionRequestSent,
                     &a,
-                    json!({"id": format!("r{i}"), "fromUserId": a, "toUserId": b}),
+                    json!({"id": format!("0190c3a4-0000-7000-9000-{i:012}"), "fromUserId": a, "toUserId": b}),
                 ),
                 1 => envelope(
                     EventType::ConnectionAccepted,
                     &b,
-                    json!({"id": format!("r{i}"), "fromUserId": a, "toUserId": b}),
+                    json!({"id": format!("0190c3a4-0000-7000-9000-{i:012}"), "fromUserId": a, "toUserId": b}),
                 ),
                 2 => envelope(
                     EventType::MessageSent,

@@ -13,6 +13,9 @@ use serde_json::{json, Value};
 
 const A: &str = "0190c3a4-0000-7000-8000-00000000000a";
 const B: &str = "0190c3a4-0000-7000-8000-00000000000b";
+/// Request ids: UUIDs, as the requests function makes them (consumers refuse others).
+const R1: &str = "0190c3a4-0000-7000-9000-000000000001";
+const R9: &str = "0190c3a4-0000-7000-9000-000000000009";
 
 /// A batch with one of each notified event.
 fn social_batch() -> Vec<Vec<u8>> {
@@ -25,12 +28,12 @@ fn social_batch() -> Vec<Vec<u8>> {
         bytes(&envelope(
             EventType::ConnectionRequestSent,
             A,
-            json!({"id": "r1", "fromUserId": A, "toUserId": B}),
+            json!({"id": R1, "fromUserId": A, "toUserId": B}),
         )),
         bytes(&envelope(
             EventType::ConnectionAccepted,
             B,
-            json!({"id": "r1", "fromUserId": A, "toUserId": B}),
+            json!({"id": R1, "fromUserId": A, "toUserId": B}),
         )),
         bytes(&envelope(
             EventType::MessageSent,
@@ -172,7 +175,7 @@ async fn poison_records_are_dead_lettered_with_a_reason_and_the_rest_of_the_batc
     let good = bytes(&envelope(
         EventType::ConnectionRequestSent,
         A,
-        json!({"id": "r9", "fromUserId": A, "toUserId": B}),
+        json!({"id": R9, "fromUserId": A, "toUserId": B}),
     ));
     let mut wrong_version = serde_json::to_value(envelope(EventType::UserLogin, A, json!({}))).unwrap();
     wrong_version["version"] = json!(2);
@@ -242,7 +245,7 @@ async fn poison_records_are_dead_lettered_with_a_reason_and_the_rest_of_the_batc
     let b = stack.user_with_id(B).await;
     assert_eq!(
         b.client.get("/notifications").await.body["notifications"][0]["data"]["requestId"],
-        "r9"
+        R9
     );
 }
 

@@ -15,7 +15,7 @@ async fn users_see_only_their_own_notifications_and_can_mark_them_read() {
     let values = vec![bytes(&envelope(
         EventType::ConnectionRequestSent,
         &a.id,
-        json!({"id": "r1", "fromUserId": a.id, "toUserId": b.id}),
+        json!({"id": "0190c3a4-0000-7000-9000-000000000001", "fromUserId": a.id, "toUserId": b.id}),
     ))];
     stack
         .gateway
@@ -48,7 +48,7 @@ async fn the_list_is_capped_and_the_unread_count_never_exceeds_it() {
             bytes(&envelope(
                 EventType::ConnectionRequestSent,
                 &a.id,
-                json!({"id": format!("r{i}"), "fromUserId": a.id, "toUserId": b.id}),
+                json!({"id": format!("0190c3a4-0000-7000-9000-{i:012}"), "fromUserId": a.id, "toUserId": b.id}),
             ))
         })
         .collect();
@@ -65,7 +65,8 @@ async fn the_list_is_capped_and_the_unread_count_never_exceeds_it() {
         .iter()
         .map(|n| n["data"]["requestId"].as_str().unwrap())
         .collect();
-    assert_eq!(ids, ["r4", "r3", "r2"]);
+    let request = |i: u32| format!("0190c3a4-0000-7000-9000-{i:012}");
+    assert_eq!(ids, [request(4), request(3), request(2)]);
     assert_eq!(list.body["unreadCount"], 3);
 }
 

@@ -28,7 +28,9 @@ async fn invoke(stack: &Stack, function: &str, event: aws_lambda_events::event::
         .expect("a consumer never fails the invocation")
 }
 
+/// A CONNECTION_REQUEST_SENT; `id` "rN" becomes a UUID (consumers refuse malformed ids).
 fn request(from: &str, to: &str, id: &str) -> Vec<u8> {
+    let id = format!("0190c3a4-0000-7000-9000-{:0>12}", id.trim_start_matches('r'));
     bytes(&envelope(
         EventType::ConnectionRequestSent,
         from,
