@@ -44,11 +44,14 @@ pub const TICKET_TTL: Duration = Duration::from_secs(30);
 const SECRET_BYTES: usize = 32;
 
 /// KEYS: session, user record, the user's rate counter. ARGV: window, free limit,
-/// premium limit, with-user flag, now (ms), idle timeout (ms).
+/// premium limit, with-user flag, now (ms), idle timeout (ms), "last used" step (ms).
 ///
 /// A session is a hash (`createdAt`, `lastUsedAt`, `userAgent`); one unused for longer
-/// than the idle timeout is deleted here and refused, and every admitted request moves
-/// `lastUsedAt`, so the idle check and its bookkeeping cost no extra round trip. A
+/// than the idle timeout is deleted here and refused, and a request moves `lastUsedAt`
+/// once it is a step old, so the idle check and its bookkeeping cost no extra round
+/// trip, and most requests write nothing to the session. The step is a small part of
+/// the timeout ([`last_used_step`]): `lastUsedAt` lags by at most a step, so a session
+/// may end that much early, never late. A
 /// string session (written before sessions were hashes, or by test fixtures) is still
 /// accepted, without idle tracking, until its absolute TTL ends it.
 /// All-or-nothing: the types are checked before any write; the idle DEL returns at once;
@@ -63,8 +66,9 @@ if stype ~= 'hash' and stype ~= 'string' then return {{0}} end
 local tier = redis.call('HGET', KEYS[2], 'tier')
 if not tier then return {{0}} end
 local now = tonumber(ARGV[5])
+local last = 0
 if stype == 'hash' then
-  local last = tonumber(redis.call('HGET', KEYS[1], 'lastUsedAt') or '') or 0
+  last = tonumber(redis.call('HGET', KEYS[1], 'lastUsedAt') or '') or 0
   if now - last > tonumber(ARGV[6]) then
     redis.call('DEL', KEYS[1])
     return {{0}}
@@ -75,7 +79,7 @@ local limit = tonumber(ARGV[2])
 if tier == 'premium' then limit = tonumber(ARGV[3]) end
 local ckey = KEYS[3]
 {COUNT_LUA}
-if stype == 'hash' then redis.call('HSET', KEYS[1], 'lastUsedAt', ARGV[5]) end
+if stype == 'hash' and now - last >= tonumber(ARGV[7]) then redis.call('HSET', KEYS[1], 'lastUsedAt', ARGV[5]) end
 if count <= limit and ARGV[4] == '1' then
   return {{1, tier, limit, count, ttl, redis.call('HGETALL', KEYS[2])}}
 end
@@ -155,6 +159,12 @@ pub fn issue(user_id: &str) -> IssuedToken {
 /// Hex SHA-256: session ids and ticket keys, so Redis never holds a usable credential.
 pub fn hash(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// How stale `lastUsedAt` may get before a request rewrites it: a quarter of the idle
+/// timeout, at most a minute.
+pub fn last_used_step(idle: Duration) -> Duration {
+    (idle / 4).min(Duration::from_secs(60))
 }
 
 /// Milliseconds since the epoch, from the wall clock.
@@ -289,6 +299,7 @@ pub async fn authenticate_idle(
         .arg(if with_user == WithUser::Yes { "1" } else { "0" })
         .arg(now_millis())
         .arg(u64::try_from(idle.as_millis()).unwrap_or(u64::MAX))
+        .arg(u64::try_from(last_used_step(idle).as_millis()).unwrap_or(u64::MAX))
         .invoke_async(&mut store.conn())
         .await?;
     let AuthReply {

@@ -28,6 +28,7 @@ async fn each_auth_route_stays_within_its_round_trip_budget() {
             json!({"email": "warm@example.com", "password": "correct horse battery"}),
         )
         .await;
+    warm.post("/auth/logout", json!({})).await;
 
     let signup = json!({"email": "budget@example.com", "password": "correct horse battery", "firstName": "B", "lastName": "Udget"});
     let (status, n) = trips(&stack, "POST", "/auth/signup", signup, None).await;
