@@ -236,10 +236,16 @@ async fn a_vanished_connection_is_removed_on_410_and_the_others_still_get_the_fr
     let mut live = open(&stack, &b).await;
     // A connection API Gateway dropped without a $disconnect.
     let opener = devconnect_realtime::connections::Opener::of_token(b.client.token()).unwrap();
-    devconnect_realtime::connections::register(&stack.state.store, &opener, "vanished-connection", 10)
-        .await
-        .unwrap()
-        .expect("b's session exists");
+    devconnect_realtime::connections::register(
+        &stack.state.store,
+        &opener,
+        "vanished-connection",
+        10,
+        stack.state.config.session_idle_timeout,
+    )
+    .await
+    .unwrap()
+    .expect("b's session exists");
 
     a.message(&b.id, "still here?").await;
     assert!(frame_of(&mut live, "message", Duration::from_secs(1)).await.is_some());
@@ -322,10 +328,16 @@ async fn pong_and_error_frames_are_the_response_body_with_the_connections_endpoi
         pusher: devconnect_realtime::pusher::Pusher::local("http://127.0.0.1:1"),
     };
     let opener = devconnect_realtime::connections::Opener::of_token(u.client.token()).unwrap();
-    devconnect_realtime::connections::register(&stack.state.store, &opener, "conn-nat-less", 10)
-        .await
-        .unwrap()
-        .expect("u's session exists");
+    devconnect_realtime::connections::register(
+        &stack.state.store,
+        &opener,
+        "conn-nat-less",
+        10,
+        stack.state.config.session_idle_timeout,
+    )
+    .await
+    .unwrap()
+    .expect("u's session exists");
 
     let pong = devconnect_realtime::handle(&rt, default_route_event("conn-nat-less", r#"{"action":"ping"}"#)).await;
     assert_eq!(pong.status_code, 200);

@@ -16,15 +16,35 @@ use redis::{AsyncCommands, Script};
 /// API Gateway closes WebSocket connections after 2 hours at most.
 pub const MAX_CONNECTION_AGE: Duration = Duration::from_secs(2 * 3600);
 
+/// Lua: whether a session key is a live session, by the rules of the authentication
+/// script (`session`): a hash whose `lastUsedAt` is within the idle timeout, or a
+/// string session (no idle tracking). A session that went idle still has its key until
+/// a request finds it, so EXISTS alone would keep its sockets alive.
+const ALIVE_LUA: &str = r#"
+local function alive(key, now, idle)
+  local t = redis.call('TYPE', key).ok
+  if t == 'string' then return true end
+  if t ~= 'hash' then return false end
+  local last = tonumber(redis.call('HGET', key, 'lastUsedAt') or '') or 0
+  return now - last <= idle
+end
+"#;
+
+/// Milliseconds for a script argument.
+fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
 /// Registers a connection if its session still exists, and caps the user's sockets.
 /// KEYS: sockets, socket sessions, the session. ARGV: connection, session id, now (ms),
-/// expiry (ms), TTL (ms), cap. Returns `false` (nothing written) when the session is gone,
+/// expiry (ms), TTL (ms), cap, idle timeout (ms). Returns `false` (nothing written) when the session is gone,
 /// else the connections evicted to stay within the cap, oldest first (lowest expiry).
 /// Reads before its first write; ZADD/HSET fail whole on a key of the wrong type.
 static REGISTER: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    Script::new(&format!(
+        "{ALIVE_LUA}{}",
         r#"
-if redis.call('EXISTS', KEYS[3]) == 0 then return false end
+if not alive(KEYS[3], tonumber(ARGV[3]), tonumber(ARGV[7])) then return false end
 local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[3])
 redis.call('ZADD', KEYS[1], ARGV[4], ARGV[1])
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
@@ -42,42 +62,47 @@ end
 redis.call('PEXPIRE', KEYS[1], ARGV[5])
 redis.call('PEXPIRE', KEYS[2], ARGV[5])
 return evicted
-"#,
-    )
+"#
+    ))
 });
 
 /// A user's open connections, split by whether the session that opened each one still
-/// exists. KEYS: sockets, socket sessions. ARGV: now (ms), the user's session key prefix.
+/// exists. KEYS: sockets, socket sessions. ARGV: now (ms), the user's session key
+/// prefix, idle timeout (ms).
 /// The session keys are not in KEYS (their names come from the hash), but they carry
 /// the user's hash tag like KEYS[1], so they are in the same slot (see `keys`).
 /// Read-only. Returns {live, dead}.
 static LIVE_SOCKETS: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    Script::new(&format!(
+        "{ALIVE_LUA}{}",
         r#"
 local live, dead = {}, {}
 for _, c in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[1], '+inf')) do
   local sid = redis.call('HGET', KEYS[2], c)
-  if sid and redis.call('EXISTS', ARGV[2] .. sid) == 1 then
+  if sid and alive(ARGV[2] .. sid, tonumber(ARGV[1]), tonumber(ARGV[3])) then
     table.insert(live, c)
   else
     table.insert(dead, c)
   end
 end
 return {live, dead}
-"#,
-    )
+"#
+    ))
 });
 
 /// Checks a `$default` frame's connection still has its session and counts the frame
 /// against the user's rate limit. KEYS: socket sessions, user record, rate counter.
-/// ARGV: connection, session key prefix, window (s), free limit, premium limit.
+/// ARGV: connection, session key prefix, window (s), free limit, premium limit, now
+/// (ms), idle timeout (ms). A frame does not move the session's `lastUsedAt`: pings are
+/// automatic, so an unattended device's socket must not keep its session from idling out.
 /// Returns {0} without writing if the session is gone, else {1, limit, count, ttl}.
 /// Only reads before the INCR (which fails whole on a bad counter).
 static FRAME: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    Script::new(&format!(
+        "{ALIVE_LUA}{}",
         r#"
 local sid = redis.call('HGET', KEYS[1], ARGV[1])
-if not sid or redis.call('EXISTS', ARGV[2] .. sid) == 0 then return {0} end
+if not sid or not alive(ARGV[2] .. sid, tonumber(ARGV[6]), tonumber(ARGV[7])) then return {0} end
 local limit = tonumber(ARGV[4])
 if redis.call('HGET', KEYS[2], 'tier') == 'premium' then limit = tonumber(ARGV[5]) end
 local window = tonumber(ARGV[3])
@@ -86,8 +111,8 @@ if count == 1 then redis.call('EXPIRE', KEYS[3], window) end
 local ttl = redis.call('TTL', KEYS[3])
 if ttl < 0 then redis.call('EXPIRE', KEYS[3], window); ttl = window end
 return {1, limit, count, ttl}
-"#,
-    )
+"#
+    ))
 });
 
 /// Who opened a connection: the user and the session (its token hash).
@@ -120,6 +145,7 @@ pub async fn register(
     opener: &Opener,
     connection_id: &str,
     cap: u32,
+    idle: Duration,
 ) -> Result<Option<Vec<String>>, AppError> {
     let now = user::now_ms();
     let ttl = MAX_CONNECTION_AGE.as_millis() as i64;
@@ -137,7 +163,8 @@ pub async fn register(
                 .arg(now)
                 .arg(now + ttl)
                 .arg(ttl)
-                .arg(cap),
+                .arg(cap)
+                .arg(ms(idle)),
         )
         .set_ex(keys::socket_owner(connection_id), user_id, MAX_CONNECTION_AGE.as_secs())
         .ignore()
@@ -156,6 +183,7 @@ pub async fn register(
 pub async fn admit_frame(
     store: &Store,
     limits: &RateLimits,
+    idle: Duration,
     user_id: &str,
     connection_id: &str,
 ) -> Result<RateDecision, AppError> {
@@ -169,6 +197,8 @@ pub async fn admit_frame(
         .arg(limits.window.as_secs())
         .arg(limits.free)
         .arg(limits.premium)
+        .arg(user::now_ms())
+        .arg(ms(idle))
         .invoke_async(&mut store.conn())
         .await?;
     match reply.as_slice() {
@@ -213,6 +243,7 @@ pub async fn of_users(store: &Store, users: &[String]) -> Result<PerUser, AppErr
 pub async fn live_of_users(
     store: &Store,
     users: &[String],
+    idle: Duration,
 ) -> Result<HashMap<String, Result<Sockets, AppError>>, AppError> {
     if users.is_empty() {
         return Ok(HashMap::new());
@@ -227,7 +258,8 @@ pub async fn live_of_users(
                 .key(keys::sockets(u))
                 .key(keys::socket_sessions(u))
                 .arg(now)
-                .arg(keys::session_prefix(u)),
+                .arg(keys::session_prefix(u))
+                .arg(ms(idle)),
         );
     }
     let lists: Vec<redis::RedisResult<(Vec<String>, Vec<String>)>> = pipe.query_async(&mut store.conn()).await?;

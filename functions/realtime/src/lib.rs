@@ -196,7 +196,14 @@ async fn opener_of(app: &AppState, event: &ApiGatewayWebsocketProxyRequest) -> R
         return redeem(app, ticket).await;
     }
     let (token, _) = token_of(event);
-    let principal = session::authenticate(&app.store, &app.config.rate_limits, token.as_deref(), WithUser::No).await?;
+    let principal = session::authenticate_idle(
+        &app.store,
+        &app.config.rate_limits,
+        app.config.session_idle_timeout,
+        token.as_deref(),
+        WithUser::No,
+    )
+    .await?;
     Ok(Opener {
         session_id: session_id_of(&principal.session_key),
         user_id: principal.user_id,
@@ -220,15 +227,16 @@ async fn connect(
         Err(e) => return refuse(e),
     };
     let cap = app.config.realtime_max_sockets_per_user;
-    let evicted = match connections::register(&app.store, &opener, connection_id, cap).await {
-        Ok(Some(evicted)) => evicted,
-        Ok(None) => return refuse(AppError::Unauthorized("session ended")),
-        Err(e) => {
-            tracing::error!(error = %e, "could not register the connection");
-            app.metrics.count(metrics::WEBSOCKET_CONNECTS_REFUSED, 1);
-            return response(503, None);
-        }
-    };
+    let evicted =
+        match connections::register(&app.store, &opener, connection_id, cap, app.config.session_idle_timeout).await {
+            Ok(Some(evicted)) => evicted,
+            Ok(None) => return refuse(AppError::Unauthorized("session ended")),
+            Err(e) => {
+                tracing::error!(error = %e, "could not register the connection");
+                app.metrics.count(metrics::WEBSOCKET_CONNECTS_REFUSED, 1);
+                return response(503, None);
+            }
+        };
     if !evicted.is_empty() {
         // Their records are already gone; their $disconnect finds nothing to undo.
         tracing::info!(evicted = evicted.len(), cap, "socket cap reached: closing the oldest");
@@ -286,7 +294,15 @@ async fn answer(
             "unknown_connection",
             "reconnect: this connection is not registered".to_string(),
         ))?;
-    match connections::admit_frame(&app.store, &app.config.rate_limits, &me, connection_id).await {
+    match connections::admit_frame(
+        &app.store,
+        &app.config.rate_limits,
+        app.config.session_idle_timeout,
+        &me,
+        connection_id,
+    )
+    .await
+    {
         Ok(_) => {}
         Err(AppError::RateLimited(d)) => {
             return Err(("rate_limited", format!("too many frames: retry in {} s", d.reset_secs)));
@@ -311,9 +327,10 @@ async fn answer(
                 return Err(("forbidden", "you can only signal typing to your connections".into()));
             }
             // Only sockets whose session still exists, as in the pusher.
-            let mut sockets = connections::live_of_users(&app.store, std::slice::from_ref(&to))
-                .await
-                .map_err(unavailable)?;
+            let mut sockets =
+                connections::live_of_users(&app.store, std::slice::from_ref(&to), app.config.session_idle_timeout)
+                    .await
+                    .map_err(unavailable)?;
             let sockets = sockets.remove(&to).transpose().map_err(unavailable)?;
             let frame = frames::typing(&me).to_string().into_bytes();
             let jobs = sockets
@@ -511,7 +528,7 @@ async fn deliver(
     failures: &mut Vec<(usize, Failure)>,
 ) -> (usize, Vec<(String, String)>) {
     let targets: Vec<String> = frames_for_user.keys().cloned().collect();
-    let sockets = match connections::live_of_users(&rt.app.store, &targets).await {
+    let sockets = match connections::live_of_users(&rt.app.store, &targets, rt.app.config.session_idle_timeout).await {
         Ok(sockets) => sockets,
         Err(e) => {
             let failure = Failure::from(&e);

@@ -263,3 +263,23 @@ async fn fan_out_per_batch_is_bounded() {
         usize::from(got1.is_some()) + usize::from(got2.is_some())
     );
 }
+
+#[tokio::test]
+async fn a_socket_whose_session_went_idle_gets_no_frame_and_is_closed() {
+    let stack = Stack::start_full(&[("SESSION_IDLE_TIMEOUT_SECS", "1")]).await;
+    let a = stack.user("chatty").await;
+    let b = stack.user("idle").await;
+    stack.connect(&a, &b).await;
+    let mut socket = open(&stack, &b).await;
+    // b makes no request for longer than the idle timeout; the session key is still
+    // there (nothing has touched it), but the session is over.
+    for _ in 0..5 {
+        tokio::time::sleep(Duration::from_millis(450)).await;
+        // a stays active, so only b's session idles out.
+        assert_eq!(a.client.get("/profile").await.status, 200);
+    }
+    assert_eq!(a.message(&b.id, "still awake?").await.status, 201);
+    let (closed, frames) = until_closed(&mut socket, Duration::from_secs(5)).await;
+    assert_eq!(messages(&frames), 0, "a socket of an idle session got a message");
+    assert!(closed, "the socket of an idle session was not closed");
+}
