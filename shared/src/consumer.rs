@@ -459,16 +459,29 @@ mod tests {
     fn an_event_from_a_source_not_allowed_for_its_type_or_with_a_bad_id_is_poison() {
         use crate::events::EventType::*;
         let cases = [
-            (Envelope::new(UserSignup, "requests", USER, "r", json!({"userId": USER})), "may not emit"),
+            (
+                Envelope::new(UserSignup, "requests", USER, "r", json!({"userId": USER})),
+                "may not emit",
+            ),
             (Envelope::new(UserLogin, "tests", USER, "r", json!({})), "may not emit"),
             (Envelope::new(UserLogin, "auth", "u1", "r", json!({})), "not a user id"),
-            (Envelope::new(MessageSent, "messaging", USER, "r", json!({"toUserId": "x"})), "toUserId"),
-            (Envelope::new(ConnectionAccepted, "requests", USER, "r", json!({"id": "r1"})), "data.id"),
+            (
+                Envelope::new(MessageSent, "messaging", USER, "r", json!({"toUserId": "x"})),
+                "toUserId",
+            ),
+            (
+                Envelope::new(ConnectionAccepted, "requests", USER, "r", json!({"id": "r1"})),
+                "data.id",
+            ),
         ];
         for (env, reason) in cases {
             let (good, bad) = decode_batch(&event(vec![record(Some(&b64(&serde_json::to_string(&env).unwrap())))]));
             assert!(good.is_empty(), "{reason}");
-            assert!(bad[0].reason.contains(reason), "{} does not mention {reason}", bad[0].reason);
+            assert!(
+                bad[0].reason.contains(reason),
+                "{} does not mention {reason}",
+                bad[0].reason
+            );
         }
         let fine = Envelope::new(UserOnline, "realtime", USER, "r", json!({"userId": USER}));
         let (good, _) = decode_batch(&event(vec![record(Some(&b64(&serde_json::to_string(&fine).unwrap())))]));
@@ -528,7 +541,9 @@ mod tests {
         b.offset = 3;
         let (good, _) = decode_batch(&event(vec![a, b]));
         assert_eq!(
-            good.iter().map(|g| g.envelope.correlation_id.as_str()).collect::<Vec<_>>(),
+            good.iter()
+                .map(|g| g.envelope.correlation_id.as_str())
+                .collect::<Vec<_>>(),
             ["first", "second"]
         );
     }

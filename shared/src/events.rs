@@ -75,9 +75,7 @@ impl EventType {
         match self {
             UserSignup | UserLogin | UserLogout | ProfileUpdated | TierChanged => &["auth"],
             UserOnline | UserOffline => &["presence", "realtime"],
-            ConnectionRequestSent | ConnectionRequestIgnored | ConnectionAccepted | ConnectionRejected => {
-                &["requests"]
-            }
+            ConnectionRequestSent | ConnectionRequestIgnored | ConnectionAccepted | ConnectionRejected => &["requests"],
             MessageSent | MessagesRead => &["messaging"],
             NotificationCreated => &["notifications"],
         }

@@ -133,7 +133,10 @@ mod tests {
     #[test]
     fn connections_cursors_are_a_time_and_a_user_id() {
         let id = "0190c3a4-0000-7000-8000-00000000000a";
-        assert_eq!(parse_connections_cursor(&format!("17_{id}")).unwrap(), (17, id.to_string()));
+        assert_eq!(
+            parse_connections_cursor(&format!("17_{id}")).unwrap(),
+            (17, id.to_string())
+        );
         assert!(parse_connections_cursor("17").is_err());
         assert!(parse_connections_cursor("x_0190c3a4-0000-7000-8000-00000000000a").is_err());
         assert!(parse_connections_cursor("17_nobody").is_err());

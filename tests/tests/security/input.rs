@@ -19,7 +19,12 @@ async fn a_bidi_override_in_a_name_or_text_is_400_and_changes_nothing() {
             json!({"email": "bidi@example.com", "password": "correct horse battery", "firstName": "Ada\u{202E}nimda", "lastName": "L"}),
         )
         .await;
-    assert_eq!((signup.status, signup.error_code()), (400, "validation_failed"), "{}", signup.body);
+    assert_eq!(
+        (signup.status, signup.error_code()),
+        (400, "validation_failed"),
+        "{}",
+        signup.body
+    );
 
     let ada = stack.user("ada").await;
     let bob = stack.user("bob").await;
@@ -31,7 +36,12 @@ async fn a_bidi_override_in_a_name_or_text_is_400_and_changes_nothing() {
         json!({"skills": ["Ru\u{FEFF}st"]}),
     ] {
         let r = ada.client.patch("/profile", body.clone()).await;
-        assert_eq!((r.status, r.error_code()), (400, "validation_failed"), "{body}: {}", r.body);
+        assert_eq!(
+            (r.status, r.error_code()),
+            (400, "validation_failed"),
+            "{body}: {}",
+            r.body
+        );
     }
     let mut after = ada.client.get("/profile").await.body;
     after["updatedAt"] = before["updatedAt"].clone();
@@ -48,15 +58,27 @@ async fn a_bidi_override_in_a_name_or_text_is_400_and_changes_nothing() {
 async fn photo_url_must_be_https_and_is_stored_normalised() {
     let stack = Stack::start().await;
     let ada = stack.user("ada").await;
-    let http = ada.client.patch("/profile", json!({"photoUrl": "http://img.example/ada.png"})).await;
-    assert_eq!((http.status, http.error_code()), (400, "validation_failed"), "{}", http.body);
+    let http = ada
+        .client
+        .patch("/profile", json!({"photoUrl": "http://img.example/ada.png"}))
+        .await;
+    assert_eq!(
+        (http.status, http.error_code()),
+        (400, "validation_failed"),
+        "{}",
+        http.body
+    );
     let ok = ada
         .client
         .patch("/profile", json!({"photoUrl": "HTTPS://IMG.Example:443/a b.png"}))
         .await;
     assert_eq!(ok.status, 200, "{}", ok.body);
     let stored = ada.client.get(&format!("/users/{}", ada.id)).await;
-    assert_eq!(stored.body["photoUrl"], "https://img.example/a%20b.png", "{}", stored.body);
+    assert_eq!(
+        stored.body["photoUrl"], "https://img.example/a%20b.png",
+        "{}",
+        stored.body
+    );
 }
 
 #[tokio::test]
@@ -71,13 +93,28 @@ async fn every_route_answers_413_above_64_kib() {
         let path: String = route
             .path
             .split('/')
-            .map(|seg| if seg.starts_with('{') { "0190c3a4-0000-7000-8000-000000000001" } else { seg })
+            .map(|seg| {
+                if seg.starts_with('{') {
+                    "0190c3a4-0000-7000-8000-000000000001"
+                } else {
+                    seg
+                }
+            })
             .collect::<Vec<_>>()
             .join("/");
-        let method = if route.method == "ANY" { "POST" } else { route.method.as_str() };
+        let method = if route.method == "ANY" {
+            "POST"
+        } else {
+            route.method.as_str()
+        };
         for client in [&ada.client, &stack.client()] {
             let r = client.raw(method, &path, body.clone()).await;
-            assert_eq!((r.status, r.error_code()), (413, "payload_too_large"), "{method} {path}: {}", r.body);
+            assert_eq!(
+                (r.status, r.error_code()),
+                (413, "payload_too_large"),
+                "{method} {path}: {}",
+                r.body
+            );
         }
     }
 }
@@ -94,7 +131,11 @@ async fn anonymous_health_has_only_the_status_and_an_admin_gets_details() {
     let admin = stack.user_with_id(ADMIN).await;
     let detailed = admin.client.get("/health").await;
     assert_eq!(detailed.body["status"], "healthy");
-    assert!(detailed.body["dependencies"]["redis"]["latencyMs"].as_f64().is_some(), "{}", detailed.body);
+    assert!(
+        detailed.body["dependencies"]["redis"]["latencyMs"].as_f64().is_some(),
+        "{}",
+        detailed.body
+    );
     assert!(detailed.body["outboxBacklog"].is_u64(), "{}", detailed.body);
 }
 
@@ -124,12 +165,18 @@ async fn an_event_from_a_source_not_allowed_for_its_type_or_with_a_bad_id_is_dea
         assert_eq!(report["batchItemFailures"], json!([]), "{function}: {report}");
     }
     let notifications = b.client.get("/notifications").await;
-    assert_eq!(notifications.body["notifications"].as_array().map(Vec::len), Some(1), "only the genuine one");
+    assert_eq!(
+        notifications.body["notifications"].as_array().map(Vec::len),
+        Some(1),
+        "only the genuine one"
+    );
 
     let dead = dead_letters(&stack).await;
     let reasons: Vec<&str> = dead.iter().filter_map(|d| d["reason"].as_str()).collect();
     assert!(
-        reasons.iter().any(|r| r.contains("may not emit CONNECTION_REQUEST_SENT")),
+        reasons
+            .iter()
+            .any(|r| r.contains("may not emit CONNECTION_REQUEST_SENT")),
         "{reasons:?}"
     );
     assert!(reasons.iter().any(|r| r.contains("toUserId")), "{reasons:?}");
@@ -159,7 +206,11 @@ async fn dead_letters(stack: &Stack) -> Vec<Value> {
     let mut out = Vec::new();
     for p in 0..3 {
         let pc = client
-            .partition_client("dead-letter-events", p, rskafka::client::partition::UnknownTopicHandling::Retry)
+            .partition_client(
+                "dead-letter-events",
+                p,
+                rskafka::client::partition::UnknownTopicHandling::Retry,
+            )
             .await
             .expect("partition");
         let (records, _) = pc.fetch_records(0, 1..10_000_000, 100).await.expect("fetch");

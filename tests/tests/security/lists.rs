@@ -2,11 +2,7 @@
 
 use std::collections::HashSet;
 
-use devconnect::{
-    events::EventType,
-    keys,
-    user::now_ms,
-};
+use devconnect::{events::EventType, keys, user::now_ms};
 use devconnect_tests::{
     kafka::{batch, bytes, envelope},
     Stack,
@@ -20,7 +16,12 @@ const FEED_MAX_SCAN_CALLS: u64 = 8;
 const DEDUPE_MAX_IDS: usize = 10_000;
 
 /// Follows `nextCursor` from `first` until it is null: every page's ids, in order.
-async fn all_pages(client: &devconnect_tests::stack::Client, first: &str, list: &str, id: fn(&Value) -> String) -> Vec<Vec<String>> {
+async fn all_pages(
+    client: &devconnect_tests::stack::Client,
+    first: &str,
+    list: &str,
+    id: fn(&Value) -> String,
+) -> Vec<Vec<String>> {
     let mut pages = Vec::new();
     let mut path = first.to_string();
     for _ in 0..10 {
@@ -119,7 +120,9 @@ async fn ten_thousand_ignored_users_before_the_cursor_cost_a_bounded_number_of_r
             found = true;
             break;
         }
-        let cursor = r.body["nextCursor"].as_str().expect("a partial page still has a cursor");
+        let cursor = r.body["nextCursor"]
+            .as_str()
+            .expect("a partial page still has a cursor");
         path = format!("/feed?limit=20&cursor={cursor}");
     }
     assert!(found, "following the cursors reaches the visible user");
@@ -152,7 +155,10 @@ async fn the_notification_dedupe_set_stays_at_most_its_count_bound() {
     let report = stack
         .gateway
         .functions
-        .invoke_consumer("NotificationsConsumerFunction", batch("connection-events", &[bytes(&event)]))
+        .invoke_consumer(
+            "NotificationsConsumerFunction",
+            batch("connection-events", &[bytes(&event)]),
+        )
         .await
         .expect("consume");
     assert_eq!(report["applied"], 1, "{report}");
