@@ -17,7 +17,7 @@ use crate::{config::RateLimits, error::AppError, keys, store::Store};
 /// All-or-nothing without explicit checks: INCR is the first write, and it fails
 /// without writing on a key of the wrong type or a non-integer value; the EXPIREs
 /// after it cannot fail. A script embedding this must write nothing before it.
-pub(crate) const COUNT_LUA: &str = r#"
+pub const COUNT_LUA: &str = r#"
 local count = redis.call('INCR', ckey)
 if count == 1 then redis.call('EXPIRE', ckey, window) end
 local ttl = redis.call('TTL', ckey)

@@ -328,6 +328,8 @@ pub async fn abandon_signup(store: &Store, user: &User, session_key: &str) -> Re
         .ignore()
         .del(session_key)
         .ignore()
+        .del(keys::sessions(&user.id))
+        .ignore()
         .zrem(keys::USERS, &user.id)
         .ignore()
         .query_async::<()>(&mut store.conn())

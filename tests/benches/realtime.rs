@@ -7,26 +7,14 @@
 use std::time::{Duration, Instant};
 
 use devconnect::events::EventType;
+use devconnect_tests::socket::with_token;
 use devconnect_tests::{
     kafka::{batch, bytes, envelope},
     Stack,
 };
 use futures::StreamExt;
 use serde_json::json;
-use tokio_tungstenite::{connect_async, tungstenite::client::IntoClientRequest};
-
-/// A WebSocket request carrying `token` the browser way: as a subprotocol beside
-/// `devconnect` (a token in the URL is refused).
-fn with_token(url: &str, token: &str) -> tokio_tungstenite::tungstenite::handshake::client::Request {
-    let mut request = url.into_client_request().expect("a ws:// url");
-    request.headers_mut().insert(
-        "sec-websocket-protocol",
-        format!("devconnect, {token}")
-            .parse()
-            .expect("a token is a header value"),
-    );
-    request
-}
+use tokio_tungstenite::connect_async;
 
 #[tokio::main]
 async fn main() {

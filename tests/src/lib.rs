@@ -10,6 +10,7 @@ pub mod kafka;
 pub mod round_trips;
 pub mod servers;
 pub mod social;
+pub mod socket;
 pub mod stack;
 
 pub use stack::{Client, Stack};

@@ -2,55 +2,16 @@
 
 use std::time::Duration;
 
-use devconnect_tests::{social::User, Stack};
-use futures::{SinkExt, StreamExt};
+use devconnect_tests::{
+    socket::{frame_of, open, with_token, Socket},
+    Stack,
+};
+use futures::SinkExt;
 use serde_json::{json, Value};
-use tokio::net::TcpStream;
 use tokio_tungstenite::{
     connect_async,
     tungstenite::{client::IntoClientRequest, Message},
-    MaybeTlsStream, WebSocketStream,
 };
-
-type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
-/// A WebSocket request carrying `token` the browser way: as a subprotocol beside
-/// `devconnect` (a token in the URL is refused).
-fn with_token(url: &str, token: &str) -> tokio_tungstenite::tungstenite::handshake::client::Request {
-    let mut request = url.into_client_request().expect("a ws:// url");
-    request.headers_mut().insert(
-        "sec-websocket-protocol",
-        format!("devconnect, {token}")
-            .parse()
-            .expect("a token is a header value"),
-    );
-    request
-}
-
-async fn open(stack: &Stack, user: &User) -> Socket {
-    let (socket, _) = connect_async(with_token(&stack.ws_url(), user.client.token()))
-        .await
-        .expect("socket refused");
-    socket
-}
-
-/// The next frame of `kind` within `within`, skipping frames of other kinds.
-async fn frame_of(socket: &mut Socket, kind: &str, within: Duration) -> Option<Value> {
-    tokio::time::timeout(within, async {
-        while let Some(Ok(message)) = socket.next().await {
-            if let Message::Text(text) = message {
-                let frame: Value = serde_json::from_str(&text).expect("frames are JSON");
-                if frame["type"] == kind {
-                    return Some(frame);
-                }
-            }
-        }
-        None
-    })
-    .await
-    .ok()
-    .flatten()
-}
 
 async fn send(socket: &mut Socket, text: &str) {
     socket.send(Message::Text(text.into())).await.expect("send");

@@ -6,7 +6,7 @@ use std::{collections::HashMap, sync::LazyLock, time::Duration};
 use devconnect::{
     config::RateLimits,
     keys,
-    rate_limit::{self, RateDecision},
+    rate_limit::{self, RateDecision, COUNT_LUA},
     session,
     store::Store,
     user, AppError,
@@ -99,18 +99,14 @@ return {live, dead}
 /// Only reads before the INCR (which fails whole on a bad counter).
 static FRAME: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
-        "{ALIVE_LUA}{}",
+        "{ALIVE_LUA}{}{COUNT_LUA}return {{1, limit, count, ttl}}",
         r#"
 local sid = redis.call('HGET', KEYS[1], ARGV[1])
 if not sid or not alive(ARGV[2] .. sid, tonumber(ARGV[6]), tonumber(ARGV[7])) then return {0} end
 local limit = tonumber(ARGV[4])
 if redis.call('HGET', KEYS[2], 'tier') == 'premium' then limit = tonumber(ARGV[5]) end
 local window = tonumber(ARGV[3])
-local count = redis.call('INCR', KEYS[3])
-if count == 1 then redis.call('EXPIRE', KEYS[3], window) end
-local ttl = redis.call('TTL', KEYS[3])
-if ttl < 0 then redis.call('EXPIRE', KEYS[3], window); ttl = window end
-return {1, limit, count, ttl}
+local ckey = KEYS[3]
 "#
     ))
 });

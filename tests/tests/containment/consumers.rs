@@ -286,9 +286,7 @@ async fn the_pusher_dead_letters_a_record_whose_recipient_has_a_broken_socket_li
     use futures::StreamExt;
     let stack = Stack::start().await;
     let b = stack.user("reader").await;
-    let (mut socket, _) = tokio_tungstenite::connect_async(format!("{}?token={}", stack.ws_url(), b.client.token()))
-        .await
-        .expect("socket");
+    let mut socket = devconnect_tests::socket::open(&stack, &b).await;
     let _: () = redis_cmd(&stack, &["SET", &keys::sockets(C), "not a zset"]).await;
     let message = |to: &str, id: &str| {
         bytes(&envelope(

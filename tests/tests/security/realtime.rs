@@ -4,33 +4,20 @@
 
 use std::time::Duration;
 
-use devconnect_tests::{social::User, Stack};
+use devconnect_tests::{
+    social::User,
+    socket::{self, frame_of, open, Socket},
+    Stack,
+};
 use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use tokio::net::TcpStream;
 use tokio_tungstenite::{
     connect_async,
     tungstenite::{client::IntoClientRequest, handshake::client::Request, Message},
-    MaybeTlsStream, WebSocketStream,
 };
 
-type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
-/// The token the browser way: a subprotocol beside `devconnect`.
 fn with_token(stack: &Stack, token: &str) -> Request {
-    let mut request = stack.ws_url().into_client_request().expect("a ws:// url");
-    request.headers_mut().insert(
-        "sec-websocket-protocol",
-        format!("devconnect, {token}").parse().expect("a header value"),
-    );
-    request
-}
-
-async fn open(stack: &Stack, user: &User) -> Socket {
-    connect_async(with_token(stack, user.client.token()))
-        .await
-        .expect("socket refused")
-        .0
+    socket::with_token(&stack.ws_url(), token)
 }
 
 /// The HTTP status of a refused handshake (101 if it was accepted).
@@ -73,24 +60,6 @@ async fn until_closed(socket: &mut Socket, within: Duration) -> (bool, Vec<Value
     .await
     .is_ok();
     (closed, frames)
-}
-
-/// The next frame of `kind` within `within`, skipping others.
-async fn frame_of(socket: &mut Socket, kind: &str, within: Duration) -> Option<Value> {
-    tokio::time::timeout(within, async {
-        while let Some(Ok(message)) = socket.next().await {
-            if let Message::Text(text) = message {
-                let frame: Value = serde_json::from_str(&text).expect("frames are JSON");
-                if frame["type"] == kind {
-                    return Some(frame);
-                }
-            }
-        }
-        None
-    })
-    .await
-    .ok()
-    .flatten()
 }
 
 fn messages(frames: &[Value]) -> usize {
