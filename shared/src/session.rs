@@ -491,7 +491,11 @@ pub async fn issue_ticket(store: &Store, user_id: &str, session_id: &str) -> Res
 /// The `Set-Cookie` value that hands `token` to a browser. With `secure` (everywhere but
 /// plain-http local development) the cookie is `__Host-dc_session`: Secure, Path=/, no Domain.
 pub fn cookie(token: &str, ttl: Duration, secure: bool) -> String {
-    let (name, secure) = if secure { (COOKIE_NAME, "; Secure") } else { (LOCAL_COOKIE_NAME, "") };
+    let (name, secure) = if secure {
+        (COOKIE_NAME, "; Secure")
+    } else {
+        (LOCAL_COOKIE_NAME, "")
+    };
     format!(
         "{name}={token}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}{secure}",
         ttl.as_secs()
@@ -547,7 +551,10 @@ mod tests {
     fn the_secure_cookie_meets_the_host_prefix_rules_also_when_cleared() {
         for c in [cookie("t", Duration::from_secs(60), true), clear_cookie(true)] {
             assert!(c.starts_with("__Host-dc_session="), "{c}");
-            assert!(c.contains("; Secure") && c.contains("; Path=/") && !c.contains("Domain"), "{c}");
+            assert!(
+                c.contains("; Secure") && c.contains("; Path=/") && !c.contains("Domain"),
+                "{c}"
+            );
         }
         assert!(clear_cookie(true).contains("Max-Age=0"));
     }

@@ -126,7 +126,11 @@ pub async fn login(state: &AppState, meta: &RequestMeta, req: &Request) -> Resul
 pub async fn logout(state: &AppState, meta: &RequestMeta, req: &Request) -> Result<Reply, AppError> {
     let principal = state.authenticate(req, WithUser::No).await?;
     let ended = session::revoke(&state.store, &principal.user_id, &principal.session_id).await?;
-    let ids = if ended { vec![principal.session_id.clone()] } else { Vec::new() };
+    let ids = if ended {
+        vec![principal.session_id.clone()]
+    } else {
+        Vec::new()
+    };
     publish_logout(state, meta, &principal.user_id, &ids, "logout").await?;
     Ok(Reply::no_content()
         .header("set-cookie", session::clear_cookie(state.config.cookie_secure))
@@ -181,13 +185,7 @@ pub async fn change_password(state: &AppState, meta: &RequestMeta, req: &Request
         return Err(AppError::Forbidden("the current password is wrong".into()));
     }
     let new_hash = password::hash(body.new_password).await?;
-    let ids = session::revoke_all(
-        &state.store,
-        &me.id,
-        Some(&principal.session_id),
-        Some(&new_hash),
-    )
-    .await?;
+    let ids = session::revoke_all(&state.store, &me.id, Some(&principal.session_id), Some(&new_hash)).await?;
     publish_logout(state, meta, &me.id, &ids, "password_changed").await?;
     Ok(Reply::no_content().rate(&principal.rate))
 }

@@ -76,7 +76,10 @@ async fn a_victim_logs_in_from_their_address_while_an_attackers_address_gets_429
         assert_eq!(status, 401);
     }
     let (status, body) = login(&stack, "127.0.0.2", "victim@example.com", PASSWORD).await;
-    assert_eq!(status, 429, "the attacker's address is locked even for the right password: {body}");
+    assert_eq!(
+        status, 429,
+        "the attacker's address is locked even for the right password: {body}"
+    );
     let (status, body) = login(&stack, "127.0.0.1", "victim@example.com", PASSWORD).await;
     assert_eq!(status, 200, "the victim's own address still works: {body}");
     let (status, _) = login(&stack, "127.0.0.2", "victim@example.com", "wrong password").await;
@@ -109,7 +112,10 @@ async fn logout_all_ends_every_session_and_names_them_in_user_logout() {
     let last = events.last().expect("USER_LOGOUT");
     assert_eq!(last["reason"], "logout_all");
     let mut ended: Vec<String> = serde_json::from_value(last["sessionIds"].clone()).expect("ids");
-    let mut expected: Vec<String> = sessions.iter().map(|s| s["id"].as_str().unwrap_or_default().to_string()).collect();
+    let mut expected: Vec<String> = sessions
+        .iter()
+        .map(|s| s["id"].as_str().unwrap_or_default().to_string())
+        .collect();
     ended.sort();
     expected.sort();
     assert_eq!(ended, expected);
@@ -130,12 +136,25 @@ async fn deleting_one_session_ends_only_that_one() {
         .and_then(|s| s["id"].as_str())
         .expect("the other session")
         .to_string();
-    assert_eq!(me.raw("DELETE", &format!("/sessions/{other_id}"), Vec::new()).await.status, 204);
+    assert_eq!(
+        me.raw("DELETE", &format!("/sessions/{other_id}"), Vec::new())
+            .await
+            .status,
+        204
+    );
     assert_eq!(other.get("/profile").await.status, 401);
     assert_eq!(me.get("/profile").await.status, 200);
-    assert_eq!(me.raw("DELETE", &format!("/sessions/{other_id}"), Vec::new()).await.status, 404);
+    assert_eq!(
+        me.raw("DELETE", &format!("/sessions/{other_id}"), Vec::new())
+            .await
+            .status,
+        404
+    );
     let last = logouts(&stack, &id).await.pop().expect("USER_LOGOUT");
-    assert_eq!(last, json!({"userId": id, "sessionIds": [other_id], "reason": "revoked"}));
+    assert_eq!(
+        last,
+        json!({"userId": id, "sessionIds": [other_id], "reason": "revoked"})
+    );
 }
 
 #[tokio::test]
@@ -144,7 +163,11 @@ async fn an_idle_session_expires_before_its_absolute_lifetime() {
     let (me, _) = stack.signed_up("idle@example.com").await;
     assert_eq!(me.get("/profile").await.status, 200);
     tokio::time::sleep(Duration::from_millis(2_200)).await;
-    assert_eq!(me.get("/profile").await.status, 401, "unused for longer than the idle timeout");
+    assert_eq!(
+        me.get("/profile").await.status,
+        401,
+        "unused for longer than the idle timeout"
+    );
 }
 
 #[tokio::test]
@@ -154,17 +177,28 @@ async fn a_password_change_keeps_only_the_current_session() {
     let (_, body) = login(&stack, "127.0.0.1", "pw@example.com", PASSWORD).await;
     let other = me.with_token(body["token"].as_str().expect("token"));
     let wrong = me
-        .post("/auth/password", json!({"currentPassword": "not it at all", "newPassword": "a new long password"}))
+        .post(
+            "/auth/password",
+            json!({"currentPassword": "not it at all", "newPassword": "a new long password"}),
+        )
         .await;
     assert_eq!(wrong.status, 403);
     let changed = me
-        .post("/auth/password", json!({"currentPassword": PASSWORD, "newPassword": "a new long password"}))
+        .post(
+            "/auth/password",
+            json!({"currentPassword": PASSWORD, "newPassword": "a new long password"}),
+        )
         .await;
     assert_eq!(changed.status, 204, "{}", changed.body);
     assert_eq!(me.get("/profile").await.status, 200);
     assert_eq!(other.get("/profile").await.status, 401);
     assert_eq!(login(&stack, "127.0.0.1", "pw@example.com", PASSWORD).await.0, 401);
-    assert_eq!(login(&stack, "127.0.0.1", "pw@example.com", "a new long password").await.0, 200);
+    assert_eq!(
+        login(&stack, "127.0.0.1", "pw@example.com", "a new long password")
+            .await
+            .0,
+        200
+    );
     let last = logouts(&stack, &id).await.pop().expect("USER_LOGOUT");
     assert_eq!(last["reason"], "password_changed");
     assert_eq!(last["sessionIds"].as_array().map(Vec::len), Some(1));
@@ -184,7 +218,10 @@ async fn a_tier_change_applies_on_the_next_request_and_produces_tier_changed() {
     assert_eq!(set.status, 200, "{}", set.body);
     assert_eq!(set.body["previousTier"], "free");
     assert_eq!(me.get("/profile").await.header("x-ratelimit-limit"), Some("5000"));
-    let bad = admin.client.raw("PUT", &path, json!({"tier": "gold"}).to_string().into_bytes()).await;
+    let bad = admin
+        .client
+        .raw("PUT", &path, json!({"tier": "gold"}).to_string().into_bytes())
+        .await;
     assert_eq!(bad.status, 400);
     let changed: Vec<_> = stack
         .events("user-events")
@@ -203,10 +240,23 @@ async fn invalid_tokens_from_one_ip_get_429_past_the_anonymous_bucket() {
     let unknown = format!("0190c3a4-0000-7000-8000-00000000dead.{}", "A".repeat(43));
     let mut statuses = Vec::new();
     for token in ["garbage", &unknown, &unknown, &unknown] {
-        statuses.push(call(&stack, "127.0.0.3", "GET", "/profile", Value::Null, Some(token), &[]).await.0);
+        statuses.push(
+            call(&stack, "127.0.0.3", "GET", "/profile", Value::Null, Some(token), &[])
+                .await
+                .0,
+        );
     }
     assert_eq!(statuses, [401, 401, 401, 429]);
-    let (status, _, _) = call(&stack, "127.0.0.4", "GET", "/profile", Value::Null, Some("garbage"), &[]).await;
+    let (status, _, _) = call(
+        &stack,
+        "127.0.0.4",
+        "GET",
+        "/profile",
+        Value::Null,
+        Some("garbage"),
+        &[],
+    )
+    .await;
     assert_eq!(status, 401, "another address has its own bucket");
 }
 
@@ -226,18 +276,45 @@ async fn the_session_cookie_is_host_prefixed_and_secure_also_when_cleared() {
     assert_eq!(status, 201);
     let set = headers["set-cookie"].to_str().expect("cookie");
     assert!(set.starts_with("__Host-dc_session="), "{set}");
-    assert!(set.contains("; Secure") && set.contains("; Path=/") && set.contains("HttpOnly") && !set.contains("Domain"), "{set}");
+    assert!(
+        set.contains("; Secure") && set.contains("; Path=/") && set.contains("HttpOnly") && !set.contains("Domain"),
+        "{set}"
+    );
     let token = body["token"].as_str().expect("token");
     let cookie = format!("__Host-dc_session={token}");
-    let (status, _, _) = call(&stack, "127.0.0.1", "GET", "/profile", Value::Null, None, &[("cookie", &cookie)]).await;
+    let (status, _, _) = call(
+        &stack,
+        "127.0.0.1",
+        "GET",
+        "/profile",
+        Value::Null,
+        None,
+        &[("cookie", &cookie)],
+    )
+    .await;
     assert_eq!(status, 200, "the __Host- cookie authenticates");
     let legacy = format!("dc_session={token}");
-    let (status, _, _) = call(&stack, "127.0.0.1", "GET", "/profile", Value::Null, None, &[("cookie", &legacy)]).await;
-    assert_eq!(status, 401, "the un-prefixed cookie is not read when cookies are secure");
+    let (status, _, _) = call(
+        &stack,
+        "127.0.0.1",
+        "GET",
+        "/profile",
+        Value::Null,
+        None,
+        &[("cookie", &legacy)],
+    )
+    .await;
+    assert_eq!(
+        status, 401,
+        "the un-prefixed cookie is not read when cookies are secure"
+    );
     let (status, headers, _) = call(&stack, "127.0.0.1", "POST", "/auth/logout", json!({}), Some(token), &[]).await;
     assert_eq!(status, 204);
     let cleared = headers["set-cookie"].to_str().expect("cookie");
-    assert!(cleared.starts_with("__Host-dc_session=;") && cleared.contains("; Secure") && cleared.contains("Max-Age=0"), "{cleared}");
+    assert!(
+        cleared.starts_with("__Host-dc_session=;") && cleared.contains("; Secure") && cleared.contains("Max-Age=0"),
+        "{cleared}"
+    );
 }
 
 #[tokio::test]
@@ -253,5 +330,11 @@ async fn a_realtime_ticket_is_stored_hashed_for_this_session_with_a_ttl_of_at_mo
     assert_eq!(value, Some(format!("{id}:{}", session::hash(me.token()))));
     let ttl: i64 = redis::cmd("TTL").arg(&key).query_async(&mut conn).await.expect("TTL");
     assert!((1..=30).contains(&ttl), "{ttl}");
-    assert_eq!(me.with_token("garbage").post("/realtime/ticket", json!({})).await.status, 401);
+    assert_eq!(
+        me.with_token("garbage")
+            .post("/realtime/ticket", json!({}))
+            .await
+            .status,
+        401
+    );
 }
