@@ -235,15 +235,17 @@ async fn fan_out_per_batch_is_bounded() {
 
 #[tokio::test]
 async fn a_socket_whose_session_went_idle_gets_no_frame_and_is_closed() {
-    let stack = Stack::start_full(&[("SESSION_IDLE_TIMEOUT_SECS", "1")]).await;
+    // 3 s, with a's requests 0.5 s apart: room for a slow CI machine to keep a's
+    // session alive while b's idles out.
+    let stack = Stack::start_full(&[("SESSION_IDLE_TIMEOUT_SECS", "3")]).await;
     let a = stack.user("chatty").await;
     let b = stack.user("idle").await;
     stack.connect(&a, &b).await;
     let mut socket = open(&stack, &b).await;
     // b makes no request for longer than the idle timeout; the session key is still
     // there (nothing has touched it), but the session is over.
-    for _ in 0..5 {
-        tokio::time::sleep(Duration::from_millis(450)).await;
+    for _ in 0..8 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
         // a stays active, so only b's session idles out.
         assert_eq!(a.client.get("/profile").await.status, 200);
     }
