@@ -259,6 +259,15 @@ impl Stack {
             .collect()
     }
 
+    /// Every dead letter so far (dead-letter-events, all partitions), as JSON.
+    pub async fn dead_letters(&self) -> Vec<Value> {
+        self.records("dead-letter-events")
+            .await
+            .into_iter()
+            .map(|(_, _, _, value)| value)
+            .collect()
+    }
+
     /// Every record on `topic` whose value is JSON (e.g. dead letters), across partitions:
     /// (partition, offset, key, value).
     pub async fn records(&self, topic: &str) -> Vec<(i32, i64, String, Value)> {

@@ -206,7 +206,7 @@ async fn poison_records_are_dead_lettered_with_a_reason_and_the_rest_of_the_batc
         "analytics has no data rules, so only undecodable records are poison"
     );
 
-    let dead = dead_letters(&stack).await;
+    let dead = stack.dead_letters().await;
     let reasons: Vec<String> = dead
         .iter()
         .filter(|d| d["consumer"] == "notifications")
@@ -249,27 +249,6 @@ async fn poison_records_are_dead_lettered_with_a_reason_and_the_rest_of_the_batc
     );
 }
 
-async fn dead_letters(stack: &Stack) -> Vec<Value> {
-    let client = stack.broker.client().await.unwrap();
-    let mut out = Vec::new();
-    for p in 0..3 {
-        let pc = client
-            .partition_client(
-                "dead-letter-events",
-                p,
-                rskafka::client::partition::UnknownTopicHandling::Retry,
-            )
-            .await
-            .unwrap();
-        let (records, _) = pc.fetch_records(0, 1..10_000_000, 100).await.unwrap();
-        out.extend(
-            records
-                .into_iter()
-                .map(|r| serde_json::from_slice::<Value>(&r.record.value.unwrap()).unwrap()),
-        );
-    }
-    out
-}
 
 fn today() -> String {
     devconnect::user::now_rfc3339()[..10].to_string()

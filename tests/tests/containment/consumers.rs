@@ -47,13 +47,8 @@ async fn redis_cmd<T: redis::FromRedisValue>(stack: &Stack, args: &[&str]) -> T 
 }
 
 async fn dead_letters(stack: &Stack, consumer: &str) -> Vec<Value> {
-    stack
-        .records("dead-letter-events")
-        .await
-        .into_iter()
-        .map(|(_, _, _, value)| value)
-        .filter(|v| v["consumer"] == consumer)
-        .collect()
+    let all = stack.dead_letters().await;
+    all.into_iter().filter(|v| v["consumer"] == consumer).collect()
 }
 
 async fn notification_count(stack: &Stack, user: &str) -> usize {

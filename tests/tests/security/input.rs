@@ -5,7 +5,7 @@ use devconnect_tests::{
     kafka::{batch, bytes, envelope},
     Stack,
 };
-use serde_json::{json, Value};
+use serde_json::json;
 
 const ADMIN: &str = "0190c3a4-0000-7000-8000-0000000000ad";
 
@@ -171,7 +171,7 @@ async fn an_event_from_a_source_not_allowed_for_its_type_or_with_a_bad_id_is_dea
         "only the genuine one"
     );
 
-    let dead = dead_letters(&stack).await;
+    let dead = stack.dead_letters().await;
     let reasons: Vec<&str> = dead.iter().filter_map(|d| d["reason"].as_str()).collect();
     assert!(
         reasons
@@ -200,25 +200,3 @@ async fn token_bearing_and_private_responses_are_not_stored() {
     assert_eq!(profile.header("cache-control"), Some("no-store"), "the private profile");
 }
 
-/// Everything on dead-letter-events so far.
-async fn dead_letters(stack: &Stack) -> Vec<Value> {
-    let client = stack.broker.client().await.expect("broker");
-    let mut out = Vec::new();
-    for p in 0..3 {
-        let pc = client
-            .partition_client(
-                "dead-letter-events",
-                p,
-                rskafka::client::partition::UnknownTopicHandling::Retry,
-            )
-            .await
-            .expect("partition");
-        let (records, _) = pc.fetch_records(0, 1..10_000_000, 100).await.expect("fetch");
-        out.extend(
-            records
-                .into_iter()
-                .filter_map(|r| serde_json::from_slice::<Value>(&r.record.value?).ok()),
-        );
-    }
-    out
-}
