@@ -9,6 +9,7 @@ use devconnect_realtime::{pusher::Pusher, Realtime};
 use futures::future::BoxFuture;
 use lambda_http::{Body, Request, Response};
 use serde_json::{json, Value};
+use std::{collections::BTreeMap, future::Future, time::Duration};
 
 /// Each HTTP function's LogicalId and the route keys its handler serves.
 pub const HTTP_FUNCTIONS: &[(&str, &[&str])] = &[
@@ -74,6 +75,22 @@ pub struct Functions {
     ops: AppState,
     outbox_relay: AppState,
     metrics: Metrics,
+    /// Each function's template `Timeout` (see [`Functions::set_timeouts`]).
+    timeouts: std::sync::Arc<BTreeMap<String, Duration>>,
+}
+
+/// API Gateway's HTTP API integration timeout: past it the client gets 504.
+pub const HTTP_INTEGRATION_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What API Gateway itself answers, `{"message": ...}` with `status`.
+pub fn gateway_message(status: u16, message: &str) -> Response<Body> {
+    let mut response = Response::new(Body::Text(json!({ "message": message }).to_string()));
+    *response.status_mut() = lambda_http::http::StatusCode::from_u16(status).unwrap_or_default();
+    response.headers_mut().insert(
+        "content-type",
+        lambda_http::http::HeaderValue::from_static("application/json"),
+    );
+    response
 }
 
 impl Functions {
@@ -110,7 +127,32 @@ impl Functions {
             ops: state.for_function(devconnect_ops::FUNCTION_NAME, binary("OpsFunction")),
             outbox_relay: state.for_function(devconnect_ops::FUNCTION_NAME, binary("OutboxRelayFunction")),
             metrics: state.metrics.clone(),
+            timeouts: Default::default(),
         }
+    }
+
+    /// Applies each function's template `Timeout` (LogicalId -> timeout); a function not
+    /// listed gets [`crate::template::DEFAULT_FUNCTION_TIMEOUT`]. As in Lambda, an
+    /// invocation past it is stopped and counts as a function error.
+    pub fn set_timeouts(&mut self, timeouts: BTreeMap<String, Duration>) {
+        self.timeouts = std::sync::Arc::new(timeouts);
+    }
+
+    /// The function's timeout.
+    pub fn timeout(&self, function: &str) -> Duration {
+        self.timeouts
+            .get(function)
+            .copied()
+            .unwrap_or(crate::template::DEFAULT_FUNCTION_TIMEOUT)
+    }
+
+    /// Runs `invocation` within `function`'s timeout; `Err` with Lambda's message past it.
+    async fn within_timeout<T>(&self, function: &str, invocation: impl Future<Output = T>) -> anyhow::Result<T> {
+        let limit = self.timeout(function);
+        tokio::time::timeout(limit, invocation).await.map_err(|_| {
+            tracing::warn!(function, timeout = ?limit, "Task timed out");
+            anyhow::anyhow!("{function}: Task timed out after {:.2} seconds", limit.as_secs_f64())
+        })
     }
 
     /// The recorder every hosted function counts into (`GET /_local/metrics`).
@@ -133,31 +175,73 @@ impl Functions {
             "OpsFunction" => (&self.ops, |s, r| Box::pin(devconnect_ops::handle(s, r))),
             _ => return None,
         };
-        Some(api::measured(&state.metrics, req, |req| handle(state, req)).await)
+        let limit = self.timeout(function);
+        let invocation = api::measured(&state.metrics, req, |req| handle(state, req));
+        // API Gateway waits at most 30 s (then 504); a function that times out earlier is a
+        // function error, which the HTTP API answers with 500.
+        Some(
+            match tokio::time::timeout(limit.min(HTTP_INTEGRATION_TIMEOUT), invocation).await {
+                Ok(response) => response,
+                Err(_) if limit < HTTP_INTEGRATION_TIMEOUT => {
+                    tracing::warn!(function, timeout = ?limit, "Task timed out");
+                    gateway_message(500, "Internal Server Error")
+                }
+                Err(_) => gateway_message(504, "Service Unavailable"),
+            },
+        )
     }
 
     /// Invokes an MSK-triggered function with a batch. The value is the function's
     /// report with its partial batch response (`batchItemFailures`) alongside; `Err`
-    /// only if there is no such function.
+    /// if there is no such function or the invocation ran past the function's timeout.
     pub async fn invoke_consumer(&self, function: &str, event: KafkaEvent) -> anyhow::Result<Value> {
         let outcome = match function {
             "NotificationsConsumerFunction" => {
-                devconnect_notifications::consume(&self.notifications_consumer, event).await
+                self.within_timeout(
+                    function,
+                    devconnect_notifications::consume(&self.notifications_consumer, event),
+                )
+                .await?
             }
-            "AnalyticsConsumerFunction" => devconnect_analytics::consume(&self.analytics_consumer, event).await,
-            "RealtimePusherFunction" => devconnect_realtime::push_batch(&self.realtime_pusher, event).await,
+            "AnalyticsConsumerFunction" => {
+                self.within_timeout(function, devconnect_analytics::consume(&self.analytics_consumer, event))
+                    .await?
+            }
+            "RealtimePusherFunction" => {
+                self.within_timeout(function, devconnect_realtime::push_batch(&self.realtime_pusher, event))
+                    .await?
+            }
             other => anyhow::bail!("no consumer function {other}"),
         };
         Ok(serde_json::to_value(outcome)?)
     }
 
     /// Invokes the WebSocket function with a `$connect`, `$disconnect` or `$default` event.
+    /// Past the function's timeout the answer is API Gateway's 500 for a function error.
     pub async fn invoke_websocket(&self, event: ApiGatewayWebsocketProxyRequest) -> ApiGatewayProxyResponse {
-        devconnect_realtime::handle(&self.realtime, event).await
+        match self
+            .within_timeout(WEBSOCKET_FUNCTION, devconnect_realtime::handle(&self.realtime, event))
+            .await
+        {
+            Ok(response) => response,
+            Err(_) => {
+                let mut response = ApiGatewayProxyResponse::default();
+                response.status_code = 500;
+                response.body = Some(aws_lambda_events::encodings::Body::Text(
+                    json!({"message": "Internal server error"}).to_string(),
+                ));
+                response
+            }
+        }
     }
 
-    /// Invokes a scheduled function as EventBridge would; returns its result.
+    /// Invokes a scheduled function as EventBridge would; returns its result, or an error
+    /// past the function's timeout.
     pub async fn invoke_scheduled(&self, function: &str) -> anyhow::Result<Value> {
+        self.within_timeout(function, self.run_scheduled(function)).await?
+    }
+
+    async fn run_scheduled(&self, function: &str) -> anyhow::Result<Value> {
         match function {
             "OutboxRelayFunction" => Ok(serde_json::to_value(devconnect_ops::relay(&self.outbox_relay).await?)?),
             "PresenceSweepFunction" => {

@@ -2,6 +2,8 @@
 //!
 //! - [`template`] reads the routes and schedules from `template.yaml`, so the local
 //!   stack serves exactly what AWS would.
+//! - [`gaps`] makes every part of the template the gateway does not emulate an error
+//!   naming it (opt out by name with `LOCAL_GATEWAY_IGNORE=Resource.Property,...`).
 //! - [`apigw`] turns an HTTP request into a real API Gateway v2 event and back.
 //! - [`functions`] maps a template LogicalId to the handler, called in-process.
 //! - [`msk`] emulates the MSK event source mappings: poll, invoke, commit; bounded
@@ -13,6 +15,7 @@
 
 pub mod apigw;
 pub mod functions;
+pub mod gaps;
 pub mod msk;
 pub mod server;
 pub mod template;

@@ -1,4 +1,6 @@
-//! `local-gateway serve` | `local-gateway invoke <LogicalId> --event <file>`
+//! `local-gateway serve` | `local-gateway invoke <LogicalId> --event <file>` |
+//! `local-gateway check` (reads `TEMPLATE`, default template.yaml; exits non-zero naming
+//! every part the gateway does not emulate, unless opted out in `LOCAL_GATEWAY_IGNORE`).
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
@@ -21,6 +23,21 @@ async fn main() -> anyhow::Result<()> {
         .map(Into::into)
         .unwrap_or_else(|_| default_template_path());
     let template = Template::load(&template_path)?;
+    if args.first().map(String::as_str) == Some("check") {
+        eprintln!(
+            "[devconnect] {}: every part is emulated locally{}",
+            template_path.display(),
+            if template.ignored.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " except (LOCAL_GATEWAY_IGNORE) {}",
+                    template.ignored.iter().cloned().collect::<Vec<_>>().join(",")
+                )
+            }
+        );
+        return Ok(());
+    }
     let port: u16 = env_number("PORT", 3000)?;
     let state = AppState::connect(Config::from_env()?, "local-gateway")
         .await
@@ -29,7 +46,7 @@ async fn main() -> anyhow::Result<()> {
     match args.first().map(String::as_str) {
         Some("serve") | None => serve(Gateway::new(template, functions), &state, port).await,
         Some("invoke") => invoke(&functions, &args[1..]).await,
-        Some(other) => bail!("unknown command {other}: use serve or invoke <LogicalId> --event <file>"),
+        Some(other) => bail!("unknown command {other}: use serve, check or invoke <LogicalId> --event <file>"),
     }
 }
 

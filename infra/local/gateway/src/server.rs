@@ -35,16 +35,60 @@ pub struct Gateway {
     pub functions: Functions,
     /// Open WebSocket connections.
     pub sockets: websocket::Sockets,
+    /// The WebSocket API's message, frame, idle and lifetime limits.
+    pub websocket_limits: websocket::Limits,
+    /// The HTTP API's throttling (template `DefaultRouteSettings`).
+    pub http_bucket: Option<TokenBucket>,
+    /// The WebSocket stage's throttling (template `DefaultRouteSettings`).
+    pub websocket_bucket: Option<TokenBucket>,
 }
 
 impl Gateway {
     /// A gateway serving `template` with `functions`.
-    pub fn new(template: Template, functions: Functions) -> Self {
+    /// Each function runs within its template `Timeout`; the HTTP API's and the
+    /// WebSocket stage's throttling and the WebSocket limits (
+    /// [`websocket::Limits::from_env`]) apply.
+    pub fn new(template: Template, mut functions: Functions) -> Self {
+        functions.set_timeouts(template.timeouts.clone());
         Self {
+            http_bucket: template.http_throttle.map(TokenBucket::new),
+            websocket_bucket: template.websocket_throttle.map(TokenBucket::new),
             template,
             functions,
             sockets: websocket::Sockets::default(),
+            websocket_limits: websocket::Limits::from_env(),
         }
+    }
+}
+
+/// API Gateway's throttling: a token bucket of `burst` tokens refilled at `rate` per second.
+pub struct TokenBucket {
+    throttle: crate::template::Throttle,
+    state: std::sync::Mutex<(f64, std::time::Instant)>,
+}
+
+impl TokenBucket {
+    /// A full bucket.
+    pub fn new(throttle: crate::template::Throttle) -> Self {
+        Self {
+            throttle,
+            state: std::sync::Mutex::new((throttle.burst, std::time::Instant::now())),
+        }
+    }
+
+    /// Takes a token; `false` = throttled.
+    pub fn take(&self) -> bool {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let now = std::time::Instant::now();
+        let (tokens, last) = *state;
+        let tokens = (tokens + now.duration_since(last).as_secs_f64() * self.throttle.rate).min(self.throttle.burst);
+        let (tokens, allowed) = if tokens >= 1.0 {
+            (tokens - 1.0, true)
+        } else {
+            (tokens, false)
+        };
+        *state = (tokens, now);
+        allowed
     }
 }
 
@@ -102,6 +146,92 @@ async fn metrics_method_not_allowed(req: AxumRequest) -> AxumResponse {
 }
 
 async fn dispatch(State(gateway): State<Arc<Gateway>>, req: AxumRequest) -> AxumResponse {
+    let origin = req
+        .headers()
+        .get("origin")
+        .and_then(|o| o.to_str().ok())
+        .map(String::from);
+    if let (Some(cors), Some(origin)) = (&gateway.template.cors, &origin) {
+        if req.method() == axum::http::Method::OPTIONS && req.headers().contains_key("access-control-request-method") {
+            return preflight(cors, origin);
+        }
+    }
+    if gateway.http_bucket.as_ref().is_some_and(|b| !b.take()) {
+        return aws_message(StatusCode::TOO_MANY_REQUESTS, "Too Many Requests");
+    }
+    let mut response = route(gateway.clone(), req).await;
+    if let (Some(cors), Some(origin)) = (&gateway.template.cors, &origin) {
+        add_cors(cors, origin, &mut response);
+    }
+    response
+}
+
+/// `{"message": ...}`: what API Gateway itself answers when it refuses a request.
+fn aws_message(status: StatusCode, message: &str) -> AxumResponse {
+    (
+        status,
+        [("content-type", "application/json")],
+        json!({ "message": message }).to_string(),
+    )
+        .into_response()
+}
+
+/// The origin to echo, if `cors` allows `origin`.
+fn allowed_origin(cors: &crate::template::Cors, origin: &str) -> Option<String> {
+    if cors.allow_origins.iter().any(|o| o == origin) {
+        Some(origin.to_string())
+    } else if cors.allow_origins.iter().any(|o| o == "*") {
+        Some("*".into())
+    } else {
+        None
+    }
+}
+
+/// API Gateway answers a CORS preflight itself (204), with the configured headers when
+/// the origin is allowed.
+fn preflight(cors: &crate::template::Cors, origin: &str) -> AxumResponse {
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    if let Some(allowed) = allowed_origin(cors, origin) {
+        let mut headers = vec![
+            ("access-control-allow-origin", allowed),
+            ("access-control-allow-methods", cors.allow_methods.join(",")),
+            ("access-control-allow-headers", cors.allow_headers.join(",")),
+        ];
+        if let Some(age) = cors.max_age {
+            headers.push(("access-control-max-age", age.to_string()));
+        }
+        if cors.allow_credentials {
+            headers.push(("access-control-allow-credentials", "true".into()));
+        }
+        for (name, value) in headers {
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                response.headers_mut().insert(name, v);
+            }
+        }
+    }
+    response
+}
+
+/// The CORS headers API Gateway adds to an actual request's response.
+fn add_cors(cors: &crate::template::Cors, origin: &str, response: &mut AxumResponse) {
+    let Some(allowed) = allowed_origin(cors, origin) else {
+        return;
+    };
+    let headers = response.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&allowed) {
+        headers.insert("access-control-allow-origin", v);
+    }
+    if !cors.expose_headers.is_empty() {
+        if let Ok(v) = HeaderValue::from_str(&cors.expose_headers.join(",")) {
+            headers.insert("access-control-expose-headers", v);
+        }
+    }
+    if cors.allow_credentials {
+        headers.insert("access-control-allow-credentials", HeaderValue::from_static("true"));
+    }
+}
+
+async fn route(gateway: Arc<Gateway>, req: AxumRequest) -> AxumResponse {
     let source_ip = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()

@@ -1,6 +1,10 @@
 //! Reads the parts of the SAM template the local stack emulates.
 
-use std::{collections::BTreeSet, path::Path, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::Path,
+    time::Duration,
+};
 
 use anyhow::{bail, Context};
 use serde_yaml::Value;
@@ -113,6 +117,45 @@ pub struct Template {
     pub msk_sources: Vec<MskSource>,
     /// Which WebSocket routes answer the client.
     pub route_responses: RouteResponses,
+    /// Each function's `Timeout` (its own, else `Globals.Function`), by LogicalId.
+    pub timeouts: BTreeMap<String, Duration>,
+    /// The HTTP API's `DefaultRouteSettings` throttling.
+    pub http_throttle: Option<Throttle>,
+    /// The WebSocket stage's `DefaultRouteSettings` throttling.
+    pub websocket_throttle: Option<Throttle>,
+    /// The HTTP API's `CorsConfiguration`.
+    pub cors: Option<Cors>,
+    /// The gaps the developer opted out of (`LOCAL_GATEWAY_IGNORE`), left out locally.
+    pub ignored: BTreeSet<String>,
+}
+
+/// Lambda's default function timeout (no `Timeout` in the template).
+pub const DEFAULT_FUNCTION_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// A token bucket's settings: `rate` requests per second, bursts up to `burst`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Throttle {
+    /// Steady-state requests per second.
+    pub rate: f64,
+    /// Bucket size.
+    pub burst: f64,
+}
+
+/// The HTTP API's CORS configuration, with parameters and conditions resolved.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Cors {
+    /// Allowed origins (`*` = any).
+    pub allow_origins: Vec<String>,
+    /// Allowed methods.
+    pub allow_methods: Vec<String>,
+    /// Allowed request headers (lower case).
+    pub allow_headers: Vec<String>,
+    /// Response headers browsers may read.
+    pub expose_headers: Vec<String>,
+    /// `Access-Control-Allow-Credentials`.
+    pub allow_credentials: bool,
+    /// Seconds a preflight answer may be cached.
+    pub max_age: Option<i64>,
 }
 
 /// The WebSocket routes whose integration response goes back to the client: those
@@ -168,23 +211,67 @@ impl RouteResponses {
 }
 
 impl Template {
-    /// Loads and parses a template file.
-    pub fn load(path: &Path) -> anyhow::Result<Self> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        Self::parse(&text)
+    /// The function's timeout: its template `Timeout`, else Lambda's default.
+    pub fn timeout(&self, function: &str) -> Duration {
+        self.timeouts.get(function).copied().unwrap_or(DEFAULT_FUNCTION_TIMEOUT)
     }
 
-    /// Parses template YAML (CloudFormation tags such as `!Ref` are accepted and ignored).
+    /// Loads and parses a template file, opting out of the gaps named in
+    /// `LOCAL_GATEWAY_IGNORE` (see [`crate::gaps`]).
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        Self::parse_ignoring(&text, &crate::gaps::ignored_from_env())
+            .with_context(|| format!("{} is not fully emulated locally", path.display()))
+    }
+
+    /// Parses template YAML; any part the gateway does not emulate is an error
+    /// (see [`crate::gaps`]).
     pub fn parse(text: &str) -> anyhow::Result<Self> {
+        Self::parse_ignoring(text, &BTreeSet::new())
+    }
+
+    /// [`Template::parse`], leaving out the gaps named in `ignored` (each must be a gap).
+    pub fn parse_ignoring(text: &str, ignored: &BTreeSet<String>) -> anyhow::Result<Self> {
         let doc: Value = serde_yaml::from_str(text).context("template.yaml is not YAML")?;
+        crate::gaps::check(&crate::gaps::Gaps::of(&doc), ignored)?;
         let resources = doc
             .get("Resources")
             .and_then(Value::as_mapping)
             .context("template has no Resources")?;
         let mut template = Self {
             route_responses: RouteResponses::from_resources(resources)?,
+            ignored: ignored.clone(),
             ..Self::default()
         };
+        let resolver = Resolver { doc: &doc };
+        let global_timeout = doc
+            .get("Globals")
+            .and_then(|g| g.get("Function"))
+            .and_then(|f| f.get("Timeout"));
+        for (id, resource) in resources {
+            let id = id.as_str().unwrap_or_default();
+            let props = resource.get("Properties");
+            match resource.get("Type").and_then(Value::as_str) {
+                Some("AWS::Serverless::Function") => {
+                    if let Some(t) = props.and_then(|p| p.get("Timeout")).or(global_timeout) {
+                        let secs = resolver
+                            .number(t)
+                            .with_context(|| format!("{id}.Timeout must be a number of seconds"))?;
+                        template.timeouts.insert(id.to_string(), Duration::from_secs_f64(secs));
+                    }
+                }
+                Some("AWS::Serverless::HttpApi") => {
+                    template.http_throttle = resolver.throttle(props.and_then(|p| p.get("DefaultRouteSettings")));
+                    if let Some(cors) = props.and_then(|p| p.get("CorsConfiguration")) {
+                        template.cors = Some(resolver.cors(cors));
+                    }
+                }
+                Some("AWS::ApiGatewayV2::Stage") => {
+                    template.websocket_throttle = resolver.throttle(props.and_then(|p| p.get("DefaultRouteSettings")));
+                }
+                _ => {}
+            }
+        }
         for (id, resource) in resources {
             if resource.get("Type").and_then(Value::as_str) != Some("AWS::Serverless::Function") {
                 continue;
@@ -212,6 +299,16 @@ impl Template {
                         path: field("Path").context("HttpApi event without Path")?,
                     }),
                     Some("Schedule") => {
+                        let event_name = event_name.as_str().unwrap_or_default();
+                        if ignored.contains(&format!("{function}.Events.{event_name}.Schedule"))
+                            || event
+                                .get("Properties")
+                                .and_then(|p| p.get("Enabled"))
+                                .and_then(Value::as_bool)
+                                == Some(false)
+                        {
+                            continue;
+                        }
                         let schedule = field("Schedule").context("Schedule event without Schedule")?;
                         template.schedules.push(ScheduledFunction {
                             function: function.clone(),
@@ -220,21 +317,139 @@ impl Template {
                     }
                     Some("MSK") => {
                         let event_name = event_name.as_str().context("event name is not a string")?;
-                        let empty = serde_yaml::Mapping::new();
-                        let props = props.and_then(Value::as_mapping).unwrap_or(&empty);
+                        let mut props = props.and_then(Value::as_mapping).cloned().unwrap_or_default();
+                        props.retain(|k, _| {
+                            !ignored.contains(&format!("{function}.Events.{event_name}.{}", k.as_str().unwrap_or("")))
+                        });
                         let context = MskContext {
                             function: &function,
                             event: event_name,
                             parameters: doc.get("Parameters"),
                             prefix: String::new(),
                         };
-                        template.msk_sources.extend(parse_msk(&context, props)?);
+                        template.msk_sources.extend(parse_msk(&context, &props)?);
                     }
                     _ => {}
                 }
             }
         }
         Ok(template)
+    }
+}
+
+/// Resolves `!Ref` (a parameter's Default), `!If`, `!Equals`, `!Not` and `!Join` the way
+/// a deploy without parameter overrides would.
+struct Resolver<'a> {
+    doc: &'a Value,
+}
+
+impl Resolver<'_> {
+    fn value(&self, value: &Value) -> Option<Value> {
+        let Value::Tagged(tagged) = value else {
+            return Some(value.clone());
+        };
+        let args = tagged.value.as_sequence();
+        match tagged.tag.to_string().trim_start_matches('!') {
+            "Ref" => self
+                .doc
+                .get("Parameters")
+                .and_then(|p| p.get(tagged.value.as_str()?))
+                .and_then(|p| p.get("Default"))
+                .cloned(),
+            "If" => {
+                let args = args?;
+                let condition = self.condition(args.first()?.as_str()?)?;
+                self.value(args.get(if condition { 1 } else { 2 })?)
+            }
+            "Join" => {
+                let args = args?;
+                let separator = args.first()?.as_str()?;
+                let parts = match self.value(args.get(1)?)? {
+                    Value::Sequence(items) => items.iter().map(|i| self.string(i)).collect::<Option<Vec<_>>>()?,
+                    // A CommaDelimitedList parameter's Default is the joined string already.
+                    Value::String(s) => s.split(',').map(String::from).collect(),
+                    _ => return None,
+                };
+                Some(Value::String(parts.join(separator)))
+            }
+            _ => None,
+        }
+    }
+
+    fn condition(&self, name: &str) -> Option<bool> {
+        self.truth(self.doc.get("Conditions")?.get(name)?)
+    }
+
+    fn truth(&self, value: &Value) -> Option<bool> {
+        match value {
+            Value::Bool(b) => Some(*b),
+            Value::Tagged(t) => {
+                let args = t.value.as_sequence();
+                match t.tag.to_string().trim_start_matches('!') {
+                    "Equals" => {
+                        let args = args?;
+                        Some(self.string(args.first()?)? == self.string(args.get(1)?)?)
+                    }
+                    "Not" => Some(!self.truth(args?.first()?)?),
+                    "Condition" => self.condition(t.value.as_str()?),
+                    _ => None,
+                }
+            }
+            _ => None,
+        }
+    }
+
+    fn string(&self, value: &Value) -> Option<String> {
+        match self.value(value)? {
+            Value::String(s) => Some(s),
+            Value::Number(n) => Some(n.to_string()),
+            Value::Bool(b) => Some(b.to_string()),
+            _ => None,
+        }
+    }
+
+    fn number(&self, value: &Value) -> Option<f64> {
+        match self.value(value)? {
+            Value::Number(n) => n.as_f64(),
+            Value::String(s) => s.trim().parse().ok(),
+            _ => None,
+        }
+    }
+
+    fn list(&self, value: Option<&Value>) -> Vec<String> {
+        match value.and_then(|v| self.value(v)) {
+            Some(Value::Sequence(items)) => items.iter().filter_map(|i| self.string(i)).collect(),
+            Some(Value::String(s)) => s.split(',').map(|s| s.trim().to_string()).collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    fn throttle(&self, settings: Option<&Value>) -> Option<Throttle> {
+        let settings = settings?;
+        let rate = self.number(settings.get("ThrottlingRateLimit")?)?;
+        let burst = settings
+            .get("ThrottlingBurstLimit")
+            .and_then(|b| self.number(b))
+            .unwrap_or(rate);
+        Some(Throttle { rate, burst })
+    }
+
+    fn cors(&self, cors: &Value) -> Cors {
+        Cors {
+            allow_origins: self.list(cors.get("AllowOrigins")),
+            allow_methods: self.list(cors.get("AllowMethods")),
+            allow_headers: self
+                .list(cors.get("AllowHeaders"))
+                .into_iter()
+                .map(|h| h.to_lowercase())
+                .collect(),
+            expose_headers: self.list(cors.get("ExposeHeaders")),
+            allow_credentials: cors
+                .get("AllowCredentials")
+                .and_then(|c| self.value(c))
+                .is_some_and(|c| c.as_bool() == Some(true) || c.as_str() == Some("true")),
+            max_age: cors.get("MaxAge").and_then(|m| self.number(m)).map(|m| m as i64),
+        }
     }
 }
 

@@ -38,6 +38,59 @@ pub const PATH: &str = "/ws";
 /// Gateway's route selection (`$request.body.action`) always falls through to it.
 const DEFAULT_ROUTE: &str = "$default";
 
+/// API Gateway's WebSocket limits: a message over 128 KB or a frame over 32 KB closes
+/// the connection with 1009 (Message too big); an idle connection is closed after
+/// 10 minutes and every connection after 2 hours (1001, Going away).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest message.
+    pub message_bytes: usize,
+    /// Largest frame.
+    pub frame_bytes: usize,
+    /// Closed after this long without a message from the client.
+    pub idle: std::time::Duration,
+    /// Closed this long after it opened.
+    pub lifetime: std::time::Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            message_bytes: 128 * 1024,
+            frame_bytes: 32 * 1024,
+            idle: std::time::Duration::from_secs(10 * 60),
+            lifetime: std::time::Duration::from_secs(2 * 60 * 60),
+        }
+    }
+}
+
+impl Limits {
+    /// AWS's limits; for tests, `LOCAL_WS_IDLE_SECS` and `LOCAL_WS_LIFETIME_SECS` shorten
+    /// the idle timeout and the lifetime.
+    pub fn from_env() -> Self {
+        let secs = |name: &str| {
+            std::env::var(name)
+                .ok()
+                .and_then(|v| v.parse::<f64>().ok())
+                .map(std::time::Duration::from_secs_f64)
+        };
+        let aws = Self::default();
+        Self {
+            idle: secs("LOCAL_WS_IDLE_SECS").unwrap_or(aws.idle),
+            lifetime: secs("LOCAL_WS_LIFETIME_SECS").unwrap_or(aws.lifetime),
+            ..aws
+        }
+    }
+}
+
+/// The close frame API Gateway sends.
+fn close(code: u16, reason: &'static str) -> Message {
+    Message::Close(Some(axum::extract::ws::CloseFrame {
+        code,
+        reason: reason.into(),
+    }))
+}
+
 /// Open sockets by connection id.
 #[derive(Default)]
 pub struct Sockets {
@@ -163,7 +216,10 @@ pub async fn upgrade(
         Some(p) => ws.protocols([p.to_string()]),
         None => ws,
     };
-    ws.on_upgrade(move |socket| run(gateway, connection_id, socket, rx, headers, ip))
+    let limits = gateway.websocket_limits;
+    ws.max_message_size(limits.message_bytes)
+        .max_frame_size(limits.frame_bytes)
+        .on_upgrade(move |socket| run(gateway, connection_id, socket, rx, headers, ip))
 }
 
 async fn run(
@@ -183,13 +239,39 @@ async fn run(
             }
         }
     });
-    while let Some(Ok(message)) = stream.next().await {
+    let limits = gateway.websocket_limits;
+    let end_of_life = tokio::time::Instant::now() + limits.lifetime;
+    loop {
+        let next = tokio::select! {
+            next = tokio::time::timeout(limits.idle, stream.next()) => next.ok(),
+            () = tokio::time::sleep_until(end_of_life) => None,
+        };
+        let message = match next {
+            Some(Some(Ok(message))) => message,
+            Some(Some(Err(e))) => {
+                // The message or frame limit (the socket's own, set in `upgrade`).
+                tracing::info!(connection = %id, error = %e, "WebSocket message or frame over API Gateway's limit");
+                gateway.sockets.send(&id, close(1009, "Message too big"));
+                break;
+            }
+            Some(None) => break,
+            None => {
+                // Idle for `limits.idle`, or open for `limits.lifetime`.
+                gateway.sockets.send(&id, close(1001, "Going away"));
+                break;
+            }
+        };
         let body = match message {
             Message::Text(t) => t.to_string(),
             Message::Binary(b) => String::from_utf8_lossy(&b).into_owned(),
             Message::Close(_) => break,
             _ => continue,
         };
+        if gateway.websocket_bucket.as_ref().is_some_and(|b| !b.take()) {
+            let throttled = json!({"message": "Too Many Requests", "connectionId": id, "requestId": uuid::Uuid::now_v7().to_string()});
+            gateway.sockets.send(&id, Message::Text(throttled.to_string().into()));
+            continue;
+        }
         let frame = event(DEFAULT_ROUTE, "MESSAGE", &id, &headers, None, Some(body), &ip);
         let answer = gateway.functions.invoke_websocket(frame).await;
         if gateway.template.route_responses.two_way(DEFAULT_ROUTE) {
@@ -205,8 +287,16 @@ async fn run(
             }
         }
     }
+    // Dropping the socket's sender lets the writer send what is queued (a close frame
+    // included) and stop.
     gateway.sockets.remove(&id);
-    writer.abort();
+    let mut writer = writer;
+    if tokio::time::timeout(std::time::Duration::from_secs(1), &mut writer)
+        .await
+        .is_err()
+    {
+        writer.abort();
+    }
     let gone = event("$disconnect", "DISCONNECT", &id, &headers, None, None, &ip);
     gateway.functions.invoke_websocket(gone).await;
 }
