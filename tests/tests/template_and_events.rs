@@ -395,3 +395,60 @@ fn every_function_has_its_alarms_and_log_group_and_the_dashboard_shows_every_ala
         }
     }
 }
+
+/// Issue 15, item 5: loud gaps and Lambda's timeout, as a user would meet them.
+mod loud_gaps {
+    use std::{collections::BTreeMap, time::Duration};
+
+    use devconnect_tests::Stack;
+    use local_gateway::{default_template_path, template::Template};
+
+    #[test]
+    fn an_unsupported_property_in_a_copy_of_the_template_is_refused_by_name() {
+        let text = std::fs::read_to_string(default_template_path()).expect("template.yaml");
+        let copy = text.replacen(
+            "      CorsConfiguration:\n",
+            "      Auth: { EnableIamAuthorizer: true }\n      CorsConfiguration:\n",
+            1,
+        );
+        let error = format!("{:#}", Template::parse(&copy).expect_err("Auth must be refused"));
+        assert!(error.contains("HttpApi.Auth"), "{error}");
+        let ignored = ["HttpApi.Auth".to_string()].into_iter().collect();
+        Template::parse_ignoring(&copy, &ignored).expect("opted out by name");
+    }
+
+    #[tokio::test]
+    async fn a_handler_past_its_timeout_gets_api_gateways_500_and_a_schedule_an_error() {
+        let stack = Stack::start().await;
+        let mut functions = stack.gateway.functions.clone();
+        functions.set_timeouts(BTreeMap::from([
+            ("AuthFunction".to_string(), Duration::from_millis(300)),
+            ("OutboxRelayFunction".to_string(), Duration::from_millis(300)),
+        ]));
+        stack.redis.pause().expect("pause redis");
+        let call = local_gateway::apigw::HttpCall {
+            route_key: "GET /users/{userId}".into(),
+            method: "GET",
+            path: "/users/someone",
+            query: "",
+            headers: vec![],
+            path_params: vec![("userId".into(), "someone".into())],
+            body: b"",
+            source_ip: "127.0.0.1".into(),
+        };
+        let request = local_gateway::apigw::request(&local_gateway::apigw::event(&call)).expect("event");
+        let started = std::time::Instant::now();
+        let response = functions.invoke_http("AuthFunction", request).await.expect("hosted");
+        let scheduled = functions.invoke_scheduled("OutboxRelayFunction").await;
+        stack.redis.resume().expect("resume redis");
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert_eq!(response.status(), 500);
+        let body = match response.body() {
+            lambda_http::Body::Text(t) => t.clone(),
+            _ => String::new(),
+        };
+        assert_eq!(body, r#"{"message":"Internal Server Error"}"#);
+        let error = scheduled.expect_err("past its timeout").to_string();
+        assert!(error.contains("Task timed out"), "{error}");
+    }
+}
