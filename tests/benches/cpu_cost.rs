@@ -1,0 +1,333 @@
+//! CPU cost per request of the local stack, as issue 14 measures it: 50 concurrent HTTP
+//! connections against the local gateway (200 signed-up users, release build), a bounded
+//! time per route, and per route: requests/s, gateway CPU per request, Redis CPU per
+//! request. Then the broker's CPU per message sent (emulated MSK triggers included)
+//! against its CPU per record from a plain producer, and the stack's idle CPU.
+//!
+//!     cargo bench -p devconnect-tests --bench cpu_cost
+//!     BENCH_SECS=5 cargo bench -p devconnect-tests --bench cpu_cost     (seconds per route)
+//!
+//! How CPU is read: the gateway runs in this process (the harness's `Stack::start_full`:
+//! routes, consumers and emulated MSK triggers, as `./infra/local/run` serves them), and
+//! the load generator runs on its own OS thread with its own single-threaded runtime.
+//! Gateway CPU = this process's utime+stime (/proc/self/stat) minus the load thread's
+//! (/proc/thread-self/stat, read on that thread). Redis CPU = `INFO cpu`
+//! used_cpu_user+used_cpu_sys deltas. Broker CPU = /proc/<tansu pid>/stat.
+
+use std::{
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use devconnect_tests::{social::User, Stack};
+use futures::StreamExt;
+use rskafka::{
+    client::partition::{Compression, UnknownTopicHandling},
+    record::Record,
+};
+use serde_json::json;
+
+const CONNECTIONS: usize = 50;
+const USERS: usize = 200;
+const LIMITS: [(&str, &str); 2] = [("RATE_LIMIT_FREE", "1000000000"), ("RATE_LIMIT_ANONYMOUS", "1000000000")];
+
+/// One request of the load: method, path, body, bearer token.
+type Request = (reqwest::Method, String, Vec<u8>, String);
+
+/// utime+stime in seconds from a /proc stat line.
+fn stat_cpu(path: &str) -> f64 {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = text.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields
+        .get(11)
+        .zip(fields.get(12))
+        .map(|(u, s)| u.parse::<f64>().unwrap_or(0.0) + s.parse::<f64>().unwrap_or(0.0))
+        .unwrap_or(0.0);
+    ticks / clock_ticks()
+}
+
+fn clock_ticks() -> f64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// The pid of the process whose command line has every one of `needles`.
+fn pid_of(needles: &[&str]) -> Option<u32> {
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|entry| {
+        let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+        let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        needles.iter().all(|n| cmdline.contains(n)).then_some(pid)
+    })
+}
+
+async fn redis_cpu(stack: &Stack) -> f64 {
+    let info: String = redis::cmd("INFO")
+        .arg("cpu")
+        .query_async(&mut stack.state.store.conn())
+        .await
+        .expect("INFO cpu");
+    info.lines()
+        .filter_map(|l| l.split_once(':'))
+        .filter(|(k, _)| *k == "used_cpu_user" || *k == "used_cpu_sys")
+        .filter_map(|(_, v)| v.trim().parse::<f64>().ok())
+        .sum()
+}
+
+/// What one load run measured.
+struct Run {
+    requests: u64,
+    errors: u64,
+    secs: f64,
+    load_cpu: f64,
+    p99: Duration,
+}
+
+/// Drives `CONNECTIONS` concurrent request loops for `secs` on a thread of its own.
+fn drive(base: String, requests: Arc<Vec<Request>>, secs: f64) -> Run {
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            let http = reqwest::Client::builder()
+                .pool_max_idle_per_host(CONNECTIONS)
+                .build()
+                .expect("client");
+            let next = Arc::new(AtomicU64::new(0));
+            let errors = Arc::new(AtomicU64::new(0));
+            let cpu0 = stat_cpu("/proc/thread-self/stat");
+            let started = Instant::now();
+            let deadline = started + Duration::from_secs_f64(secs);
+            let loops = (0..CONNECTIONS).map(|_| {
+                let (http, base, requests, next, errors) =
+                    (http.clone(), base.clone(), Arc::clone(&requests), Arc::clone(&next), Arc::clone(&errors));
+                async move {
+                    let mut latencies = Vec::new();
+                    while Instant::now() < deadline {
+                        let i = next.fetch_add(1, Ordering::Relaxed) as usize;
+                        let (method, path, body, token) = &requests[i % requests.len()];
+                        let t = Instant::now();
+                        let ok = http
+                            .request(method.clone(), format!("{base}{path}"))
+                            .bearer_auth(token)
+                            .header("content-type", "application/json")
+                            .body(body.clone())
+                            .timeout(Duration::from_secs(10))
+                            .send()
+                            .await
+                            .map(|r| r.status().is_success().then_some(r));
+                        match ok {
+                            Ok(Some(r)) => {
+                                let _ = r.bytes().await;
+                            }
+                            _ => {
+                                errors.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                        latencies.push(t.elapsed());
+                    }
+                    latencies
+                }
+            });
+            let mut latencies: Vec<Duration> = futures::future::join_all(loops).await.concat();
+            let secs = started.elapsed().as_secs_f64();
+            let load_cpu = stat_cpu("/proc/thread-self/stat") - cpu0;
+            latencies.sort();
+            Run {
+                requests: latencies.len() as u64,
+                errors: errors.load(Ordering::Relaxed),
+                secs,
+                load_cpu,
+                p99: latencies.get(latencies.len() * 99 / 100).copied().unwrap_or_default(),
+            }
+        })
+    })
+    .join()
+    .expect("load thread")
+}
+
+fn us(secs: f64, per: u64) -> f64 {
+    secs * 1e6 / per.max(1) as f64
+}
+
+#[tokio::main]
+async fn main() {
+    let secs: f64 = std::env::var("BENCH_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10.0);
+    let stack = Stack::start_full(&LIMITS).await;
+    let tansu = pid_of(&["tansu", "broker", &format!(":{}", stack.broker.port)]);
+
+    // 200 users through POST /auth/signup, paired as connections (0-1, 2-3, ...).
+    let users: Vec<User> = futures::stream::iter(0..USERS)
+        .map(|i| {
+            let stack = &stack;
+            async move { stack.user(&format!("cpu{i}")).await }
+        })
+        .buffered(4)
+        .collect()
+        .await;
+    for pair in users.chunks(2) {
+        stack.connect(&pair[0], &pair[1]).await;
+    }
+    // The broker's CPU per second with nothing sent, subtracted from the load figures below.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let broker_idle = match tansu {
+        Some(pid) => {
+            let b0 = stat_cpu(&format!("/proc/{pid}/stat"));
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            (stat_cpu(&format!("/proc/{pid}/stat")) - b0) / 5.0
+        }
+        None => 0.0,
+    };
+    let token = |u: &User| u.client.token().to_string();
+    let many = |f: &dyn Fn(usize, &User) -> Request| -> Arc<Vec<Request>> {
+        Arc::new(users.iter().enumerate().map(|(i, u)| f(i, u)).collect())
+    };
+    let get = reqwest::Method::GET;
+    let post = reqwest::Method::POST;
+    let routes: Vec<(&str, Arc<Vec<Request>>)> = vec![
+        (
+            "GET /profile",
+            many(&|_, u| (get.clone(), "/profile".into(), Vec::new(), token(u))),
+        ),
+        (
+            "GET /users/{id}",
+            many(&|i, u| {
+                let other = &users[(i + 7) % USERS].id;
+                (get.clone(), format!("/users/{other}"), Vec::new(), token(u))
+            }),
+        ),
+        (
+            "GET /presence (10 ids)",
+            many(&|i, u| {
+                let ids: Vec<&str> = (1..=10).map(|k| users[(i + k) % USERS].id.as_str()).collect();
+                (get.clone(), format!("/presence?userIds={}", ids.join(",")), Vec::new(), token(u))
+            }),
+        ),
+        (
+            "POST /presence/heartbeat",
+            many(&|_, u| (post.clone(), "/presence/heartbeat".into(), Vec::new(), token(u))),
+        ),
+        (
+            "POST /messages/{id}",
+            many(&|i, u| {
+                let to = &users[i ^ 1].id;
+                let body = json!({"text": format!("hello from {i}")}).to_string().into_bytes();
+                (post.clone(), format!("/messages/{to}"), body, token(u))
+            }),
+        ),
+    ];
+
+    println!(
+        "\n{CONNECTIONS} connections, {USERS} users, {secs} s per route; gateway CPU = process minus load thread"
+    );
+    println!("| route | req/s | gateway CPU per request | Redis CPU per request |");
+    println!("|---|---|---|---|");
+    let mut broker_per_message = None;
+    for (name, requests) in routes {
+        // Let the previous route's consumers finish.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let (process0, redis0) = (stat_cpu("/proc/self/stat"), redis_cpu(&stack).await);
+        let broker0 = tansu.map(|p| stat_cpu(&format!("/proc/{p}/stat")));
+        let run = drive(stack.base_url.clone(), requests, secs);
+        let (process1, redis1) = (stat_cpu("/proc/self/stat"), redis_cpu(&stack).await);
+        let gateway = process1 - process0 - run.load_cpu;
+        let extra = match name.starts_with("POST /messages") {
+            true => {
+                // The triggers work the messages off after the load: wait for them too.
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                let broker1 = tansu.map(|p| stat_cpu(&format!("/proc/{p}/stat")));
+                if let (Some(b0), Some(b1)) = (broker0, broker1) {
+                    broker_per_message = Some(us(b1 - b0 - 3.0 * broker_idle, run.requests));
+                }
+                format!(" (p99 {:.0} ms)", run.p99.as_secs_f64() * 1e3)
+            }
+            false => String::new(),
+        };
+        let errors = match run.errors {
+            0 => String::new(),
+            n => format!(" [{n} non-2xx]"),
+        };
+        println!(
+            "| {name} | {:.0}{extra}{errors} | {:.0} µs | {:.0} µs |",
+            run.requests as f64 / run.secs,
+            us(gateway, run.requests),
+            us(redis1 - redis0, run.requests),
+        );
+    }
+
+    // The broker: CPU per record from a plain producer (one record per request, 50 at a
+    // time, to a topic no trigger reads), against CPU per message sent above.
+    if let Some(pid) = tansu {
+        let client = stack.broker.client().await.expect("kafka client");
+        let partition = Arc::new(
+            client
+                .partition_client("dead-letter-events", 0, UnknownTopicHandling::Retry)
+                .await
+                .expect("partition client"),
+        );
+        let records = 5_000u64;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let b0 = stat_cpu(&format!("/proc/{pid}/stat"));
+        let started = Instant::now();
+        futures::stream::iter(0..records)
+            .map(|i| {
+                let partition = Arc::clone(&partition);
+                async move {
+                    let record = Record {
+                        key: Some(format!("k{i}").into_bytes()),
+                        value: Some(vec![b'x'; 400]),
+                        headers: Default::default(),
+                        timestamp: chrono::Utc::now(),
+                    };
+                    partition
+                        .produce(vec![record], Compression::NoCompression)
+                        .await
+                        .expect("produce");
+                }
+            })
+            .buffer_unordered(CONNECTIONS)
+            .collect::<Vec<()>>()
+            .await;
+        let elapsed = started.elapsed().as_secs_f64();
+        let plain = us(
+            stat_cpu(&format!("/proc/{pid}/stat")) - b0 - elapsed * broker_idle,
+            records,
+        );
+        println!("\nbroker (tansu) CPU: plain producer {plain:.0} µs per record");
+        if let Some(per_message) = broker_per_message {
+            println!(
+                "broker (tansu) CPU per POST /messages, emulated triggers included: {per_message:.0} µs ({:.1}x a plain produce)",
+                per_message / plain
+            );
+        }
+    }
+
+    // Idle: nothing sent for a while, then CPU over 10 s.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let idle = 10.0;
+    let (p0, b0) = (stat_cpu("/proc/self/stat"), tansu.map(|p| stat_cpu(&format!("/proc/{p}/stat"))));
+    tokio::time::sleep(Duration::from_secs_f64(idle)).await;
+    let (p1, b1) = (stat_cpu("/proc/self/stat"), tansu.map(|p| stat_cpu(&format!("/proc/{p}/stat"))));
+    let broker = b0.zip(b1).map(|(a, b)| b - a).unwrap_or(f64::NAN);
+    println!(
+        "idle over {idle} s: gateway {:.2}% of a core, broker {:.2}%, total {:.2}%",
+        100.0 * (p1 - p0) / idle,
+        100.0 * broker / idle,
+        100.0 * (p1 - p0 + broker) / idle
+    );
+}
