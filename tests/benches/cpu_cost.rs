@@ -127,13 +127,21 @@ fn drive(base: String, requests: Arc<Vec<Request>>, secs: f64) -> Run {
                             .timeout(Duration::from_secs(10))
                             .send()
                             .await
-                            .map(|r| r.status().is_success().then_some(r));
+                            .map(|r| (r.status().as_u16(), r));
                         match ok {
-                            Ok(Some(r)) => {
+                            Ok((200..=299, r)) => {
                                 let _ = r.bytes().await;
                             }
-                            _ => {
-                                errors.fetch_add(1, Ordering::Relaxed);
+                            Ok((status, r)) => {
+                                if errors.fetch_add(1, Ordering::Relaxed) == 0 {
+                                    let body = r.text().await.unwrap_or_default();
+                                    eprintln!("first non-2xx on {path}: {status} {body}");
+                                }
+                            }
+                            Err(e) => {
+                                if errors.fetch_add(1, Ordering::Relaxed) == 0 {
+                                    eprintln!("first failed request on {path}: {e}");
+                                }
                             }
                         }
                         latencies.push(t.elapsed());
