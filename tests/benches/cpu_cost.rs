@@ -32,7 +32,10 @@ use serde_json::json;
 
 const CONNECTIONS: usize = 50;
 const USERS: usize = 200;
-const LIMITS: [(&str, &str); 2] = [("RATE_LIMIT_FREE", "1000000000"), ("RATE_LIMIT_ANONYMOUS", "1000000000")];
+const LIMITS: [(&str, &str); 2] = [
+    ("RATE_LIMIT_FREE", "1000000000"),
+    ("RATE_LIMIT_ANONYMOUS", "1000000000"),
+];
 
 /// One request of the load: method, path, body, bearer token.
 type Request = (reqwest::Method, String, Vec<u8>, String);
@@ -111,8 +114,13 @@ fn drive(base: String, requests: Arc<Vec<Request>>, secs: f64) -> Run {
             let started = Instant::now();
             let deadline = started + Duration::from_secs_f64(secs);
             let loops = (0..CONNECTIONS).map(|_| {
-                let (http, base, requests, next, errors) =
-                    (http.clone(), base.clone(), Arc::clone(&requests), Arc::clone(&next), Arc::clone(&errors));
+                let (http, base, requests, next, errors) = (
+                    http.clone(),
+                    base.clone(),
+                    Arc::clone(&requests),
+                    Arc::clone(&next),
+                    Arc::clone(&errors),
+                );
                 async move {
                     let mut latencies = Vec::new();
                     while Instant::now() < deadline {
@@ -223,7 +231,12 @@ async fn main() {
             "GET /presence (10 ids)",
             many(&|i, u| {
                 let ids: Vec<&str> = (1..=10).map(|k| users[(i + k) % USERS].id.as_str()).collect();
-                (get.clone(), format!("/presence?userIds={}", ids.join(",")), Vec::new(), token(u))
+                (
+                    get.clone(),
+                    format!("/presence?userIds={}", ids.join(",")),
+                    Vec::new(),
+                    token(u),
+                )
             }),
         ),
         (
@@ -240,9 +253,7 @@ async fn main() {
         ),
     ];
 
-    println!(
-        "\n{CONNECTIONS} connections, {USERS} users, {secs} s per route; gateway CPU = process minus load thread"
-    );
+    println!("\n{CONNECTIONS} connections, {USERS} users, {secs} s per route; gateway CPU = process minus load thread");
     println!("| route | req/s | gateway CPU per request | Redis CPU per request |");
     println!("|---|---|---|---|");
     let mut broker_per_message = None;
@@ -328,9 +339,15 @@ async fn main() {
     // Idle: nothing sent for a while, then CPU over 10 s.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let idle = 10.0;
-    let (p0, b0) = (stat_cpu("/proc/self/stat"), tansu.map(|p| stat_cpu(&format!("/proc/{p}/stat"))));
+    let (p0, b0) = (
+        stat_cpu("/proc/self/stat"),
+        tansu.map(|p| stat_cpu(&format!("/proc/{p}/stat"))),
+    );
     tokio::time::sleep(Duration::from_secs_f64(idle)).await;
-    let (p1, b1) = (stat_cpu("/proc/self/stat"), tansu.map(|p| stat_cpu(&format!("/proc/{p}/stat"))));
+    let (p1, b1) = (
+        stat_cpu("/proc/self/stat"),
+        tansu.map(|p| stat_cpu(&format!("/proc/{p}/stat"))),
+    );
     let broker = b0.zip(b1).map(|(a, b)| b - a).unwrap_or(f64::NAN);
     println!(
         "idle over {idle} s: gateway {:.2}% of a core, broker {:.2}%, total {:.2}%",

@@ -249,7 +249,6 @@ async fn poison_records_are_dead_lettered_with_a_reason_and_the_rest_of_the_batc
     );
 }
 
-
 fn today() -> String {
     devconnect::user::now_rfc3339()[..10].to_string()
 }

@@ -13,6 +13,22 @@ use tokio_tungstenite::{
     tungstenite::{client::IntoClientRequest, Message},
 };
 
+/// Records a connection of `token`'s session as `$connect` would, without a socket
+/// behind it (a connection API Gateway dropped, or one a test drives directly).
+async fn register_socket(stack: &Stack, token: &str, connection_id: &str) {
+    let opener = devconnect_realtime::connections::Opener::of_token(token).expect("a session token");
+    devconnect_realtime::connections::register(
+        &stack.state.store,
+        &opener,
+        connection_id,
+        10,
+        stack.state.config.session_idle_timeout,
+    )
+    .await
+    .expect("redis")
+    .expect("the session exists");
+}
+
 async fn send(socket: &mut Socket, text: &str) {
     socket.send(Message::Text(text.into())).await.expect("send");
 }
@@ -196,17 +212,7 @@ async fn a_vanished_connection_is_removed_on_410_and_the_others_still_get_the_fr
     stack.connect(&a, &b).await;
     let mut live = open(&stack, &b).await;
     // A connection API Gateway dropped without a $disconnect.
-    let opener = devconnect_realtime::connections::Opener::of_token(b.client.token()).unwrap();
-    devconnect_realtime::connections::register(
-        &stack.state.store,
-        &opener,
-        "vanished-connection",
-        10,
-        stack.state.config.session_idle_timeout,
-    )
-    .await
-    .unwrap()
-    .expect("b's session exists");
+    register_socket(&stack, b.client.token(), "vanished-connection").await;
 
     a.message(&b.id, "still here?").await;
     assert!(frame_of(&mut live, "message", Duration::from_secs(1)).await.is_some());
@@ -288,17 +294,7 @@ async fn pong_and_error_frames_are_the_response_body_with_the_connections_endpoi
         // Nothing listens on port 1: every PostToConnection fails at once.
         pusher: devconnect_realtime::pusher::Pusher::local("http://127.0.0.1:1"),
     };
-    let opener = devconnect_realtime::connections::Opener::of_token(u.client.token()).unwrap();
-    devconnect_realtime::connections::register(
-        &stack.state.store,
-        &opener,
-        "conn-nat-less",
-        10,
-        stack.state.config.session_idle_timeout,
-    )
-    .await
-    .unwrap()
-    .expect("u's session exists");
+    register_socket(&stack, u.client.token(), "conn-nat-less").await;
 
     let pong = devconnect_realtime::handle(&rt, default_route_event("conn-nat-less", r#"{"action":"ping"}"#)).await;
     assert_eq!(pong.status_code, 200);

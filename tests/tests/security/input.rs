@@ -199,4 +199,3 @@ async fn token_bearing_and_private_responses_are_not_stored() {
     assert_eq!(profile.status, 200);
     assert_eq!(profile.header("cache-control"), Some("no-store"), "the private profile");
 }
-
