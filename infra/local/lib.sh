@@ -27,7 +27,7 @@ DC_SAM_CLI_VERSION="1.170.0"
 DC_CFN_LINT_VERSION="1.58.0"
 # moto: a local double of the AWS APIs, for the endpoint discovery tests.
 DC_MOTO_VERSION="5.2.1"
-DC_TOPICS=(user-events connection-events message-events notification-events analytics-events dead-letter-events)
+DC_TOPICS=(user-events connection-events message-events notification-events email-events sms-events analytics-events dead-letter-events)
 DC_TOPIC_PARTITIONS=3
 # Port of the machine's shared Redis; never start or touch anything there.
 DC_FORBIDDEN_PORT=6379

@@ -98,7 +98,11 @@ pub struct Topics {
     pub message_events: String,
     /// NOTIFICATION_CREATED.
     pub notification_events: String,
-    /// Derived metrics.
+    /// EMAIL_REQUESTED: deliveries for the email sender.
+    pub email_events: String,
+    /// SMS_REQUESTED: deliveries for the SMS sender.
+    pub sms_events: String,
+    /// Derived metrics: DAILY_SUMMARY, MILESTONE.
     pub analytics_events: String,
     /// Records a consumer could not process.
     pub dead_letter_events: String,
@@ -106,12 +110,14 @@ pub struct Topics {
 
 impl Topics {
     /// Every topic, in a stable order (used to create them locally).
-    pub fn all(&self) -> [&str; 6] {
+    pub fn all(&self) -> [&str; 8] {
         [
             &self.user_events,
             &self.connection_events,
             &self.message_events,
             &self.notification_events,
+            &self.email_events,
+            &self.sms_events,
             &self.analytics_events,
             &self.dead_letter_events,
         ]
@@ -242,6 +248,8 @@ impl Config {
                 connection_events: env.string("TOPIC_CONNECTION_EVENTS", "connection-events")?,
                 message_events: env.string("TOPIC_MESSAGE_EVENTS", "message-events")?,
                 notification_events: env.string("TOPIC_NOTIFICATION_EVENTS", "notification-events")?,
+                email_events: env.string("TOPIC_EMAIL_EVENTS", "email-events")?,
+                sms_events: env.string("TOPIC_SMS_EVENTS", "sms-events")?,
                 analytics_events: env.string("TOPIC_ANALYTICS_EVENTS", "analytics-events")?,
                 dead_letter_events: env.string("TOPIC_DEAD_LETTER_EVENTS", "dead-letter-events")?,
             },

@@ -32,6 +32,14 @@ pub enum EventType {
     MessageSent,
     MessagesRead,
     NotificationCreated,
+    /// The channels router asks the email sender to deliver one notification.
+    EmailRequested,
+    /// The channels router asks the SMS sender to deliver one notification.
+    SmsRequested,
+    /// Analytics closed a day: its counters, daily active users and funnel.
+    DailySummary,
+    /// A user's first connection or first message (once per user and milestone).
+    Milestone,
 }
 
 /// The logical topics; [`Topics`] holds their configured names.
@@ -45,6 +53,12 @@ pub enum Topic {
     Message,
     /// notification-events
     Notification,
+    /// email-events
+    Email,
+    /// sms-events
+    Sms,
+    /// analytics-events
+    Analytics,
 }
 
 impl EventType {
@@ -60,6 +74,9 @@ impl EventType {
             }
             MessageSent | MessagesRead => Topic::Message,
             NotificationCreated => Topic::Notification,
+            EmailRequested => Topic::Email,
+            SmsRequested => Topic::Sms,
+            DailySummary | Milestone => Topic::Analytics,
         }
     }
 
@@ -78,6 +95,8 @@ impl EventType {
             ConnectionRequestSent | ConnectionRequestIgnored | ConnectionAccepted | ConnectionRejected => &["requests"],
             MessageSent | MessagesRead => &["messaging"],
             NotificationCreated => &["notifications"],
+            EmailRequested | SmsRequested => &["channels"],
+            DailySummary | Milestone => &["analytics"],
         }
     }
 
@@ -98,6 +117,9 @@ impl Topic {
             Topic::Connection => &topics.connection_events,
             Topic::Message => &topics.message_events,
             Topic::Notification => &topics.notification_events,
+            Topic::Email => &topics.email_events,
+            Topic::Sms => &topics.sms_events,
+            Topic::Analytics => &topics.analytics_events,
         }
     }
 }

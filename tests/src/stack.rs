@@ -38,11 +38,13 @@ pub fn skip_outage_test_on_cluster(test: &str) -> bool {
 }
 
 /// The topics every stack creates.
-pub const TOPICS: [&str; 6] = [
+pub const TOPICS: [&str; 8] = [
     "user-events",
     "connection-events",
     "message-events",
     "notification-events",
+    "email-events",
+    "sms-events",
     "analytics-events",
     "dead-letter-events",
 ];
