@@ -207,6 +207,41 @@ pub const OUTBOX_QUARANTINE: &str = "outbox:{events}:quarantine";
 /// Prefix of every rate-limit counter (tests use it to tell counters from data).
 pub const RATE_LIMIT_PREFIX: &str = "ratelimit:";
 
+/// Hash: a user's notification channel preferences (`email:<KIND>`, `sms:<KIND>`,
+/// `quietHours`, `phone`), written by the preferences routes, read by the channels router.
+pub fn channel_preferences(user_id: &str) -> String {
+    format!("channels:prefs:{}", user_tag(user_id))
+}
+
+/// Hash: a phone number waiting for its code (`number`, `code` = SHA-256 hex, `attempts`,
+/// `expiresAt` ms). Same slot as [`channel_preferences`]: verifying moves it there in one script.
+pub fn phone_verification(user_id: &str) -> String {
+    format!("channels:phone:{}", user_tag(user_id))
+}
+
+/// Counter: verification codes sent to a user in the current day (expires with it).
+pub fn phone_codes_sent(user_id: &str) -> String {
+    format!("channels:phone:{}:sent", user_tag(user_id))
+}
+
+/// Sorted set: `<notificationId>:<channel>` the channels router already turned into a
+/// delivery (dedupe; score = ms). In the outbox's `{events}` slot, so the marker and the
+/// outbox entry it stands for are written by one script.
+pub const CHANNEL_DEDUPE: &str = "channels:{events}:sent";
+
+/// Sorted set: SMS held back by quiet hours (member = the outbox entry, score = when the
+/// window ends, ms). The channels scheduler moves due ones to [`OUTBOX`] in one script.
+pub const CHANNEL_QUIET: &str = "channels:{events}:quiet";
+
+/// Sorted set: open daily digests (member = `<userId>:<YYYY-MM-DD>`, score = when that
+/// day ends in the user's time zone, ms).
+pub const CHANNEL_DIGESTS: &str = "channels:{events}:digests";
+
+/// List: one user's digest items for one of their days (JSON each), oldest first.
+pub fn channel_digest(user_id: &str, day: &str) -> String {
+    format!("channels:{{events}}:digest:{user_id}:{day}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,247 @@
+//! Channels: notifications beyond the app (email, SMS), the part before the senders.
+//!
+//! - The preferences routes ([`handle`]): per kind and channel on/off, quiet hours,
+//!   a verified phone number, and a signed unsubscribe link that works without login.
+//! - The router ([`consume`], MSK trigger on notification-events): each
+//!   NOTIFICATION_CREATED becomes EMAIL_REQUESTED / SMS_REQUESTED on email-events /
+//!   sms-events, as the recipient's preferences say ([`router`]), exactly once per
+//!   notification and channel ([`deliveries`]).
+//! - The scheduler ([`run_schedule`], every minute): SMS held by quiet hours are
+//!   released when the window ends, and each user's daily digest of low-priority kinds
+//!   goes out as one email when their day ends.
+//!
+//! Every entry point that depends on the time has an `_at` twin taking the time, so
+//! tests drive the clock instead of sleeping.
+#![warn(missing_docs)]
+
+pub mod deliveries;
+mod handlers;
+pub mod kinds;
+pub mod preferences;
+pub mod router;
+pub mod settings;
+pub mod store;
+pub mod unsubscribe;
+
+use std::collections::{BTreeMap, HashMap};
+
+use aws_lambda_events::event::kafka::KafkaEvent;
+use chrono::{DateTime, Utc};
+use devconnect::{
+    api,
+    consumer::{Batch, BatchOutcome, Failure},
+    events::EventType,
+    keys, AppError, AppState,
+};
+use lambda_http::{Body, Request, Response};
+use preferences::Preferences;
+use router::{Action, Context, Notification};
+use settings::Settings;
+
+/// The envelope `source` of this crate's events (EMAIL_REQUESTED, SMS_REQUESTED), and its
+/// dead letters' `consumer`.
+pub const FUNCTION_NAME: &str = "channels";
+
+/// API Gateway route keys the preferences function serves; template.yaml must declare exactly these.
+pub const ROUTES: &[&str] = &[
+    "GET /notifications/preferences",
+    "PUT /notifications/preferences",
+    "POST /notifications/preferences/phone/verify",
+    "GET /notifications/unsubscribe",
+];
+
+/// Everything the channels functions need: the shared clients and their own settings.
+#[derive(Clone)]
+pub struct Channels {
+    /// Redis, Kafka, config.
+    pub app: AppState,
+    /// The unsubscribe secret and public URL.
+    pub settings: Settings,
+}
+
+/// Serves one HTTP request. Never fails: every error is already a JSON response.
+pub async fn handle(ch: &Channels, req: Request) -> Response<Body> {
+    api::serve(req, async |meta, req| match meta.route_key.as_str() {
+        "GET /notifications/preferences" => handlers::get(ch, req).await,
+        "PUT /notifications/preferences" => handlers::put(ch, req).await,
+        "POST /notifications/preferences/phone/verify" => handlers::verify_phone(ch, req).await,
+        "GET /notifications/unsubscribe" => handlers::unsubscribe(ch, req).await,
+        _ => Err(api::unknown_route(meta)),
+    })
+    .await
+}
+
+/// Routes one MSK batch of notification-events, now.
+pub async fn consume(ch: &Channels, event: KafkaEvent) -> BatchOutcome {
+    consume_at(ch, event, Utc::now()).await
+}
+
+/// The recipient and actor records a batch needs, read in one round trip.
+struct Known {
+    preferences: HashMap<String, Preferences>,
+    /// Recipient id -> account email (absent: no such user).
+    emails: HashMap<String, String>,
+    /// User id -> display name.
+    names: HashMap<String, String>,
+}
+
+/// One reply of a pipeline read as `T` (a key of the wrong type is a permanent error).
+fn parse<T: redis::FromRedisValue>(value: redis::Value) -> Result<T, AppError> {
+    T::from_redis_value(value).map_err(|e| AppError::from(redis::RedisError::from(e)))
+}
+
+async fn read_known(ch: &Channels, recipients: &[&str], actors: &[&str]) -> Result<Known, AppError> {
+    let mut pipe = redis::pipe();
+    for id in recipients {
+        pipe.hgetall(keys::channel_preferences(id));
+        pipe.hget(keys::user(id), "email");
+    }
+    for id in actors {
+        pipe.cmd("HMGET").arg(keys::user(id)).arg("firstName").arg("lastName");
+    }
+    let replies: Vec<redis::Value> = pipe.query_async(&mut ch.app.store.conn()).await?;
+    let mut known = Known {
+        preferences: HashMap::new(),
+        emails: HashMap::new(),
+        names: HashMap::new(),
+    };
+    let mut replies = replies.into_iter();
+    let mut next = || replies.next().unwrap_or(redis::Value::Nil);
+    for id in recipients {
+        let prefs: HashMap<String, String> = parse(next())?;
+        let email: Option<String> = parse(next())?;
+        known
+            .preferences
+            .insert(id.to_string(), Preferences::from_fields(prefs));
+        if let Some(email) = email {
+            known.emails.insert(id.to_string(), email);
+        }
+    }
+    for id in actors {
+        let name: (Option<String>, Option<String>) = parse(next())?;
+        let full = [name.0.unwrap_or_default(), name.1.unwrap_or_default()].join(" ");
+        known.names.insert(id.to_string(), full.trim().to_string());
+    }
+    Ok(known)
+}
+
+/// Routes one batch as if at `now`: one round trip reads every recipient's preferences
+/// and email and every actor's name, one pipeline writes every recipient's deliveries
+/// with their markers, then one produce per partition and one round trip to clear the
+/// produced entries. Three Redis round trips per batch, whatever its size.
+pub async fn consume_at(ch: &Channels, event: KafkaEvent, now: DateTime<Utc>) -> BatchOutcome {
+    let state = &ch.app;
+    let mut batch = Batch::decode(FUNCTION_NAME, event);
+    let mut parsed: Vec<(usize, Notification)> = Vec::new();
+    let mut failures: Vec<(usize, Failure)> = Vec::new();
+    for (i, record) in batch.records.iter().enumerate() {
+        if record.envelope.event_type != EventType::NotificationCreated {
+            batch.report.skipped += 1;
+            continue;
+        }
+        match Notification::parse(&record.envelope.data) {
+            Ok(n) => parsed.push((i, n)),
+            Err(reason) => failures.push((i, Failure::Permanent(reason))),
+        }
+    }
+    let mut recipients: Vec<&str> = parsed.iter().map(|(_, n)| n.recipient_id.as_str()).collect();
+    recipients.sort_unstable();
+    recipients.dedup();
+    let mut actors: Vec<&str> = parsed
+        .iter()
+        .map(|(_, n)| n.actor_id.as_str())
+        .filter(|a| !a.is_empty())
+        .collect();
+    actors.sort_unstable();
+    actors.dedup();
+
+    let mut sent = Vec::new();
+    if !parsed.is_empty() {
+        match read_known(ch, &recipients, &actors).await {
+            Err(e) => failures.extend(parsed.iter().map(|(i, _)| (*i, Failure::from(&e)))),
+            Ok(known) => route(ch, &known, &parsed, now, &mut batch, &mut failures, &mut sent).await,
+        }
+    }
+    deliveries::produce_now(&state.store, &state.producer, sent).await;
+    for (i, failure) in failures {
+        batch.fail(i, failure);
+    }
+    batch.finish(&state.publisher).await
+}
+
+/// Plans each parsed notification and applies the plans; fills in the report.
+async fn route(
+    ch: &Channels,
+    known: &Known,
+    parsed: &[(usize, Notification)],
+    now: DateTime<Utc>,
+    batch: &mut Batch,
+    failures: &mut Vec<(usize, Failure)>,
+    sent: &mut Vec<deliveries::Outgoing>,
+) {
+    let defaults = Preferences::from_fields(HashMap::new());
+    let mut by_recipient: BTreeMap<String, Vec<Action>> = BTreeMap::new();
+    let mut planned: Vec<(usize, &str, Vec<String>)> = Vec::new();
+    for (i, n) in parsed {
+        // A recipient without a record (deleted) gets nothing.
+        let Some(email) = known.emails.get(&n.recipient_id) else {
+            batch.report.skipped += 1;
+            continue;
+        };
+        let ctx = Context {
+            preferences: known.preferences.get(&n.recipient_id).unwrap_or(&defaults),
+            email,
+            actor_name: known.names.get(&n.actor_id).map_or("", String::as_str),
+            unsubscribe_base: &ch.settings.public_api_url,
+            signer: &ch.settings.signer,
+        };
+        let actions = router::plan(n, &ctx, now);
+        if actions.is_empty() {
+            batch.report.skipped += 1;
+            continue;
+        }
+        planned.push((*i, &n.recipient_id, actions.iter().map(Action::marker).collect()));
+        by_recipient.entry(n.recipient_id.clone()).or_default().extend(actions);
+    }
+    match deliveries::apply(&ch.app.store, &ch.app.config.topics, &by_recipient, now).await {
+        Err(e) => failures.extend(planned.iter().map(|(i, _, _)| (*i, Failure::from(&e)))),
+        Ok(mut results) => {
+            for (i, recipient, markers) in &planned {
+                match results.get(*recipient) {
+                    Some(Ok(applied)) if markers.iter().any(|m| applied.fresh.contains(m)) => batch.report.applied += 1,
+                    Some(Ok(_)) => batch.report.duplicates += 1,
+                    Some(Err(e)) => failures.push((*i, Failure::from(e))),
+                    None => failures.push((*i, Failure::Permanent("recipient missing from the results".into()))),
+                }
+            }
+            for applied in results.values_mut().flatten() {
+                sent.append(&mut applied.sent);
+            }
+        }
+    }
+}
+
+/// One scheduler run, now: see [`run_schedule_at`].
+pub async fn run_schedule(ch: &Channels) -> Result<serde_json::Value, AppError> {
+    run_schedule_at(ch, Utc::now()).await
+}
+
+/// Moves what is due at `now` (held SMS, finished days' digests) to the outbox and
+/// produces it at once (what the broker does not take stays for the relay).
+pub async fn run_schedule_at(ch: &Channels, now: DateTime<Utc>) -> Result<serde_json::Value, AppError> {
+    let state = &ch.app;
+    let released = deliveries::release(
+        &state.store,
+        &state.config.topics,
+        &ch.settings.signer,
+        &ch.settings.public_api_url,
+        now,
+    )
+    .await?;
+    let produced = deliveries::produce_now(&state.store, &state.producer, released.moved).await;
+    Ok(serde_json::json!({
+        "smsReleased": released.sms_released,
+        "digestsSent": released.digests_sent,
+        "produced": produced,
+    }))
+}
