@@ -77,9 +77,12 @@ pub struct Functions {
     metrics: Metrics,
     /// Each function's template `Timeout` (see [`Functions::set_timeouts`]).
     timeouts: std::sync::Arc<BTreeMap<String, Duration>>,
+    /// The HTTP API's integration timeout ([`HTTP_INTEGRATION_TIMEOUT`] unless shortened).
+    integration_timeout: Duration,
 }
 
-/// API Gateway's HTTP API integration timeout: past it the client gets 504.
+/// API Gateway's HTTP API integration timeout: past it the client gets 503
+/// `{"message":"Service Unavailable"}` (a REST API would answer 504).
 pub const HTTP_INTEGRATION_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What API Gateway itself answers, `{"message": ...}` with `status`.
@@ -128,6 +131,7 @@ impl Functions {
             outbox_relay: state.for_function(devconnect_ops::FUNCTION_NAME, binary("OutboxRelayFunction")),
             metrics: state.metrics.clone(),
             timeouts: Default::default(),
+            integration_timeout: HTTP_INTEGRATION_TIMEOUT,
         }
     }
 
@@ -136,6 +140,12 @@ impl Functions {
     /// invocation past it is stopped and counts as a function error.
     pub fn set_timeouts(&mut self, timeouts: BTreeMap<String, Duration>) {
         self.timeouts = std::sync::Arc::new(timeouts);
+    }
+
+    /// Shortens the HTTP API's integration timeout (AWS: 30 s at most, the default here), so
+    /// a test can see API Gateway give up on a function that is still running.
+    pub fn set_integration_timeout(&mut self, timeout: Duration) {
+        self.integration_timeout = timeout;
     }
 
     /// The function's timeout.
@@ -177,16 +187,16 @@ impl Functions {
         };
         let limit = self.timeout(function);
         let invocation = api::measured(&state.metrics, req, |req| handle(state, req));
-        // API Gateway waits at most 30 s (then 504); a function that times out earlier is a
+        // API Gateway waits at most 30 s (then 503); a function that times out earlier is a
         // function error, which the HTTP API answers with 500.
         Some(
-            match tokio::time::timeout(limit.min(HTTP_INTEGRATION_TIMEOUT), invocation).await {
+            match tokio::time::timeout(limit.min(self.integration_timeout), invocation).await {
                 Ok(response) => response,
-                Err(_) if limit < HTTP_INTEGRATION_TIMEOUT => {
+                Err(_) if limit < self.integration_timeout => {
                     tracing::warn!(function, timeout = ?limit, "Task timed out");
                     gateway_message(500, "Internal Server Error")
                 }
-                Err(_) => gateway_message(504, "Service Unavailable"),
+                Err(_) => gateway_message(503, "Service Unavailable"),
             },
         )
     }

@@ -1,6 +1,9 @@
 //! `local-gateway serve` | `local-gateway invoke <LogicalId> --event <file>` |
 //! `local-gateway check` (reads `TEMPLATE`, default template.yaml; exits non-zero naming
 //! every part the gateway does not emulate, unless opted out in `LOCAL_GATEWAY_IGNORE`).
+//!
+//! `serve` runs the emulated MSK triggers unless `LOCAL_MSK_TRIGGERS=off` (HTTP and
+//! WebSocket work only: events still reach the broker, no consumer reads them).
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
@@ -60,15 +63,45 @@ where
     }
 }
 
+/// `LOCAL_MSK_TRIGGERS`: `on` (the default) or `off`.
+fn msk_triggers() -> anyhow::Result<bool> {
+    match std::env::var("LOCAL_MSK_TRIGGERS").as_deref() {
+        Err(_) | Ok("on") => Ok(true),
+        Ok("off") => Ok(false),
+        Ok(other) => bail!("LOCAL_MSK_TRIGGERS must be on or off, not {other:?}"),
+    }
+}
+
 async fn serve(gateway: Gateway, state: &AppState, port: u16) -> anyhow::Result<()> {
     let schedule_cap: u64 = env_number("LOCAL_SCHEDULE_MAX_SECS", 2)?;
+    let triggers = msk_triggers()?;
     let gateway = Arc::new(gateway);
     server::spawn_schedules(Arc::clone(&gateway), Duration::from_secs(schedule_cap));
-    msk::spawn_pollers(
-        Arc::clone(&gateway),
-        state.producer.connection().clone(),
-        state.store.clone(),
-    );
+    if triggers {
+        msk::spawn_pollers(
+            Arc::clone(&gateway),
+            state.producer.connection().clone(),
+            state.store.clone(),
+        );
+    } else {
+        let consumers: Vec<_> = gateway
+            .template
+            .msk_sources
+            .iter()
+            .map(|s| s.function.as_str())
+            .collect();
+        eprintln!(
+            "[devconnect] MSK triggers off (LOCAL_MSK_TRIGGERS=off): events reach the broker but {} are not invoked",
+            if consumers.is_empty() {
+                "no consumers".to_string()
+            } else {
+                let mut unique = consumers;
+                unique.sort_unstable();
+                unique.dedup();
+                unique.join(", ")
+            }
+        );
+    }
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
         .await
         .with_context(|| format!("binding port {port}"))?;

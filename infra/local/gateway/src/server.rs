@@ -20,8 +20,17 @@ use crate::{
     websocket,
 };
 
-/// API Gateway's payload limit.
-const MAX_GATEWAY_BODY: usize = 10 * 1024 * 1024;
+/// The HTTP API's payload quota (10 MB): past it API Gateway answers 413 itself.
+pub const MAX_GATEWAY_BODY: usize = 10 * 1024 * 1024;
+
+/// Lambda's synchronous invocation payload quota (6 MB) for the request: the whole event
+/// JSON, so headers count and a binary body counts base64-encoded (a third larger).
+/// Lambda refuses the invocation and API Gateway answers 413 before the function runs.
+pub const MAX_LAMBDA_REQUEST: usize = 6 * 1024 * 1024;
+
+/// Lambda's payload quota for the response (6 MB, measured by Lambda as 6,291,556 bytes):
+/// past it the invocation fails after the function ran, and API Gateway answers 502.
+pub const MAX_LAMBDA_RESPONSE: usize = 6 * 1024 * 1024 + 100;
 
 /// Local only (not in template.yaml, so never deployed): the metrics every hosted function
 /// recorded since the gateway started, the same names and dimensions as in CloudWatch.
@@ -264,11 +273,7 @@ async fn route(gateway: Arc<Gateway>, req: AxumRequest) -> AxumResponse {
         );
     };
     let Ok(bytes) = to_bytes(body, MAX_GATEWAY_BODY).await else {
-        return gateway_error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            "request body exceeds 10 MiB",
-        );
+        return aws_message(StatusCode::PAYLOAD_TOO_LARGE, "Request Entity Too Large");
     };
     let call = HttpCall {
         route_key: route.route_key(),
@@ -284,7 +289,14 @@ async fn route(gateway: Arc<Gateway>, req: AxumRequest) -> AxumResponse {
         body: &bytes,
         source_ip,
     };
-    let request = match apigw::request(&apigw::event(&call)) {
+    let event = apigw::event(&call);
+    // JSON escaping grows a body at most sixfold, so only a body past a sixth of the quota
+    // can make the event too large: the common small request is not serialised twice.
+    if bytes.len() > MAX_LAMBDA_REQUEST / 6 && event.to_string().len() > MAX_LAMBDA_REQUEST {
+        tracing::warn!(function = %route.function, "request over Lambda's 6 MB invocation payload quota");
+        return aws_message(StatusCode::PAYLOAD_TOO_LARGE, "Request Entity Too Large");
+    }
+    let request = match apigw::request(&event) {
         Ok(r) => r,
         Err(e) => {
             return gateway_error(
@@ -295,13 +307,34 @@ async fn route(gateway: Arc<Gateway>, req: AxumRequest) -> AxumResponse {
         }
     };
     match gateway.functions.invoke_http(&route.function, request).await {
-        Some(response) => into_axum(response),
+        Some(response) => lambda_response(&route.function, response),
         None => gateway_error(
             StatusCode::BAD_GATEWAY,
             "function_not_hosted",
             &format!("{} is not hosted locally", route.function),
         ),
     }
+}
+
+/// What the client gets for a function's response: the response itself, or API Gateway's
+/// 502 when it is over Lambda's response payload quota ([`MAX_LAMBDA_RESPONSE`]), as the
+/// invocation then fails in AWS ("Response payload size exceeded maximum allowed payload size").
+pub fn lambda_response(function: &str, response: lambda_http::Response<Body>) -> AxumResponse {
+    let body_len = match response.body() {
+        Body::Text(t) => t.len(),
+        Body::Binary(b) => b.len(),
+        _ => 0,
+    };
+    // As for requests: only a body past a sixth of the quota can exceed it once encoded.
+    let size = match body_len > MAX_LAMBDA_RESPONSE / 6 {
+        true => apigw::response_json(&response).to_string().len(),
+        false => 0,
+    };
+    if size > MAX_LAMBDA_RESPONSE {
+        tracing::warn!(function, size, "response over Lambda's 6 MB invocation payload quota");
+        return aws_message(StatusCode::BAD_GATEWAY, "Internal Server Error");
+    }
+    into_axum(response)
 }
 
 fn into_axum(response: lambda_http::Response<Body>) -> AxumResponse {

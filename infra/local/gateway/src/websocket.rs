@@ -68,16 +68,31 @@ impl Limits {
     /// AWS's limits; for tests, `LOCAL_WS_IDLE_SECS` and `LOCAL_WS_LIFETIME_SECS` shorten
     /// the idle timeout and the lifetime.
     pub fn from_env() -> Self {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// [`Limits::from_env`] reading variables through `lookup`. They can only shorten a
+    /// limit (AWS's is the most a socket gets); a value that is not a positive number of
+    /// seconds is ignored (AWS's limit stays), with a warning.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Self {
         let secs = |name: &str| {
-            std::env::var(name)
-                .ok()
-                .and_then(|v| v.parse::<f64>().ok())
-                .map(std::time::Duration::from_secs_f64)
+            let value = lookup(name)?;
+            match value.trim().parse::<f64>() {
+                Ok(s) if s.is_finite() && s > 0.0 => Some(std::time::Duration::from_secs_f64(s)),
+                _ => {
+                    tracing::warn!(
+                        variable = name,
+                        value,
+                        "not a positive number of seconds; AWS's limit applies"
+                    );
+                    None
+                }
+            }
         };
         let aws = Self::default();
         Self {
-            idle: secs("LOCAL_WS_IDLE_SECS").unwrap_or(aws.idle),
-            lifetime: secs("LOCAL_WS_LIFETIME_SECS").unwrap_or(aws.lifetime),
+            idle: secs("LOCAL_WS_IDLE_SECS").map_or(aws.idle, |s| s.min(aws.idle)),
+            lifetime: secs("LOCAL_WS_LIFETIME_SECS").map_or(aws.lifetime, |s| s.min(aws.lifetime)),
             ..aws
         }
     }
