@@ -106,19 +106,59 @@ pub fn presence(user_id: &str) -> String {
     format!("presence:{}", user_tag(user_id))
 }
 
-/// List: a user's notifications, newest first, capped.
+/// A projection's key prefix in one generation: generation 0 is the original name (data
+/// written before rebuilds existed stays readable), generation N > 0 appends `@N`. The
+/// generation sits outside the hash tag, so every generation of a key keeps its slot.
+/// See [`crate::projection`].
+fn generational(prefix: &str, generation: u64) -> String {
+    match generation {
+        0 => prefix.to_string(),
+        g => format!("{prefix}@{g}"),
+    }
+}
+
+/// List: a user's notifications in one projection generation, newest first, capped.
+pub fn notifications_in(generation: u64, user_id: &str) -> String {
+    format!("{}:{}", generational("notifications", generation), user_tag(user_id))
+}
+
+/// Hash: a user's notification state (`unread`) in one projection generation.
+pub fn notification_state_in(generation: u64, user_id: &str) -> String {
+    format!("{}:state", notifications_in(generation, user_id))
+}
+
+/// Sorted set: event ids the notifications consumer applied for a user in one projection
+/// generation (dedupe; score = ms). Per generation, so a rebuild applies every record again.
+pub fn notification_dedupe_in(generation: u64, user_id: &str) -> String {
+    format!("{}:seen", notifications_in(generation, user_id))
+}
+
+/// [`notifications_in`] generation 0.
 pub fn notifications(user_id: &str) -> String {
-    format!("notifications:{}", user_tag(user_id))
+    notifications_in(0, user_id)
 }
 
-/// Hash: a user's notification state (`unread`).
+/// [`notification_state_in`] generation 0.
 pub fn notification_state(user_id: &str) -> String {
-    format!("notifications:{}:state", user_tag(user_id))
+    notification_state_in(0, user_id)
 }
 
-/// Sorted set: event ids the notifications consumer applied for a user (dedupe; score = ms).
+/// [`notification_dedupe_in`] generation 0.
 pub fn notification_dedupe(user_id: &str) -> String {
-    format!("notifications:{}:seen", user_tag(user_id))
+    notification_dedupe_in(0, user_id)
+}
+
+/// String: when the user last marked their notifications read (ms). Not in a projection
+/// generation: it is the user's own act, in no topic, so a rebuild must not lose it; a
+/// notification whose event is not newer than it is not counted unread. A prefix of its
+/// own, so no generation's SCAN pattern matches it.
+pub fn notifications_read_at(user_id: &str) -> String {
+    format!("notifread:{}", user_tag(user_id))
+}
+
+/// Glob (SCAN MATCH) for every notifications key of one generation.
+pub fn notifications_pattern(generation: u64) -> String {
+    format!("{}:{{u:*", generational("notifications", generation))
 }
 
 /// Pub/sub channel on which a user's new notifications are published.
@@ -132,24 +172,89 @@ fn month_tag(month: &str) -> String {
     format!("{{a:{month}}}")
 }
 
-/// Hash: one day's counters: `<TYPE>` per day, `<HH>:<TYPE>` per hour, `events` in all.
+/// Hash: one day's counters in one projection generation: `<TYPE>` per day, `<HH>:<TYPE>`
+/// per hour, `events` in all.
+pub fn analytics_day_in(generation: u64, month: &str, day: &str) -> String {
+    format!("{}:{}:day:{day}", generational("analytics", generation), month_tag(month))
+}
+
+/// HyperLogLog: distinct active users of one day, in one projection generation.
+pub fn analytics_dau_in(generation: u64, month: &str, day: &str) -> String {
+    format!("{}:{}:dau:{day}", generational("analytics", generation), month_tag(month))
+}
+
+/// HyperLogLog: distinct active users of one month, in one projection generation.
+pub fn analytics_mau_in(generation: u64, month: &str) -> String {
+    format!("{}:{}:mau", generational("analytics", generation), month_tag(month))
+}
+
+/// Set: event ids already counted for one day in one projection generation (dedupe;
+/// expires after the dedupe window). Per generation, so a rebuild counts every record again.
+pub fn analytics_dedupe_in(generation: u64, month: &str, day: &str) -> String {
+    format!("{}:{}:seen:{day}", generational("analytics", generation), month_tag(month))
+}
+
+/// [`analytics_day_in`] generation 0.
 pub fn analytics_day(month: &str, day: &str) -> String {
-    format!("analytics:{}:day:{day}", month_tag(month))
+    analytics_day_in(0, month, day)
 }
 
-/// HyperLogLog: distinct active users of one day.
+/// [`analytics_dau_in`] generation 0.
 pub fn analytics_dau(month: &str, day: &str) -> String {
-    format!("analytics:{}:dau:{day}", month_tag(month))
+    analytics_dau_in(0, month, day)
 }
 
-/// HyperLogLog: distinct active users of one month.
+/// [`analytics_mau_in`] generation 0.
 pub fn analytics_mau(month: &str) -> String {
-    format!("analytics:{}:mau", month_tag(month))
+    analytics_mau_in(0, month)
 }
 
-/// Set: event ids already counted for one day (dedupe; expires after the dedupe window).
+/// [`analytics_dedupe_in`] generation 0.
 pub fn analytics_dedupe(month: &str, day: &str) -> String {
-    format!("analytics:{}:seen:{day}", month_tag(month))
+    analytics_dedupe_in(0, month, day)
+}
+
+/// Glob (SCAN MATCH) for every analytics counter key of one generation.
+pub fn analytics_pattern(generation: u64) -> String {
+    format!("{}:{{a:*", generational("analytics", generation))
+}
+
+/// Hash: which generation of a projection readers use (`live`, absent = 0) and which one
+/// a rebuild is writing (`building`). One small key per projection; the rebuild switches
+/// `live` with one script.
+pub fn projection(name: &str) -> String {
+    format!("projection:{{{name}}}")
+}
+
+/// String: held (with a random token and a TTL the rebuild keeps extending) by the one
+/// rebuild of a projection. Same tag as [`projection`]: the switch script checks both.
+pub fn projection_lock(name: &str) -> String {
+    format!("projection:{{{name}}}:lock")
+}
+
+/// Analytics' derived events (DAILY_SUMMARY, MILESTONE) are written to the outbox by the
+/// same script that records they were emitted, so their markers carry the outbox's
+/// `{events}` tag. They are not projections: a rebuild of the analytics counters keeps
+/// them, so history replayed never announces a milestone or a day twice.
+fn derived_key(rest: &str) -> String {
+    format!("derived:{{events}}:{rest}")
+}
+
+/// Set: users who reached a milestone (`firstConnection`, `firstMessage`); membership is
+/// what makes each user's MILESTONE of that kind exactly once.
+pub fn milestone_reached(milestone: &str) -> String {
+    derived_key(&format!("milestone:{milestone}"))
+}
+
+/// Hash: how many users reached each milestone on one day (`YYYY-MM-DD`), for that day's summary.
+pub fn milestones_of_day(day: &str) -> String {
+    derived_key(&format!("milestones:{day}"))
+}
+
+/// String: the event id of one day's DAILY_SUMMARY (`empty` for a day without events);
+/// `SET NX` on it is what makes the summary exactly once.
+pub fn daily_summary_closed(day: &str) -> String {
+    derived_key(&format!("summary:{day}"))
 }
 
 /// Hash: the local MSK trigger's committed offsets of one consumer group (`topic:partition` -> next offset).
@@ -266,6 +371,30 @@ mod tests {
         for key in [pair(b, a), messages(b, a), conversation(a, b)] {
             assert!(key.contains(&tag), "{key}");
         }
+    }
+
+    #[test]
+    fn every_generation_of_a_projection_key_keeps_its_slot_and_generation_0_its_old_name() {
+        let id = "0190c3a4-0000-7000-8000-000000000001";
+        assert_eq!(notifications(id), format!("notifications:{{u:{id}}}"));
+        assert_eq!(analytics_day("2026-11", "2026-11-28"), "analytics:{a:2026-11}:day:2026-11-28");
+        for g in [0, 1, 7] {
+            for key in [notifications_in(g, id), notification_state_in(g, id), notification_dedupe_in(g, id)] {
+                assert!(key.contains(&format!("{{u:{id}}}")), "{key}");
+            }
+            assert!(analytics_mau_in(g, "2026-11").contains("{a:2026-11}"));
+        }
+        assert_eq!(notification_state_in(3, id), format!("notifications@3:{{u:{id}}}:state"));
+    }
+
+    #[test]
+    fn a_generations_pattern_matches_only_its_own_keys() {
+        // SCAN MATCH globs; `*` spans anything, so the patterns end in a fixed tag prefix.
+        assert_eq!(notifications_pattern(0), "notifications:{u:*");
+        assert_eq!(notifications_pattern(2), "notifications@2:{u:*");
+        assert!(!notifications_read_at("x").starts_with("notifications"));
+        assert_eq!(analytics_pattern(1), "analytics@1:{a:*");
+        assert!(projection_lock("analytics").contains("{analytics}"));
     }
 
     #[test]

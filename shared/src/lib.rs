@@ -20,6 +20,8 @@
 //! - [`consumer`]: decoding MSK batches, poison records and dead letters.
 //! - [`outbox`]: events that could not be produced are parked in Redis and relayed later.
 //! - [`publisher`]: produce-or-park, the only way handlers emit events.
+//! - [`projection`]: which generation of the notifications/analytics keys readers use.
+//! - [`rebuild`]: replaying a projection from the topics into a new generation, then switching.
 //! - [`metrics`]: metric names (shared by the code, the alarms and the local endpoint) and
 //!   [`metrics::Metrics`], the handle that records them: EMF to stdout in Lambda, in memory locally.
 //! - [`telemetry`]: JSON structured logs.
@@ -39,8 +41,10 @@ pub mod msk_iam;
 pub mod outbox;
 pub mod presence;
 pub mod producer;
+pub mod projection;
 pub mod publisher;
 pub mod rate_limit;
+pub mod rebuild;
 pub mod script;
 pub mod session;
 pub mod state;

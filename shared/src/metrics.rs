@@ -69,6 +69,15 @@ pub const RECORDS_RETRIED: &str = "RecordsRetried";
 /// Milliseconds: time to process one consumer batch.
 pub const BATCH_LATENCY: &str = "BatchLatency";
 
+/// Count: records a projection rebuild replayed into its new generation.
+pub const REBUILD_RECORDS: &str = "RebuildRecords";
+/// Count (gauge, sampled by a rebuild): records between the rebuild and the topics' ends.
+pub const REBUILD_LAG: &str = "RebuildLag";
+/// Count: rebuilds that switched readers to their new generation.
+pub const REBUILD_SWITCHES: &str = "RebuildSwitches";
+/// Count: keys of an old projection generation deleted after a switch.
+pub const REBUILD_KEYS_DELETED: &str = "RebuildKeysDeleted";
+
 /// Count: WebSocket frames a socket took.
 pub const FRAMES_SENT: &str = "FramesSent";
 /// Count: frames to a connection API Gateway says is gone (410).
@@ -94,6 +103,10 @@ pub const ALL: &[&str] = &[
     RECORDS_DEAD_LETTERED,
     RECORDS_RETRIED,
     BATCH_LATENCY,
+    REBUILD_RECORDS,
+    REBUILD_LAG,
+    REBUILD_SWITCHES,
+    REBUILD_KEYS_DELETED,
     FRAMES_SENT,
     FRAMES_GONE,
     FRAMES_FAILED,

@@ -31,6 +31,9 @@ use redis::{
 #[derive(Clone)]
 pub struct Store {
     conn: StoreConnection,
+    /// The projection generations this container last saw (see [`crate::projection`]),
+    /// shared by clones: readers name keys from it without an extra round trip.
+    generations: std::sync::Arc<crate::projection::Generations>,
 }
 
 /// One connection type for both deployments, so call sites do not care which it is.
@@ -70,12 +73,20 @@ impl Store {
         let conn = tokio::time::timeout(timeout * 3, connecting)
             .await
             .map_err(|_| redis::RedisError::from((redis::ErrorKind::Io, "timed out connecting to redis")))??;
-        Ok(Self { conn })
+        Ok(Self {
+            conn,
+            generations: Default::default(),
+        })
     }
 
     /// A handle for one operation; clones share the same multiplexed connection(s).
     pub fn conn(&self) -> StoreConnection {
         self.conn.clone()
+    }
+
+    /// The projection generations last seen on this Redis.
+    pub fn generations(&self) -> &crate::projection::Generations {
+        &self.generations
     }
 
     /// Whether this store talks to a Redis Cluster.

@@ -38,7 +38,7 @@ pub async fn handle(state: &AppState, req: Request) -> Response<Body> {
 pub async fn consume(state: &AppState, event: KafkaEvent) -> BatchOutcome {
     let mut batch = Batch::decode(FUNCTION_NAME, event);
     let records: Vec<&Incoming> = batch.records.iter().collect();
-    let failures: Vec<(usize, Failure)> = match store::count(&state.store, &records).await {
+    let failures: Vec<(usize, Failure)> = match store::count_live(&state.store, &records).await {
         Ok(days) => {
             for counted in days.values().flatten() {
                 batch.report.applied += counted.applied;
@@ -57,4 +57,25 @@ pub async fn consume(state: &AppState, event: KafkaEvent) -> BatchOutcome {
         batch.fail(i, failure);
     }
     batch.finish(&state.publisher).await
+}
+
+/// Counts `records` into projection generation `generation`: the rebuild's apply step
+/// ([`devconnect::rebuild`]), the same counting as [`consume`] and nothing else (derived
+/// events are not produced again). Returns how many records were refused for good (the
+/// live consumer dead-lettered those); `Err` only for a failure worth retrying.
+pub async fn replay(state: &AppState, generation: u64, records: &[Incoming]) -> Result<u64, devconnect::AppError> {
+    let records: Vec<&Incoming> = records.iter().collect();
+    let (days, _) = store::count(&state.store, generation, &records).await?;
+    let mut rejected = 0;
+    for (day, counted) in days {
+        match counted {
+            Ok(_) => {}
+            Err(e) if e.is_transient() => return Err(e),
+            Err(e) => {
+                tracing::warn!(day, error = %e, "rebuild: day not counted");
+                rejected += records.iter().filter(|r| store::day_of(r) == day).count() as u64;
+            }
+        }
+    }
+    Ok(rejected)
 }

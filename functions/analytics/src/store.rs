@@ -2,7 +2,14 @@
 
 use std::{collections::BTreeMap, collections::HashMap, sync::LazyLock, time::Duration};
 
-use devconnect::{consumer::Incoming, keys, script, store::Store, AppError};
+use devconnect::{
+    consumer::Incoming,
+    keys,
+    projection::{self, Pointer, Projection},
+    script,
+    store::Store,
+    AppError,
+};
 use redis::Script;
 
 /// How long a day's event ids are remembered for dedupe (longer than MSK retention).
@@ -74,28 +81,86 @@ pub struct Counted {
     pub duplicates: usize,
 }
 
-/// Counts a batch: one round trip (one script per distinct day, pipelined). `Err` if
-/// Redis could not be used at all; otherwise each day's own result, keyed by day.
-pub async fn count(
-    store: &Store,
-    records: &[&Incoming],
-) -> Result<BTreeMap<String, Result<Counted, AppError>>, AppError> {
-    if records.is_empty() {
-        return Ok(BTreeMap::new());
+/// What counting a batch did, per day: `Err` if Redis could not be used at all,
+/// otherwise each day's own result, keyed by day.
+pub type CountedDays = BTreeMap<String, Result<Counted, AppError>>;
+
+/// Counts a batch into the live generation: one round trip (one script per distinct
+/// day, pipelined, plus the generation pointer). If the pointer moved since this
+/// container last looked, counts the batch again into the new live generation (its
+/// dedupe markers are its own, so nothing is counted twice there).
+pub async fn count_live(store: &Store, records: &[&Incoming]) -> Result<CountedDays, AppError> {
+    let mut assumed = store.generations().cached(Projection::Analytics);
+    let mut redirects = 0;
+    loop {
+        let (days, seen) = count(store, assumed.live, records).await?;
+        store.generations().observe(Projection::Analytics, assumed, seen);
+        if seen.live == assumed.live || redirects == projection::MAX_REDIRECTS {
+            return Ok(days);
+        }
+        forget(store, assumed.live, records).await;
+        assumed = seen;
+        redirects += 1;
     }
+}
+
+/// Deletes what a batch just wrote to `generation`, a generation no reader uses any more
+/// (readers re-read with the new keys when they see the pointer moved): without this, a
+/// batch in flight at the switch would leave keys behind that the rebuild's cleanup has
+/// already passed. Best effort: the keys are garbage either way.
+async fn forget(store: &Store, generation: u64, records: &[&Incoming]) {
+    let days: std::collections::BTreeSet<String> = records.iter().map(|r| day_of(r)).collect();
+    let mut unlink = redis::cmd("UNLINK");
+    for day in &days {
+        let month = &day[..7];
+        unlink
+            .arg(keys::analytics_dedupe_in(generation, month, day))
+            .arg(keys::analytics_mau_in(generation, month))
+            .arg(keys::analytics_day_in(generation, month, day))
+            .arg(keys::analytics_dau_in(generation, month, day));
+    }
+    if days.is_empty() {
+        return;
+    }
+    // One slot per month: on a cluster the keys of several months go one command each.
+    let result: redis::RedisResult<()> = if store.is_cluster() {
+        let mut pipe = redis::pipe();
+        for day in &days {
+            let month = &day[..7];
+            pipe.cmd("UNLINK")
+                .arg(keys::analytics_dedupe_in(generation, month, day))
+                .arg(keys::analytics_mau_in(generation, month))
+                .arg(keys::analytics_day_in(generation, month, day))
+                .arg(keys::analytics_dau_in(generation, month, day))
+                .ignore();
+        }
+        pipe.query_async(&mut store.conn()).await
+    } else {
+        unlink.query_async(&mut store.conn()).await
+    };
+    if let Err(e) = result {
+        tracing::warn!(generation, error = %e, "keys written to a retired analytics generation not deleted");
+    }
+}
+
+/// Counts a batch into `generation` (the live consumer's and the rebuild's one apply
+/// path): one round trip, which also reads the pointer and returns it.
+pub async fn count(store: &Store, generation: u64, records: &[&Incoming]) -> Result<(CountedDays, Pointer), AppError> {
     let mut by_day: BTreeMap<String, Vec<&Incoming>> = BTreeMap::new();
     for r in records {
         by_day.entry(day_of(r)).or_default().push(r);
     }
     let mut pipe = redis::pipe();
     pipe.ignore_errors();
-    pipe.load_script(&COUNT).ignore();
+    if !by_day.is_empty() {
+        pipe.load_script(&COUNT).ignore();
+    }
     for (day, events) in &by_day {
         let month = &day[..7];
-        let mut call = COUNT.key(keys::analytics_dedupe(month, day));
-        call.key(keys::analytics_mau(month))
-            .key(keys::analytics_day(month, day))
-            .key(keys::analytics_dau(month, day))
+        let mut call = COUNT.key(keys::analytics_dedupe_in(generation, month, day));
+        call.key(keys::analytics_mau_in(generation, month))
+            .key(keys::analytics_day_in(generation, month, day))
+            .key(keys::analytics_dau_in(generation, month, day))
             .arg(RETENTION.as_millis() as i64)
             .arg(DEDUPE_WINDOW.as_secs());
         for e in events {
@@ -107,17 +172,29 @@ pub async fn count(
         }
         pipe.invoke_script(&call);
     }
-    let results: Vec<redis::RedisResult<(usize, usize)>> = pipe.query_async(&mut store.conn()).await?;
-    Ok(by_day
+    projection::read_pointer(&mut pipe, Projection::Analytics);
+    let mut results: Vec<redis::RedisResult<redis::Value>> = pipe.query_async(&mut store.conn()).await?;
+    let pointer = results
+        .pop()
+        .ok_or_else(|| AppError::bug("analytics pipeline returned no pointer"))??;
+    let pointer = Pointer::from_reply(
+        redis::from_redis_value(pointer).map_err(|e| AppError::bug(format!("analytics pointer reply: {e}")))?,
+    )?;
+    let days = by_day
         .into_keys()
         .zip(results)
         .map(|(day, result)| {
             let counted = result
-                .map(|(applied, duplicates)| Counted { applied, duplicates })
-                .map_err(AppError::from);
+                .map_err(AppError::from)
+                .and_then(|v| {
+                    redis::from_redis_value::<(usize, usize)>(v)
+                        .map_err(|e| AppError::bug(format!("analytics count reply: {e}")))
+                })
+                .map(|(applied, duplicates)| Counted { applied, duplicates });
             (day, counted)
         })
-        .collect())
+        .collect();
+    Ok((days, pointer))
 }
 
 /// The UTC day (`YYYY-MM-DD`) an event is counted on.
@@ -125,14 +202,27 @@ pub fn day_of(record: &Incoming) -> String {
     record.envelope.timestamp.format("%Y-%m-%d").to_string()
 }
 
-/// One day's raw numbers: its counter hash, DAU and the month's MAU. One round trip.
+/// One day's raw numbers in the live generation: its counter hash, DAU and the month's
+/// MAU. One round trip (two once per container after a rebuild switched generations).
 pub async fn day(store: &Store, day: &str) -> Result<(HashMap<String, i64>, i64, i64), AppError> {
     let month = &day[..7];
-    let (counters, dau, mau): (HashMap<String, i64>, i64, i64) = redis::pipe()
-        .hgetall(keys::analytics_day(month, day))
-        .pfcount(keys::analytics_dau(month, day))
-        .pfcount(keys::analytics_mau(month))
-        .query_async(&mut store.conn())
-        .await?;
-    Ok((counters, dau, mau))
+    let mut assumed = store.generations().cached(Projection::Analytics);
+    let mut redirects = 0;
+    loop {
+        let g = assumed.live;
+        let mut pipe = redis::pipe();
+        pipe.hgetall(keys::analytics_day_in(g, month, day))
+            .pfcount(keys::analytics_dau_in(g, month, day))
+            .pfcount(keys::analytics_mau_in(g, month));
+        projection::read_pointer(&mut pipe, Projection::Analytics);
+        type Reply = (HashMap<String, i64>, i64, i64, (Option<String>, Option<String>));
+        let (counters, dau, mau, pointer): Reply = pipe.query_async(&mut store.conn()).await?;
+        let seen = Pointer::from_reply(pointer)?;
+        store.generations().observe(Projection::Analytics, assumed, seen);
+        if seen.live == g || redirects == projection::MAX_REDIRECTS {
+            return Ok((counters, dau, mau));
+        }
+        assumed = seen;
+        redirects += 1;
+    }
 }

@@ -51,7 +51,7 @@ pub async fn consume(state: &AppState, event: KafkaEvent) -> BatchOutcome {
     }
     let notifications: Vec<Notification> = planned.iter().map(|(_, n)| n.clone()).collect();
     let mut created = Vec::new();
-    match store::apply(&state.store, &state.config, &notifications).await {
+    match store::apply_live(&state.store, &state.config, &notifications).await {
         Ok(results) => {
             let mut stored = 0;
             for (i, n) in &planned {
@@ -84,6 +84,39 @@ pub async fn consume(state: &AppState, event: KafkaEvent) -> BatchOutcome {
     if let Err(e) = state.publisher.publish_all(events).await {
         // Neither the broker nor the outbox took them; the notifications themselves are stored.
         tracing::error!(error = %e, "NOTIFICATION_CREATED events lost: broker and Redis both unavailable");
+
+/// Applies `records` to projection generation `generation`: the rebuild's apply step
+/// ([`devconnect::rebuild`]), the same planning and Redis script as [`consume`], but
+/// silent (no PUBLISH, no NOTIFICATION_CREATED: history is rebuilt, not re-sent). Returns
+/// how many records were refused for good (the live consumer dead-lettered those);
+/// `Err` only for a failure worth retrying.
+pub async fn replay(
+    state: &AppState,
+    generation: u64,
+    records: &[devconnect::consumer::Incoming],
+) -> Result<u64, devconnect::AppError> {
+    let mut rejected = 0;
+    let mut planned = Vec::new();
+    for record in records {
+        match domain::plan(&record.envelope) {
+            Ok(Some(notification)) => planned.push(notification),
+            Ok(None) => {}
+            Err(_) => rejected += 1,
+        }
+    }
+    let (results, _) = store::apply(&state.store, &state.config, generation, &planned, store::Publish::Silently).await?;
+    for (recipient, applied) in results {
+        match applied {
+            Ok(_) => {}
+            Err(e) if e.is_transient() => return Err(e),
+            Err(e) => {
+                tracing::warn!(recipient, error = %e, "rebuild: notifications not applied");
+                rejected += planned.iter().filter(|n| n.recipient == recipient).count() as u64;
+            }
+        }
+    }
+    Ok(rejected)
+}
     }
     for (i, failure) in failures {
         batch.fail(i, failure);

@@ -1,6 +1,8 @@
 //! Operations: GET /health and the outbox relay that a schedule invokes.
 #![warn(missing_docs)]
 
+pub mod rebuild;
+
 use std::time::{Duration, Instant};
 
 use devconnect::{

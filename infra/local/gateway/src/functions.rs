@@ -58,6 +58,7 @@ pub const BINARIES: &[(&str, &str)] = &[
 ];
 
 /// One `AppState` per deployed function (binary): they share connections and one metrics
+    ("RebuildFunction", "rebuild"),
 /// recorder; the event `source` and the metrics' `Function` dimension differ.
 #[derive(Clone)]
 pub struct Functions {
