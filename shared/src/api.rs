@@ -241,7 +241,7 @@ pub fn respond(meta: &RequestMeta, outcome: Result<Reply, AppError>) -> Response
 fn error_reply(meta: &RequestMeta, err: &AppError) -> Reply {
     let status = err.status();
     if status.is_server_error() {
-        tracing::error!(error = %err, detail = ?err, request_id = %meta.request_id, "request failed");
+        tracing::error!(error = %crate::error::chain(err), request_id = %meta.request_id, "request failed");
     } else {
         tracing::info!(code = err.code(), status = status.as_u16(), "request refused");
     }

@@ -227,7 +227,7 @@ pub enum Failure {
 impl From<&AppError> for Failure {
     fn from(e: &AppError) -> Self {
         let reason = match e {
-            AppError::Internal(cause) | AppError::Unavailable(cause) => cause.clone(),
+            AppError::Internal(cause) | AppError::Unavailable(cause) => crate::error::chain(cause).to_string(),
             other => other.to_string(),
         };
         if e.is_transient() {

@@ -2,6 +2,10 @@
 //! JSON in exactly one place ([`AppError::status`], [`AppError::code`]).
 //!
 //! Bad input is a 4xx `AppError`, never a panic; a dependency failure is a 503.
+//! A 5xx keeps the error that caused it as its [`source`](std::error::Error::source)
+//! (see [`Cause`]), and logs print the whole chain with [`chain`].
+
+use std::{borrow::Cow, error::Error, fmt};
 
 use lambda_http::http::StatusCode;
 
@@ -41,11 +45,57 @@ pub enum AppError {
     #[error("too many failed logins, retry in {0} s")]
     LoginLocked(u64),
     /// Redis or another dependency did not answer in time (503).
-    #[error("a dependency is unavailable: {0}")]
-    Unavailable(String),
+    #[error("a dependency is unavailable")]
+    Unavailable(#[source] Cause),
     /// A bug; logged in full, shown as an opaque message (500).
     #[error("internal error")]
-    Internal(String),
+    Internal(#[source] Cause),
+}
+
+/// Any error, boxed so that a [`Cause`] can hold what a dependency returned.
+pub type BoxError = Box<dyn Error + Send + Sync + 'static>;
+
+/// Why a 5xx happened: what we were doing, and the error that stopped it (when
+/// there is one), kept as the source so the logs show the whole chain.
+#[derive(Debug, thiserror::Error)]
+#[error("{what}")]
+pub struct Cause {
+    what: Cow<'static, str>,
+    #[source]
+    source: Option<BoxError>,
+}
+
+impl Cause {
+    /// `source` stopped us while doing `what` (e.g. `"redis"`, `"argon2"`).
+    pub fn new(what: impl Into<Cow<'static, str>>, source: impl Into<BoxError>) -> Self {
+        Self { what: what.into(), source: Some(source.into()) }
+    }
+
+    /// Something impossible happened, with no underlying error to keep.
+    pub fn bare(what: impl Into<Cow<'static, str>>) -> Self {
+        Self { what: what.into(), source: None }
+    }
+}
+
+/// Displays an error and its sources as `outer: inner: innermost`, for logs and
+/// dead-letter reasons (`%err` alone shows only the outermost message).
+pub fn chain<'a>(err: &'a (dyn Error + 'static)) -> Chain<'a> {
+    Chain(err)
+}
+
+/// See [`chain`].
+pub struct Chain<'a>(&'a (dyn Error + 'static));
+
+impl fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut next = self.0.source();
+        while let Some(e) = next {
+            write!(f, ": {e}")?;
+            next = e.source();
+        }
+        Ok(())
+    }
 }
 
 impl AppError {
@@ -103,6 +153,21 @@ impl AppError {
 }
 
 impl AppError {
+    /// A dependency failed while doing `what` (503).
+    pub fn unavailable(what: &'static str, source: impl Into<BoxError>) -> Self {
+        Self::Unavailable(Cause::new(what, source))
+    }
+
+    /// A bug surfaced by `source` while doing `what` (500).
+    pub fn internal(what: &'static str, source: impl Into<BoxError>) -> Self {
+        Self::Internal(Cause::new(what, source))
+    }
+
+    /// A bug with no underlying error, described by `what` (500).
+    pub fn bug(what: impl Into<Cow<'static, str>>) -> Self {
+        Self::Internal(Cause::bare(what))
+    }
+
     /// Whether trying again later can succeed: a dependency that is down or slow.
     /// Everything else (bad input, a script error, a key of the wrong type, a bug)
     /// fails the same way every time. Consumers decide retry vs dead letter on this.
@@ -117,9 +182,9 @@ impl From<redis::RedisError> for AppError {
     // command itself (WRONGTYPE, a script error) will recur, so it is a bug (500).
     fn from(e: redis::RedisError) -> Self {
         if is_transient_redis_error(&e) {
-            Self::Unavailable(format!("redis: {e}"))
+            Self::unavailable("redis", e)
         } else {
-            Self::Internal(format!("redis: {e}"))
+            Self::internal("redis", e)
         }
     }
 }
@@ -153,6 +218,44 @@ pub fn is_transient_redis_error(e: &redis::RedisError) -> bool {
 
 impl From<serde_json::Error> for AppError {
     fn from(e: serde_json::Error) -> Self {
-        Self::Internal(format!("json: {e}"))
+        Self::internal("json", e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{error::Error as _, io};
+
+    use super::*;
+
+    fn refused() -> redis::RedisError {
+        io::Error::new(io::ErrorKind::ConnectionRefused, "connection refused by 10.0.0.9").into()
+    }
+
+    #[test]
+    fn an_unreachable_redis_is_a_transient_503_that_keeps_the_redis_error() {
+        let e = AppError::from(refused());
+        assert_eq!(e.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(e.is_transient());
+        let source = e.source().and_then(|cause| cause.source()).expect("the redis error is kept");
+        assert!(source.is::<redis::RedisError>(), "{source:?}");
+    }
+
+    #[test]
+    fn the_log_line_shows_the_whole_chain_but_the_client_does_not() {
+        let e = AppError::from(refused());
+        let logged = chain(&e).to_string();
+        assert!(logged.starts_with("a dependency is unavailable: redis: "), "{logged}");
+        assert!(logged.contains("10.0.0.9"), "{logged}");
+        assert!(!e.public_message().contains("10.0.0.9"));
+    }
+
+    #[test]
+    fn a_bug_without_an_underlying_error_shows_only_its_description() {
+        let e = AppError::bug("stored user has no id");
+        assert_eq!(e.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(!e.is_transient());
+        assert_eq!(chain(&e).to_string(), "internal error: stored user has no id");
+        assert_eq!(e.public_message(), "internal error");
     }
 }

@@ -9,6 +9,7 @@
 //! - [`session`]: bearer tokens, and authentication + rate limit in one Redis round trip.
 //! - [`rate_limit`]: tiered fixed-window limits and their headers.
 //! - [`user`]: the user record, its validation rules and its Redis persistence.
+//! - [`clock`]: "now", the RFC 3339 wire format and UTC day keys, in one place.
 //! - [`keys`]: every Redis key name, so hash-slot rules are checked in one file.
 //! - [`script`]: Lua scripts that check every precondition before their first write.
 //! - [`store`]: the Redis connection (multiplexed, auto-reconnecting, bounded timeouts).
@@ -28,6 +29,7 @@
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod clock;
 pub mod config;
 pub mod consumer;
 pub mod delivery;

@@ -394,8 +394,8 @@ impl Recorder for GlobalRecorder {
 
 /// Why the EMF recorder could not be installed (a second install in one process).
 #[derive(Debug, thiserror::Error)]
-#[error("installing the EMF metrics recorder: {0}")]
-pub struct EmfError(String);
+#[error("installing the EMF metrics recorder")]
+pub struct EmfError(#[source] crate::error::BoxError);
 
 /// CloudWatch Embedded Metric Format for one Lambda function: built once in `main`,
 /// flushed to stdout once per invocation (CloudWatch Logs turns those lines into metrics;
@@ -412,7 +412,7 @@ impl Emf {
         let collector = metrics_cloudwatch_embedded::Builder::new()
             .cloudwatch_namespace(NAMESPACE)
             .init()
-            .map_err(|e| EmfError(e.to_string()))?;
+            .map_err(EmfError)?;
         // Units are per metric name: describe every one before the first record.
         for name in ALL {
             let description = SharedString::const_str("");

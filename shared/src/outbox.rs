@@ -33,7 +33,7 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use crate::{
-    error::AppError,
+    error::{chain, AppError},
     keys,
     producer::{OutgoingRecord, Producer},
     script,
@@ -368,11 +368,11 @@ async fn handle(producer: &Producer, entry: &str) -> Option<Handled> {
     match producer.send(parked.into_record()).await {
         Ok(_) => Some(Handled::Sent(entry.to_string())),
         Err(e) if e.is_permanent() => {
-            tracing::error!(error = %e, topic, "outbox record can never be produced; quarantined");
-            quarantine(e.to_string())
+            tracing::error!(error = %chain(&e), topic, "outbox record can never be produced; quarantined");
+            quarantine(chain(&e).to_string())
         }
         Err(e) => {
-            tracing::warn!(error = %e, "outbox relay stopped: broker still unavailable");
+            tracing::warn!(error = %chain(&e), "outbox relay stopped: broker still unavailable");
             None
         }
     }

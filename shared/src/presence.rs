@@ -154,7 +154,7 @@ pub async fn lookup(
         pipe.zcount(keys::sockets(id), now_ms, "+inf");
     }
     let mut values: Vec<redis::Value> = pipe.query_async(&mut store.conn()).await?;
-    let bad = |e: redis::ParsingError| AppError::Internal(e.to_string());
+    let bad = |e: redis::ParsingError| AppError::internal("presence reply", e);
     let rest = values.split_off(1);
     let scores: Vec<Option<f64>> = redis::from_redis_value(values.remove(0)).map_err(bad)?;
     let mut out = Vec::with_capacity(ids.len());

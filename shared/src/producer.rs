@@ -58,8 +58,11 @@ pub enum ProduceError {
     #[error("timed out after {0:?}")]
     Timeout(Duration),
     /// The broker is unreachable or answered with an error a retry may fix (transient).
+    #[error("kafka")]
+    Kafka(#[source] rskafka::client::error::Error),
+    /// The broker's answer lacks what we asked for (transient: the next answer may not).
     #[error("kafka: {0}")]
-    Kafka(String),
+    BadAnswer(&'static str),
     /// The record is larger than [`MAX_RECORD_BYTES`] (permanent).
     #[error("record of {bytes} bytes exceeds the {limit}-byte limit")]
     TooLarge {
@@ -73,8 +76,8 @@ pub enum ProduceError {
     #[error("topic {0} does not exist")]
     UnknownTopic(String),
     /// The broker refused this record for good, e.g. `MESSAGE_TOO_LARGE` (permanent).
-    #[error("refused by the broker: {0}")]
-    Rejected(String),
+    #[error("refused by the broker")]
+    Rejected(#[source] rskafka::client::error::Error),
 }
 
 impl ProduceError {
@@ -98,8 +101,8 @@ impl From<rskafka::client::error::Error> for ProduceError {
                     | ProtocolError::InvalidTopicException
                     | ProtocolError::InvalidRecord,
                 ..
-            } => Self::Rejected(e.to_string()),
-            _ => Self::Kafka(e.to_string()),
+            } => Self::Rejected(e),
+            _ => Self::Kafka(e),
         }
     }
 }
@@ -208,7 +211,7 @@ impl Producer {
         offsets
             .first()
             .copied()
-            .ok_or_else(|| ProduceError::Kafka("broker returned no offset".into()))
+            .ok_or_else(|| ProduceError::BadAnswer("the broker returned no offset"))
     }
 
     /// Produces many records: one produce request per partition, all partitions at once,
@@ -321,7 +324,7 @@ impl Producer {
             .ok_or_else(|| ProduceError::UnknownTopic(topic.to_string()))?;
         let mut clients = Vec::with_capacity(count);
         for partition in 0..count {
-            let partition = i32::try_from(partition).map_err(|_| ProduceError::Kafka("too many partitions".into()))?;
+            let partition = i32::try_from(partition).map_err(|_| ProduceError::BadAnswer("more partitions than an i32 counts"))?;
             clients.push(Arc::new(
                 client
                     .partition_client(topic, partition, UnknownTopicHandling::Error)
@@ -375,6 +378,8 @@ fn murmur2(data: &[u8]) -> u32 {
 
 #[cfg(test)]
 mod tests {
+    use rskafka::client::error::ProtocolError;
+
     use super::*;
 
     #[test]
@@ -411,9 +416,29 @@ mod tests {
     #[test]
     fn only_errors_a_retry_cannot_fix_are_permanent() {
         assert!(ProduceError::UnknownTopic("t".into()).is_permanent());
-        assert!(ProduceError::Rejected("MESSAGE_TOO_LARGE".into()).is_permanent());
+        assert!(ProduceError::from(server_error(ProtocolError::MessageTooLarge)).is_permanent());
         assert!(!ProduceError::Timeout(Duration::from_secs(1)).is_permanent());
-        assert!(!ProduceError::Kafka("connection refused".into()).is_permanent());
+        assert!(!ProduceError::from(server_error(ProtocolError::NotLeaderOrFollower)).is_permanent());
+        assert!(!ProduceError::from(rskafka::client::error::Error::Timeout).is_permanent());
+        assert!(!ProduceError::BadAnswer("the broker returned no offset").is_permanent());
+    }
+
+    #[test]
+    fn a_refusal_keeps_the_brokers_error_as_its_source() {
+        let e = ProduceError::from(server_error(ProtocolError::MessageTooLarge));
+        let shown = crate::error::chain(&e).to_string();
+        assert!(shown.starts_with("refused by the broker: "), "{shown}");
+        assert!(shown.contains("MessageTooLarge"), "{shown}");
+    }
+
+    fn server_error(protocol_error: ProtocolError) -> rskafka::client::error::Error {
+        rskafka::client::error::Error::ServerError {
+            protocol_error,
+            error_message: None,
+            request: rskafka::client::error::RequestContext::Topic("t".into()),
+            response: None,
+            is_virtual: false,
+        }
     }
 
     #[test]

@@ -4,7 +4,7 @@ use std::{collections::BTreeMap, sync::Arc};
 
 use crate::{
     config::Topics,
-    error::AppError,
+    error::{chain, AppError},
     events::{Envelope, EventType},
     metrics::{self, Metrics},
     outbox,
@@ -87,7 +87,7 @@ impl Publisher {
             // A permanent error (e.g. an oversized record) is parked too: the request must
             // not fail, and the relay quarantines what can never be produced.
             Err(e) => {
-                tracing::warn!(error = %e, permanent = e.is_permanent(), count = records.len(), "events parked in the outbox");
+                tracing::warn!(error = %chain(&e), permanent = e.is_permanent(), count = records.len(), "events parked in the outbox");
                 outbox::park_all(&self.store, &records).await?;
                 self.metrics.count(metrics::EVENTS_PARKED, count);
                 Ok(Delivery::Parked)
@@ -131,7 +131,7 @@ impl Publisher {
             }
             // Parked even when permanent (e.g. too large): the relay quarantines it.
             Err(e) => {
-                tracing::warn!(error = %e, permanent = e.is_permanent(), event_type = ?event_type, event_id = %event_id, "event parked in the outbox");
+                tracing::warn!(error = %chain(&e), permanent = e.is_permanent(), event_type = ?event_type, event_id = %event_id, "event parked in the outbox");
                 outbox::park(&self.store, &record).await?;
                 self.metrics.count(metrics::EVENTS_PARKED, 1);
                 Ok(Delivery::Parked)

@@ -330,7 +330,7 @@ struct AuthReply {
 
 impl AuthReply {
     fn parse(reply: Value) -> Result<Self, AppError> {
-        let bad = || AppError::Internal("unexpected reply from the authentication script".into());
+        let bad = || AppError::bug("unexpected reply from the authentication script");
         let Value::Array(items) = reply else { return Err(bad()) };
         let mut items = items.into_iter();
         let status: i64 = items

@@ -5,12 +5,11 @@
 
 use std::{collections::HashMap, sync::LazyLock, time::Duration};
 
-use chrono::{SecondsFormat, Utc};
 use redis::{AsyncCommands, Script};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::{error::AppError, keys, store::Store};
+use crate::{clock, error::AppError, keys, store::Store};
 
 /// Longest `about` text.
 pub const MAX_ABOUT_CHARS: usize = 500;
@@ -50,27 +49,14 @@ pub struct User {
     pub updated_at: String,
 }
 
-/// Now, in the format every stored timestamp uses.
-pub fn now_rfc3339() -> String {
-    Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true)
-}
-
-/// Milliseconds since the epoch, now (scores of time-ordered sorted sets).
-pub fn now_ms() -> i64 {
-    Utc::now().timestamp_millis()
-}
-
-/// A stored millisecond timestamp in the API's format.
-pub fn rfc3339_from_ms(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .unwrap_or_default()
-        .to_rfc3339_opts(SecondsFormat::Millis, true)
-}
+// The clock helpers moved to [`crate::clock`]; these names stay until every caller
+// says `clock::` (crates being written this session still use them).
+pub use crate::clock::{now_ms, now_rfc3339, rfc3339_from_ms};
 
 impl User {
     /// A new free-tier user with a fresh UUIDv7.
     pub fn new(email: String, password_hash: String, first_name: String, last_name: String) -> Self {
-        let now = now_rfc3339();
+        let now = clock::now_rfc3339();
         Self {
             id: Uuid::now_v7().to_string(),
             email,
@@ -106,7 +92,7 @@ impl User {
             updated_at: take("updatedAt"),
         };
         if user.id.is_empty() {
-            return Err(AppError::Internal("stored user has no id".into()));
+            return Err(AppError::bug("stored user has no id"));
         }
         Ok(Some(user))
     }

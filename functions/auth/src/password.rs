@@ -28,7 +28,7 @@ pub fn validate(password: &str) -> Result<(), AppError> {
 pub async fn hash(password: String) -> Result<String, AppError> {
     tokio::task::spawn_blocking(move || hash_now(&password))
         .await
-        .map_err(|e| AppError::Internal(format!("hashing task: {e}")))?
+        .map_err(|e| AppError::internal("hashing task", e))?
 }
 
 fn hash_now(password: &str) -> Result<String, AppError> {
@@ -36,7 +36,7 @@ fn hash_now(password: &str) -> Result<String, AppError> {
     Argon2::default()
         .hash_password(password.as_bytes(), &salt)
         .map(|h| h.to_string())
-        .map_err(|e| AppError::Internal(format!("argon2: {e}")))
+        .map_err(|e| AppError::internal("argon2", e))
 }
 
 /// A hash of nothing anyone knows: verifying against it for unknown emails makes
@@ -53,7 +53,7 @@ pub async fn verify(password: String, stored: Option<String>) -> Result<bool, Ap
         Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok() && stored.is_some()
     })
     .await
-    .map_err(|e| AppError::Internal(format!("verify task: {e}")))
+    .map_err(|e| AppError::internal("verify task", e))
 }
 
 #[cfg(test)]

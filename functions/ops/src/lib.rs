@@ -53,11 +53,11 @@ async fn health(state: &AppState, req: &Request) -> Reply {
             .producer
             .client()
             .await
-            .map_err(|e| AppError::Unavailable(e.to_string()))?;
+            .map_err(|e| AppError::unavailable("kafka", e))?;
         client
             .list_topics()
             .await
-            .map_err(|e| AppError::Unavailable(e.to_string()))?;
+            .map_err(|e| AppError::unavailable("kafka", e))?;
         Ok(true)
     })
     .await;
