@@ -229,6 +229,9 @@ struct Reader {
     empty: u32,
 }
 
+/// Tries of one broker call before the rebuild gives up.
+const BROKER_ATTEMPTS: u64 = 4;
+
 /// A fetch's `max_wait`: 1 ms, because tansu (the local broker) answers a fetch with no
 /// wait without reading at all; MSK answers as soon as it has bytes either way.
 const FETCH_WAIT_MS: i32 = 1;
@@ -342,14 +345,27 @@ impl Run<'_> {
         Ok(())
     }
 
-    /// A broker call, bounded by [`Options::broker_timeout`].
-    async fn broker<T>(
+    /// A broker call, each attempt bounded by [`Options::broker_timeout`]; a failed one is
+    /// tried again (up to [`BROKER_ATTEMPTS`], within the deadline): a broker restarting or
+    /// moving a partition leader answers a few requests with errors.
+    async fn broker<T, F: Future<Output = Result<T, rskafka::client::error::Error>>>(
         &self,
-        call: impl Future<Output = Result<T, rskafka::client::error::Error>>,
+        call: impl Fn() -> F,
     ) -> Result<T, RebuildError> {
-        match tokio::time::timeout(self.options.broker_timeout, call).await {
-            Ok(result) => result.map_err(|e| RebuildError::Kafka(e.to_string())),
-            Err(_) => Err(RebuildError::Kafka("broker call timed out".into())),
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let error = match tokio::time::timeout(self.options.broker_timeout, call()).await {
+                Ok(Ok(value)) => return Ok(value),
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => "broker call timed out".to_string(),
+            };
+            let backoff = Duration::from_millis(200 * attempt);
+            if attempt >= BROKER_ATTEMPTS || Instant::now() + backoff >= self.deadline {
+                return Err(RebuildError::Kafka(error));
+            }
+            tracing::warn!(projection = self.projection.name(), attempt, %error, "broker call failed; retrying");
+            tokio::time::sleep(backoff).await;
         }
     }
 
@@ -361,7 +377,7 @@ impl Run<'_> {
             .client()
             .await
             .map_err(|e| RebuildError::Kafka(e.to_string()))?;
-        let listed = self.broker(client.list_topics()).await?;
+        let listed = self.broker(|| client.list_topics()).await?;
         let mut readers = Vec::new();
         for topic in topics {
             let partitions = listed
@@ -371,10 +387,10 @@ impl Run<'_> {
                 .ok_or_else(|| RebuildError::Kafka(format!("topic {topic} does not exist")))?;
             for p in partitions {
                 let pc = self
-                    .broker(client.partition_client(topic.clone(), p, UnknownTopicHandling::Error))
+                    .broker(|| client.partition_client(topic.clone(), p, UnknownTopicHandling::Error))
                     .await?;
                 let next = self
-                    .broker(pc.get_offset(OffsetAt::Earliest))
+                    .broker(|| pc.get_offset(OffsetAt::Earliest))
                     .await
                     .map_err(|e| RebuildError::Kafka(format!("earliest offset of {topic}/{p}: {e}")))?;
                 readers.push(Reader {
@@ -403,7 +419,9 @@ impl Run<'_> {
             let mut ends = Vec::with_capacity(readers.len());
             for r in readers.iter() {
                 // The high watermark, as a fetch reports it (one byte asked for).
-                let (_, end) = self.broker(r.client.fetch_records(r.next, 1..2, FETCH_WAIT_MS)).await?;
+                let (_, end) = self
+                    .broker(|| r.client.fetch_records(r.next, 1..2, FETCH_WAIT_MS))
+                    .await?;
                 ends.push(end);
             }
             let behind: u64 = readers
@@ -433,8 +451,10 @@ impl Run<'_> {
                     if r.next >= *end {
                         continue;
                     }
+                    let (next, bytes) = (r.next, 1..self.options.fetch_bytes);
+                    let client = &r.client;
                     let (records, _) = self
-                        .broker(r.client.fetch_records(r.next, 1..self.options.fetch_bytes, FETCH_WAIT_MS))
+                        .broker(|| client.fetch_records(next, bytes.clone(), FETCH_WAIT_MS))
                         .await?;
                     let records: Vec<RecordAndOffset> = records.into_iter().filter(|x| x.offset >= r.next).collect();
                     match records.last() {
