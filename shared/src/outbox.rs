@@ -185,6 +185,19 @@ impl Removed {
     }
 }
 
+/// The outbox entry of `record`, as [`park`] stores it: for scripts that push an event to
+/// [`keys::OUTBOX`] together with its idempotency marker (one script, one slot), so the
+/// event is written exactly when the marker is.
+pub fn entry(record: &OutgoingRecord) -> Result<String, AppError> {
+    Ok(serde_json::to_string(&Parked::from_record(record))?)
+}
+
+/// The record an outbox entry stands for (the inverse of [`entry`]), for code that moved
+/// entries into the outbox itself and produces them at once.
+pub fn record_of(entry: &str) -> Result<OutgoingRecord, AppError> {
+    Ok(serde_json::from_str::<Parked>(entry)?.into_record())
+}
+
 /// Parks a record that could not be produced: one round trip.
 pub async fn park(store: &Store, record: &OutgoingRecord) -> Result<(), AppError> {
     let json = serde_json::to_string(&Parked::from_record(record))?;

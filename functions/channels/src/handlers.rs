@@ -3,7 +3,6 @@
 use devconnect::{
     api::{self, Reply},
     delivery::{Channel, Delivery},
-    payloads::SmsRequested,
     rate_limit,
     session::WithUser,
     AppError,
@@ -15,6 +14,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::{
+    deliveries,
     kinds::Kind,
     preferences::{self, Update},
     store::{self, Verification},
@@ -42,7 +42,6 @@ fn code_hash(user_id: &str, code: &str) -> String {
 pub async fn put(ch: &Channels, req: &Request) -> Result<Reply, AppError> {
     let state = &ch.app;
     let me = state.authenticate(req, WithUser::No).await?;
-    let meta = api::RequestMeta::of(req);
     let update: Update = api::json_body(req)?;
     let changes = preferences::validate(update)?;
     let code = format!("{:06}", rand::rngs::OsRng.gen_range(0..1_000_000));
@@ -59,10 +58,9 @@ pub async fn put(ch: &Channels, req: &Request) -> Result<Reply, AppError> {
                 text: format!("Your DevConnect verification code is {code}. It expires in 10 minutes."),
                 unsubscribe_url: None,
             };
-            state
-                .publisher
-                .publish(&me.user_id, &meta.request_id, SmsRequested(delivery))
-                .await?;
+            // Produced, or parked in the outbox if the broker is slow: the code still goes out.
+            let sms = deliveries::outgoing(&state.config.topics, &delivery)?;
+            state.publisher.send_or_park(vec![sms.record]).await?;
         }
     }
     Ok(Reply::ok(saved.preferences.view(saved.pending_phone.as_deref())).rate(&me.rate))

@@ -5,6 +5,7 @@ use aws_lambda_events::event::{
     kafka::KafkaEvent,
 };
 use devconnect::{api, metrics::Metrics, AppState};
+use devconnect_channels::Channels;
 use devconnect_realtime::{pusher::Pusher, Realtime};
 use futures::future::BoxFuture;
 use lambda_http::{Body, Request, Response};
@@ -20,6 +21,7 @@ pub const HTTP_FUNCTIONS: &[(&str, &[&str])] = &[
     ("NotificationsFunction", devconnect_notifications::ROUTES),
     ("AnalyticsFunction", devconnect_analytics::ROUTES),
     ("OpsFunction", devconnect_ops::ROUTES),
+    ("ChannelsFunction", devconnect_channels::ROUTES),
 ];
 
 /// MSK-triggered functions by LogicalId.
@@ -27,13 +29,18 @@ pub const CONSUMER_FUNCTIONS: &[&str] = &[
     "NotificationsConsumerFunction",
     "AnalyticsConsumerFunction",
     "RealtimePusherFunction",
+    "ChannelsRouterFunction",
 ];
 
 /// The function behind the WebSocket API's routes.
 pub const WEBSOCKET_FUNCTION: &str = "RealtimeFunction";
 
 /// Scheduled functions by LogicalId.
-pub const SCHEDULED_FUNCTIONS: &[&str] = &["OutboxRelayFunction", "PresenceSweepFunction"];
+pub const SCHEDULED_FUNCTIONS: &[&str] = &[
+    "OutboxRelayFunction",
+    "PresenceSweepFunction",
+    "ChannelsSchedulerFunction",
+];
 
 /// An HTTP function's `handle`, boxed: one type for all seven, and a shallow future
 /// (the handlers' futures nest deep enough to hit rustc's layout recursion limit).
@@ -55,10 +62,13 @@ pub const BINARIES: &[(&str, &str)] = &[
     ("OutboxRelayFunction", "outbox-relay"),
     ("RealtimeFunction", "realtime"),
     ("RealtimePusherFunction", "realtime-pusher"),
+    ("RebuildFunction", "rebuild"),
+    ("ChannelsFunction", "channels"),
+    ("ChannelsRouterFunction", "channels-router"),
+    ("ChannelsSchedulerFunction", "channels-scheduler"),
 ];
 
 /// One `AppState` per deployed function (binary): they share connections and one metrics
-    ("RebuildFunction", "rebuild"),
 /// recorder; the event `source` and the metrics' `Function` dimension differ.
 #[derive(Clone)]
 pub struct Functions {
@@ -75,6 +85,9 @@ pub struct Functions {
     realtime_pusher: Realtime,
     ops: AppState,
     outbox_relay: AppState,
+    channels: Channels,
+    channels_router: Channels,
+    channels_scheduler: Channels,
     metrics: Metrics,
     /// Each function's template `Timeout` (see [`Functions::set_timeouts`]).
     timeouts: std::sync::Arc<BTreeMap<String, Duration>>,
@@ -112,6 +125,15 @@ impl Functions {
             app: state.for_function(devconnect_realtime::FUNCTION_NAME, binary(logical_id)),
             pusher: Pusher::local(websocket_endpoint),
         };
+        // The channels functions sign unsubscribe links pointing at this gateway (or PUBLIC_API_URL).
+        let settings = devconnect_channels::settings::Settings::from_env(websocket_endpoint).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "channels settings invalid; using the local defaults");
+            devconnect_channels::settings::Settings::local(websocket_endpoint)
+        });
+        let channels = |logical_id| Channels {
+            app: state.for_function(devconnect_channels::FUNCTION_NAME, binary(logical_id)),
+            settings: settings.clone(),
+        };
         Self {
             auth: state.for_function(devconnect_auth::FUNCTION_NAME, binary("AuthFunction")),
             requests: state.for_function(devconnect_requests::FUNCTION_NAME, binary("RequestsFunction")),
@@ -130,6 +152,9 @@ impl Functions {
             realtime_pusher: realtime("RealtimePusherFunction"),
             ops: state.for_function(devconnect_ops::FUNCTION_NAME, binary("OpsFunction")),
             outbox_relay: state.for_function(devconnect_ops::FUNCTION_NAME, binary("OutboxRelayFunction")),
+            channels: channels("ChannelsFunction"),
+            channels_router: channels("ChannelsRouterFunction"),
+            channels_scheduler: channels("ChannelsSchedulerFunction"),
             metrics: state.metrics.clone(),
             timeouts: Default::default(),
             integration_timeout: HTTP_INTEGRATION_TIMEOUT,
@@ -174,20 +199,28 @@ impl Functions {
     /// Invokes an HTTP function, measured as its Lambda `main` measures it; `None` if no
     /// such function is hosted.
     pub async fn invoke_http(&self, function: &str, req: Request) -> Option<Response<Body>> {
-        let (state, handle): (&AppState, HttpHandler) = match function {
-            "AuthFunction" => (&self.auth, |s, r| Box::pin(devconnect_auth::handle(s, r))),
-            "RequestsFunction" => (&self.requests, |s, r| Box::pin(devconnect_requests::handle(s, r))),
-            "MessagingFunction" => (&self.messaging, |s, r| Box::pin(devconnect_messaging::handle(s, r))),
-            "PresenceFunction" => (&self.presence, |s, r| Box::pin(devconnect_presence::handle(s, r))),
-            "NotificationsFunction" => (&self.notifications, |s, r| {
-                Box::pin(devconnect_notifications::handle(s, r))
-            }),
-            "AnalyticsFunction" => (&self.analytics, |s, r| Box::pin(devconnect_analytics::handle(s, r))),
-            "OpsFunction" => (&self.ops, |s, r| Box::pin(devconnect_ops::handle(s, r))),
-            _ => return None,
+        let invocation: BoxFuture<'_, Response<Body>> = if function == "ChannelsFunction" {
+            // Its handler also takes the channels settings (unsubscribe secret, public URL).
+            let ch = &self.channels;
+            Box::pin(api::measured(&ch.app.metrics, req, move |req| {
+                devconnect_channels::handle(ch, req)
+            }))
+        } else {
+            let (state, handle): (&AppState, HttpHandler) = match function {
+                "AuthFunction" => (&self.auth, |s, r| Box::pin(devconnect_auth::handle(s, r))),
+                "RequestsFunction" => (&self.requests, |s, r| Box::pin(devconnect_requests::handle(s, r))),
+                "MessagingFunction" => (&self.messaging, |s, r| Box::pin(devconnect_messaging::handle(s, r))),
+                "PresenceFunction" => (&self.presence, |s, r| Box::pin(devconnect_presence::handle(s, r))),
+                "NotificationsFunction" => (&self.notifications, |s, r| {
+                    Box::pin(devconnect_notifications::handle(s, r))
+                }),
+                "AnalyticsFunction" => (&self.analytics, |s, r| Box::pin(devconnect_analytics::handle(s, r))),
+                "OpsFunction" => (&self.ops, |s, r| Box::pin(devconnect_ops::handle(s, r))),
+                _ => return None,
+            };
+            Box::pin(api::measured(&state.metrics, req, move |req| handle(state, req)))
         };
         let limit = self.timeout(function);
-        let invocation = api::measured(&state.metrics, req, |req| handle(state, req));
         // API Gateway waits at most 30 s (then 503); a function that times out earlier is a
         // function error, which the HTTP API answers with 500.
         Some(
@@ -216,6 +249,10 @@ impl Functions {
             }
             "AnalyticsConsumerFunction" => {
                 self.within_timeout(function, devconnect_analytics::consume(&self.analytics_consumer, event))
+                    .await?
+            }
+            "ChannelsRouterFunction" => {
+                self.within_timeout(function, devconnect_channels::consume(&self.channels_router, event))
                     .await?
             }
             "RealtimePusherFunction" => {
@@ -260,6 +297,7 @@ impl Functions {
                 let marked = devconnect_presence::sweep(&self.presence_sweep, &correlation).await?;
                 Ok(json!({ "markedOffline": marked }))
             }
+            "ChannelsSchedulerFunction" => Ok(devconnect_channels::run_schedule(&self.channels_scheduler).await?),
             other => anyhow::bail!("no scheduled function {other}"),
         }
     }
