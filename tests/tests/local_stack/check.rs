@@ -7,7 +7,7 @@ use crate::support::template_with;
 
 /// The gateway's own `main.rs`, built as a binary of this package (see tests/Cargo.toml),
 /// so no test has to run cargo while other builds hold the target directory.
-const GATEWAY: &str = env!("CARGO_BIN_EXE_local-gateway-under-test");
+pub const GATEWAY: &str = env!("CARGO_BIN_EXE_local-gateway-under-test");
 
 /// `local-gateway check` on `template_text`, with `LOCAL_GATEWAY_IGNORE` = `ignore`.
 fn check(template_text: &str, ignore: Option<&str>) -> Output {

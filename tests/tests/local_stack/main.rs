@@ -5,5 +5,6 @@
 mod check;
 mod http_limits;
 mod support;
+mod triggers;
 mod watch;
 mod websocket_limits;

@@ -42,12 +42,13 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     let port: u16 = env_number("PORT", 3000)?;
+    let triggers = msk_triggers()?;
     let state = AppState::connect(Config::from_env()?, "local-gateway")
         .await
         .context("initialising: endpoint discovery and Redis")?;
     let functions = Functions::new(&state, &format!("http://127.0.0.1:{port}"));
     match args.first().map(String::as_str) {
-        Some("serve") | None => serve(Gateway::new(template, functions), &state, port).await,
+        Some("serve") | None => serve(Gateway::new(template, functions), &state, port, triggers).await,
         Some("invoke") => invoke(&functions, &args[1..]).await,
         Some(other) => bail!("unknown command {other}: use serve, check or invoke <LogicalId> --event <file>"),
     }
@@ -72,9 +73,9 @@ fn msk_triggers() -> anyhow::Result<bool> {
     }
 }
 
-async fn serve(gateway: Gateway, state: &AppState, port: u16) -> anyhow::Result<()> {
+/// Serves until Ctrl-C; `triggers`: run the emulated MSK event source mappings.
+async fn serve(gateway: Gateway, state: &AppState, port: u16, triggers: bool) -> anyhow::Result<()> {
     let schedule_cap: u64 = env_number("LOCAL_SCHEDULE_MAX_SECS", 2)?;
-    let triggers = msk_triggers()?;
     let gateway = Arc::new(gateway);
     server::spawn_schedules(Arc::clone(&gateway), Duration::from_secs(schedule_cap));
     if triggers {
