@@ -11,6 +11,8 @@
 
 use std::{collections::HashMap, fmt, str::FromStr, time::Duration};
 
+use crate::events::Topic;
+
 /// A variable that is set but cannot be used.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid configuration: {var}: {reason}")]
@@ -109,18 +111,9 @@ pub struct Topics {
 }
 
 impl Topics {
-    /// Every topic, in a stable order (used to create them locally).
+    /// Every topic's configured name, in [`Topic::ALL`] order (used to create them locally).
     pub fn all(&self) -> [&str; 8] {
-        [
-            &self.user_events,
-            &self.connection_events,
-            &self.message_events,
-            &self.notification_events,
-            &self.email_events,
-            &self.sms_events,
-            &self.analytics_events,
-            &self.dead_letter_events,
-        ]
+        Topic::ALL.map(|topic| topic.name(self))
     }
 }
 
@@ -244,14 +237,14 @@ impl Config {
             },
             produce_timeout: env.millis("KAFKA_PRODUCE_TIMEOUT_MS", 1_500)?,
             topics: Topics {
-                user_events: env.string("TOPIC_USER_EVENTS", "user-events")?,
-                connection_events: env.string("TOPIC_CONNECTION_EVENTS", "connection-events")?,
-                message_events: env.string("TOPIC_MESSAGE_EVENTS", "message-events")?,
-                notification_events: env.string("TOPIC_NOTIFICATION_EVENTS", "notification-events")?,
-                email_events: env.string("TOPIC_EMAIL_EVENTS", "email-events")?,
-                sms_events: env.string("TOPIC_SMS_EVENTS", "sms-events")?,
-                analytics_events: env.string("TOPIC_ANALYTICS_EVENTS", "analytics-events")?,
-                dead_letter_events: env.string("TOPIC_DEAD_LETTER_EVENTS", "dead-letter-events")?,
+                user_events: env.string(Topic::User.env_var(), Topic::User.default_name())?,
+                connection_events: env.string(Topic::Connection.env_var(), Topic::Connection.default_name())?,
+                message_events: env.string(Topic::Message.env_var(), Topic::Message.default_name())?,
+                notification_events: env.string(Topic::Notification.env_var(), Topic::Notification.default_name())?,
+                email_events: env.string(Topic::Email.env_var(), Topic::Email.default_name())?,
+                sms_events: env.string(Topic::Sms.env_var(), Topic::Sms.default_name())?,
+                analytics_events: env.string(Topic::Analytics.env_var(), Topic::Analytics.default_name())?,
+                dead_letter_events: env.string(Topic::DeadLetter.env_var(), Topic::DeadLetter.default_name())?,
             },
             rate_limits: RateLimits {
                 anonymous: env.positive("RATE_LIMIT_ANONYMOUS", 60)?,

@@ -17,11 +17,12 @@ use std::{
 
 use aws_lambda_events::event::kafka::{KafkaEvent, KafkaRecord};
 use base64::{engine::general_purpose::STANDARD, Engine};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::{
     error::AppError,
     events::{Envelope, ENVELOPE_VERSION},
+    payloads::Event,
     metrics,
     producer::OutgoingRecord,
     publisher::Publisher,
@@ -38,6 +39,8 @@ pub struct Incoming {
     pub offset: i64,
     /// The event.
     pub envelope: Envelope,
+    /// Its payload, typed: a record whose data does not fit its event type never gets here.
+    pub event: Event,
 }
 
 /// A record that can never be processed, and why.
@@ -82,11 +85,12 @@ pub fn decode_batch(event: &KafkaEvent) -> (Vec<Incoming>, Vec<Poison>) {
     for record in records {
         let topic = record.topic.clone().unwrap_or_default();
         match decode(record) {
-            Ok(envelope) => good.push(Incoming {
+            Ok((envelope, event)) => good.push(Incoming {
                 topic,
                 partition: record.partition,
                 offset: record.offset,
                 envelope,
+                event,
             }),
             Err(reason) => poison.push(Poison {
                 topic,
@@ -101,7 +105,7 @@ pub fn decode_batch(event: &KafkaEvent) -> (Vec<Incoming>, Vec<Poison>) {
     (good, poison)
 }
 
-fn decode(record: &KafkaRecord) -> Result<Envelope, String> {
+fn decode(record: &KafkaRecord) -> Result<(Envelope, Event), String> {
     let b64 = record.value.as_deref().ok_or("record has no value")?;
     let bytes = STANDARD.decode(b64).map_err(|e| format!("value is not base64: {e}"))?;
     // Fast path: a well-formed envelope parses straight into the struct.
@@ -110,7 +114,10 @@ fn decode(record: &KafkaRecord) -> Result<Envelope, String> {
             return Err(format!("unsupported envelope version {}", envelope.version));
         }
         check_origin(&envelope)?;
-        return Ok(envelope);
+        let event = envelope
+            .event()
+            .map_err(|e| format!("invalid data for {}: {e}", envelope.event_type.as_str()))?;
+        return Ok((envelope, event));
     }
     // Slow path, only for records that are already poison: say precisely why.
     let value: Value = serde_json::from_slice(&bytes).map_err(|e| format!("value is not JSON: {e}"))?;
@@ -162,6 +169,34 @@ fn check_origin(envelope: &Envelope) -> Result<(), String> {
     Ok(())
 }
 
+/// A record on dead-letter-events: which consumer refused which record, why, and the
+/// record's original bytes.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeadLetter {
+    /// The consumer that refused it.
+    pub consumer: String,
+    /// Where the record was.
+    pub topic: String,
+    /// Its partition.
+    pub partition: i64,
+    /// Its offset.
+    pub offset: i64,
+    /// Why it can never be processed.
+    pub reason: String,
+    /// The record key as delivered (base64).
+    pub key: Option<String>,
+    /// The record value as delivered (base64), cut to [`DEAD_LETTER_VALUE_BYTES`].
+    pub value: Option<String>,
+    /// The original value's size in bytes.
+    pub value_bytes: usize,
+    /// Whether `value` was cut.
+    pub value_truncated: bool,
+    /// When it was dead-lettered (RFC 3339).
+    #[schemars(extend("format" = "date-time"))]
+    pub failed_at: String,
+}
+
 /// Longest original value (in bytes) a dead letter carries: MSK's default message size
 /// limit is 1 MB, and a dead letter that the broker refuses would be lost too. (A
 /// multiple of 3, so the kept prefix is whole base64 quads.)
@@ -178,18 +213,19 @@ pub async fn dead_letter(publisher: &Publisher, consumer: &str, poison: &[Poison
             OutgoingRecord {
                 topic: topic.clone(),
                 key: format!("{}-{}-{}", p.topic, p.partition, p.offset),
-                value: json!({
-                    "consumer": consumer,
-                    "topic": p.topic,
-                    "partition": p.partition,
-                    "offset": p.offset,
-                    "reason": p.reason,
-                    "key": p.key,
-                    "value": value,
-                    "valueBytes": value_bytes,
-                    "valueTruncated": truncated,
-                    "failedAt": crate::user::now_rfc3339(),
+                value: serde_json::to_value(DeadLetter {
+                    consumer: consumer.to_string(),
+                    topic: p.topic.clone(),
+                    partition: p.partition,
+                    offset: p.offset,
+                    reason: p.reason.clone(),
+                    key: p.key.clone(),
+                    value,
+                    value_bytes,
+                    value_truncated: truncated,
+                    failed_at: crate::user::now_rfc3339(),
                 })
+                .unwrap_or_default()
                 .to_string()
                 .into_bytes(),
                 headers: BTreeMap::from([("consumer".to_string(), consumer.as_bytes().to_vec())]),
@@ -434,6 +470,8 @@ impl Batch {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     fn record(value: Option<&str>) -> KafkaRecord {
@@ -483,14 +521,29 @@ mod tests {
                 bad[0].reason
             );
         }
-        let fine = Envelope::new(UserOnline, "realtime", USER, "r", json!({"userId": USER}));
+        let fine = Envelope::new(
+            UserOnline,
+            "realtime",
+            USER,
+            "r",
+            json!({"userId": USER, "at": "2026-01-01T00:00:00.000Z"}),
+        );
         let (good, _) = decode_batch(&event(vec![record(Some(&b64(&serde_json::to_string(&fine).unwrap())))]));
         assert_eq!(good.len(), 1);
     }
 
     #[test]
+    fn data_that_does_not_fit_its_event_type_is_poison_naming_the_field() {
+        let env = Envelope::new(crate::events::EventType::UserLogout, "auth", USER, "r", json!({"userId": USER}));
+        let (good, bad) = decode_batch(&event(vec![record(Some(&b64(&serde_json::to_string(&env).unwrap())))]));
+        assert!(good.is_empty());
+        assert!(bad[0].reason.contains("sessionIds"), "{}", bad[0].reason);
+    }
+
+    #[test]
     fn a_good_envelope_decodes() {
-        let env = Envelope::new(crate::events::EventType::UserSignup, "auth", USER, "r1", json!({}));
+        let data = json!({"userId": USER, "email": "a@example.com", "firstName": "A", "lastName": "B"});
+        let env = Envelope::new(crate::events::EventType::UserSignup, "auth", USER, "r1", data);
         let (good, bad) = decode_batch(&event(vec![record(Some(&b64(&serde_json::to_string(&env).unwrap())))]));
         assert_eq!((good.len(), bad.len()), (1, 0));
         assert_eq!(good[0].envelope.event_id, env.event_id);
@@ -531,7 +584,7 @@ mod tests {
                 "auth",
                 USER,
                 k,
-                json!({}),
+                json!({"userId": USER}),
             ))
             .unwrap())
         };
@@ -549,7 +602,7 @@ mod tests {
     }
 
     fn good(partition: i64, offset: i64) -> KafkaRecord {
-        let env = Envelope::new(crate::events::EventType::UserLogin, "auth", USER, "r", json!({}));
+        let env = Envelope::new(crate::events::EventType::UserLogin, "auth", USER, "r", json!({"userId": USER}));
         let mut r = record(Some(&b64(&serde_json::to_string(&env).unwrap())));
         r.partition = partition;
         r.offset = offset;

@@ -5,10 +5,11 @@
 //! notifications or the other channel. The senders dedupe on
 //! ([`Delivery::notification_id`], [`Delivery::channel`]): one email per notification.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// A channel a notification can leave the app through.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Channel {
     /// Amazon SES (sesv2), to the user's account email.
@@ -18,7 +19,7 @@ pub enum Channel {
 }
 
 /// The payload of EMAIL_REQUESTED and SMS_REQUESTED.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Delivery {
     /// The in-app notification this delivers (or, for a digest, the digest's id).

@@ -4,16 +4,17 @@
 //! Consumers dedupe by `eventId` (a UUIDv7, so ids also sort by time), never by offset.
 
 use chrono::{DateTime, SecondsFormat, Utc};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize, Serializer};
 use uuid::Uuid;
 
-use crate::config::Topics;
+use crate::{config::Topics, payloads::Event};
 
 /// The envelope version this code writes and understands.
 pub const ENVELOPE_VERSION: u32 = 1;
 
 /// Every event the system produces.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 #[allow(missing_docs)]
 pub enum EventType {
@@ -42,8 +43,10 @@ pub enum EventType {
     Milestone,
 }
 
-/// The logical topics; [`Topics`] holds their configured names.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// The topics: the one list of them. Their default names are here; [`Topics`] holds the
+/// configured names (`TOPIC_*` overrides). The test stack creates [`Topic::DEFAULT_NAMES`],
+/// and a contract test checks `infra/local/lib.sh` and template.yaml against it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Topic {
     /// user-events
     User,
@@ -59,6 +62,61 @@ pub enum Topic {
     Sms,
     /// analytics-events
     Analytics,
+    /// dead-letter-events: records a consumer could not process (no event type goes here).
+    DeadLetter,
+}
+
+impl Topic {
+    /// Every topic, in a stable order (the order they are created in locally).
+    pub const ALL: [Topic; 8] = [
+        Topic::User,
+        Topic::Connection,
+        Topic::Message,
+        Topic::Notification,
+        Topic::Email,
+        Topic::Sms,
+        Topic::Analytics,
+        Topic::DeadLetter,
+    ];
+
+    /// Every topic's default name, in [`Topic::ALL`] order.
+    pub const DEFAULT_NAMES: [&'static str; 8] = {
+        let mut names = [""; 8];
+        let mut i = 0;
+        while i < names.len() {
+            names[i] = Topic::ALL[i].default_name();
+            i += 1;
+        }
+        names
+    };
+
+    /// The name when no `TOPIC_*` variable overrides it.
+    pub const fn default_name(self) -> &'static str {
+        match self {
+            Topic::User => "user-events",
+            Topic::Connection => "connection-events",
+            Topic::Message => "message-events",
+            Topic::Notification => "notification-events",
+            Topic::Email => "email-events",
+            Topic::Sms => "sms-events",
+            Topic::Analytics => "analytics-events",
+            Topic::DeadLetter => "dead-letter-events",
+        }
+    }
+
+    /// The environment variable that overrides the name.
+    pub const fn env_var(self) -> &'static str {
+        match self {
+            Topic::User => "TOPIC_USER_EVENTS",
+            Topic::Connection => "TOPIC_CONNECTION_EVENTS",
+            Topic::Message => "TOPIC_MESSAGE_EVENTS",
+            Topic::Notification => "TOPIC_NOTIFICATION_EVENTS",
+            Topic::Email => "TOPIC_EMAIL_EVENTS",
+            Topic::Sms => "TOPIC_SMS_EVENTS",
+            Topic::Analytics => "TOPIC_ANALYTICS_EVENTS",
+            Topic::DeadLetter => "TOPIC_DEAD_LETTER_EVENTS",
+        }
+    }
 }
 
 impl EventType {
@@ -120,30 +178,37 @@ impl Topic {
             Topic::Email => &topics.email_events,
             Topic::Sms => &topics.sms_events,
             Topic::Analytics => &topics.analytics_events,
+            Topic::DeadLetter => &topics.dead_letter_events,
         }
     }
 }
 
 /// The JSON every event travels in.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Envelope {
     /// UUIDv7; the dedupe key.
+    #[schemars(with = "String", extend("format" = "uuid"))]
     pub event_id: Uuid,
     /// What happened.
     pub event_type: EventType,
     /// Envelope version ([`ENVELOPE_VERSION`]).
+    #[schemars(range(min = 1, max = 1))]
     pub version: u32,
     /// When it happened, RFC 3339 with milliseconds.
     #[serde(serialize_with = "rfc3339_millis")]
+    #[schemars(with = "String", extend("format" = "date-time"))]
     pub timestamp: DateTime<Utc>,
     /// The function that produced it.
     pub source: String,
     /// The acting user's id; also the Kafka record key, so one user's events stay ordered.
+    #[schemars(extend("format" = "uuid"))]
     pub key: String,
     /// The API request id that caused it.
     pub correlation_id: String,
-    /// Event-specific payload.
+    /// The payload: what [`Envelope::event`] reads as the event type's struct
+    /// ([`crate::payloads`]). Kept as JSON here so a record with bad data can still be
+    /// decoded far enough to be dead-lettered with the reason.
     pub data: serde_json::Value,
 }
 
@@ -157,7 +222,19 @@ pub fn format_timestamp(t: &DateTime<Utc>) -> String {
 }
 
 impl Envelope {
-    /// A new event, stamped now.
+    /// A new event of the payload's type, stamped now: how producers build one.
+    pub fn of(source: &str, key: &str, correlation_id: &str, event: impl Into<Event>) -> serde_json::Result<Self> {
+        let event = event.into();
+        Ok(Self::new(event.event_type(), source, key, correlation_id, event.to_data()?))
+    }
+
+    /// The typed payload; `Err` says which field of `data` does not fit the event type.
+    pub fn event(&self) -> serde_json::Result<Event> {
+        Event::decode(self.event_type, &self.data)
+    }
+
+    /// A new event, stamped now, with raw `data` (tests use it to build malformed events;
+    /// producers use [`Envelope::of`]).
     pub fn new(event_type: EventType, source: &str, key: &str, correlation_id: &str, data: serde_json::Value) -> Self {
         Self {
             event_id: Uuid::now_v7(),

@@ -14,6 +14,9 @@
 //! - [`script`]: Lua scripts that check every precondition before their first write.
 //! - [`store`]: the Redis connection (multiplexed, auto-reconnecting, bounded timeouts).
 //! - [`events`]: event types, topics and the JSON envelope.
+//! - [`frames`]: the realtime WebSocket frames, in and out.
+//! - [`asyncapi`]: `docs/asyncapi.json` and the payload JSON Schemas, generated from the types.
+//! - [`payloads`]: one struct per event type's `data`, used by producers and consumers alike.
 //! - [`kafka_connection`]: brokers plus TLS/SASL per `KAFKA_SECURITY`, the one way to build a Kafka client.
 //! - [`msk_iam`]: MSK IAM tokens (SigV4-signed, cached) for SASL OAUTHBEARER.
 //! - [`tls`]: the process's rustls crypto provider and root certificates.
@@ -29,6 +32,7 @@
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod asyncapi;
 pub mod clock;
 pub mod config;
 pub mod consumer;
@@ -36,11 +40,13 @@ pub mod delivery;
 pub mod discovery;
 pub mod error;
 pub mod events;
+pub mod frames;
 pub mod kafka_connection;
 pub mod keys;
 pub mod metrics;
 pub mod msk_iam;
 pub mod outbox;
+pub mod payloads;
 pub mod presence;
 pub mod producer;
 pub mod projection;

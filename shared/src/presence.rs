@@ -10,9 +10,14 @@
 
 use std::{collections::HashMap, sync::LazyLock};
 
-use crate::{events::EventType, keys, script, store::Store, user, AppError, AppState};
+use crate::{
+    keys,
+    payloads::{UserOffline, UserOnline},
+    script,
+    store::Store,
+    user, AppError, AppState,
+};
 use redis::{AsyncCommands, Script};
-use serde_json::json;
 
 /// Records a heartbeat; returns 1 if the user was offline (the transition to report).
 /// Checks the hash and its `lastSeen` first, so garbage there is a clean error
@@ -237,11 +242,11 @@ fn timeout_ms(state: &AppState) -> i64 {
 pub async fn mark_online(state: &AppState, user_id: &str, correlation_id: &str) -> Result<i64, AppError> {
     let now = user::now_ms();
     if heartbeat(&state.store, user_id, now, timeout_ms(state)).await? {
-        let data = json!({"userId": user_id, "at": user::rfc3339_from_ms(now)});
-        state
-            .publisher
-            .publish(EventType::UserOnline, user_id, correlation_id, data)
-            .await?;
+        let online = UserOnline {
+            user_id: user_id.to_string(),
+            at: user::rfc3339_from_ms(now),
+        };
+        state.publisher.publish(user_id, correlation_id, online).await?;
     }
     Ok(now)
 }
@@ -251,11 +256,12 @@ pub async fn mark_online(state: &AppState, user_id: &str, correlation_id: &str) 
 pub async fn mark_offline(state: &AppState, user_id: &str, correlation_id: &str, reason: &str) -> Result<(), AppError> {
     let now = user::now_ms();
     if offline(&state.store, user_id, now).await? {
-        let data = json!({"userId": user_id, "lastSeen": user::rfc3339_from_ms(now), "reason": reason});
-        state
-            .publisher
-            .publish(EventType::UserOffline, user_id, correlation_id, data)
-            .await?;
+        let offline = UserOffline {
+            user_id: user_id.to_string(),
+            last_seen: user::rfc3339_from_ms(now),
+            reason: reason.to_string(),
+        };
+        state.publisher.publish(user_id, correlation_id, offline).await?;
     }
     Ok(())
 }
@@ -265,11 +271,12 @@ pub async fn mark_offline(state: &AppState, user_id: &str, correlation_id: &str,
 pub async fn sweep_lapsed(state: &AppState, correlation_id: &str) -> Result<usize, AppError> {
     let lapsed = sweep(&state.store, user::now_ms() - timeout_ms(state)).await?;
     for (user_id, last_seen) in &lapsed {
-        let data = json!({"userId": user_id, "lastSeen": user::rfc3339_from_ms(*last_seen), "reason": "timeout"});
-        state
-            .publisher
-            .publish(EventType::UserOffline, user_id, correlation_id, data)
-            .await?;
+        let offline = UserOffline {
+            user_id: user_id.clone(),
+            last_seen: user::rfc3339_from_ms(*last_seen),
+            reason: "timeout".to_string(),
+        };
+        state.publisher.publish(user_id, correlation_id, offline).await?;
     }
     Ok(lapsed.len())
 }

@@ -5,9 +5,10 @@ use std::{collections::BTreeMap, sync::Arc};
 use crate::{
     config::Topics,
     error::{chain, AppError},
-    events::{Envelope, EventType},
+    events::Envelope,
     metrics::{self, Metrics},
     outbox,
+    payloads::Event,
     producer::{OutgoingRecord, Producer},
     store::Store,
 };
@@ -56,17 +57,13 @@ impl Publisher {
         &self.metrics
     }
 
-    /// Produces many events in one go (one produce request per partition), parking them
-    /// all in the outbox if the broker does not take them in time.
-    pub async fn publish_all(
-        &self,
-        events: Vec<(EventType, String, String, serde_json::Value)>,
-    ) -> Result<Delivery, AppError> {
+    /// Produces many events, each `(key, correlation id, payload)`, in one go (one produce
+    /// request per partition), parking them all in the outbox if the broker does not take
+    /// them in time.
+    pub async fn publish_all(&self, events: Vec<(String, String, Event)>) -> Result<Delivery, AppError> {
         let records: Vec<OutgoingRecord> = events
             .into_iter()
-            .map(|(event_type, key, correlation_id, data)| {
-                self.record(Envelope::new(event_type, self.source, &key, &correlation_id, data))
-            })
+            .map(|(key, correlation_id, event)| self.record(Envelope::of(self.source, &key, &correlation_id, event)?))
             .collect::<Result<_, _>>()?;
         self.send_or_park(records).await
     }
@@ -112,16 +109,17 @@ impl Publisher {
         })
     }
 
-    /// Builds the envelope and produces it, parking it in the outbox if the broker
+    /// Builds the envelope of `event` (a payload from [`crate::payloads`], whose type
+    /// decides the event type) and produces it, parking it in the outbox if the broker
     /// does not take it in time. Fails only if Redis is down too.
     pub async fn publish(
         &self,
-        event_type: EventType,
         key: &str,
         correlation_id: &str,
-        data: serde_json::Value,
+        event: impl Into<Event>,
     ) -> Result<Delivery, AppError> {
-        let envelope = Envelope::new(event_type, self.source, key, correlation_id, data);
+        let envelope = Envelope::of(self.source, key, correlation_id, event)?;
+        let event_type = envelope.event_type;
         let event_id = envelope.event_id;
         let record = self.record(envelope)?;
         match self.producer.send(record.clone()).await {

@@ -26,17 +26,17 @@ fn records(n: usize) -> Vec<Vec<u8>> {
                 0 => envelope(
                     EventType::ConnectionRequestSent,
                     &a,
-                    json!({"id": format!("0190c3a4-0000-7000-9000-{i:012}"), "fromUserId": a, "toUserId": b}),
+                    json!({"id": format!("0190c3a4-0000-7000-9000-{i:012}"), "fromUserId": a, "toUserId": b, "status": "interested", "createdAt": "2026-01-01T00:00:00.000Z"}),
                 ),
                 1 => envelope(
                     EventType::ConnectionAccepted,
                     &b,
-                    json!({"id": format!("0190c3a4-0000-7000-9000-{i:012}"), "fromUserId": a, "toUserId": b}),
+                    json!({"id": format!("0190c3a4-0000-7000-9000-{i:012}"), "fromUserId": a, "toUserId": b, "status": "accepted", "reviewedAt": "2026-01-01T00:00:00.000Z"}),
                 ),
                 2 => envelope(
                     EventType::MessageSent,
                     &a,
-                    json!({"id": format!("{i}-0"), "fromUserId": a, "toUserId": b, "text": "hello there"}),
+                    json!({"id": format!("{i}-0"), "fromUserId": a, "toUserId": b, "text": "hello there", "sentAt": "2026-01-01T00:00:00.000Z"}),
                 ),
                 _ => envelope(EventType::UserLogin, &a, json!({"userId": a})),
             };

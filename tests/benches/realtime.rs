@@ -70,7 +70,7 @@ async fn main() {
             bytes(&envelope(
                 EventType::MessageSent,
                 &a.id,
-                json!({"id": format!("{i}-0"), "fromUserId": a.id, "toUserId": to, "text": "fan-out"}),
+                json!({"id": format!("{i}-0"), "fromUserId": a.id, "toUserId": to, "text": "fan-out", "sentAt": "2026-01-01T00:00:00.000Z"}),
             ))
         })
         .collect();

@@ -37,17 +37,8 @@ pub fn skip_outage_test_on_cluster(test: &str) -> bool {
     skip
 }
 
-/// The topics every stack creates.
-pub const TOPICS: [&str; 8] = [
-    "user-events",
-    "connection-events",
-    "message-events",
-    "notification-events",
-    "email-events",
-    "sms-events",
-    "analytics-events",
-    "dead-letter-events",
-];
+/// The topics every stack creates: the one list, [`devconnect::events::Topic`].
+pub const TOPICS: [&str; 8] = devconnect::events::Topic::DEFAULT_NAMES;
 
 /// One test's world.
 pub struct Stack {

@@ -23,22 +23,22 @@ fn social_batch() -> Vec<Vec<u8>> {
         bytes(&envelope(
             EventType::UserSignup,
             B,
-            json!({"userId": B, "firstName": "Bo"}),
+            json!({"userId": B, "email": "bo@example.com", "firstName": "Bo", "lastName": "B"}),
         )),
         bytes(&envelope(
             EventType::ConnectionRequestSent,
             A,
-            json!({"id": R1, "fromUserId": A, "toUserId": B}),
+            json!({"id": R1, "fromUserId": A, "toUserId": B, "status": "interested", "createdAt": "2026-01-01T00:00:00.000Z"}),
         )),
         bytes(&envelope(
             EventType::ConnectionAccepted,
             B,
-            json!({"id": R1, "fromUserId": A, "toUserId": B}),
+            json!({"id": R1, "fromUserId": A, "toUserId": B, "status": "accepted", "reviewedAt": "2026-01-01T00:00:00.000Z"}),
         )),
         bytes(&envelope(
             EventType::MessageSent,
             A,
-            json!({"id": "1-0", "fromUserId": A, "toUserId": B, "text": "hi"}),
+            json!({"id": "1-0", "fromUserId": A, "toUserId": B, "text": "hi", "sentAt": "2026-01-01T00:00:00.000Z"}),
         )),
         bytes(&envelope(EventType::UserLogin, A, json!({"userId": A}))),
     ]
@@ -175,7 +175,7 @@ async fn poison_records_are_dead_lettered_with_a_reason_and_the_rest_of_the_batc
     let good = bytes(&envelope(
         EventType::ConnectionRequestSent,
         A,
-        json!({"id": R9, "fromUserId": A, "toUserId": B}),
+        json!({"id": R9, "fromUserId": A, "toUserId": B, "status": "interested", "createdAt": "2026-01-01T00:00:00.000Z"}),
     ));
     let mut wrong_version = serde_json::to_value(envelope(EventType::UserLogin, A, json!({}))).unwrap();
     wrong_version["version"] = json!(2);

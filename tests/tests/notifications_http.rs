@@ -15,7 +15,7 @@ async fn users_see_only_their_own_notifications_and_can_mark_them_read() {
     let values = vec![bytes(&envelope(
         EventType::ConnectionRequestSent,
         &a.id,
-        json!({"id": "0190c3a4-0000-7000-9000-000000000001", "fromUserId": a.id, "toUserId": b.id}),
+        json!({"id": "0190c3a4-0000-7000-9000-000000000001", "fromUserId": a.id, "toUserId": b.id, "status": "interested", "createdAt": "2026-01-01T00:00:00.000Z"}),
     ))];
     stack
         .gateway
@@ -48,7 +48,7 @@ async fn the_list_is_capped_and_the_unread_count_never_exceeds_it() {
             bytes(&envelope(
                 EventType::ConnectionRequestSent,
                 &a.id,
-                json!({"id": format!("0190c3a4-0000-7000-9000-{i:012}"), "fromUserId": a.id, "toUserId": b.id}),
+                json!({"id": format!("0190c3a4-0000-7000-9000-{i:012}"), "fromUserId": a.id, "toUserId": b.id, "status": "interested", "createdAt": "2026-01-01T00:00:00.000Z"}),
             ))
         })
         .collect();

@@ -4,7 +4,7 @@ use std::sync::LazyLock;
 
 use devconnect::{
     api::{self, json_body, Reply, RequestMeta},
-    events::EventType,
+    payloads,
     keys, rate_limit, script,
     session::{self, WithUser},
     user::{self, User},
@@ -56,10 +56,14 @@ pub async fn signup(state: &AppState, meta: &RequestMeta, req: &Request) -> Resu
     state
         .publisher
         .publish(
-            EventType::UserSignup,
             &new_user.id,
             &meta.request_id,
-            json!({"userId": new_user.id, "email": new_user.email, "firstName": new_user.first_name, "lastName": new_user.last_name}),
+            payloads::UserSignup {
+                user_id: new_user.id.clone(),
+                email: new_user.email.clone(),
+                first_name: new_user.first_name.clone(),
+                last_name: new_user.last_name.clone(),
+            },
         )
         .await?;
     Ok(
@@ -108,10 +112,11 @@ pub async fn login(state: &AppState, meta: &RequestMeta, req: &Request) -> Resul
     state
         .publisher
         .publish(
-            EventType::UserLogin,
             &found.id,
             &meta.request_id,
-            json!({"userId": found.id}),
+            payloads::UserLogin {
+                user_id: found.id.clone(),
+            },
         )
         .await?;
     Ok(Reply::ok(json!({"user": found.own_view(), "token": issued.token}))
@@ -222,10 +227,14 @@ pub async fn set_tier(state: &AppState, meta: &RequestMeta, req: &Request) -> Re
     state
         .publisher
         .publish(
-            EventType::TierChanged,
             &user_id,
             &meta.request_id,
-            json!({"userId": user_id, "tier": tier, "previousTier": previous, "changedBy": principal.user_id}),
+            payloads::TierChanged {
+                user_id: user_id.clone(),
+                tier: tier.clone(),
+                previous_tier: previous.clone(),
+                changed_by: principal.user_id.clone(),
+            },
         )
         .await?;
     Ok(Reply::ok(json!({"userId": user_id, "tier": tier, "previousTier": previous})).rate(&principal.rate))
@@ -269,10 +278,13 @@ async fn publish_logout(
     state
         .publisher
         .publish(
-            EventType::UserLogout,
             user_id,
             &meta.request_id,
-            json!({"userId": user_id, "sessionIds": session_ids, "reason": reason}),
+            payloads::UserLogout {
+                user_id: user_id.to_string(),
+                session_ids: session_ids.to_vec(),
+                reason: reason.to_string(),
+            },
         )
         .await?;
     Ok(())
@@ -344,10 +356,12 @@ pub async fn patch_profile(state: &AppState, meta: &RequestMeta, req: &Request) 
     state
         .publisher
         .publish(
-            EventType::ProfileUpdated,
             &me.id,
             &meta.request_id,
-            json!({"userId": me.id, "changed": changed}),
+            payloads::ProfileUpdated {
+                user_id: me.id.clone(),
+                changed: changed.iter().map(|c| c.to_string()).collect(),
+            },
         )
         .await?;
     Ok(Reply::ok(me.own_view()).rate(&principal.rate))

@@ -2,7 +2,7 @@
 
 use devconnect::{
     api::{self, Reply, RequestMeta},
-    events::EventType,
+    payloads::MessagesRead,
     session::{Principal, WithUser},
     user, AppError, AppState,
 };
@@ -42,7 +42,7 @@ pub async fn send(state: &AppState, meta: &RequestMeta, req: &Request) -> Result
     let view = message.view();
     state
         .publisher
-        .publish(EventType::MessageSent, &me.user_id, &meta.request_id, view.clone())
+        .publish(&me.user_id, &meta.request_id, message.sent_event())
         .await?;
     Ok(Reply::created(json!({ "message": view })).rate(&me.rate))
 }
@@ -81,10 +81,15 @@ pub async fn read(state: &AppState, meta: &RequestMeta, req: &Request) -> Result
     let other = other_user(&me, req)?;
     let count = store::mark_read(&state.store, &me.user_id, &other).await?;
     if count > 0 {
-        let data = json!({"readerId": me.user_id, "otherUserId": other, "count": count, "readAt": user::now_rfc3339()});
+        let read = MessagesRead {
+            reader_id: me.user_id.clone(),
+            other_user_id: other.clone(),
+            count: u64::try_from(count).unwrap_or_default(),
+            read_at: user::now_rfc3339(),
+        };
         state
             .publisher
-            .publish(EventType::MessagesRead, &me.user_id, &meta.request_id, data)
+            .publish(&me.user_id, &meta.request_id, read)
             .await?;
     }
     Ok(Reply::ok(json!({ "markedRead": count })).rate(&me.rate))

@@ -2,7 +2,7 @@
 
 use std::{collections::HashMap, sync::LazyLock};
 
-use devconnect::{keys, script, store::Store, user::User, AppError};
+use devconnect::{keys, payloads::MessageSent, script, store::Store, user::User, AppError};
 use redis::{AsyncCommands, Script};
 
 /// Appends a message if the two are connected; returns its id, or nil if not connected.
@@ -84,15 +84,20 @@ impl Message {
         self.id.split('-').next().and_then(|ms| ms.parse().ok()).unwrap_or(0)
     }
 
-    /// The API view.
+    /// The API view (GET /messages): the MESSAGE_SENT payload's fields.
     pub fn view(&self) -> serde_json::Value {
-        serde_json::json!({
-            "id": self.id,
-            "fromUserId": self.from,
-            "toUserId": self.to,
-            "text": self.text,
-            "sentAt": devconnect::user::rfc3339_from_ms(self.sent_at_ms()),
-        })
+        serde_json::to_value(self.sent_event()).unwrap_or_default()
+    }
+
+    /// The MESSAGE_SENT payload (the same fields GET /messages shows).
+    pub fn sent_event(&self) -> MessageSent {
+        MessageSent {
+            id: self.id.clone(),
+            from_user_id: self.from.clone(),
+            to_user_id: self.to.clone(),
+            text: self.text.clone(),
+            sent_at: devconnect::user::rfc3339_from_ms(self.sent_at_ms()),
+        }
     }
 }
 

@@ -1,15 +1,17 @@
 //! Who gets notified of what, free of Redis and Kafka.
 
-use devconnect::events::{format_timestamp, Envelope, EventType};
-use serde_json::{json, Value};
+use devconnect::{
+    events::{format_timestamp, Envelope},
+    payloads::{Event, MessageRef, NotificationCreated, NotificationDetail, RequestRef, Welcome},
+};
 
 /// A notification to create.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Notification {
     /// Who receives it.
     pub recipient: String,
-    /// `connection_request`, `connection_accepted`, `message` or `welcome`.
-    pub kind: &'static str,
+    /// What it is about (its `type` and `data` on the wire).
+    pub detail: NotificationDetail,
     /// Who caused it.
     pub actor: String,
     /// The event it comes from; also the notification's id (so duplicates are recognisable).
@@ -18,127 +20,119 @@ pub struct Notification {
     pub created_at: String,
     /// Only if the recipient is offline (a message to someone online needs no notification).
     pub only_if_offline: bool,
-    /// Details for the client.
-    pub data: Value,
 }
 
 impl Notification {
-    /// The JSON stored, published and returned by GET /notifications.
-    pub fn view(&self) -> Value {
-        json!({
-            "id": self.source_event_id,
-            "type": self.kind,
-            "recipientId": self.recipient,
-            "actorId": self.actor,
-            "createdAt": self.created_at,
-            "data": self.data,
-        })
+    /// `connection_request`, `connection_accepted`, `message` or `welcome`.
+    pub fn kind(&self) -> &'static str {
+        self.detail.kind()
+    }
+
+    /// What is stored, published as NOTIFICATION_CREATED and returned by GET /notifications.
+    pub fn view(&self) -> NotificationCreated {
+        NotificationCreated {
+            id: self.source_event_id.clone(),
+            recipient_id: self.recipient.clone(),
+            actor_id: self.actor.clone(),
+            created_at: self.created_at.clone(),
+            detail: self.detail.clone(),
+        }
+    }
+
+    /// [`Notification::view`] as stored in Redis: JSON with sorted keys, as always written.
+    pub fn view_json(&self) -> String {
+        // Strings and a tagged enum of strings: serializing cannot fail.
+        serde_json::to_value(self.view()).unwrap_or_default().to_string()
     }
 }
 
-fn field<'a>(e: &'a Envelope, name: &str) -> Result<&'a str, String> {
-    e.data
-        .get(name)
-        .and_then(Value::as_str)
-        .filter(|s| !s.is_empty())
-        .ok_or_else(|| format!("invalid data: missing {name}"))
-}
-
-/// The notification an event causes: `Ok(None)` if none, `Err(reason)` if its data is unusable.
+/// The notification an event causes: `Ok(None)` if none, `Err(reason)` if its data is
+/// unusable. (Records from a batch arrive decoded; the envelope's data is read again here
+/// so callers with only an envelope, such as a rebuild, get the same plan.)
 pub fn plan(e: &Envelope) -> Result<Option<Notification>, String> {
-    let make = |recipient: &str, kind, actor: &str, only_if_offline, data| Notification {
+    let event = e.event().map_err(|err| format!("invalid data: {err}"))?;
+    let make = |recipient: &str, actor: &str, only_if_offline, detail| Notification {
         recipient: recipient.to_string(),
-        kind,
+        detail,
         actor: actor.to_string(),
         source_event_id: e.event_id.to_string(),
         created_at: format_timestamp(&e.timestamp),
         only_if_offline,
-        data,
     };
-    Ok(Some(match e.event_type {
-        EventType::ConnectionRequestSent => {
-            let (from, to) = (field(e, "fromUserId")?, field(e, "toUserId")?);
-            make(
-                to,
-                "connection_request",
-                from,
-                false,
-                json!({"requestId": field(e, "id")?}),
-            )
-        }
-        EventType::ConnectionAccepted => {
-            let (from, to) = (field(e, "fromUserId")?, field(e, "toUserId")?);
-            make(
-                from,
-                "connection_accepted",
-                to,
-                false,
-                json!({"requestId": field(e, "id")?}),
-            )
-        }
-        EventType::MessageSent => {
-            let (from, to, text) = (field(e, "fromUserId")?, field(e, "toUserId")?, field(e, "text")?);
-            let preview: String = text.chars().take(100).collect();
-            make(
-                to,
-                "message",
-                from,
-                true,
-                json!({"messageId": field(e, "id")?, "preview": preview}),
-            )
-        }
-        EventType::UserSignup => {
-            let user = field(e, "userId")?;
-            make(
-                user,
-                "welcome",
-                user,
-                false,
-                json!({"firstName": e.data.get("firstName")}),
-            )
-        }
+    let request = |id: &str| RequestRef { request_id: id.to_string() };
+    Ok(Some(match &event {
+        Event::ConnectionRequestSent(r) => make(
+            &r.to_user_id,
+            &r.from_user_id,
+            false,
+            NotificationDetail::ConnectionRequest(request(&r.id)),
+        ),
+        Event::ConnectionAccepted(r) => make(
+            &r.from_user_id,
+            &r.to_user_id,
+            false,
+            NotificationDetail::ConnectionAccepted(request(&r.id)),
+        ),
+        Event::MessageSent(m) => make(
+            &m.to_user_id,
+            &m.from_user_id,
+            true,
+            NotificationDetail::Message(MessageRef {
+                message_id: m.id.clone(),
+                preview: m.text.chars().take(100).collect(),
+            }),
+        ),
+        Event::UserSignup(u) => make(
+            &u.user_id,
+            &u.user_id,
+            false,
+            NotificationDetail::Welcome(Welcome {
+                first_name: Some(u.first_name.clone()),
+            }),
+        ),
         _ => return Ok(None),
     }))
 }
 
 #[cfg(test)]
 mod tests {
+    use devconnect::events::EventType;
+    use serde_json::{json, Value};
+
     use super::*;
 
     fn envelope(event_type: EventType, data: Value) -> Envelope {
         Envelope::new(event_type, "test", "actor", "req", data)
     }
 
+    fn request() -> Value {
+        json!({"id": "r1", "fromUserId": "a", "toUserId": "b", "status": "interested", "createdAt": "t"})
+    }
+
+    fn review() -> Value {
+        json!({"id": "r1", "fromUserId": "a", "toUserId": "b", "status": "accepted", "reviewedAt": "t"})
+    }
+
     #[test]
     fn a_connection_request_notifies_its_receiver() {
-        let n = plan(&envelope(
-            EventType::ConnectionRequestSent,
-            json!({"id": "r1", "fromUserId": "a", "toUserId": "b"}),
-        ))
-        .unwrap()
-        .unwrap();
+        let n = plan(&envelope(EventType::ConnectionRequestSent, request())).unwrap().unwrap();
         assert_eq!(
-            (n.recipient.as_str(), n.kind, n.actor.as_str()),
+            (n.recipient.as_str(), n.kind(), n.actor.as_str()),
             ("b", "connection_request", "a")
         );
     }
 
     #[test]
     fn an_acceptance_notifies_the_original_sender() {
-        let n = plan(&envelope(
-            EventType::ConnectionAccepted,
-            json!({"id": "r1", "fromUserId": "a", "toUserId": "b"}),
-        ))
-        .unwrap()
-        .unwrap();
-        assert_eq!((n.recipient.as_str(), n.kind), ("a", "connection_accepted"));
+        let n = plan(&envelope(EventType::ConnectionAccepted, review())).unwrap().unwrap();
+        assert_eq!((n.recipient.as_str(), n.kind()), ("a", "connection_accepted"));
     }
 
     #[test]
     fn a_message_notifies_the_receiver_only_when_offline() {
         let n = plan(&envelope(
             EventType::MessageSent,
-            json!({"id": "m1", "fromUserId": "a", "toUserId": "b", "text": "hi"}),
+            json!({"id": "m1", "fromUserId": "a", "toUserId": "b", "text": "hi", "sentAt": "t"}),
         ))
         .unwrap()
         .unwrap();
@@ -148,10 +142,10 @@ mod tests {
 
     #[test]
     fn a_signup_gets_a_welcome() {
-        let n = plan(&envelope(EventType::UserSignup, json!({"userId": "u"})))
-            .unwrap()
-            .unwrap();
-        assert_eq!((n.recipient.as_str(), n.kind), ("u", "welcome"));
+        let data = json!({"userId": "u", "email": "u@example.com", "firstName": "Ada", "lastName": "L"});
+        let n = plan(&envelope(EventType::UserSignup, data)).unwrap().unwrap();
+        assert_eq!((n.recipient.as_str(), n.kind()), ("u", "welcome"));
+        assert_eq!(n.view().detail, NotificationDetail::Welcome(Welcome { first_name: Some("Ada".into()) }));
     }
 
     #[test]
@@ -165,6 +159,6 @@ mod tests {
     #[test]
     fn missing_fields_make_the_record_poison() {
         let err = plan(&envelope(EventType::ConnectionRequestSent, json!({"fromUserId": "a"}))).unwrap_err();
-        assert!(err.contains("missing"), "{err}");
+        assert!(err.contains("invalid data"), "{err}");
     }
 }

@@ -14,7 +14,6 @@ use aws_lambda_events::event::kafka::KafkaEvent;
 use devconnect::{
     api,
     consumer::{Batch, BatchOutcome, Failure},
-    events::EventType,
     AppState,
 };
 use domain::Notification;
@@ -72,18 +71,17 @@ pub async fn consume(state: &AppState, event: KafkaEvent) -> BatchOutcome {
     }
     let events = created
         .into_iter()
-        .map(|n| {
-            (
-                EventType::NotificationCreated,
-                n.recipient.clone(),
-                n.source_event_id.clone(),
-                n.view(),
-            )
-        })
+        .map(|n| (n.recipient.clone(), n.source_event_id.clone(), n.view().into()))
         .collect();
     if let Err(e) = state.publisher.publish_all(events).await {
         // Neither the broker nor the outbox took them; the notifications themselves are stored.
         tracing::error!(error = %e, "NOTIFICATION_CREATED events lost: broker and Redis both unavailable");
+    }
+    for (i, failure) in failures {
+        batch.fail(i, failure);
+    }
+    batch.finish(&state.publisher).await
+}
 
 /// Applies `records` to projection generation `generation`: the rebuild's apply step
 /// ([`devconnect::rebuild`]), the same planning and Redis script as [`consume`], but
@@ -116,10 +114,4 @@ pub async fn replay(
         }
     }
     Ok(rejected)
-}
-    }
-    for (i, failure) in failures {
-        batch.fail(i, failure);
-    }
-    batch.finish(&state.publisher).await
 }

@@ -184,7 +184,7 @@ pub async fn apply(
         for n in items {
             call.arg(&n.source_event_id)
                 .arg(if n.only_if_offline { "1" } else { "0" })
-                .arg(n.view().to_string())
+                .arg(n.view_json())
                 .arg(&n.created_at);
         }
         pipe.invoke_script(&call);

@@ -40,12 +40,12 @@ use aws_lambda_events::{
 use connections::Opener;
 use devconnect::{
     consumer::{Batch, BatchOutcome, Failure},
-    events::EventType,
+    payloads::{Event, UserLogout},
     keys, metrics, presence,
     session::{self, WithUser},
     user, AppError, AppState,
 };
-use frames::ClientFrame;
+use frames::{ClientFrame, ServerFrame};
 use pusher::{Pushed, Pusher};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -360,42 +360,46 @@ enum Audience {
     ConnectionsOf(String),
 }
 
-fn route_event(event_type: EventType, data: &Value, key: &str) -> Option<(Audience, Value)> {
-    let field = |name: &str| data.get(name).and_then(Value::as_str).map(String::from);
-    match event_type {
-        EventType::MessageSent => Some((
-            Audience::User(field("toUserId")?),
-            json!({"type": "message", "message": data}),
+fn route_event(event: &Event, key: &str) -> Option<(Audience, Value)> {
+    let presence = |online, at: &str| {
+        let frame = ServerFrame::Presence {
+            user_id: key.to_string(),
+            online,
+            at: at.to_string(),
+        };
+        Some((Audience::ConnectionsOf(key.to_string()), frame.to_value()))
+    };
+    match event {
+        Event::MessageSent(message) => Some((
+            Audience::User(message.to_user_id.clone()),
+            ServerFrame::Message {
+                message: message.clone(),
+            }
+            .to_value(),
         )),
-        EventType::NotificationCreated => Some((
-            Audience::User(field("recipientId")?),
-            json!({"type": "notification", "notification": data}),
+        Event::NotificationCreated(notification) => Some((
+            Audience::User(notification.recipient_id.clone()),
+            ServerFrame::Notification {
+                notification: notification.clone(),
+            }
+            .to_value(),
         )),
-        EventType::UserOnline | EventType::UserOffline => {
-            let online = event_type == EventType::UserOnline;
-            let frame = json!({"type": "presence", "userId": key, "online": online, "at": data.get("at").or(data.get("lastSeen"))});
-            Some((Audience::ConnectionsOf(key.to_string()), frame))
-        }
+        Event::UserOnline(online) => presence(true, &online.at),
+        Event::UserOffline(offline) => presence(false, &offline.last_seen),
         _ => None,
     }
 }
 
-/// The sessions a USER_LOGOUT ended: `{"userId", "sessionIds": [...]}`. `None` if the
-/// user id is malformed; session ids that are not 64 hex digits are ignored, so no
-/// event can make this build an arbitrary key.
-fn ended_sessions(data: &Value) -> Option<(String, Vec<String>)> {
-    let user_id = user::parse_user_id(data.get("userId")?.as_str()?).ok()?;
-    let sessions = data
-        .get("sessionIds")
-        .and_then(Value::as_array)
-        .map(|ids| {
-            ids.iter()
-                .filter_map(Value::as_str)
-                .filter(|id| is_session_id(id))
-                .map(String::from)
-                .collect()
-        })
-        .unwrap_or_default();
+/// The sessions a USER_LOGOUT ended. `None` if the user id is malformed; session ids
+/// that are not 64 hex digits are ignored, so no event can make this build an arbitrary key.
+fn ended_sessions(logout: &UserLogout) -> Option<(String, Vec<String>)> {
+    let user_id = user::parse_user_id(&logout.user_id).ok()?;
+    let sessions = logout
+        .session_ids
+        .iter()
+        .filter(|id| is_session_id(id))
+        .cloned()
+        .collect();
     Some((user_id, sessions))
 }
 
@@ -420,17 +424,17 @@ pub async fn push_batch(rt: &Realtime, event: KafkaEvent) -> BatchOutcome {
         .iter()
         .enumerate()
         .filter_map(|(i, r)| {
-            route_event(r.envelope.event_type, &r.envelope.data, &r.envelope.key)
+            route_event(&r.event, &r.envelope.key)
                 .map(|(audience, frame)| (i, audience, frame.to_string().into_bytes()))
         })
         .collect();
     let mut ended: HashMap<String, Vec<String>> = HashMap::new();
     let mut logouts: Vec<(usize, String)> = Vec::new();
     for (i, r) in batch.records.iter().enumerate() {
-        if r.envelope.event_type != EventType::UserLogout {
+        let Event::UserLogout(logout) = &r.event else {
             continue;
-        }
-        if let Some((user_id, sessions)) = ended_sessions(&r.envelope.data) {
+        };
+        if let Some((user_id, sessions)) = ended_sessions(logout) {
             ended.entry(user_id.clone()).or_default().extend(sessions);
             logouts.push((i, user_id));
         }

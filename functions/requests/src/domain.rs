@@ -1,6 +1,12 @@
 //! The rules of connection requests, free of HTTP and Redis.
 
-use devconnect::{events::EventType, AppError};
+use devconnect::{
+    payloads::{
+        ConnectionAccepted, ConnectionRejected, ConnectionRequest, ConnectionRequestIgnored, ConnectionRequestSent,
+        ConnectionReview, Event,
+    },
+    AppError,
+};
 
 /// What a sender says about someone in their feed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,11 +44,11 @@ impl SendStatus {
         }
     }
 
-    /// The event this produces.
-    pub fn event(self) -> EventType {
+    /// The event this produces: CONNECTION_REQUEST_SENT or CONNECTION_REQUEST_IGNORED.
+    pub fn event(self, request: ConnectionRequest) -> Event {
         match self {
-            Self::Interested => EventType::ConnectionRequestSent,
-            Self::Ignored => EventType::ConnectionRequestIgnored,
+            Self::Interested => ConnectionRequestSent(request).into(),
+            Self::Ignored => ConnectionRequestIgnored(request).into(),
         }
     }
 }
@@ -65,11 +71,11 @@ impl ReviewStatus {
         }
     }
 
-    /// The event this produces.
-    pub fn event(self) -> EventType {
+    /// The event this produces: CONNECTION_ACCEPTED or CONNECTION_REJECTED.
+    pub fn event(self, review: ConnectionReview) -> Event {
         match self {
-            Self::Accepted => EventType::ConnectionAccepted,
-            Self::Rejected => EventType::ConnectionRejected,
+            Self::Accepted => ConnectionAccepted(review).into(),
+            Self::Rejected => ConnectionRejected(review).into(),
         }
     }
 }
@@ -126,8 +132,23 @@ mod tests {
 
     #[test]
     fn ignoring_produces_the_ignored_event() {
-        assert_eq!(SendStatus::Ignored.event(), EventType::ConnectionRequestIgnored);
-        assert_eq!(ReviewStatus::Accepted.event(), EventType::ConnectionAccepted);
+        use devconnect::events::EventType;
+        let request = ConnectionRequest {
+            id: "r".into(),
+            from_user_id: "a".into(),
+            to_user_id: "b".into(),
+            status: "ignored".into(),
+            created_at: "t".into(),
+        };
+        assert_eq!(SendStatus::Ignored.event(request).event_type(), EventType::ConnectionRequestIgnored);
+        let review = ConnectionReview {
+            id: "r".into(),
+            from_user_id: "a".into(),
+            to_user_id: "b".into(),
+            status: "accepted".into(),
+            reviewed_at: "t".into(),
+        };
+        assert_eq!(ReviewStatus::Accepted.event(review).event_type(), EventType::ConnectionAccepted);
     }
 
     #[test]

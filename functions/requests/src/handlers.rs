@@ -2,6 +2,7 @@
 
 use devconnect::{
     api::{self, Reply, RequestMeta},
+    payloads::{ConnectionRequest, ConnectionReview},
     session::WithUser,
     user, AppError, AppState,
 };
@@ -25,10 +26,16 @@ pub async fn send(state: &AppState, meta: &RequestMeta, req: &Request) -> Result
     let request_id = uuid::Uuid::now_v7().to_string();
     let now = user::now_rfc3339();
     store::send(&state.store, &request_id, &me.user_id, &to, status, &now).await?;
-    let request = json!({"id": request_id, "fromUserId": me.user_id, "toUserId": to, "status": status.as_str(), "createdAt": now});
+    let request = ConnectionRequest {
+        id: request_id,
+        from_user_id: me.user_id.clone(),
+        to_user_id: to,
+        status: status.as_str().into(),
+        created_at: now,
+    };
     state
         .publisher
-        .publish(status.event(), &me.user_id, &meta.request_id, request.clone())
+        .publish(&me.user_id, &meta.request_id, status.event(request.clone()))
         .await?;
     Ok(Reply::created(json!({ "request": request })).rate(&me.rate))
 }
@@ -42,10 +49,16 @@ pub async fn review(state: &AppState, meta: &RequestMeta, req: &Request) -> Resu
         .to_string();
     let now = user::now_rfc3339();
     let from = store::review(&state.store, &me.user_id, &request_id, status, &now, user::now_ms()).await?;
-    let request = json!({"id": request_id, "fromUserId": from, "toUserId": me.user_id, "status": status.as_str(), "reviewedAt": now});
+    let request = ConnectionReview {
+        id: request_id,
+        from_user_id: from,
+        to_user_id: me.user_id.clone(),
+        status: status.as_str().into(),
+        reviewed_at: now,
+    };
     state
         .publisher
-        .publish(status.event(), &me.user_id, &meta.request_id, request.clone())
+        .publish(&me.user_id, &meta.request_id, status.event(request.clone()))
         .await?;
     Ok(Reply::ok(json!({ "request": request })).rate(&me.rate))
 }

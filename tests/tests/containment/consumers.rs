@@ -34,7 +34,7 @@ fn request(from: &str, to: &str, id: &str) -> Vec<u8> {
     bytes(&envelope(
         EventType::ConnectionRequestSent,
         from,
-        json!({"id": id, "fromUserId": from, "toUserId": to}),
+        json!({"id": id, "fromUserId": from, "toUserId": to, "status": "interested", "createdAt": "2026-01-01T00:00:00.000Z"}),
     ))
 }
 
@@ -60,7 +60,7 @@ async fn a_wrong_type_key_under_one_recipient_dead_letters_only_that_record_and_
     let stack = Stack::start().await;
     let _: () = redis_cmd(&stack, &["SET", &keys::notifications(C), "not a list"]).await;
     let partition_0 = vec![request(A, B, "r1"), request(A, C, "r2"), request(A, D, "r3")];
-    let partition_1 = vec![bytes(&envelope(EventType::UserSignup, A, json!({"userId": A})))];
+    let partition_1 = vec![bytes(&envelope(EventType::UserSignup, A, json!({"userId": A, "email": "a@example.com", "firstName": "A", "lastName": "A"})))];
     let event = batch_on("connection-events", &[(0, partition_0.clone()), (1, partition_1)]);
 
     let outcome = invoke(&stack, "NotificationsConsumerFunction", event.clone()).await;
@@ -287,7 +287,7 @@ async fn the_pusher_dead_letters_a_record_whose_recipient_has_a_broken_socket_li
         bytes(&envelope(
             EventType::MessageSent,
             A,
-            json!({"id": id, "fromUserId": A, "toUserId": to, "text": "hi"}),
+            json!({"id": id, "fromUserId": A, "toUserId": to, "text": "hi", "sentAt": "2026-01-01T00:00:00.000Z"}),
         ))
     };
     let values = vec![message(C, "1-0"), message(&b.id, "2-0")];

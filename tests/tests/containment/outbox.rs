@@ -8,6 +8,7 @@ use devconnect::{
     events::{Envelope, EventType},
     keys,
     outbox::{self, Handled, Removed},
+    payloads::UserLogin,
     producer::{OutgoingRecord, MAX_RECORD_BYTES},
     publisher::Delivery,
 };
@@ -62,10 +63,11 @@ async fn an_oversized_event_is_parked_then_quarantined_with_its_reason_and_the_e
     let publisher = &stack.state.publisher;
     let delivery = publisher
         .publish(
-            EventType::UserLogin,
             "big",
             "corr",
-            json!({"padding": "x".repeat(MAX_RECORD_BYTES)}),
+            UserLogin {
+                user_id: "x".repeat(MAX_RECORD_BYTES),
+            },
         )
         .await
         .expect("the request must not fail");

@@ -144,13 +144,13 @@ async fn an_event_from_a_source_not_allowed_for_its_type_or_with_a_bad_id_is_dea
     let stack = Stack::start().await;
     let a = stack.user("sender").await;
     let b = stack.user("target").await;
-    let data = json!({"id": "0190c3a4-0000-7000-9000-000000000001", "fromUserId": a.id, "toUserId": b.id});
+    let data = json!({"id": "0190c3a4-0000-7000-9000-000000000001", "fromUserId": a.id, "toUserId": b.id, "status": "interested", "createdAt": "2026-01-01T00:00:00.000Z"});
     let mut forged = envelope(EventType::ConnectionRequestSent, &a.id, data.clone());
     forged.source = "auth".into();
     let bad_id = envelope(
         EventType::ConnectionRequestSent,
         &a.id,
-        json!({"id": "0190c3a4-0000-7000-9000-000000000002", "fromUserId": a.id, "toUserId": "../admin"}),
+        json!({"id": "0190c3a4-0000-7000-9000-000000000002", "fromUserId": a.id, "toUserId": "../admin", "status": "interested", "createdAt": "2026-01-01T00:00:00.000Z"}),
     );
     let genuine = envelope(EventType::ConnectionRequestSent, &a.id, data);
     let event = batch("connection-events", &[bytes(&forged), bytes(&bad_id), bytes(&genuine)]);

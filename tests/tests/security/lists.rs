@@ -150,7 +150,7 @@ async fn the_notification_dedupe_set_stays_at_most_its_count_bound() {
     let event = envelope(
         EventType::ConnectionRequestSent,
         &from.id,
-        json!({"id": "0190c3a4-0000-7000-9000-000000000001", "fromUserId": from.id, "toUserId": to.id}),
+        json!({"id": "0190c3a4-0000-7000-9000-000000000001", "fromUserId": from.id, "toUserId": to.id, "status": "interested", "createdAt": "2026-01-01T00:00:00.000Z"}),
     );
     let report = stack
         .gateway
