@@ -1,8 +1,15 @@
 //! Child processes: a private redis-server (or a private 3-master Redis Cluster), a
 //! private tansu broker and a private moto server (a local double of the AWS APIs, for
 //! endpoint discovery).
+//!
+//! A server gets a port the OS called free a moment earlier, so another test (in this
+//! process or another) may take it first. A test must never end up talking to someone
+//! else's server, so a start only succeeds once the socket listening on the port is one
+//! of the child's own open files ([`owns_listener`]); a start that finds the port
+//! taken tries a fresh one ([`START_ATTEMPTS`]).
 
 use std::{
+    collections::HashSet,
     net::TcpListener,
     path::PathBuf,
     process::{Child, Command, Stdio},
@@ -12,12 +19,96 @@ use std::{
 use anyhow::{bail, Context};
 use rskafka::client::{Client, ClientBuilder};
 
-/// A port the OS says is free right now.
+/// A port the OS says is free right now (it may not be by the time it is used).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("no free port")
+}
+
+/// Fresh ports a server start tries before giving up, each one found taken.
+pub const START_ATTEMPTS: usize = 5;
+
+/// The port a child was started on is held by another process, so the child cannot
+/// listen there and whatever answers on it is not ours.
+#[derive(Debug)]
+pub struct PortTaken {
+    /// The contested port.
+    pub port: u16,
+    /// Which server we tried to start there.
+    pub what: &'static str,
+}
+
+impl std::fmt::Display for PortTaken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "port {} is held by another process, not by our {}",
+            self.port, self.what
+        )
+    }
+}
+
+impl std::error::Error for PortTaken {}
+
+/// Runs `launch` on ports from `ports` until a launch does not fail with [`PortTaken`],
+/// at most [`START_ATTEMPTS`] times. Returns the port it settled on and the result.
+async fn on_a_free_port<T>(
+    mut ports: impl FnMut() -> u16,
+    mut launch: impl AsyncFnMut(u16) -> anyhow::Result<T>,
+) -> anyhow::Result<(u16, T)> {
+    let mut taken = Vec::new();
+    for _ in 0..START_ATTEMPTS {
+        let port = ports();
+        match launch(port).await {
+            Err(e) if e.is::<PortTaken>() => taken.push(port),
+            outcome => return outcome.map(|t| (port, t)),
+        }
+    }
+    bail!("no free port after {START_ATTEMPTS} attempts: {taken:?} were taken by other processes")
+}
+
+/// Inodes of the TCP sockets listening on `port` (any local address), from the
+/// kernel's socket tables; `None` where there is no /proc (not Linux).
+fn listening_inodes(port: u16) -> Option<HashSet<u64>> {
+    const LISTEN: &str = "0A";
+    let mut inodes = HashSet::new();
+    let mut readable = false;
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        readable = true;
+        for line in text.lines().skip(1) {
+            // sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode ...
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let [_, local, _, state, _, _, _, _, _, inode, ..] = fields[..] else {
+                continue;
+            };
+            let local_port = local
+                .rsplit_once(':')
+                .and_then(|(_, p)| u16::from_str_radix(p, 16).ok());
+            if state == LISTEN && local_port == Some(port) {
+                inodes.extend(inode.parse::<u64>().ok());
+            }
+        }
+    }
+    readable.then_some(inodes)
+}
+
+/// Whether a socket listening on `port` is one of process `pid`'s open files: the
+/// server answering there is the child we started. `None` where there is no /proc.
+pub fn owns_listener(pid: u32, port: u16) -> Option<bool> {
+    let inodes = listening_inodes(port)?;
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?;
+    Some(fds.flatten().any(|fd| {
+        std::fs::read_link(fd.path()).ok().is_some_and(|target| {
+            let target = target.to_string_lossy();
+            let inode = target.strip_prefix("socket:[").and_then(|t| t.strip_suffix(']'));
+            inode.and_then(|i| i.parse().ok()).is_some_and(|i| inodes.contains(&i))
+        })
+    }))
 }
 
 fn binary(env: &str, name: &str) -> PathBuf {
@@ -78,14 +169,35 @@ fn signal(child: Option<&Child>, signal: &str, what: &str) -> anyhow::Result<()>
     }
 }
 
-async fn wait_for_port(port: u16, child: &mut Child, what: &str) -> anyhow::Result<()> {
+/// Waits until `child` itself listens on `port`, killing it on any failure. Fails with
+/// [`PortTaken`] as soon as the port answers from another process's socket, or the
+/// child exits while someone else listens there: never attaches to a stranger.
+async fn wait_for_port(port: u16, mut child: Child, what: &'static str) -> anyhow::Result<Child> {
+    match listen_check(port, &mut child, what).await {
+        Ok(()) => Ok(child),
+        Err(e) => {
+            end(child);
+            Err(e)
+        }
+    }
+}
+
+async fn listen_check(port: u16, child: &mut Child, what: &'static str) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(15);
     while Instant::now() < deadline {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
-            return Ok(());
-        }
         if let Some(status) = child.try_wait()? {
+            if listening_inodes(port).is_some_and(|inodes| !inodes.is_empty()) {
+                return Err(PortTaken { port, what }.into());
+            }
             bail!("{what} exited during startup: {status}");
+        }
+        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+            // Without /proc (not Linux) ownership cannot be checked; the exit check
+            // above still catches a child that failed to bind, most of the time.
+            return match owns_listener(child.id(), port) {
+                Some(true) | None => Ok(()),
+                Some(false) => Err(PortTaken { port, what }.into()),
+            };
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -108,14 +220,28 @@ impl RedisServer {
     }
 
     async fn start_node(cluster_enabled: bool) -> anyhow::Result<Self> {
+        Self::start_node_on(free_port, cluster_enabled).await
+    }
+
+    /// Starts one on the first port from `ports` that no other process holds.
+    async fn start_node_on(ports: impl FnMut() -> u16, cluster_enabled: bool) -> anyhow::Result<Self> {
         let mut server = Self {
-            port: free_port(),
+            port: 0,
             child: None,
             dir: tempfile::tempdir()?,
             cluster_enabled,
         };
-        server.restart().await?;
+        on_a_free_port(ports, async |port| {
+            server.port = port;
+            server.restart().await
+        })
+        .await?;
         Ok(server)
+    }
+
+    /// The process id of the redis-server this value started, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// `redis://127.0.0.1:<port>`.
@@ -140,7 +266,8 @@ impl RedisServer {
         signal(self.child.as_ref(), "-CONT", "redis-server")
     }
 
-    /// Starts it again on the same port.
+    /// Starts it again on the same port; fails with [`PortTaken`] if another process
+    /// took the port while it was down.
     pub async fn restart(&mut self) -> anyhow::Result<()> {
         self.stop();
         let mut command = Command::new(binary("REDIS_SERVER_BIN", "redis-server"));
@@ -161,13 +288,12 @@ impl RedisServer {
             let config_file = format!("nodes-{}.conf", self.port);
             command.args(["--cluster-enabled", "yes", "--cluster-config-file", &config_file]);
         }
-        let mut child = command
+        let child = command
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .context("starting redis-server (set REDIS_SERVER_BIN or install redis-server)")?;
-        wait_for_port(self.port, &mut child, "redis-server").await?;
-        self.child = Some(child);
+        self.child = Some(wait_for_port(self.port, child, "redis-server").await?);
         Ok(())
     }
 }
@@ -253,12 +379,16 @@ impl Broker {
     /// Starts one on a free port and creates `topics` with 3 partitions each.
     pub async fn start(topics: &[&str]) -> anyhow::Result<Self> {
         let mut broker = Self {
-            port: free_port(),
+            port: 0,
             topics: topics.iter().map(|t| t.to_string()).collect(),
             child: None,
             dir: tempfile::tempdir()?,
         };
-        broker.restart().await?;
+        on_a_free_port(free_port, async |port| {
+            broker.port = port;
+            broker.restart().await
+        })
+        .await?;
         Ok(broker)
     }
 
@@ -284,11 +414,12 @@ impl Broker {
         signal(self.child.as_ref(), "-CONT", "tansu")
     }
 
-    /// Starts it again on the same port, with the topics re-created.
+    /// Starts it again on the same port, with the topics re-created; fails with
+    /// [`PortTaken`] if another process took the port while it was down.
     pub async fn restart(&mut self) -> anyhow::Result<()> {
         self.stop();
         let url = format!("tcp://127.0.0.1:{}", self.port);
-        let mut child = Command::new(binary("TANSU_BIN", "tansu"))
+        let child = Command::new(binary("TANSU_BIN", "tansu"))
             .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
             .args(["--storage-engine", "memory://tansu/"])
             // tansu reads a .env from its working directory; keep it out of the checkout.
@@ -298,8 +429,7 @@ impl Broker {
             .stderr(Stdio::null())
             .spawn()
             .context("starting tansu (set TANSU_BIN or run ./infra/local/test, which installs it)")?;
-        wait_for_port(self.port, &mut child, "tansu").await?;
-        self.child = Some(child);
+        self.child = Some(wait_for_port(self.port, child, "tansu").await?);
         let client = self.client().await?;
         let controller = client.controller_client()?;
         for topic in &self.topics {
@@ -311,14 +441,17 @@ impl Broker {
         Ok(())
     }
 
-    /// A fresh Kafka client (retries while the broker finishes starting).
+    /// A fresh Kafka client (retries while the broker finishes starting, for at most 10 s
+    /// in all: a broker that accepts connections but never answers fails too).
     pub async fn client(&self) -> anyhow::Result<Client> {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
-            match ClientBuilder::new(vec![self.address()]).build().await {
-                Ok(c) => return Ok(c),
-                Err(e) if Instant::now() > deadline => return Err(e.into()),
-                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            let build = ClientBuilder::new(vec![self.address()]).build();
+            match tokio::time::timeout_at(deadline, build).await {
+                Ok(Ok(c)) => return Ok(c),
+                Ok(Err(e)) if tokio::time::Instant::now() > deadline => return Err(e.into()),
+                Ok(Err(_)) => tokio::time::sleep(Duration::from_millis(50)).await,
+                Err(_) => bail!("tansu on {} did not answer within 10 s", self.address()),
             }
         }
     }
@@ -341,7 +474,6 @@ impl MotoServer {
     /// Starts one on a free port. The binary is `$MOTO_SERVER_BIN` (set by ./infra/local/test),
     /// else `moto_server` on PATH, else the venv ./infra/local/test installs.
     pub async fn start() -> anyhow::Result<Self> {
-        let port = free_port();
         let venv = || {
             let p = PathBuf::from(std::env::var_os("HOME")?).join(".cache/devconnect/moto-venv/bin/moto_server");
             p.is_file().then_some(p)
@@ -351,16 +483,16 @@ impl MotoServer {
             .or_else(|| which("moto_server"))
             .or_else(venv)
             .unwrap_or_else(|| "moto_server".into());
-        let mut child = Command::new(bin)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("starting moto_server (set MOTO_SERVER_BIN or run ./infra/local/test, which installs it)")?;
-        if let Err(e) = wait_for_port(port, &mut child, "moto_server").await {
-            end(child);
-            return Err(e);
-        }
+        let (port, child) = on_a_free_port(free_port, async |port| {
+            let child = Command::new(&bin)
+                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .context("starting moto_server (set MOTO_SERVER_BIN or run ./infra/local/test, which installs it)")?;
+            wait_for_port(port, child, "moto_server").await
+        })
+        .await?;
         Ok(Self { port, child })
     }
 
@@ -374,5 +506,74 @@ impl Drop for MotoServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait(); // reap it: no zombie per test
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The pid the Redis answering on `url` reports for itself.
+    async fn answering_pid(url: &str) -> u32 {
+        let mut conn = redis::Client::open(url)
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let info: String = redis::cmd("INFO").arg("server").query_async(&mut conn).await.unwrap();
+        let line = info.lines().find_map(|l| l.strip_prefix("process_id:")).unwrap();
+        line.trim().parse().unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_redis_started_on_a_taken_port_fails_instead_of_attaching_to_the_other() {
+        let first = RedisServer::start().await.unwrap();
+        let mut second = RedisServer {
+            port: first.port,
+            child: None,
+            dir: tempfile::tempdir().unwrap(),
+            cluster_enabled: false,
+        };
+        let err = second.restart().await.unwrap_err();
+        assert!(err.is::<PortTaken>(), "{err:#}");
+        assert!(second.pid().is_none(), "the second child is not left running");
+        assert_eq!(answering_pid(&first.url()).await, first.pid().unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_redis_whose_port_is_taken_starts_on_a_fresh_one_and_is_the_one_answering() {
+        let stranger = TcpListener::bind("127.0.0.1:0").unwrap();
+        let taken = stranger.local_addr().unwrap().port();
+        let mut ports = [taken].into_iter().chain(std::iter::repeat_with(free_port));
+        let server = RedisServer::start_node_on(|| ports.next().unwrap(), false)
+            .await
+            .unwrap();
+        assert_ne!(server.port, taken);
+        assert_eq!(answering_pid(&server.url()).await, server.pid().unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_broker_started_on_a_taken_port_fails_instead_of_attaching() {
+        let stranger = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut broker = Broker {
+            port: stranger.local_addr().unwrap().port(),
+            topics: Vec::new(),
+            child: None,
+            dir: tempfile::tempdir().unwrap(),
+        };
+        let err = broker.restart().await.unwrap_err();
+        assert!(err.is::<PortTaken>(), "{err:#}");
+    }
+
+    #[tokio::test]
+    async fn a_start_gives_up_after_a_bounded_number_of_taken_ports() {
+        let mut tries = 0;
+        let outcome: anyhow::Result<(u16, ())> = on_a_free_port(free_port, async |port| {
+            tries += 1;
+            Err(PortTaken { port, what: "nothing" }.into())
+        })
+        .await;
+        assert!(outcome.is_err());
+        assert_eq!(tries, START_ATTEMPTS);
     }
 }
