@@ -97,6 +97,12 @@ impl Publisher {
         &self.topics
     }
 
+    /// The outbox entry of `envelope` (see [`outbox::entry`]): its topic by event type,
+    /// key and headers exactly as [`Publisher::publish`] would produce it.
+    pub fn outbox_entry(&self, envelope: Envelope) -> Result<String, AppError> {
+        outbox::entry(&self.record(envelope)?)
+    }
+
     fn record(&self, envelope: Envelope) -> Result<OutgoingRecord, AppError> {
         Ok(OutgoingRecord {
             topic: envelope.event_type.topic().name(&self.topics).to_string(),

@@ -5,8 +5,13 @@
 //! A month's keys share one hash tag (`{a:YYYY-MM}`), so one script per day in a
 //! batch dedupes by eventId and updates every counter atomically; a batch is one
 //! pipeline, one round trip.
+//!
+//! The consumer also announces derived events on analytics-events, each exactly once:
+//! a user's first connection and first message (MILESTONE) and each closed day's summary
+//! (DAILY_SUMMARY); see [`derived`].
 #![warn(missing_docs)]
 
+pub mod derived;
 mod handlers;
 pub mod store;
 
@@ -36,6 +41,12 @@ pub async fn handle(state: &AppState, req: Request) -> Response<Body> {
 /// Processes one MSK batch. Never fails the invocation: a record that cannot be
 /// counted is dead-lettered (permanent) or handed back for retry (transient).
 pub async fn consume(state: &AppState, event: KafkaEvent) -> BatchOutcome {
+    consume_at(state, event, chrono::Utc::now()).await
+}
+
+/// [`consume`] with the wall clock reading `now`, which only caps how far the batch's
+/// event times may close days ([`derived`]); tests close a day without waiting for midnight.
+pub async fn consume_at(state: &AppState, event: KafkaEvent, now: chrono::DateTime<chrono::Utc>) -> BatchOutcome {
     let mut batch = Batch::decode(FUNCTION_NAME, event);
     let records: Vec<&Incoming> = batch.records.iter().collect();
     let failures: Vec<(usize, Failure)> = match store::count_live(&state.store, &records).await {
@@ -54,6 +65,9 @@ pub async fn consume(state: &AppState, event: KafkaEvent) -> BatchOutcome {
         Err(e) => (0..batch.records.len()).map(|i| (i, Failure::from(&e))).collect(),
     };
     for (i, failure) in failures {
+        batch.fail(i, failure);
+    }
+    for (i, failure) in derived::announce(state, &batch.records, now).await {
         batch.fail(i, failure);
     }
     batch.finish(&state.publisher).await

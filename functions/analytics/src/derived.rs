@@ -1,0 +1,454 @@
+//! Derived events: what the analytics consumer announces on analytics-events.
+//!
+//! - MILESTONE: a user's first connection (CONNECTION_ACCEPTED, for both users) and first
+//!   message (MESSAGE_SENT, for its sender), once per user and kind.
+//! - DAILY_SUMMARY: a UTC day's counters, DAU and funnel, once per day, when the day closes.
+//!
+//! **Exactly once.** Each derived event is pushed to the outbox by the same script that
+//! records it was emitted (SADD to the milestone's set, SET NX of the day's marker), in the
+//! outbox's `{events}` slot, after checking every key's type. A redelivered batch, or two
+//! consumers racing (the four topics have their own event source mappings), find the
+//! marker and write nothing. The outbox relay (every minute in AWS, every second locally)
+//! produces them: a broker outage delays derived events, never loses or doubles them, and
+//! this consumer needs no produce grant for analytics-events.
+//!
+//! **What closes a day.** Stream progress, not the wall clock: when a batch holds an event
+//! stamped at least [`CLOSE_GRACE`] into a later day, the days before are due, and the
+//! last [`LOOKBACK_DAYS`] of them not closed yet are closed now. The event time is capped
+//! at the wall clock, so a producer with a clock ahead cannot close today early; and a
+//! consumer catching up on a backlog closes a day only once its stream got past it, not
+//! when the clock says so. The grace leaves the other partitions and topics time to
+//! deliver the day's last events. An event of a day that arrives after its close is still
+//! counted (GET /analytics/daily shows it) but not in the summary, which is what the day
+//! held when it closed. A day without events is marked closed with no summary. No
+//! schedule is needed: with traffic every few minutes the stream passes midnight as soon
+//! as a schedule would; after a silence, a day closes with the first event after it (up
+//! to [`LOOKBACK_DAYS`] back).
+//!
+//! **Round trips per batch**, besides counting (one): one for the milestone script and the
+//! due days' markers, pipelined; and only when a day is due and not closed yet, one read
+//! of its counters (per such day, at most [`LOOKBACK_DAYS`]) and one for the closing scripts.
+//!
+//! Markers are not projections: a rebuild of the analytics counters (which applies records
+//! with `store::count`, not through here) keeps them, and they outlive topic retention, so
+//! replayed history never announces a milestone or a day twice.
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    sync::LazyLock,
+};
+
+use chrono::{DateTime, Days, NaiveDate, TimeDelta, Utc};
+use devconnect::{
+    consumer::{Failure, Incoming},
+    events::{format_timestamp, Envelope},
+    keys,
+    payloads::{DailyFunnel, DailySummary, Event, Milestone, MilestoneKind},
+    script, AppError, AppState,
+};
+use redis::Script;
+
+use crate::{store, FUNCTION_NAME};
+
+/// How far into the next day the stream must be before a day closes.
+pub const CLOSE_GRACE: TimeDelta = TimeDelta::minutes(15);
+
+/// How many due days one batch may close: the day just ended and the one before it (a day
+/// of silence in between still gets its summary).
+pub const LOOKBACK_DAYS: u64 = 2;
+
+/// The record key of every DAILY_SUMMARY: no user acts, and one key keeps the summaries on
+/// one partition, in day order. (A UUID, because every event key is a user id on the wire.)
+pub const SUMMARY_KEY: &str = "00000000-0000-0000-0000-000000000000";
+
+/// The close marker of a day that had no events: closed, with no summary.
+const EMPTY_DAY: &str = "empty";
+
+/// KEYS: outbox, the firstConnection set, the firstMessage set, then each day's milestone
+/// counter hash. ARGV[1]: the counters' retention (ms); then per candidate: the index of its
+/// set in KEYS, its counter field, the user, the index of its day hash in KEYS, the outbox
+/// entry. A user joins the set, the entry the outbox and the day's counter its increment,
+/// all three or none. Returns how many milestones were reached now.
+static MILESTONES: LazyLock<Script> = LazyLock::new(|| {
+    script::atomic(
+        r#"
+local spec = {KEYS[1], 'list', KEYS[2], 'set', KEYS[3], 'set'}
+for k = 4, #KEYS do spec[#spec + 1] = KEYS[k]; spec[#spec + 1] = 'hash' end
+local bad = wrong_types(spec)
+if bad then return redis.error_reply(bad) end
+local fields = {}
+for i = 2, #ARGV, 5 do fields[ARGV[i + 1]] = true end
+local names = {}
+for name in pairs(fields) do names[#names + 1] = name end
+for k = 4, #KEYS do
+  bad = not_integers(KEYS[k], names)
+  if bad then return redis.error_reply(bad) end
+end
+local reached = 0
+for i = 2, #ARGV, 5 do
+  if redis.call('SADD', KEYS[tonumber(ARGV[i])], ARGV[i + 2]) == 1 then
+    local day = KEYS[tonumber(ARGV[i + 3])]
+    redis.call('RPUSH', KEYS[1], ARGV[i + 4])
+    redis.call('HINCRBY', day, ARGV[i + 1], 1)
+    redis.call('PEXPIRE', day, ARGV[1])
+    reached = reached + 1
+  end
+end
+return reached
+"#,
+    )
+});
+
+/// KEYS: outbox, the day's close marker. ARGV: marker TTL (ms), marker value (the
+/// summary's event id, or `empty`), the outbox entry ('' for a day without events).
+/// Returns 1 if this call closed the day, 0 if it was closed already.
+static CLOSE: LazyLock<Script> = LazyLock::new(|| {
+    script::atomic(
+        r#"
+local bad = wrong_types({KEYS[1], 'list', KEYS[2], 'string'})
+if bad then return redis.error_reply(bad) end
+if not redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[1]) then return 0 end
+if ARGV[3] ~= '' then redis.call('RPUSH', KEYS[1], ARGV[3]) end
+return 1
+"#,
+    )
+});
+
+/// A milestone a record may reach, with its outbox entry ready.
+struct Candidate {
+    /// The record it comes from (index into the batch's records).
+    record: usize,
+    kind: MilestoneKind,
+    user: String,
+    /// The UTC day it is counted on (`YYYY-MM-DD`).
+    day: String,
+    entry: String,
+}
+
+/// Announces what a batch's records make due: milestones, and the summaries of the days
+/// the stream has moved past (as of `now`). Returns the records that must fail: those whose
+/// milestones could not be written, and, if a close failed, the record that made it due
+/// (so the event source delivers it again and the close is retried).
+pub async fn announce(state: &AppState, records: &[Incoming], now: DateTime<Utc>) -> Vec<(usize, Failure)> {
+    let mut failures = Vec::new();
+    let (candidates, unbuildable) = candidates(state, records);
+    failures.extend(unbuildable);
+    let trigger = records
+        .iter()
+        .enumerate()
+        .max_by_key(|(_, r)| r.envelope.timestamp)
+        .map(|(i, r)| (i, r.envelope.timestamp.min(now)));
+    let due = trigger.map(|(_, latest)| due_days(latest)).unwrap_or_default();
+    if candidates.is_empty() && due.is_empty() {
+        return failures;
+    }
+    let open = match reach_and_check(state, &candidates, &due).await {
+        Ok((reached, open)) => {
+            if let Err(e) = reached {
+                failures.extend(candidates.iter().map(|c| (c.record, Failure::from(&e))));
+            }
+            open
+        }
+        Err(e) => {
+            failures.extend(candidates.iter().map(|c| (c.record, Failure::from(&e))));
+            failures.extend(trigger.map(|(i, _)| (i, Failure::from(&e))));
+            return failures;
+        }
+    };
+    if let Err(e) = close(state, open, now, records, trigger).await {
+        tracing::warn!(error = %e, "days not closed; the record that made them due will be retried");
+        failures.extend(trigger.map(|(i, _)| (i, Failure::from(&e))));
+    }
+    failures
+}
+
+/// The days an event stamped `latest` makes due, oldest first: the [`LOOKBACK_DAYS`] before
+/// the day that `latest` is [`CLOSE_GRACE`] into. `latest` must already be capped at now.
+pub fn due_days(latest: DateTime<Utc>) -> Vec<NaiveDate> {
+    let Some(last) = (latest - CLOSE_GRACE).date_naive().pred_opt() else {
+        return Vec::new();
+    };
+    (0..LOOKBACK_DAYS)
+        .rev()
+        .filter_map(|back| last.checked_sub_days(Days::new(back)))
+        .collect()
+}
+
+/// The milestones the records may reach (the first per user and kind within the batch),
+/// with their outbox entries; and the records whose entry could not be built.
+fn candidates(state: &AppState, records: &[Incoming]) -> (Vec<Candidate>, Vec<(usize, Failure)>) {
+    let mut seen = BTreeSet::new();
+    let mut out = Vec::new();
+    let mut failures = Vec::new();
+    for (i, r) in records.iter().enumerate() {
+        // (kind, the user who reaches it, the other user)
+        let reached: Vec<(MilestoneKind, String, String)> = match r.envelope.event() {
+            Ok(Event::ConnectionAccepted(c)) => vec![
+                (
+                    MilestoneKind::FirstConnection,
+                    c.from_user_id.clone(),
+                    c.to_user_id.clone(),
+                ),
+                (
+                    MilestoneKind::FirstConnection,
+                    c.to_user_id.clone(),
+                    c.from_user_id.clone(),
+                ),
+            ],
+            Ok(Event::MessageSent(m)) => vec![(MilestoneKind::FirstMessage, m.from_user_id, m.to_user_id)],
+            _ => Vec::new(),
+        };
+        for (kind, user, with) in reached {
+            if !seen.insert((kind, user.clone())) {
+                continue;
+            }
+            match milestone_entry(state, r, kind, &user, &with) {
+                Ok(entry) => out.push(Candidate {
+                    record: i,
+                    kind,
+                    day: store::day_of(r),
+                    user,
+                    entry,
+                }),
+                Err(e) => failures.push((i, Failure::from(&e))),
+            }
+        }
+    }
+    (out, failures)
+}
+
+/// The outbox entry of `user`'s MILESTONE `kind`, reached by `record`: stamped with the
+/// record's time and carrying its correlation id.
+fn milestone_entry(
+    state: &AppState,
+    record: &Incoming,
+    kind: MilestoneKind,
+    user: &str,
+    with: &str,
+) -> Result<String, AppError> {
+    let source = &record.envelope;
+    let payload = Milestone {
+        user_id: user.to_string(),
+        milestone: kind,
+        with_user_id: with.to_string(),
+        source_event_id: source.event_id.to_string(),
+        at: format_timestamp(&source.timestamp),
+    };
+    let mut envelope = Envelope::of(FUNCTION_NAME, user, &source.correlation_id, payload)?;
+    envelope.timestamp = source.timestamp;
+    state.publisher.outbox_entry(envelope)
+}
+
+/// A due day not closed yet, with its milestone counts.
+struct OpenDay {
+    day: NaiveDate,
+    milestones: HashMap<String, u64>,
+}
+
+/// One round trip: the milestone script (if any candidate), then each due day's close
+/// marker and milestone counts. `Err` if Redis could not be used at all; otherwise the
+/// milestone script's own result and the due days that are still open.
+async fn reach_and_check(
+    state: &AppState,
+    candidates: &[Candidate],
+    due: &[NaiveDate],
+) -> Result<(Result<u64, AppError>, Vec<OpenDay>), AppError> {
+    let mut pipe = redis::pipe();
+    pipe.ignore_errors();
+    if !candidates.is_empty() {
+        pipe.load_script(&MILESTONES).ignore();
+        pipe.invoke_script(&milestones_call(candidates));
+    }
+    for day in due {
+        let day = day.to_string();
+        pipe.get(keys::daily_summary_closed(&day))
+            .hgetall(keys::milestones_of_day(&day));
+    }
+    let replies: Vec<redis::RedisResult<redis::Value>> = pipe.query_async(&mut state.store.conn()).await?;
+    let mut replies = replies.into_iter();
+    let reached = match candidates.is_empty() {
+        true => Ok(0),
+        false => take(&mut replies)?
+            .map_err(AppError::from)
+            .and_then(|v| parse::<u64>(v, "milestones")),
+    };
+    let mut open = Vec::new();
+    for day in due {
+        let marker: Option<String> = parse(take(&mut replies)??, "close marker")?;
+        let milestones: HashMap<String, u64> = parse(take(&mut replies)??, "milestone counts")?;
+        if marker.is_none() {
+            open.push(OpenDay { day: *day, milestones });
+        }
+    }
+    Ok((reached, open))
+}
+
+/// The next reply of a pipeline, in order.
+fn take(
+    replies: &mut impl Iterator<Item = redis::RedisResult<redis::Value>>,
+) -> Result<redis::RedisResult<redis::Value>, AppError> {
+    replies
+        .next()
+        .ok_or_else(|| AppError::bug("derived events pipeline returned too few replies"))
+}
+
+fn parse<T: redis::FromRedisValue>(value: redis::Value, what: &str) -> Result<T, AppError> {
+    redis::from_redis_value(value).map_err(|e| AppError::bug(format!("{what} reply: {e}")))
+}
+
+/// The milestone script's invocation for `candidates`.
+fn milestones_call(candidates: &[Candidate]) -> redis::ScriptInvocation<'static> {
+    let mut call = MILESTONES.prepare_invoke();
+    call.key(keys::OUTBOX);
+    for kind in MilestoneKind::ALL {
+        call.key(keys::milestone_reached(kind.as_str()));
+    }
+    let set_index = |kind: MilestoneKind| 2 + MilestoneKind::ALL.iter().position(|k| *k == kind).unwrap_or(0);
+    let days: BTreeSet<&str> = candidates.iter().map(|c| c.day.as_str()).collect();
+    let first_day = 2 + MilestoneKind::ALL.len();
+    let day_index: BTreeMap<&str, usize> = days.iter().enumerate().map(|(i, d)| (*d, first_day + i)).collect();
+    for day in &days {
+        call.key(keys::milestones_of_day(day));
+    }
+    call.arg(store::RETENTION.as_millis() as i64);
+    for c in candidates {
+        call.arg(set_index(c.kind))
+            .arg(c.kind.as_str())
+            .arg(&c.user)
+            .arg(day_index[c.day.as_str()])
+            .arg(&c.entry);
+    }
+    call
+}
+
+/// Closes the open days: reads each one's counters (one round trip per day, from the live
+/// generation), then runs one close script per day, pipelined (one round trip).
+async fn close(
+    state: &AppState,
+    open: Vec<OpenDay>,
+    now: DateTime<Utc>,
+    records: &[Incoming],
+    trigger: Option<(usize, DateTime<Utc>)>,
+) -> Result<(), AppError> {
+    if open.is_empty() {
+        return Ok(());
+    }
+    let correlation = trigger
+        .map(|(i, _)| records[i].envelope.event_id.to_string())
+        .unwrap_or_default();
+    let mut pipe = redis::pipe();
+    pipe.load_script(&CLOSE).ignore();
+    for day in &open {
+        let date = day.day.to_string();
+        let (counters, dau, _mau) = store::day(&state.store, &date).await?;
+        let (marker, entry) = match summary(&date, &counters, dau, &day.milestones, now) {
+            Some(summary) => {
+                let envelope = Envelope::of(FUNCTION_NAME, SUMMARY_KEY, &correlation, summary)?;
+                (envelope.event_id.to_string(), state.publisher.outbox_entry(envelope)?)
+            }
+            None => (EMPTY_DAY.to_string(), String::new()),
+        };
+        pipe.invoke_script(
+            CLOSE
+                .key(keys::OUTBOX)
+                .key(keys::daily_summary_closed(&date))
+                .arg(store::RETENTION.as_millis() as i64)
+                .arg(marker)
+                .arg(entry),
+        );
+    }
+    let closed: Vec<i64> = pipe.query_async(&mut state.store.conn()).await?;
+    tracing::info!(days = ?open.iter().map(|d| d.day).collect::<Vec<_>>(), closed = ?closed, "due days closed");
+    Ok(())
+}
+
+/// The summary of `date` from its counter hash, DAU and milestone counts; `None` for a day
+/// without events.
+pub fn summary(
+    date: &str,
+    counters: &HashMap<String, i64>,
+    dau: i64,
+    milestones: &HashMap<String, u64>,
+    now: DateTime<Utc>,
+) -> Option<DailySummary> {
+    let total_events = counters.get("events").copied().unwrap_or(0).max(0) as u64;
+    if total_events == 0 {
+        return None;
+    }
+    // `<TYPE>` fields are the day's counts; `<HH>:<TYPE>` the hourly ones.
+    let counts: BTreeMap<String, u64> = counters
+        .iter()
+        .filter(|(field, _)| !field.contains(':') && field.as_str() != "events")
+        .map(|(field, n)| (field.clone(), (*n).max(0) as u64))
+        .collect();
+    let count = |t: &str| counts.get(t).copied().unwrap_or(0);
+    let reached = |k: MilestoneKind| milestones.get(k.as_str()).copied().unwrap_or(0);
+    Some(DailySummary {
+        date: date.to_string(),
+        total_events,
+        dau: dau.max(0) as u64,
+        funnel: DailyFunnel {
+            signups: count("USER_SIGNUP"),
+            requests_sent: count("CONNECTION_REQUEST_SENT"),
+            accepted: count("CONNECTION_ACCEPTED"),
+            first_connections: reached(MilestoneKind::FirstConnection),
+            first_messages: reached(MilestoneKind::FirstMessage),
+        },
+        counts,
+        closed_at: format_timestamp(&now),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    fn days(v: &[NaiveDate]) -> Vec<String> {
+        v.iter().map(NaiveDate::to_string).collect()
+    }
+
+    #[test]
+    fn a_day_is_due_once_the_stream_is_the_grace_period_into_the_next() {
+        assert_eq!(
+            days(&due_days(at("2026-03-10T00:14:59Z"))),
+            ["2026-03-07", "2026-03-08"]
+        );
+        assert_eq!(
+            days(&due_days(at("2026-03-10T00:15:00Z"))),
+            ["2026-03-08", "2026-03-09"]
+        );
+    }
+
+    #[test]
+    fn a_summary_takes_the_days_counts_and_leaves_the_hourly_ones_out() {
+        let counters = HashMap::from([
+            ("events".to_string(), 5),
+            ("USER_SIGNUP".to_string(), 2),
+            ("CONNECTION_ACCEPTED".to_string(), 1),
+            ("MESSAGE_SENT".to_string(), 2),
+            ("09:USER_SIGNUP".to_string(), 2),
+        ]);
+        let milestones = HashMap::from([("firstConnection".to_string(), 2)]);
+        let s = summary("2026-03-09", &counters, 2, &milestones, at("2026-03-10T00:20:00Z")).unwrap();
+        assert_eq!((s.total_events, s.dau, s.counts.len()), (5, 2, 3));
+        assert_eq!(
+            s.funnel,
+            DailyFunnel {
+                signups: 2,
+                requests_sent: 0,
+                accepted: 1,
+                first_connections: 2,
+                first_messages: 0
+            }
+        );
+    }
+
+    #[test]
+    fn a_day_without_events_has_no_summary() {
+        assert!(summary("2026-03-09", &HashMap::new(), 0, &HashMap::new(), Utc::now()).is_none());
+    }
+}
