@@ -79,6 +79,9 @@ pub async fn consume(ch: &Channels, event: KafkaEvent) -> BatchOutcome {
 /// The recipient and actor records a batch needs, read in one round trip.
 struct Known {
     preferences: HashMap<String, Preferences>,
+    /// Recipients whose keys could not be read (e.g. a key of the wrong type): only their
+    /// records fail, the rest of the batch goes on.
+    unreadable: HashMap<String, AppError>,
     /// Recipient id -> account email (absent: no such user).
     emails: HashMap<String, String>,
     /// User id -> display name.
@@ -99,26 +102,38 @@ async fn read_known(ch: &Channels, recipients: &[&str], actors: &[&str]) -> Resu
     for id in actors {
         pipe.cmd("HMGET").arg(keys::user(id)).arg("firstName").arg("lastName");
     }
-    let replies: Vec<redis::Value> = pipe.query_async(&mut ch.app.store.conn()).await?;
+    pipe.ignore_errors();
+    let replies: Vec<redis::RedisResult<redis::Value>> = pipe.query_async(&mut ch.app.store.conn()).await?;
     let mut known = Known {
         preferences: HashMap::new(),
+        unreadable: HashMap::new(),
         emails: HashMap::new(),
         names: HashMap::new(),
     };
     let mut replies = replies.into_iter();
-    let mut next = || replies.next().unwrap_or(redis::Value::Nil);
+    let mut next = || replies.next().unwrap_or(Ok(redis::Value::Nil)).map_err(AppError::from);
     for id in recipients {
-        let prefs: HashMap<String, String> = parse(next())?;
-        let email: Option<String> = parse(next())?;
-        known
-            .preferences
-            .insert(id.to_string(), Preferences::from_fields(prefs));
-        if let Some(email) = email {
-            known.emails.insert(id.to_string(), email);
+        let (prefs, email) = (next(), next());
+        let read = prefs
+            .and_then(parse::<HashMap<String, String>>)
+            .and_then(|prefs| Ok((prefs, email.and_then(parse::<Option<String>>)?)));
+        match read {
+            Ok((prefs, email)) => {
+                known
+                    .preferences
+                    .insert(id.to_string(), Preferences::from_fields(prefs));
+                if let Some(email) = email {
+                    known.emails.insert(id.to_string(), email);
+                }
+            }
+            Err(e) => {
+                known.unreadable.insert(id.to_string(), e);
+            }
         }
     }
     for id in actors {
-        let name: (Option<String>, Option<String>) = parse(next())?;
+        // An unreadable actor record only costs the name in the text.
+        let name: (Option<String>, Option<String>) = next().and_then(parse).unwrap_or_default();
         let full = [name.0.unwrap_or_default(), name.1.unwrap_or_default()].join(" ");
         known.names.insert(id.to_string(), full.trim().to_string());
     }
@@ -183,6 +198,10 @@ async fn route(
     let mut by_recipient: BTreeMap<String, Vec<Action>> = BTreeMap::new();
     let mut planned: Vec<(usize, &str, Vec<String>)> = Vec::new();
     for (i, n) in parsed {
+        if let Some(e) = known.unreadable.get(&n.recipient_id) {
+            failures.push((*i, Failure::from(e)));
+            continue;
+        }
         // A recipient without a record (deleted) gets nothing.
         let Some(email) = known.emails.get(&n.recipient_id) else {
             batch.report.skipped += 1;

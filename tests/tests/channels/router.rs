@@ -260,3 +260,29 @@ async fn routing_a_batch_costs_the_same_redis_round_trips_whatever_its_size() {
     // Read preferences, emails and names; write deliveries with their markers; clear what was produced.
     assert_eq!((trips_one, trips_many), (3, 3));
 }
+
+#[tokio::test]
+async fn a_recipient_with_unreadable_preferences_fails_only_their_own_record() {
+    let stack = Stack::start().await;
+    let a = stack.user("ada").await;
+    let b = stack.user("bob").await;
+    // A bug or a hand edit left Bob's preferences as a string instead of a hash.
+    let _: () = redis::cmd("SET")
+        .arg(devconnect::keys::channel_preferences(&b.id))
+        .arg("oops")
+        .query_async(&mut stack.state.store.conn())
+        .await
+        .unwrap();
+    let for_ada = notification(&a.id, &b.id, "connection_request");
+    let for_bob = notification(&b.id, &a.id, "connection_request");
+
+    let outcome = route_at(&stack, "2026-01-15T12:00:00Z", &[&for_ada, &for_bob]).await;
+
+    assert_eq!(
+        (outcome["applied"].as_u64(), outcome["deadLettered"].as_u64()),
+        (Some(1), Some(1)),
+        "{outcome}"
+    );
+    assert_eq!(requested(&stack, "email-events", &a.id).await.len(), 1);
+    assert!(requested(&stack, "email-events", &b.id).await.is_empty());
+}
