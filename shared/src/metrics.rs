@@ -78,6 +78,15 @@ pub const REBUILD_SWITCHES: &str = "RebuildSwitches";
 /// Count: keys of an old projection generation deleted after a switch.
 pub const REBUILD_KEYS_DELETED: &str = "RebuildKeysDeleted";
 
+/// Count: emails or SMS a provider accepted (SES, SNS).
+pub const DELIVERIES_SENT: &str = "DeliveriesSent";
+/// Count: provider answers that said "slow down" (each is retried with backoff).
+pub const DELIVERIES_THROTTLED: &str = "DeliveriesThrottled";
+/// Count: deliveries a provider refused for good (bad address, rejected); dead-lettered.
+pub const DELIVERIES_REJECTED: &str = "DeliveriesRejected";
+/// Milliseconds: one provider call (SES SendEmail, SNS Publish).
+pub const PROVIDER_LATENCY: &str = "ProviderLatency";
+
 /// Count: WebSocket frames a socket took.
 pub const FRAMES_SENT: &str = "FramesSent";
 /// Count: frames to a connection API Gateway says is gone (410).
@@ -107,16 +116,21 @@ pub const ALL: &[&str] = &[
     REBUILD_LAG,
     REBUILD_SWITCHES,
     REBUILD_KEYS_DELETED,
+    DELIVERIES_SENT,
+    DELIVERIES_THROTTLED,
+    DELIVERIES_REJECTED,
+    PROVIDER_LATENCY,
     FRAMES_SENT,
     FRAMES_GONE,
     FRAMES_FAILED,
     WEBSOCKET_CONNECTS_REFUSED,
 ];
 
-/// Unit of a metric: [`LATENCY`] and [`BATCH_LATENCY`] are milliseconds, the rest counts.
+/// Unit of a metric: [`LATENCY`], [`BATCH_LATENCY`] and [`PROVIDER_LATENCY`] are
+/// milliseconds, the rest counts.
 pub fn unit(name: &str) -> Unit {
     match name {
-        LATENCY | BATCH_LATENCY => Unit::Milliseconds,
+        LATENCY | BATCH_LATENCY | PROVIDER_LATENCY => Unit::Milliseconds,
         _ => Unit::Count,
     }
 }

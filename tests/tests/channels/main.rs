@@ -4,3 +4,4 @@
 
 mod preferences;
 mod router;
+mod senders;

@@ -27,6 +27,8 @@ pub const HTTP_FUNCTIONS: &[(&str, &[&str])] = &[
 /// MSK-triggered functions by LogicalId.
 pub const CONSUMER_FUNCTIONS: &[&str] = &[
     "NotificationsConsumerFunction",
+    "EmailSenderFunction",
+    "SmsSenderFunction",
     "AnalyticsConsumerFunction",
     "RealtimePusherFunction",
     "ChannelsRouterFunction",
@@ -62,6 +64,8 @@ pub const BINARIES: &[(&str, &str)] = &[
     ("OutboxRelayFunction", "outbox-relay"),
     ("RealtimeFunction", "realtime"),
     ("RealtimePusherFunction", "realtime-pusher"),
+    ("EmailSenderFunction", "email-sender"),
+    ("SmsSenderFunction", "sms-sender"),
     ("RebuildFunction", "rebuild"),
     ("ChannelsFunction", "channels"),
     ("ChannelsRouterFunction", "channels-router"),
@@ -85,6 +89,8 @@ pub struct Functions {
     realtime_pusher: Realtime,
     ops: AppState,
     outbox_relay: AppState,
+    /// EmailSenderFunction and SmsSenderFunction, recording into the local outbox.
+    senders: devconnect_senders::local::LocalSenders,
     channels: Channels,
     channels_router: Channels,
     channels_scheduler: Channels,
@@ -152,6 +158,13 @@ impl Functions {
             realtime_pusher: realtime("RealtimePusherFunction"),
             ops: state.for_function(devconnect_ops::FUNCTION_NAME, binary("OpsFunction")),
             outbox_relay: state.for_function(devconnect_ops::FUNCTION_NAME, binary("OutboxRelayFunction")),
+            // The providers are the AWS API double at LOCAL_AWS_ENDPOINT (moto) if set, else a
+            // stand-in that accepts everything; either way `GET /_local/outbox/*` shows what went out.
+            senders: devconnect_senders::local::LocalSenders::new(
+                state.for_function(devconnect_senders::EMAIL_FUNCTION, binary("EmailSenderFunction")),
+                state.for_function(devconnect_senders::SMS_FUNCTION, binary("SmsSenderFunction")),
+                std::env::var("LOCAL_AWS_ENDPOINT").ok().filter(|e| !e.is_empty()).as_deref(),
+            ),
             channels: channels("ChannelsFunction"),
             channels_router: channels("ChannelsRouterFunction"),
             channels_scheduler: channels("ChannelsSchedulerFunction"),
@@ -194,6 +207,11 @@ impl Functions {
     /// The recorder every hosted function counts into (`GET /_local/metrics`).
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    /// What the hosted email and SMS senders handed to their provider (`GET /_local/outbox/*`).
+    pub fn outbox(&self) -> &devconnect_senders::capture::Outbox {
+        self.senders.outbox()
     }
 
     /// Invokes an HTTP function, measured as its Lambda `main` measures it; `None` if no
@@ -259,6 +277,8 @@ impl Functions {
                 self.within_timeout(function, devconnect_realtime::push_batch(&self.realtime_pusher, event))
                     .await?
             }
+            "EmailSenderFunction" => self.within_timeout(function, self.senders.consume_email(event)).await?,
+            "SmsSenderFunction" => self.within_timeout(function, self.senders.consume_sms(event)).await?,
             other => anyhow::bail!("no consumer function {other}"),
         };
         Ok(serde_json::to_value(outcome)?)

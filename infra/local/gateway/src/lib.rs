@@ -17,6 +17,7 @@ pub mod apigw;
 pub mod functions;
 pub mod gaps;
 pub mod msk;
+pub mod outbox;
 pub mod server;
 pub mod template;
 pub mod websocket;

@@ -107,6 +107,8 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
     Router::new()
         .route(websocket::PATH, get(websocket::upgrade))
         .route(METRICS_PATH, get(local_metrics).fallback(metrics_method_not_allowed))
+        .route(crate::outbox::MAIL_PATH, get(crate::outbox::mail))
+        .route(crate::outbox::SMS_PATH, get(crate::outbox::sms))
         .route(
             "/@connections/{id}",
             post(websocket::post_to_connection)
