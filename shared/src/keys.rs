@@ -406,7 +406,12 @@ mod tests {
 
     #[test]
     fn outbox_keys_share_one_hash_tag() {
-        for key in [OUTBOX, OUTBOX_LOCK, OUTBOX_QUARANTINE] {
+        let derived = [
+            milestone_reached("firstConnection"),
+            milestones_of_day("2026-01-01"),
+            daily_summary_closed("2026-01-01"),
+        ];
+        for key in [OUTBOX, OUTBOX_LOCK, OUTBOX_QUARANTINE].into_iter().chain(derived.iter().map(String::as_str)) {
             assert!(key.contains("{events}"), "{key}");
         }
     }
