@@ -8,11 +8,17 @@ use lambda_http::{
     request::RequestContext,
     Body, Request, RequestExt, Response,
 };
-use serde::de::DeserializeOwned;
-use serde_json::{json, Value};
+use serde::{de::DeserializeOwned, Serialize};
+use serde_json::Value;
 use tracing::Instrument;
 
-use crate::{error::AppError, metrics::Metrics, rate_limit::RateDecision, session::COOKIE_NAME};
+use crate::{
+    error::AppError,
+    metrics::Metrics,
+    openapi::{ErrorBody, ErrorDetail},
+    rate_limit::RateDecision,
+    session::COOKIE_NAME,
+};
 
 /// Bodies above this are refused with 413 before parsing.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -113,6 +119,9 @@ fn reject_oversized(req: &Request) -> Result<(), AppError> {
 }
 
 /// A successful response before it is encoded.
+///
+/// Bodies are typed (`Serialize + ToSchema` structs, the same types `#[utoipa::path]`
+/// names in docs/openapi.json), never ad-hoc `json!`, so the document and the code agree.
 #[derive(Debug)]
 pub struct Reply {
     status: StatusCode,
@@ -121,31 +130,35 @@ pub struct Reply {
 }
 
 impl Reply {
-    /// 200 with a JSON body.
-    pub fn ok(body: Value) -> Self {
+    fn with_body(status: StatusCode, body: impl Serialize) -> Self {
+        // Our bodies are structs and string-keyed maps, which always serialize; should one
+        // ever fail, the client gets a 500 from `respond`, not a panic.
+        let body = serde_json::to_value(body).ok();
+        let status = if body.is_some() {
+            status
+        } else {
+            StatusCode::INTERNAL_SERVER_ERROR
+        };
         Self {
-            status: StatusCode::OK,
-            body: Some(body),
+            status,
+            body,
             headers: Vec::new(),
         }
+    }
+
+    /// 200 with a JSON body.
+    pub fn ok(body: impl Serialize) -> Self {
+        Self::with_body(StatusCode::OK, body)
     }
 
     /// 201 with a JSON body.
-    pub fn created(body: Value) -> Self {
-        Self {
-            status: StatusCode::CREATED,
-            body: Some(body),
-            headers: Vec::new(),
-        }
+    pub fn created(body: impl Serialize) -> Self {
+        Self::with_body(StatusCode::CREATED, body)
     }
 
     /// 503 with a JSON body (a health report that is not an error).
-    pub fn unavailable(body: Value) -> Self {
-        Self {
-            status: StatusCode::SERVICE_UNAVAILABLE,
-            body: Some(body),
-            headers: Vec::new(),
-        }
+    pub fn unavailable(body: impl Serialize) -> Self {
+        Self::with_body(StatusCode::SERVICE_UNAVAILABLE, body)
     }
 
     /// 204.
@@ -245,9 +258,14 @@ fn error_reply(meta: &RequestMeta, err: &AppError) -> Reply {
     }
     let mut reply = Reply {
         status,
-        body: Some(
-            json!({"error": {"code": err.code(), "message": err.public_message(), "requestId": meta.request_id}}),
-        ),
+        body: serde_json::to_value(ErrorBody {
+            error: ErrorDetail {
+                code: err.code().to_string(),
+                message: err.public_message().to_string(),
+                request_id: meta.request_id.clone(),
+            },
+        })
+        .ok(),
         headers: Vec::new(),
     };
     if let AppError::RateLimited(decision) = err {

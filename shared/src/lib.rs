@@ -5,6 +5,7 @@
 //! - [`discovery`]: Redis and Kafka endpoints looked up from AWS resource names, once, at init.
 //! - [`state`]: [`state::AppState`], the clients a handler needs, built once in `main`.
 //! - [`api`]: API Gateway v2 request helpers and the single JSON response shape.
+//! - [`openapi`]: the OpenAPI 3.1 document's shared parts (error shape, auth, rate-limit headers).
 //! - [`error`]: [`error::AppError`], the one error type, mapped to HTTP in one place.
 //! - [`session`]: bearer tokens, and authentication + rate limit in one Redis round trip.
 //! - [`rate_limit`]: tiered fixed-window limits and their headers.
@@ -45,6 +46,7 @@ pub mod kafka_connection;
 pub mod keys;
 pub mod metrics;
 pub mod msk_iam;
+pub mod openapi;
 pub mod outbox;
 pub mod payloads;
 pub mod presence;

@@ -397,7 +397,7 @@ pub async fn revoke_all(
 }
 
 /// One session as GET /sessions shows it.
-#[derive(Debug, serde::Serialize)]
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SessionInfo {
     /// The session id (token hash); DELETE /sessions/{id} takes it.

@@ -6,7 +6,6 @@
 use std::{collections::HashMap, sync::LazyLock, time::Duration};
 
 use redis::{AsyncCommands, Script};
-use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::{clock, error::AppError, keys, store::Store};
@@ -118,26 +117,63 @@ impl User {
     }
 
     /// What anyone signed in may see.
-    pub fn public_view(&self) -> Value {
-        json!({
-            "id": self.id,
-            "firstName": self.first_name,
-            "lastName": self.last_name,
-            "about": self.about,
-            "skills": self.skills,
-            "photoUrl": if self.photo_url.is_empty() { Value::Null } else { Value::String(self.photo_url.clone()) },
-        })
+    pub fn public_view(&self) -> PublicProfile {
+        PublicProfile {
+            id: self.id.clone(),
+            first_name: self.first_name.clone(),
+            last_name: self.last_name.clone(),
+            about: self.about.clone(),
+            skills: self.skills.clone(),
+            photo_url: (!self.photo_url.is_empty()).then(|| self.photo_url.clone()),
+        }
     }
 
     /// What the user sees of themselves (never the password hash).
-    pub fn own_view(&self) -> Value {
-        let mut v = self.public_view();
-        v["email"] = json!(self.email);
-        v["tier"] = json!(self.tier);
-        v["createdAt"] = json!(self.created_at);
-        v["updatedAt"] = json!(self.updated_at);
-        v
+    pub fn own_view(&self) -> OwnProfile {
+        OwnProfile {
+            profile: self.public_view(),
+            email: self.email.clone(),
+            tier: self.tier.clone(),
+            created_at: self.created_at.clone(),
+            updated_at: self.updated_at.clone(),
+        }
     }
+}
+
+/// A user's public profile: GET /users/{userId}, and every list of people.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PublicProfile {
+    /// UUIDv7.
+    #[schema(format = Uuid)]
+    pub id: String,
+    /// Given name.
+    pub first_name: String,
+    /// Family name.
+    pub last_name: String,
+    /// Free text, at most 500 characters; empty when not set.
+    pub about: String,
+    /// At most 20.
+    pub skills: Vec<String>,
+    /// An https URL, or null.
+    pub photo_url: Option<String>,
+}
+
+/// The caller's own profile: the public one plus what only they see.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OwnProfile {
+    /// The public part.
+    #[serde(flatten)]
+    pub profile: PublicProfile,
+    /// Lower-cased sign-in email.
+    pub email: String,
+    /// `free` or `premium` (rate limits).
+    pub tier: String,
+    /// RFC 3339.
+    pub created_at: String,
+    /// RFC 3339.
+    pub updated_at: String,
 }
 
 // ---- validation rules (pure; one test each) ----
@@ -343,7 +379,7 @@ pub async fn get(store: &Store, user_id: &str) -> Result<Option<User>, AppError>
 }
 
 /// The public profile, cache-aside: one round trip on a hit, three on a miss.
-pub async fn public_profile(store: &Store, user_id: &str, ttl: Duration) -> Result<Option<Value>, AppError> {
+pub async fn public_profile(store: &Store, user_id: &str, ttl: Duration) -> Result<Option<PublicProfile>, AppError> {
     let mut conn = store.conn();
     let cached: Option<String> = conn.get(keys::public_profile(user_id)).await?;
     if let Some(json) = cached.and_then(|c| serde_json::from_str(&c).ok()) {
@@ -357,7 +393,7 @@ pub async fn public_profile(store: &Store, user_id: &str, ttl: Duration) -> Resu
         .key(keys::user(user_id))
         .key(keys::public_profile(user_id))
         .arg(&user.updated_at)
-        .arg(view.to_string())
+        .arg(serde_json::to_string(&view).unwrap_or_default())
         .arg(ttl.as_secs())
         .invoke_async(&mut conn)
         .await?;
@@ -366,7 +402,7 @@ pub async fn public_profile(store: &Store, user_id: &str, ttl: Duration) -> Resu
 
 /// Public views of several users in one round trip (a pipeline), in the order given;
 /// ids with no user are skipped.
-pub async fn summaries(store: &Store, user_ids: &[String]) -> Result<Vec<Value>, AppError> {
+pub async fn summaries(store: &Store, user_ids: &[String]) -> Result<Vec<PublicProfile>, AppError> {
     if user_ids.is_empty() {
         return Ok(Vec::new());
     }
@@ -486,6 +522,6 @@ mod tests {
     #[test]
     fn the_own_view_never_contains_the_password_hash() {
         let u = User::new("a@b.co".into(), "SECRET-HASH".into(), "Ada".into(), "L".into());
-        assert!(!u.own_view().to_string().contains("SECRET-HASH"));
+        assert!(!serde_json::to_string(&u.own_view()).unwrap().contains("SECRET-HASH"));
     }
 }

@@ -29,6 +29,8 @@ pub const FUNCTION_NAME: &str = "analytics";
 /// API Gateway route keys this function serves; template.yaml must declare exactly these.
 pub const ROUTES: &[&str] = &["GET /analytics/daily"];
 
+pub use handlers::openapi;
+
 /// Serves one HTTP request. Never fails: every error is already a JSON response.
 pub async fn handle(state: &AppState, req: Request) -> Response<Body> {
     api::serve(req, async |meta, req| match meta.route_key.as_str() {

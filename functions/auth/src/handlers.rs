@@ -4,30 +4,103 @@ use std::sync::LazyLock;
 
 use devconnect::{
     api::{self, json_body, Reply, RequestMeta},
-    payloads,
-    keys, rate_limit, script,
+    keys, payloads, rate_limit, script,
     session::{self, WithUser},
     user::{self, User},
     AppError, AppState,
 };
+use devconnect::{
+    openapi::ErrorBody,
+    session::SessionInfo,
+    user::{OwnProfile, PublicProfile},
+};
 use lambda_http::Request;
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::{login_limit, password};
 
 /// The 401 for any failed login: it never says whether the email or the password was wrong.
 const BAD_CREDENTIALS: AppError = AppError::Unauthorized("invalid email or password");
 
-#[derive(Deserialize)]
+/// This function's part of docs/openapi.json (see `devconnect::openapi`).
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(
+    signup,
+    login,
+    logout,
+    logout_all,
+    list_sessions,
+    delete_session,
+    change_password,
+    realtime_ticket,
+    set_tier,
+    get_profile,
+    patch_profile,
+    get_user
+))]
+struct Api;
+
+/// This function's operations, for docs/openapi.json.
+pub fn openapi() -> devconnect::openapi::OpenApi {
+    <Api as utoipa::OpenApi>::openapi()
+}
+
+/// Signup and login: the caller's profile and a session token (also set as a cookie).
+#[derive(Serialize, ToSchema)]
+struct Signed {
+    user: OwnProfile,
+    /// The session token: `Authorization: Bearer <token>`.
+    token: String,
+}
+
+/// GET /sessions.
+#[derive(Serialize, ToSchema)]
+struct SessionList {
+    /// Newest first.
+    sessions: Vec<SessionInfo>,
+}
+
+/// POST /realtime/ticket.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct Ticket {
+    /// Pass as `?ticket=` when opening the WebSocket; works once.
+    ticket: String,
+    /// Seconds it stays valid.
+    expires_in: u64,
+}
+
+/// PUT /admin/users/{userId}/tier.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct TierChange {
+    #[schema(format = Uuid)]
+    user_id: String,
+    /// `free` or `premium`.
+    tier: String,
+    /// The tier before this change.
+    previous_tier: String,
+}
+
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct SignupBody {
+    /// Unique, case-insensitive.
+    #[schema(format = Email, max_length = 254)]
     email: String,
+    #[schema(min_length = 8, max_length = 128)]
     password: String,
+    #[schema(min_length = 1, max_length = 50)]
     first_name: String,
+    #[schema(min_length = 1, max_length = 50)]
     last_name: String,
 }
 
+#[utoipa::path(post, path = "/auth/signup", request_body = SignupBody, security(()), responses(
+    (status = 201, description = "Signed up and signed in", body = Signed, headers(("Set-Cookie" = String, description = "The HttpOnly session cookie"))),
+    (status = 409, description = "An account with this email exists", body = ErrorBody),
+))]
 /// POST /auth/signup -> 201 {user, token}. Round trips: rate limit, email claim, user+session.
 pub async fn signup(state: &AppState, meta: &RequestMeta, req: &Request) -> Result<Reply, AppError> {
     let body: SignupBody = json_body(req)?;
@@ -66,23 +139,28 @@ pub async fn signup(state: &AppState, meta: &RequestMeta, req: &Request) -> Resu
             },
         )
         .await?;
-    Ok(
-        Reply::created(json!({"user": new_user.own_view(), "token": issued.token}))
-            .header(
-                "set-cookie",
-                session::cookie(&issued.token, config.session_ttl, config.cookie_secure),
-            )
-            .rate(&rate),
+    Ok(Reply::created(Signed {
+        user: new_user.own_view(),
+        token: issued.token.clone(),
+    })
+    .header(
+        "set-cookie",
+        session::cookie(&issued.token, config.session_ttl, config.cookie_secure),
     )
+    .rate(&rate))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct LoginBody {
     email: String,
     password: String,
 }
 
+#[utoipa::path(post, path = "/auth/login", request_body = LoginBody, security(()), responses(
+    (status = 200, description = "Signed in", body = Signed, headers(("Set-Cookie" = String, description = "The HttpOnly session cookie"))),
+    (status = 401, description = "Wrong email or password (never says which)", body = ErrorBody),
+))]
 /// POST /auth/login -> 200 {user, token}. Round trips: rate limit, lookup+attempt, user, session.
 pub async fn login(state: &AppState, meta: &RequestMeta, req: &Request) -> Result<Reply, AppError> {
     let body: LoginBody = json_body(req)?;
@@ -119,14 +197,20 @@ pub async fn login(state: &AppState, meta: &RequestMeta, req: &Request) -> Resul
             },
         )
         .await?;
-    Ok(Reply::ok(json!({"user": found.own_view(), "token": issued.token}))
-        .header(
-            "set-cookie",
-            session::cookie(&issued.token, config.session_ttl, config.cookie_secure),
-        )
-        .rate(&rate))
+    Ok(Reply::ok(Signed {
+        user: found.own_view(),
+        token: issued.token.clone(),
+    })
+    .header(
+        "set-cookie",
+        session::cookie(&issued.token, config.session_ttl, config.cookie_secure),
+    )
+    .rate(&rate))
 }
 
+#[utoipa::path(post, path = "/auth/logout", responses(
+    (status = 204, description = "This session ended", headers(("Set-Cookie" = String, description = "Clears the session cookie"))),
+))]
 /// POST /auth/logout -> 204; the token stops working at once.
 pub async fn logout(state: &AppState, meta: &RequestMeta, req: &Request) -> Result<Reply, AppError> {
     let principal = state.authenticate(req, WithUser::No).await?;
@@ -142,6 +226,9 @@ pub async fn logout(state: &AppState, meta: &RequestMeta, req: &Request) -> Resu
         .rate(&principal.rate))
 }
 
+#[utoipa::path(post, path = "/auth/logout-all", responses(
+    (status = 204, description = "Every session of the caller ended", headers(("Set-Cookie" = String, description = "Clears the session cookie"))),
+))]
 /// POST /auth/logout-all -> 204: every session of the caller ends, this one included.
 pub async fn logout_all(state: &AppState, meta: &RequestMeta, req: &Request) -> Result<Reply, AppError> {
     let principal = state.authenticate(req, WithUser::No).await?;
@@ -152,13 +239,20 @@ pub async fn logout_all(state: &AppState, meta: &RequestMeta, req: &Request) -> 
         .rate(&principal.rate))
 }
 
+#[utoipa::path(get, path = "/sessions", responses(
+    (status = 200, description = "The caller's live sessions", body = SessionList),
+))]
 /// GET /sessions -> 200 {sessions: [{id, userAgent, createdAt, lastUsedAt, current}]}, newest first.
 pub async fn list_sessions(state: &AppState, req: &Request) -> Result<Reply, AppError> {
     let principal = state.authenticate(req, WithUser::No).await?;
     let sessions = session::list(&state.store, &principal.user_id, &principal.session_id).await?;
-    Ok(Reply::ok(json!({ "sessions": sessions })).rate(&principal.rate))
+    Ok(Reply::ok(SessionList { sessions }).rate(&principal.rate))
 }
 
+#[utoipa::path(delete, path = "/sessions/{id}", params(("id" = String, Path, description = "A session id from GET /sessions")), responses(
+    (status = 204, description = "That session ended"),
+    (status = 404, description = "The caller has no such live session", body = ErrorBody),
+))]
 /// DELETE /sessions/{id} -> 204; 404 when the caller has no such live session (ids of
 /// other users' sessions are never found: the key is built from the caller's id).
 pub async fn delete_session(state: &AppState, meta: &RequestMeta, req: &Request) -> Result<Reply, AppError> {
@@ -172,13 +266,18 @@ pub async fn delete_session(state: &AppState, meta: &RequestMeta, req: &Request)
     Ok(Reply::no_content().rate(&principal.rate))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct PasswordBody {
     current_password: String,
+    #[schema(min_length = 8, max_length = 128)]
     new_password: String,
 }
 
+#[utoipa::path(post, path = "/auth/password", request_body = PasswordBody, responses(
+    (status = 204, description = "Changed; every other session ended"),
+    (status = 403, description = "The current password is wrong", body = ErrorBody),
+))]
 /// POST /auth/password {currentPassword, newPassword} -> 204. The new hash is stored and
 /// every other session ends in one atomic step; this session stays signed in.
 pub async fn change_password(state: &AppState, meta: &RequestMeta, req: &Request) -> Result<Reply, AppError> {
@@ -195,20 +294,34 @@ pub async fn change_password(state: &AppState, meta: &RequestMeta, req: &Request
     Ok(Reply::no_content().rate(&principal.rate))
 }
 
+#[utoipa::path(post, path = "/realtime/ticket", responses(
+    (status = 201, description = "A single-use WebSocket ticket", body = Ticket),
+))]
 /// POST /realtime/ticket -> 201 {ticket, expiresIn}: a single-use WebSocket ticket bound to
 /// this session, so the long-lived token never goes into a URL.
 pub async fn realtime_ticket(state: &AppState, req: &Request) -> Result<Reply, AppError> {
     let principal = state.authenticate(req, WithUser::No).await?;
     let ticket = session::issue_ticket(&state.store, &principal.user_id, &principal.session_id).await?;
-    Ok(Reply::created(json!({"ticket": ticket, "expiresIn": session::TICKET_TTL.as_secs()})).rate(&principal.rate))
+    Ok(Reply::created(Ticket {
+        ticket,
+        expires_in: session::TICKET_TTL.as_secs(),
+    })
+    .rate(&principal.rate))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct TierBody {
+    /// `free` or `premium`.
     tier: String,
 }
 
+#[utoipa::path(put, path = "/admin/users/{userId}/tier", request_body = TierBody,
+    params(("userId" = String, Path, format = Uuid)), responses(
+    (status = 200, description = "The new tier applies from the user's next request", body = TierChange),
+    (status = 403, description = "The caller is not an admin", body = ErrorBody),
+    (status = 404, description = "No such user", body = ErrorBody),
+))]
 /// PUT /admin/users/{userId}/tier {"tier": "free"|"premium"} -> 200 {userId, tier, previousTier}.
 /// Admins only (ADMIN_USER_IDS). The authentication script reads the tier on every
 /// request, so the new limit applies from the user's next request; TIER_CHANGED follows.
@@ -237,7 +350,12 @@ pub async fn set_tier(state: &AppState, meta: &RequestMeta, req: &Request) -> Re
             },
         )
         .await?;
-    Ok(Reply::ok(json!({"userId": user_id, "tier": tier, "previousTier": previous})).rate(&principal.rate))
+    Ok(Reply::ok(TierChange {
+        user_id,
+        tier,
+        previous_tier: previous,
+    })
+    .rate(&principal.rate))
 }
 
 /// KEYS: user record, cached public profile. ARGV: the tier. Returns the previous tier,
@@ -298,6 +416,9 @@ fn user_agent(req: &Request) -> &str {
         .unwrap_or("")
 }
 
+#[utoipa::path(get, path = "/profile", responses(
+    (status = 200, description = "The caller's profile", body = OwnProfile),
+))]
 /// GET /profile: one round trip (the authentication script returns the record).
 pub async fn get_profile(state: &AppState, req: &Request) -> Result<Reply, AppError> {
     let principal = state.authenticate(req, WithUser::Yes).await?;
@@ -305,7 +426,8 @@ pub async fn get_profile(state: &AppState, req: &Request) -> Result<Reply, AppEr
     Ok(Reply::ok(me.own_view()).rate(&principal.rate))
 }
 
-#[derive(Deserialize)]
+/// At least one field.
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct ProfilePatch {
     first_name: Option<String>,
@@ -315,6 +437,9 @@ struct ProfilePatch {
     photo_url: Option<String>,
 }
 
+#[utoipa::path(patch, path = "/profile", request_body = ProfilePatch, responses(
+    (status = 200, description = "The updated profile", body = OwnProfile),
+))]
 /// PATCH /profile -> 200 with the new profile. Two round trips; the public cache is invalidated atomically.
 pub async fn patch_profile(state: &AppState, meta: &RequestMeta, req: &Request) -> Result<Reply, AppError> {
     let principal = state.authenticate(req, WithUser::Yes).await?;
@@ -367,6 +492,10 @@ pub async fn patch_profile(state: &AppState, meta: &RequestMeta, req: &Request) 
     Ok(Reply::ok(me.own_view()).rate(&principal.rate))
 }
 
+#[utoipa::path(get, path = "/users/{userId}", params(("userId" = String, Path, format = Uuid)), responses(
+    (status = 200, description = "The public profile", body = PublicProfile),
+    (status = 404, description = "No such user", body = ErrorBody),
+))]
 /// GET /users/{userId}: the public profile, cache-aside (two round trips on a cache hit).
 pub async fn get_user(state: &AppState, req: &Request) -> Result<Reply, AppError> {
     let principal = state.authenticate(req, WithUser::No).await?;

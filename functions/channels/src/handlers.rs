@@ -1,5 +1,6 @@
 //! The HTTP routes of channels: preferences, phone verification, unsubscribe.
 
+use devconnect::openapi::ErrorBody;
 use devconnect::{
     api::{self, Reply},
     delivery::{Channel, Delivery},
@@ -9,18 +10,44 @@ use devconnect::{
 };
 use lambda_http::Request;
 use rand::Rng;
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use utoipa::ToSchema;
 
 use crate::{
     deliveries,
     kinds::Kind,
-    preferences::{self, Update},
+    preferences::{self, PreferencesView, Update},
     store::{self, Verification},
     Channels,
 };
 
+/// This function's part of docs/openapi.json (see `devconnect::openapi`).
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(get, put, verify_phone, unsubscribe))]
+struct Api;
+
+/// This function's operations, for docs/openapi.json.
+pub fn openapi() -> devconnect::openapi::OpenApi {
+    <Api as utoipa::OpenApi>::openapi()
+}
+
+/// GET /notifications/unsubscribe.
+#[derive(Serialize, ToSchema)]
+struct Unsubscribed {
+    /// Always true.
+    unsubscribed: bool,
+    /// The kind no longer emailed (`DAILY_DIGEST` for the digest).
+    kind: &'static str,
+    /// Always `email`.
+    channel: &'static str,
+    /// For people.
+    message: String,
+}
+
+#[utoipa::path(get, path = "/notifications/preferences", responses(
+    (status = 200, description = "The caller's preferences", body = PreferencesView),
+))]
 /// GET /notifications/preferences -> every kind's channels (defaults filled in), quiet
 /// hours, the phone number and whether it is verified.
 pub async fn get(ch: &Channels, req: &Request) -> Result<Reply, AppError> {
@@ -35,6 +62,9 @@ fn code_hash(user_id: &str, code: &str) -> String {
     hex::encode(Sha256::digest(format!("{user_id}:{code}").as_bytes()))
 }
 
+#[utoipa::path(put, path = "/notifications/preferences", request_body = Update, responses(
+    (status = 200, description = "The new preferences", body = PreferencesView),
+))]
 /// PUT /notifications/preferences -> 200 with the new preferences. The whole body is
 /// validated before anything is written. A new `phoneNumber` starts its verification:
 /// a 6-digit code goes out as SMS_REQUESTED (kind PHONE_VERIFICATION); SMS is only
@@ -67,12 +97,18 @@ pub async fn put(ch: &Channels, req: &Request) -> Result<Reply, AppError> {
 }
 
 /// The body of POST /notifications/preferences/phone/verify.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct VerifyBody {
+    /// The 6 digits sent by SMS.
     code: String,
 }
 
+#[utoipa::path(post, path = "/notifications/preferences/phone/verify", request_body = VerifyBody, responses(
+    (status = 200, description = "The number is verified", body = PreferencesView),
+    (status = 403, description = "Too many wrong codes: set the number again", body = ErrorBody),
+    (status = 409, description = "No number waits for a code", body = ErrorBody),
+))]
 /// POST /notifications/preferences/phone/verify {code} -> 200 with the preferences (the
 /// number verified); 400 for a wrong code (attempts left in the message); 409 when no
 /// number waits for a code; 429 after the last allowed wrong code (the number is
@@ -102,6 +138,11 @@ pub async fn verify_phone(ch: &Channels, req: &Request) -> Result<Reply, AppErro
     }
 }
 
+#[utoipa::path(get, path = "/notifications/unsubscribe", security(()), params(
+    ("token" = String, Query, description = "The signed token of the email's unsubscribe link"),
+), responses(
+    (status = 200, description = "That kind is no longer emailed", body = Unsubscribed),
+))]
 /// GET /notifications/unsubscribe?token=... (no login) -> 200 confirming that the
 /// token's kind no longer emails its user; 400 for a missing, malformed or forged token
 /// (nothing changed). Counted against the anonymous per-IP limit like other unauthenticated routes.
@@ -121,11 +162,11 @@ pub async fn unsubscribe(ch: &Channels, req: &Request) -> Result<Reply, AppError
         Kind::Digest => "the daily digest".to_string(),
         other => format!("{} emails", other.as_str()),
     };
-    Ok(Reply::ok(json!({
-        "unsubscribed": true,
-        "kind": kind.as_str(),
-        "channel": "email",
-        "message": format!("You will no longer receive {what}. You can change this in your notification preferences."),
-    }))
+    Ok(Reply::ok(Unsubscribed {
+        unsubscribed: true,
+        kind: kind.as_str(),
+        channel: "email",
+        message: format!("You will no longer receive {what}. You can change this in your notification preferences."),
+    })
     .rate(&rate))
 }

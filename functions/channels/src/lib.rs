@@ -50,6 +50,8 @@ pub const ROUTES: &[&str] = &[
     "GET /notifications/unsubscribe",
 ];
 
+pub use handlers::openapi;
+
 /// Everything the channels functions need: the shared clients and their own settings.
 #[derive(Clone)]
 pub struct Channels {

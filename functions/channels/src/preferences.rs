@@ -7,13 +7,15 @@
 //! `email:<KIND>` and `sms:<KIND>` (`1`/`0`, absent = the default), `quietHours`
 //! (JSON `{start, end, timeZone}`), `phone` (the verified E.164 number).
 
-use std::{collections::HashMap, str::FromStr};
+use std::{
+    collections::{BTreeMap, HashMap},
+    str::FromStr,
+};
 
 use chrono::{DateTime, Duration, LocalResult, NaiveDate, NaiveTime, TimeZone, Utc};
 use chrono_tz::Tz;
 use devconnect::AppError;
 use serde::{Deserialize, Deserializer, Serialize};
-use serde_json::{json, Map, Value};
 
 use crate::kinds::{self, Kind};
 
@@ -42,7 +44,7 @@ pub struct QuietHours {
 }
 
 /// Quiet hours as they travel: `{"start": "22:00", "end": "07:00", "timeZone": "Europe/Paris"}`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct QuietHoursJson {
     /// `HH:MM`, 24 h.
@@ -186,34 +188,78 @@ impl Preferences {
         self.quiet_hours.as_ref().map_or(Tz::UTC, QuietHours::time_zone)
     }
 
-    /// The JSON of GET /notifications/preferences; `pending_phone` is a number waiting
+    /// The body of GET /notifications/preferences; `pending_phone` is a number waiting
     /// for its code.
-    pub fn view(&self, pending_phone: Option<&str>) -> Value {
-        let mut by_kind = Map::new();
-        for kind in kinds::ALL {
-            let mut channels = Map::new();
-            channels.insert("email".into(), json!(self.email_on(kind)));
-            if kind.allows_sms() {
-                channels.insert("sms".into(), json!(self.sms_on(kind)));
-            }
-            by_kind.insert(kind.as_str().into(), Value::Object(channels));
-        }
+    pub fn view(&self, pending_phone: Option<&str>) -> PreferencesView {
+        let kinds = kinds::ALL
+            .iter()
+            .map(|&kind| {
+                let channels = KindChannels {
+                    email: self.email_on(kind),
+                    sms: kind.allows_sms().then(|| self.sms_on(kind)),
+                };
+                (kind.as_str().to_string(), channels)
+            })
+            .collect();
         let phone = match (self.phone(), pending_phone) {
-            (_, Some(pending)) => json!({"number": pending, "verified": false}),
-            (Some(number), None) => json!({"number": number, "verified": true}),
-            (None, None) => Value::Null,
+            (_, Some(pending)) => Some(Phone {
+                number: pending.into(),
+                verified: false,
+            }),
+            (Some(number), None) => Some(Phone {
+                number: number.into(),
+                verified: true,
+            }),
+            (None, None) => None,
         };
-        json!({
-            "kinds": by_kind,
-            "quietHours": self.quiet_hours.as_ref().map(QuietHours::to_json),
-            "phone": phone,
-            "lowPriorityKinds": kinds::ALL.iter().filter(|k| k.is_low_priority()).map(|k| k.as_str()).collect::<Vec<_>>(),
-        })
+        PreferencesView {
+            kinds,
+            quiet_hours: self.quiet_hours.as_ref().map(QuietHours::to_json),
+            phone,
+            low_priority_kinds: kinds::ALL
+                .iter()
+                .filter(|k| k.is_low_priority())
+                .map(|k| k.as_str().to_string())
+                .collect(),
+        }
     }
 }
 
+/// GET and PUT /notifications/preferences: every kind's channels, defaults filled in.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PreferencesView {
+    /// Per kind (wire name, e.g. `CONNECTION_REQUEST`).
+    pub kinds: BTreeMap<String, KindChannels>,
+    /// Null when none are set.
+    pub quiet_hours: Option<QuietHoursJson>,
+    /// Null when no number is set or waiting for its code.
+    pub phone: Option<Phone>,
+    /// Kinds emailed only in the daily digest.
+    pub low_priority_kinds: Vec<String>,
+}
+
+/// One kind's channels.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct KindChannels {
+    /// Email on/off.
+    pub email: bool,
+    /// SMS on/off; absent for kinds that never go by SMS.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sms: Option<bool>,
+}
+
+/// The phone number SMS goes to.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Phone {
+    /// E.164.
+    pub number: String,
+    /// False while it waits for its code.
+    pub verified: bool,
+}
+
 /// One kind's change in a PUT.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChannelChoice {
     /// Email on/off (absent: unchanged).
@@ -224,7 +270,7 @@ pub struct ChannelChoice {
 
 /// The body of PUT /notifications/preferences: every field optional; `null` clears
 /// quiet hours or the phone number.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Update {
     /// Per kind (wire name) the channels to change.
@@ -232,9 +278,11 @@ pub struct Update {
     pub kinds: HashMap<String, ChannelChoice>,
     /// New quiet hours, or `null` to remove them.
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<QuietHoursJson>)]
     pub quiet_hours: Option<Option<QuietHoursJson>>,
     /// A phone number to verify (E.164, e.g. `+33612345678`), or `null` to remove it.
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
     pub phone_number: Option<Option<String>>,
 }
 

@@ -26,6 +26,8 @@ pub const ROUTES: &[&str] = &[
     "POST /messages/{userId}/read",
 ];
 
+pub use handlers::openapi;
+
 /// Serves one request. Never fails: every error is already a JSON response.
 pub async fn handle(state: &AppState, req: Request) -> Response<Body> {
     api::serve(req, async |meta, req| match meta.route_key.as_str() {

@@ -25,6 +25,8 @@ pub const FUNCTION_NAME: &str = "notifications";
 /// API Gateway route keys this function serves; template.yaml must declare exactly these.
 pub const ROUTES: &[&str] = &["GET /notifications", "POST /notifications/read"];
 
+pub use handlers::openapi;
+
 /// Serves one HTTP request. Never fails: every error is already a JSON response.
 pub async fn handle(state: &AppState, req: Request) -> Response<Body> {
     api::serve(req, async |meta, req| match meta.route_key.as_str() {

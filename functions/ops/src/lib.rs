@@ -13,13 +13,72 @@ use devconnect::{
     AppError, AppState,
 };
 use lambda_http::{Body, Request, Response};
-use serde_json::{json, Value};
+use serde::Serialize;
+use utoipa::ToSchema;
 
 /// The envelope `source` of this function's events.
 pub const FUNCTION_NAME: &str = "ops";
 
 /// API Gateway route keys this function serves.
 pub const ROUTES: &[&str] = &["GET /health"];
+
+/// This function's part of docs/openapi.json (see `devconnect::openapi`).
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(health))]
+struct Api;
+
+/// This function's operations, for docs/openapi.json.
+pub fn openapi() -> devconnect::openapi::OpenApi {
+    <Api as utoipa::OpenApi>::openapi()
+}
+
+/// GET /health: the short form for everyone, the details for admins.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+enum HealthReport {
+    Details(HealthDetails),
+    Summary(HealthSummary),
+}
+
+/// What anyone may know.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct HealthSummary {
+    /// `healthy`, `degraded` (Kafka down) or `unhealthy` (Redis down).
+    status: &'static str,
+}
+
+/// What admins see.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct HealthDetails {
+    /// `healthy`, `degraded` (Kafka down) or `unhealthy` (Redis down).
+    status: &'static str,
+    dependencies: Dependencies,
+    /// Events waiting in the outbox; null when Redis is down.
+    outbox_backlog: Option<usize>,
+    /// Outbox entries that can never be produced; null when Redis is down.
+    outbox_quarantined: Option<usize>,
+}
+
+/// Each dependency's probe.
+#[derive(Serialize, ToSchema)]
+struct Dependencies {
+    redis: Probe,
+    kafka: Probe,
+}
+
+/// One dependency's probe.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct Probe {
+    /// `up` or `down`.
+    status: &'static str,
+    latency_ms: f64,
+    /// Why it is down.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
 
 /// Records the relay reads from the outbox per Redis round trip.
 pub const RELAY_BATCH: usize = 100;
@@ -33,6 +92,10 @@ pub async fn handle(state: &AppState, req: Request) -> Response<Body> {
     .await
 }
 
+#[utoipa::path(get, path = "/health", security((), ("bearer" = [])), responses(
+    (status = 200, description = "Redis is up (Kafka may be down: `degraded`)", body = HealthReport),
+    (status = 503, description = "Redis is down", body = HealthReport),
+))]
 /// healthy: both up; degraded: Kafka down (writes still succeed, events wait in the outbox);
 /// unhealthy (503): Redis down. Also reports the outbox backlog and how many entries the
 /// relay quarantined (never producible: alert on it growing; `null` when Redis is down).
@@ -62,21 +125,21 @@ async fn health(state: &AppState, req: &Request) -> Reply {
     })
     .await;
     let backlog = outbox::backlog(&state.store).await.ok();
-    let (redis_up, kafka_up) = (redis["status"] == "up", kafka["status"] == "up");
+    let (redis_up, kafka_up) = (redis.status == "up", kafka.status == "up");
     let status = match (redis_up, kafka_up) {
         (true, true) => "healthy",
         (true, false) => "degraded",
         _ => "unhealthy",
     };
     let body = if is_admin(state, req).await {
-        json!({
-            "status": status,
-            "dependencies": {"redis": redis, "kafka": kafka},
-            "outboxBacklog": backlog.map(|b| b.waiting),
-            "outboxQuarantined": backlog.map(|b| b.quarantined),
+        HealthReport::Details(HealthDetails {
+            status,
+            dependencies: Dependencies { redis, kafka },
+            outbox_backlog: backlog.map(|b| b.waiting),
+            outbox_quarantined: backlog.map(|b| b.quarantined),
         })
     } else {
-        json!({ "status": status })
+        HealthReport::Summary(HealthSummary { status })
     };
     if redis_up {
         Reply::ok(body)
@@ -96,15 +159,20 @@ async fn is_admin(state: &AppState, req: &Request) -> bool {
     }
 }
 
-async fn probe(check: impl std::future::Future<Output = Result<bool, AppError>>) -> Value {
+async fn probe(check: impl std::future::Future<Output = Result<bool, AppError>>) -> Probe {
     let started = Instant::now();
     let outcome = tokio::time::timeout(Duration::from_secs(2), check).await;
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-    match outcome {
-        Ok(Ok(true)) => json!({"status": "up", "latencyMs": latency_ms}),
-        Ok(Ok(false)) => json!({"status": "down", "latencyMs": latency_ms, "error": "unexpected reply"}),
-        Ok(Err(e)) => json!({"status": "down", "latencyMs": latency_ms, "error": e.to_string()}),
-        Err(_) => json!({"status": "down", "latencyMs": latency_ms, "error": "timed out"}),
+    let error = match outcome {
+        Ok(Ok(true)) => None,
+        Ok(Ok(false)) => Some("unexpected reply".to_string()),
+        Ok(Err(e)) => Some(e.to_string()),
+        Err(_) => Some("timed out".to_string()),
+    };
+    Probe {
+        status: if error.is_none() { "up" } else { "down" },
+        latency_ms,
+        error,
     }
 }
 

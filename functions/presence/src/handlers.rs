@@ -6,21 +6,72 @@ use devconnect::{
     user, AppError, AppState,
 };
 use lambda_http::Request;
-use serde_json::{json, Value};
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::{store, MAX_BATCH};
+
+/// This function's part of docs/openapi.json (see `devconnect::openapi`).
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(heartbeat, offline, lookup))]
+struct Api;
+
+/// This function's operations, for docs/openapi.json.
+pub fn openapi() -> devconnect::openapi::OpenApi {
+    <Api as utoipa::OpenApi>::openapi()
+}
+
+/// POST /presence/heartbeat.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct Heartbeat {
+    /// Always true.
+    online: bool,
+    /// RFC 3339.
+    last_seen: String,
+}
+
+/// One user's presence.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct UserPresence {
+    #[schema(format = Uuid)]
+    user_id: String,
+    /// A heartbeat within the presence timeout (300 s).
+    online: bool,
+    /// RFC 3339; null if never seen.
+    last_seen: Option<String>,
+}
+
+/// GET /presence.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct PresenceList {
+    /// The caller and their connections among the ids asked for.
+    presence: Vec<UserPresence>,
+    /// Ids asked for whose presence the caller may not see.
+    not_visible: Vec<String>,
+}
 
 fn timeout_ms(state: &AppState) -> i64 {
     i64::try_from(state.config.presence_timeout.as_millis()).unwrap_or(i64::MAX)
 }
 
+#[utoipa::path(post, path = "/presence/heartbeat", responses(
+    (status = 200, description = "The caller is online", body = Heartbeat),
+))]
 /// POST /presence/heartbeat -> 200 {online: true}. Two round trips.
 pub async fn heartbeat(state: &AppState, meta: &RequestMeta, req: &Request) -> Result<Reply, AppError> {
     let me = state.authenticate(req, WithUser::No).await?;
     let now = crate::mark_online(state, &me.user_id, &meta.request_id).await?;
-    Ok(Reply::ok(json!({"online": true, "lastSeen": user::rfc3339_from_ms(now)})).rate(&me.rate))
+    Ok(Reply::ok(Heartbeat {
+        online: true,
+        last_seen: user::rfc3339_from_ms(now),
+    })
+    .rate(&me.rate))
 }
 
+#[utoipa::path(post, path = "/presence/offline", responses((status = 204, description = "The caller is offline")))]
 /// POST /presence/offline -> 204.
 pub async fn offline(state: &AppState, meta: &RequestMeta, req: &Request) -> Result<Reply, AppError> {
     let me = state.authenticate(req, WithUser::No).await?;
@@ -28,25 +79,32 @@ pub async fn offline(state: &AppState, meta: &RequestMeta, req: &Request) -> Res
     Ok(Reply::no_content().rate(&me.rate))
 }
 
+#[utoipa::path(get, path = "/presence", params(
+    ("userIds" = String, Query, description = "1 to 100 comma-separated user ids"),
+), responses((status = 200, description = "Presence of the visible ones", body = PresenceList)))]
 /// GET /presence?userIds=a,b -> presence of those that are the caller or a connection;
 /// the rest are listed under `notVisible`. Two round trips for up to 100 ids.
 pub async fn lookup(state: &AppState, req: &Request) -> Result<Reply, AppError> {
     let me = state.authenticate(req, WithUser::No).await?;
     let ids = parse_ids(api::query_param(req, "userIds"))?;
     let rows = store::lookup(&state.store, &me.user_id, &ids, user::now_ms(), timeout_ms(state)).await?;
-    let mut visible: Vec<Value> = Vec::new();
-    let mut hidden: Vec<&str> = Vec::new();
-    for (id, presence) in &rows {
+    let mut visible: Vec<UserPresence> = Vec::new();
+    let mut hidden: Vec<String> = Vec::new();
+    for (id, presence) in rows {
         match presence {
-            Some(p) => visible.push(json!({
-                "userId": id,
-                "online": p.online,
-                "lastSeen": p.last_seen.map(user::rfc3339_from_ms),
-            })),
+            Some(p) => visible.push(UserPresence {
+                user_id: id,
+                online: p.online,
+                last_seen: p.last_seen.map(user::rfc3339_from_ms),
+            }),
             None => hidden.push(id),
         }
     }
-    Ok(Reply::ok(json!({"presence": visible, "notVisible": hidden})).rate(&me.rate))
+    Ok(Reply::ok(PresenceList {
+        presence: visible,
+        not_visible: hidden,
+    })
+    .rate(&me.rate))
 }
 
 /// `userIds`: 1..=100 comma-separated UUIDs; duplicates collapse.

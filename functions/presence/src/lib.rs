@@ -22,6 +22,8 @@ pub const FUNCTION_NAME: &str = "presence";
 /// API Gateway route keys this function serves; template.yaml must declare exactly these.
 pub const ROUTES: &[&str] = &["POST /presence/heartbeat", "POST /presence/offline", "GET /presence"];
 
+pub use handlers::openapi;
+
 /// Most ids in one GET /presence.
 pub const MAX_BATCH: usize = 100;
 

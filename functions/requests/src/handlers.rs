@@ -2,18 +2,155 @@
 
 use devconnect::{
     api::{self, Reply, RequestMeta},
-    payloads::{ConnectionRequest, ConnectionReview},
     session::WithUser,
     user, AppError, AppState,
 };
+use devconnect::{
+    openapi::ErrorBody,
+    payloads::{ConnectionRequest, ConnectionReview},
+    user::PublicProfile,
+};
 use lambda_http::Request;
-use serde_json::{json, Value};
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::{
     domain::{self, ReviewStatus, SendStatus},
     store,
 };
 
+/// This function's part of docs/openapi.json (see `devconnect::openapi`).
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(send, review, received, connections, feed))]
+struct Api;
+
+/// This function's operations, for docs/openapi.json.
+pub fn openapi() -> devconnect::openapi::OpenApi {
+    <Api as utoipa::OpenApi>::openapi()
+}
+
+/// The `{status}` of POST /requests/send (parsed by `domain::SendStatus`).
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)]
+enum SendStatusName {
+    Interested,
+    Ignored,
+}
+
+/// The `{status}` of POST /requests/review (parsed by `domain::ReviewStatus`).
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)]
+enum ReviewStatusName {
+    Accepted,
+    Rejected,
+}
+
+/// A request as sent.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct SentRequest {
+    #[schema(format = Uuid)]
+    id: String,
+    #[schema(format = Uuid)]
+    from_user_id: String,
+    #[schema(format = Uuid)]
+    to_user_id: String,
+    /// `interested` or `ignored`.
+    status: String,
+    /// RFC 3339.
+    created_at: String,
+}
+
+/// POST /requests/send/...
+#[derive(Serialize, ToSchema)]
+struct Sent {
+    request: SentRequest,
+}
+
+/// A request as reviewed.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct ReviewedRequest {
+    #[schema(format = Uuid)]
+    id: String,
+    #[schema(format = Uuid)]
+    from_user_id: String,
+    #[schema(format = Uuid)]
+    to_user_id: String,
+    /// `accepted` or `rejected`.
+    status: String,
+    /// RFC 3339.
+    reviewed_at: String,
+}
+
+/// POST /requests/review/...
+#[derive(Serialize, ToSchema)]
+struct Reviewed {
+    request: ReviewedRequest,
+}
+
+/// A pending request the caller received.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct ReceivedRequest {
+    #[schema(format = Uuid)]
+    id: String,
+    from_user: PublicProfile,
+    /// Always `interested`.
+    status: &'static str,
+}
+
+/// GET /requests/received.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct ReceivedPage {
+    /// Newest first.
+    requests: Vec<ReceivedRequest>,
+    /// Pass as `cursor` for the next page; null on the last.
+    next_cursor: Option<String>,
+}
+
+/// One of the caller's connections.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct Connection {
+    user: PublicProfile,
+    /// RFC 3339.
+    connected_at: String,
+}
+
+/// GET /connections.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct ConnectionPage {
+    /// Most recent first.
+    connections: Vec<Connection>,
+    /// Pass as `cursor` for the next page; null on the last.
+    next_cursor: Option<String>,
+}
+
+/// GET /feed.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct FeedPage {
+    /// People to meet, newest first.
+    users: Vec<PublicProfile>,
+    /// Pass as `cursor` for the next page; null on the last.
+    next_cursor: Option<String>,
+}
+
+#[utoipa::path(post, path = "/requests/send/{status}/{toUserId}",
+    params(
+        ("status" = inline(SendStatusName), Path),
+        ("toUserId" = String, Path, format = Uuid),
+    ),
+    responses(
+        (status = 201, description = "Sent", body = Sent),
+        (status = 404, description = "No such user", body = ErrorBody),
+        (status = 409, description = "A request between the two exists already", body = ErrorBody),
+    ))]
 /// POST /requests/send/{status}/{toUserId} -> 201 {request}.
 pub async fn send(state: &AppState, meta: &RequestMeta, req: &Request) -> Result<Reply, AppError> {
     let me = state.authenticate(req, WithUser::No).await?;
@@ -26,7 +163,7 @@ pub async fn send(state: &AppState, meta: &RequestMeta, req: &Request) -> Result
     let request_id = uuid::Uuid::now_v7().to_string();
     let now = user::now_rfc3339();
     store::send(&state.store, &request_id, &me.user_id, &to, status, &now).await?;
-    let request = ConnectionRequest {
+    let request = SentRequest {
         id: request_id,
         from_user_id: me.user_id.clone(),
         to_user_id: to,
@@ -35,11 +172,31 @@ pub async fn send(state: &AppState, meta: &RequestMeta, req: &Request) -> Result
     };
     state
         .publisher
-        .publish(&me.user_id, &meta.request_id, status.event(request.clone()))
+        .publish(
+            &me.user_id,
+            &meta.request_id,
+            status.event(ConnectionRequest {
+                id: request.id.clone(),
+                from_user_id: request.from_user_id.clone(),
+                to_user_id: request.to_user_id.clone(),
+                status: request.status.clone(),
+                created_at: request.created_at.clone(),
+            }),
+        )
         .await?;
-    Ok(Reply::created(json!({ "request": request })).rate(&me.rate))
+    Ok(Reply::created(Sent { request }).rate(&me.rate))
 }
 
+#[utoipa::path(post, path = "/requests/review/{status}/{requestId}",
+    params(
+        ("status" = inline(ReviewStatusName), Path),
+        ("requestId" = String, Path, format = Uuid),
+    ),
+    responses(
+        (status = 200, description = "Reviewed", body = Reviewed),
+        (status = 404, description = "No pending request with this id was sent to the caller", body = ErrorBody),
+        (status = 409, description = "Already reviewed", body = ErrorBody),
+    ))]
 /// POST /requests/review/{status}/{requestId} -> 200 {request}.
 pub async fn review(state: &AppState, meta: &RequestMeta, req: &Request) -> Result<Reply, AppError> {
     let me = state.authenticate(req, WithUser::No).await?;
@@ -49,7 +206,7 @@ pub async fn review(state: &AppState, meta: &RequestMeta, req: &Request) -> Resu
         .to_string();
     let now = user::now_rfc3339();
     let from = store::review(&state.store, &me.user_id, &request_id, status, &now, user::now_ms()).await?;
-    let request = ConnectionReview {
+    let request = ReviewedRequest {
         id: request_id,
         from_user_id: from,
         to_user_id: me.user_id.clone(),
@@ -58,11 +215,25 @@ pub async fn review(state: &AppState, meta: &RequestMeta, req: &Request) -> Resu
     };
     state
         .publisher
-        .publish(&me.user_id, &meta.request_id, status.event(request.clone()))
+        .publish(
+            &me.user_id,
+            &meta.request_id,
+            status.event(ConnectionReview {
+                id: request.id.clone(),
+                from_user_id: request.from_user_id.clone(),
+                to_user_id: request.to_user_id.clone(),
+                status: request.status.clone(),
+                reviewed_at: request.reviewed_at.clone(),
+            }),
+        )
         .await?;
-    Ok(Reply::ok(json!({ "request": request })).rate(&me.rate))
+    Ok(Reply::ok(Reviewed { request }).rate(&me.rate))
 }
 
+#[utoipa::path(get, path = "/requests/received", params(
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "Page size (default 50)"),
+        ("cursor" = Option<String>, Query, description = "`nextCursor` of the previous page"),
+    ), responses((status = 200, description = "Pending requests", body = ReceivedPage)))]
 /// GET /requests/received?limit&cursor -> pending interested requests, newest first, with
 /// the sender's profile and the cursor of the next page.
 pub async fn received(state: &AppState, req: &Request) -> Result<Reply, AppError> {
@@ -78,17 +249,27 @@ pub async fn received(state: &AppState, req: &Request) -> Result<Reply, AppError
     let (rows, next) = store::received(&state.store, &me.user_id, cursor.as_deref(), limit).await?;
     let senders: Vec<String> = rows.iter().map(|(_, from)| from.clone()).collect();
     let profiles = by_id(user::summaries(&state.store, &senders).await?);
-    let requests: Vec<Value> = rows
+    let requests: Vec<ReceivedRequest> = rows
         .iter()
         .filter_map(|(id, from)| {
-            profiles
-                .get(from)
-                .map(|p| json!({"id": id, "fromUser": p, "status": "interested"}))
+            profiles.get(from).map(|p| ReceivedRequest {
+                id: id.clone(),
+                from_user: p.clone(),
+                status: "interested",
+            })
         })
         .collect();
-    Ok(Reply::ok(json!({"requests": requests, "nextCursor": next})).rate(&me.rate))
+    Ok(Reply::ok(ReceivedPage {
+        requests,
+        next_cursor: next,
+    })
+    .rate(&me.rate))
 }
 
+#[utoipa::path(get, path = "/connections", params(
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "Page size (default 50)"),
+        ("cursor" = Option<String>, Query, description = "`nextCursor` of the previous page"),
+    ), responses((status = 200, description = "Connections", body = ConnectionPage)))]
 /// GET /connections?limit&cursor -> connected users, most recent first, with the cursor
 /// of the next page.
 pub async fn connections(state: &AppState, req: &Request) -> Result<Reply, AppError> {
@@ -101,17 +282,26 @@ pub async fn connections(state: &AppState, req: &Request) -> Result<Reply, AppEr
     let (rows, next) = store::connections(&state.store, &me.user_id, cursor_ref, limit).await?;
     let ids: Vec<String> = rows.iter().map(|(id, _)| id.clone()).collect();
     let profiles = by_id(user::summaries(&state.store, &ids).await?);
-    let connections: Vec<Value> = rows
+    let connections: Vec<Connection> = rows
         .iter()
         .filter_map(|(id, at)| {
-            profiles
-                .get(id)
-                .map(|p| json!({"user": p, "connectedAt": user::rfc3339_from_ms(*at)}))
+            profiles.get(id).map(|p| Connection {
+                user: p.clone(),
+                connected_at: user::rfc3339_from_ms(*at),
+            })
         })
         .collect();
-    Ok(Reply::ok(json!({"connections": connections, "nextCursor": next})).rate(&me.rate))
+    Ok(Reply::ok(ConnectionPage {
+        connections,
+        next_cursor: next,
+    })
+    .rate(&me.rate))
 }
 
+#[utoipa::path(get, path = "/feed", params(
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "Page size (default 20)"),
+        ("cursor" = Option<String>, Query, description = "`nextCursor` of the previous page"),
+    ), responses((status = 200, description = "People to meet", body = FeedPage)))]
 /// GET /feed?limit&cursor -> people to meet, newest first, with a cursor for the next page.
 pub async fn feed(state: &AppState, req: &Request) -> Result<Reply, AppError> {
     let me = state.authenticate(req, WithUser::No).await?;
@@ -122,12 +312,13 @@ pub async fn feed(state: &AppState, req: &Request) -> Result<Reply, AppError> {
     };
     let (ids, next) = store::feed(&state.store, &me.user_id, cursor.as_deref(), limit).await?;
     let users = user::summaries(&state.store, &ids).await?;
-    Ok(Reply::ok(json!({"users": users, "nextCursor": next})).rate(&me.rate))
+    Ok(Reply::ok(FeedPage {
+        users,
+        next_cursor: next,
+    })
+    .rate(&me.rate))
 }
 
-fn by_id(views: Vec<Value>) -> std::collections::HashMap<String, Value> {
-    views
-        .into_iter()
-        .filter_map(|v| Some((v["id"].as_str()?.to_string(), v)))
-        .collect()
+fn by_id(views: Vec<PublicProfile>) -> std::collections::HashMap<String, PublicProfile> {
+    views.into_iter().map(|v| (v.id.clone(), v)).collect()
 }
