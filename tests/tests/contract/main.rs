@@ -2,3 +2,4 @@
 //! are not surprised. One test binary, one module per document.
 
 mod asyncapi;
+mod openapi;

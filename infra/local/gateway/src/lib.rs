@@ -10,6 +10,7 @@
 //!   retries, bisection, record age, partial batch responses, on-failure topic.
 //! - [`server`] is the HTTP front door, with 404/405 in the product's error shape, and
 //!   `GET /_local/metrics`: what every hosted function recorded, as CloudWatch would see it.
+//! - [`openapi`] serves `GET /openapi.json`, the generated OpenAPI document.
 //! - [`websocket`] is the WebSocket API and its `@connections` endpoint.
 #![warn(missing_docs)]
 
@@ -18,6 +19,7 @@ pub mod functions;
 pub mod gaps;
 pub mod msk;
 pub mod outbox;
+pub mod openapi;
 pub mod server;
 pub mod template;
 pub mod websocket;

@@ -109,6 +109,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route(METRICS_PATH, get(local_metrics).fallback(metrics_method_not_allowed))
         .route(crate::outbox::MAIL_PATH, get(crate::outbox::mail))
         .route(crate::outbox::SMS_PATH, get(crate::outbox::sms))
+        .route(crate::openapi::PATH, get(crate::openapi::serve))
         .route(
             "/@connections/{id}",
             post(websocket::post_to_connection)
