@@ -27,6 +27,8 @@ DC_SAM_CLI_VERSION="1.170.0"
 DC_CFN_LINT_VERSION="1.58.0"
 # moto: a local double of the AWS APIs, for the endpoint discovery tests.
 DC_MOTO_VERSION="5.2.1"
+# The property-based API fuzzer the contract tests drive with docs/openapi.json.
+DC_SCHEMATHESIS_VERSION="4.32.5"
 DC_TOPICS=(user-events connection-events message-events notification-events email-events sms-events analytics-events dead-letter-events)
 DC_TOPIC_PARTITIONS=3
 # Port of the machine's shared Redis; never start or touch anything there.
@@ -231,6 +233,43 @@ ensure_moto() {
   fi
   export MOTO_SERVER_BIN
   dc_log "moto: $MOTO_SERVER_BIN"
+}
+
+# True if $1 is the schemathesis CLI of DC_SCHEMATHESIS_VERSION.
+dc_schemathesis_ok() {
+  local bin="$1" python
+  [[ -x "$bin" ]] || return 1
+  python="$(dirname "$bin")/python"
+  [[ -x "$python" ]] || return 0 # not a venv: trust the caller's binary
+  [[ "$("$python" -c 'import importlib.metadata as m; print(m.version("schemathesis"))' 2>/dev/null)" == "$DC_SCHEMATHESIS_VERSION" ]]
+}
+
+# Install schemathesis into $DEVCONNECT_CACHE/schemathesis-venv (once) and export
+# SCHEMATHESIS_BIN (the `contract` tests run it against the local gateway).
+ensure_schemathesis() {
+  local venv start
+  if [[ -n "${SCHEMATHESIS_BIN:-}" ]] && dc_schemathesis_ok "$SCHEMATHESIS_BIN"; then
+    dc_log "schemathesis: using \$SCHEMATHESIS_BIN=$SCHEMATHESIS_BIN"
+  else
+    venv="$(dc_cache_dir)/schemathesis-venv"
+    if ! dc_schemathesis_ok "$venv/bin/schemathesis"; then
+      command -v python3 >/dev/null 2>&1 || { dc_die "python3 not found; cannot install schemathesis"; return 1; }
+      start=$SECONDS
+      if ! python3 -m venv --help >/dev/null 2>&1; then
+        dc_log "python3 venv module missing; installing python3-venv from apt"
+        dc_apt_install python3-venv
+      fi
+      dc_log "installing schemathesis==$DC_SCHEMATHESIS_VERSION into $venv"
+      python3 -m venv "$venv" >&2 || { dc_die "could not create $venv"; return 1; }
+      "$venv/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$DC_SCHEMATHESIS_VERSION" >&2 \
+        || { dc_die "pip install schemathesis==$DC_SCHEMATHESIS_VERSION failed"; return 1; }
+      dc_schemathesis_ok "$venv/bin/schemathesis" || { dc_die "schemathesis install failed ($venv/bin/schemathesis)"; return 1; }
+      dc_log "schemathesis installed in $((SECONDS - start))s"
+    fi
+    SCHEMATHESIS_BIN="$venv/bin/schemathesis"
+  fi
+  export SCHEMATHESIS_BIN
+  dc_log "schemathesis: $SCHEMATHESIS_BIN"
 }
 
 # True if the venv at $1 has exactly the pinned aws-sam-cli and cfn-lint.
