@@ -44,7 +44,7 @@ async fn run(stack: &Stack, projection: &str) -> Result<devconnect::rebuild::Rep
 }
 
 fn today() -> String {
-    devconnect::user::now_rfc3339()[..10].to_string()
+    devconnect::clock::today()
 }
 
 /// What the analytics consumer must have counted for today, computed from the records
@@ -351,4 +351,40 @@ async fn reading_a_projection_costs_no_extra_round_trip_except_once_after_a_swit
         "the first read after a switch goes again with the new generation's keys"
     );
     assert_eq!((trips("/notifications").await, trips(&daily).await), (2, 2));
+}
+
+#[tokio::test]
+async fn a_rebuild_replays_ten_thousand_records_in_seconds_and_counts_each_once() {
+    use devconnect::{events::EventType, producer::OutgoingRecord};
+    use devconnect_tests::kafka::{bytes, envelope};
+
+    let stack = Stack::start_with(&[("ADMIN_USER_IDS", ADMIN)]).await;
+    let users: Vec<String> = (0..200).map(|i| format!("0190c3a4-0000-7000-8000-{i:012x}")).collect();
+    let records: Vec<OutgoingRecord> = (0..10_000)
+        .map(|i| {
+            let user = &users[i % users.len()];
+            OutgoingRecord {
+                topic: "user-events".into(),
+                key: user.clone(),
+                value: bytes(&envelope(EventType::UserLogin, user, json!({ "userId": user }))),
+                headers: Default::default(),
+            }
+        })
+        .collect();
+    for chunk in records.chunks(500) {
+        stack.state.producer.send_batch(chunk.to_vec()).await.expect("produce");
+    }
+
+    let started = Instant::now();
+    let report = run(&stack, "analytics").await.expect("rebuild");
+    let took = started.elapsed();
+    eprintln!("rebuild of 10,000 records: {took:?}; {report:?}");
+    assert_eq!(report.replayed + report.drained, 10_000, "{report:?}");
+    assert!(took < Duration::from_secs(45), "{took:?}");
+
+    let admin = stack.user_with_id(ADMIN).await;
+    let daily = admin.client.get(&format!("/analytics/daily?date={}", today())).await;
+    assert_eq!(daily.body["counts"]["USER_LOGIN"], 10_000, "{}", daily.body);
+    let dau = daily.body["dau"].as_i64().unwrap_or(0);
+    assert!((198..=202).contains(&dau), "HyperLogLog of 200 users: {dau}");
 }
