@@ -73,11 +73,21 @@ async fn a_phone_number_counts_only_once_its_code_is_verified() {
     let b = stack.user("bob").await;
     let r = set_preferences(&b.client, json!({"phoneNumber": "+33612345678"})).await;
     assert_eq!(r["phone"], json!({"number": "+33612345678", "verified": false}));
+    let sent = requested(&stack, "sms-events", &b.id).await[0].text.clone();
+    let sent: u32 = sent
+        .chars()
+        .filter(char::is_ascii_digit)
+        .take(6)
+        .collect::<String>()
+        .parse()
+        .unwrap();
     let wrong = b
         .client
-        .post("/notifications/preferences/phone/verify", json!({"code": "000000"}))
+        .post(
+            "/notifications/preferences/phone/verify",
+            json!({"code": format!("{:06}", (sent + 1) % 1_000_000)}),
+        )
         .await;
-    // (A 1-in-a-million chance that 000000 is the code; the message then differs.)
     assert_eq!(wrong.status, 400, "{}", wrong.body);
     assert!(
         wrong.body["error"]["message"]
@@ -152,4 +162,46 @@ async fn a_forged_unsubscribe_token_is_400_and_changes_nothing() {
     let r = stack.client().get("/notifications/unsubscribe").await;
     assert_eq!(r.status, 400, "{}", r.body);
     assert_eq!(stack.data_snapshot().await, before);
+}
+
+#[tokio::test]
+async fn the_fifth_wrong_code_discards_the_number_waiting_for_verification() {
+    let stack = Stack::start().await;
+    let b = stack.user("bob").await;
+    set_preferences(&b.client, json!({"phoneNumber": "+33612345678"})).await;
+    let sms = requested(&stack, "sms-events", &b.id).await;
+    let sent: u32 = sms[0]
+        .text
+        .chars()
+        .filter(char::is_ascii_digit)
+        .take(6)
+        .collect::<String>()
+        .parse()
+        .unwrap();
+    let wrong = format!("{:06}", (sent + 1) % 1_000_000);
+    let verify = |code: String| {
+        let client = b.client.clone();
+        async move {
+            client
+                .post("/notifications/preferences/phone/verify", json!({ "code": code }))
+                .await
+        }
+    };
+    for left in (1..=4).rev() {
+        let r = verify(wrong.clone()).await;
+        assert_eq!(r.status, 400, "{}", r.body);
+        assert!(
+            r.body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("{left} attempt")),
+            "{}",
+            r.body
+        );
+    }
+    assert_eq!(verify(wrong).await.status, 403, "the fifth wrong code");
+    // Even the right code is too late now: nothing waits for it.
+    assert_eq!(verify(format!("{sent:06}")).await.status, 409);
+    let prefs = b.client.get("/notifications/preferences").await;
+    assert_eq!(prefs.body["phone"], json!(null));
 }
