@@ -22,8 +22,8 @@ use serde_json::Value;
 use crate::{
     error::AppError,
     events::{Envelope, ENVELOPE_VERSION},
-    payloads::Event,
     metrics,
+    payloads::Event,
     producer::OutgoingRecord,
     publisher::Publisher,
 };
@@ -534,7 +534,13 @@ mod tests {
 
     #[test]
     fn data_that_does_not_fit_its_event_type_is_poison_naming_the_field() {
-        let env = Envelope::new(crate::events::EventType::UserLogout, "auth", USER, "r", json!({"userId": USER}));
+        let env = Envelope::new(
+            crate::events::EventType::UserLogout,
+            "auth",
+            USER,
+            "r",
+            json!({"userId": USER}),
+        );
         let (good, bad) = decode_batch(&event(vec![record(Some(&b64(&serde_json::to_string(&env).unwrap())))]));
         assert!(good.is_empty());
         assert!(bad[0].reason.contains("sessionIds"), "{}", bad[0].reason);
@@ -602,7 +608,13 @@ mod tests {
     }
 
     fn good(partition: i64, offset: i64) -> KafkaRecord {
-        let env = Envelope::new(crate::events::EventType::UserLogin, "auth", USER, "r", json!({"userId": USER}));
+        let env = Envelope::new(
+            crate::events::EventType::UserLogin,
+            "auth",
+            USER,
+            "r",
+            json!({"userId": USER}),
+        );
         let mut r = record(Some(&b64(&serde_json::to_string(&env).unwrap())));
         r.partition = partition;
         r.offset = offset;

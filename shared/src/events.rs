@@ -225,7 +225,13 @@ impl Envelope {
     /// A new event of the payload's type, stamped now: how producers build one.
     pub fn of(source: &str, key: &str, correlation_id: &str, event: impl Into<Event>) -> serde_json::Result<Self> {
         let event = event.into();
-        Ok(Self::new(event.event_type(), source, key, correlation_id, event.to_data()?))
+        Ok(Self::new(
+            event.event_type(),
+            source,
+            key,
+            correlation_id,
+            event.to_data()?,
+        ))
     }
 
     /// The typed payload; `Err` says which field of `data` does not fit the event type.

@@ -114,7 +114,10 @@ mod tests {
     #[test]
     fn server_frames_keep_their_wire_shape() {
         assert_eq!(pong(), json!({"type": "pong"}));
-        assert_eq!(error("bad_frame", "no"), json!({"type": "error", "code": "bad_frame", "message": "no"}));
+        assert_eq!(
+            error("bad_frame", "no"),
+            json!({"type": "error", "code": "bad_frame", "message": "no"})
+        );
         let presence = ServerFrame::Presence {
             user_id: "u".into(),
             online: false,

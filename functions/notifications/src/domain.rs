@@ -59,7 +59,9 @@ pub fn plan(e: &Envelope) -> Result<Option<Notification>, String> {
         created_at: format_timestamp(&e.timestamp),
         only_if_offline,
     };
-    let request = |id: &str| RequestRef { request_id: id.to_string() };
+    let request = |id: &str| RequestRef {
+        request_id: id.to_string(),
+    };
     Ok(Some(match &event {
         Event::ConnectionRequestSent(r) => make(
             &r.to_user_id,
@@ -115,7 +117,9 @@ mod tests {
 
     #[test]
     fn a_connection_request_notifies_its_receiver() {
-        let n = plan(&envelope(EventType::ConnectionRequestSent, request())).unwrap().unwrap();
+        let n = plan(&envelope(EventType::ConnectionRequestSent, request()))
+            .unwrap()
+            .unwrap();
         assert_eq!(
             (n.recipient.as_str(), n.kind(), n.actor.as_str()),
             ("b", "connection_request", "a")
@@ -124,7 +128,9 @@ mod tests {
 
     #[test]
     fn an_acceptance_notifies_the_original_sender() {
-        let n = plan(&envelope(EventType::ConnectionAccepted, review())).unwrap().unwrap();
+        let n = plan(&envelope(EventType::ConnectionAccepted, review()))
+            .unwrap()
+            .unwrap();
         assert_eq!((n.recipient.as_str(), n.kind()), ("a", "connection_accepted"));
     }
 
@@ -145,7 +151,12 @@ mod tests {
         let data = json!({"userId": "u", "email": "u@example.com", "firstName": "Ada", "lastName": "L"});
         let n = plan(&envelope(EventType::UserSignup, data)).unwrap().unwrap();
         assert_eq!((n.recipient.as_str(), n.kind()), ("u", "welcome"));
-        assert_eq!(n.view().detail, NotificationDetail::Welcome(Welcome { first_name: Some("Ada".into()) }));
+        assert_eq!(
+            n.view().detail,
+            NotificationDetail::Welcome(Welcome {
+                first_name: Some("Ada".into())
+            })
+        );
     }
 
     #[test]

@@ -40,8 +40,9 @@ use aws_lambda_events::{
 use connections::Opener;
 use devconnect::{
     consumer::{Batch, BatchOutcome, Failure},
+    keys, metrics,
     payloads::{Event, UserLogout},
-    keys, metrics, presence,
+    presence,
     session::{self, WithUser},
     user, AppError, AppState,
 };

@@ -140,7 +140,10 @@ mod tests {
             status: "ignored".into(),
             created_at: "t".into(),
         };
-        assert_eq!(SendStatus::Ignored.event(request).event_type(), EventType::ConnectionRequestIgnored);
+        assert_eq!(
+            SendStatus::Ignored.event(request).event_type(),
+            EventType::ConnectionRequestIgnored
+        );
         let review = ConnectionReview {
             id: "r".into(),
             from_user_id: "a".into(),
@@ -148,7 +151,10 @@ mod tests {
             status: "accepted".into(),
             reviewed_at: "t".into(),
         };
-        assert_eq!(ReviewStatus::Accepted.event(review).event_type(), EventType::ConnectionAccepted);
+        assert_eq!(
+            ReviewStatus::Accepted.event(review).event_type(),
+            EventType::ConnectionAccepted
+        );
     }
 
     #[test]

@@ -134,14 +134,21 @@ async fn every_event_a_social_story_produces_matches_the_asyncapi_document_and_i
 
     let login = stack
         .client()
-        .post("/auth/login", json!({"email": "ada@example.com", "password": "correct horse battery"}))
+        .post(
+            "/auth/login",
+            json!({"email": "ada@example.com", "password": "correct horse battery"}),
+        )
         .await;
     assert_eq!(login.status, 200, "{}", login.body);
     let patched = ada.client.patch("/profile", json!({"about": "Rust and coffee"})).await;
     assert_eq!(patched.status, 200, "{}", patched.body);
     let tier = admin
         .client
-        .raw("PUT", &format!("/admin/users/{}/tier", ada.id), br#"{"tier":"premium"}"#.to_vec())
+        .raw(
+            "PUT",
+            &format!("/admin/users/{}/tier", ada.id),
+            br#"{"tier":"premium"}"#.to_vec(),
+        )
         .await;
     assert_eq!(tier.status, 200, "{}", tier.body);
     stack.connect(&ada, &bo).await;
@@ -155,7 +162,13 @@ async fn every_event_a_social_story_produces_matches_the_asyncapi_document_and_i
         .await;
     assert_eq!(rejected.status, 200, "{}", rejected.body);
     assert_eq!(ada.message(&bo.id, "hello").await.status, 201);
-    assert_eq!(bo.client.post(&format!("/messages/{}/read", ada.id), json!({})).await.status, 200);
+    assert_eq!(
+        bo.client
+            .post(&format!("/messages/{}/read", ada.id), json!({}))
+            .await
+            .status,
+        200
+    );
     assert_eq!(cy.client.post("/presence/heartbeat", json!({})).await.status, 200);
     assert_eq!(cy.client.post("/presence/offline", json!({})).await.status, 204);
     assert_eq!(cy.client.post("/auth/logout", json!({})).await.status, 204);
@@ -185,7 +198,10 @@ async fn every_event_a_social_story_produces_matches_the_asyncapi_document_and_i
             &event.raw,
         ));
         assert!(problems.is_empty(), "{id} {}: {problems:?}", event.raw);
-        assert_eq!(event.key, event.envelope.key, "{id}: the record key is the envelope key");
+        assert_eq!(
+            event.key, event.envelope.key,
+            "{id}: the record key is the envelope key"
+        );
         seen.insert(id);
     }
     let missing: Vec<String> = STORY_TYPES
@@ -194,7 +210,11 @@ async fn every_event_a_social_story_produces_matches_the_asyncapi_document_and_i
         .filter(|t| !seen.contains(t))
         .collect();
     assert!(missing.is_empty(), "the story produced no {missing:?}");
-    assert_eq!(stack.dead_letters().await, Vec::<Value>::new(), "a consumer refused a produced event");
+    assert_eq!(
+        stack.dead_letters().await,
+        Vec::<Value>::new(),
+        "a consumer refused a produced event"
+    );
 }
 
 #[tokio::test]
@@ -255,7 +275,13 @@ fn template_yaml_names_only_topics_of_the_shared_list() {
             }
         }
     }
-    assert!(named.len() >= 5, "found too few topic names to trust the scan: {named:?}");
+    assert!(
+        named.len() >= 5,
+        "found too few topic names to trust the scan: {named:?}"
+    );
     let unknown: Vec<&String> = named.iter().filter(|t| !known.contains(t.as_str())).collect();
-    assert!(unknown.is_empty(), "template.yaml names topics outside Topic::ALL: {unknown:?}");
+    assert!(
+        unknown.is_empty(),
+        "template.yaml names topics outside Topic::ALL: {unknown:?}"
+    );
 }
