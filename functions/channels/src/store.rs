@@ -148,7 +148,7 @@ pub async fn save(store: &Store, user_id: &str, changes: &Changes, code_hash: &s
     let mut call = SAVE.key(keys::channel_preferences(user_id));
     call.key(keys::phone_verification(user_id))
         .key(keys::phone_codes_sent(user_id))
-        .arg(devconnect::user::now_ms())
+        .arg(devconnect::clock::now_ms())
         .arg(CODE_TTL.as_millis() as u64)
         .arg(MAX_CODES_PER_DAY)
         .arg(op)
