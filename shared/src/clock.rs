@@ -35,6 +35,11 @@ pub fn day_key(t: &DateTime<Utc>) -> String {
     t.format(DAY_FORMAT).to_string()
 }
 
+/// Today's [`day_key`] (UTC).
+pub fn today() -> String {
+    day_key(&Utc::now())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -53,7 +58,9 @@ mod tests {
 
     #[test]
     fn the_day_key_is_the_utc_day() {
-        let late = DateTime::parse_from_rfc3339("2026-03-09T23:59:59.999-05:00").unwrap().to_utc();
+        let late = DateTime::parse_from_rfc3339("2026-03-09T23:59:59.999-05:00")
+            .unwrap()
+            .to_utc();
         assert_eq!(day_key(&late), "2026-03-10");
     }
 }

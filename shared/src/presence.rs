@@ -11,11 +11,11 @@
 use std::{collections::HashMap, sync::LazyLock};
 
 use crate::{
-    keys,
+    clock, keys,
     payloads::{UserOffline, UserOnline},
     script,
     store::Store,
-    user, AppError, AppState,
+    AppError, AppState,
 };
 use redis::{AsyncCommands, Script};
 
@@ -219,7 +219,7 @@ pub async fn sweep(store: &Store, cutoff_ms: i64) -> Result<Vec<(String, i64)>, 
                     .key(keys::presence(id))
                     .key(keys::sockets(id))
                     .arg(cutoff_ms)
-                    .arg(user::now_ms()),
+                    .arg(clock::now_ms()),
             );
         }
         let last_seen: Vec<redis::RedisResult<Option<i64>>> = pipe.query_async(&mut conn).await?;
@@ -240,11 +240,11 @@ fn timeout_ms(state: &AppState) -> i64 {
 /// Records a heartbeat (HTTP heartbeat, WebSocket connect or ping) and produces
 /// USER_ONLINE if this is the offline -> online transition. Returns the time recorded.
 pub async fn mark_online(state: &AppState, user_id: &str, correlation_id: &str) -> Result<i64, AppError> {
-    let now = user::now_ms();
+    let now = clock::now_ms();
     if heartbeat(&state.store, user_id, now, timeout_ms(state)).await? {
         let online = UserOnline {
             user_id: user_id.to_string(),
-            at: user::rfc3339_from_ms(now),
+            at: clock::rfc3339_from_ms(now),
         };
         state.publisher.publish(user_id, correlation_id, online).await?;
     }
@@ -254,11 +254,11 @@ pub async fn mark_online(state: &AppState, user_id: &str, correlation_id: &str) 
 /// Marks the user offline now (explicit offline, or their last socket closed) and
 /// produces USER_OFFLINE if they were online.
 pub async fn mark_offline(state: &AppState, user_id: &str, correlation_id: &str, reason: &str) -> Result<(), AppError> {
-    let now = user::now_ms();
+    let now = clock::now_ms();
     if offline(&state.store, user_id, now).await? {
         let offline = UserOffline {
             user_id: user_id.to_string(),
-            last_seen: user::rfc3339_from_ms(now),
+            last_seen: clock::rfc3339_from_ms(now),
             reason: reason.to_string(),
         };
         state.publisher.publish(user_id, correlation_id, offline).await?;
@@ -269,11 +269,11 @@ pub async fn mark_offline(state: &AppState, user_id: &str, correlation_id: &str,
 /// One scheduled sweep: marks users whose heartbeat lapsed offline and produces
 /// USER_OFFLINE for each, exactly once even if two sweeps overlap. Returns how many.
 pub async fn sweep_lapsed(state: &AppState, correlation_id: &str) -> Result<usize, AppError> {
-    let lapsed = sweep(&state.store, user::now_ms() - timeout_ms(state)).await?;
+    let lapsed = sweep(&state.store, clock::now_ms() - timeout_ms(state)).await?;
     for (user_id, last_seen) in &lapsed {
         let offline = UserOffline {
             user_id: user_id.clone(),
-            last_seen: user::rfc3339_from_ms(*last_seen),
+            last_seen: clock::rfc3339_from_ms(*last_seen),
             reason: "timeout".to_string(),
         };
         state.publisher.publish(user_id, correlation_id, offline).await?;

@@ -11,7 +11,7 @@
 use std::{
     collections::HashSet,
     net::TcpListener,
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
@@ -111,11 +111,13 @@ pub fn owns_listener(pid: u32, port: u16) -> Option<bool> {
     }))
 }
 
-fn binary(env: &str, name: &str) -> PathBuf {
+/// A program: `$<env>`, else `name` on PATH, else `~/.cache/devconnect/<cached>` (where
+/// ./infra/local/test installs it), else `name` (so the spawn error names it).
+fn binary(env: &str, name: &str, cached: &str) -> PathBuf {
     let cached = || {
         let p = PathBuf::from(std::env::var_os("HOME")?)
-            .join(".cache/devconnect/bin")
-            .join(name);
+            .join(".cache/devconnect")
+            .join(cached);
         p.is_file().then_some(p)
     };
     std::env::var_os(env)
@@ -204,52 +206,63 @@ async fn listen_check(port: u16, child: &mut Child, what: &'static str) -> anyho
     bail!("{what} did not listen on {port} within 15 s")
 }
 
-/// A redis-server that lives as long as this value.
-pub struct RedisServer {
+/// What differs between the servers this harness runs as children: the command that
+/// starts one. Starting on a port of its own, outages and freezes are [`Server`]'s.
+pub trait Kind {
+    /// The program, for messages.
+    const WHAT: &'static str;
+    /// The command that starts one listening on 127.0.0.1:`port`, working in `dir`.
+    fn command(&self, port: u16, dir: &Path) -> Command;
+}
+
+/// A server child process that lives as long as this value, on a port whose listening
+/// socket is its own (see the module docs).
+pub struct Server<K: Kind> {
     /// Its port on 127.0.0.1.
     pub port: u16,
     child: Option<Child>,
     dir: tempfile::TempDir,
-    cluster_enabled: bool,
+    kind: K,
 }
 
-impl RedisServer {
-    /// Starts one on a free port, persisting nothing.
-    pub async fn start() -> anyhow::Result<Self> {
-        Self::start_node(false).await
-    }
-
-    async fn start_node(cluster_enabled: bool) -> anyhow::Result<Self> {
-        Self::start_node_on(free_port, cluster_enabled).await
-    }
-
-    /// Starts one on the first port from `ports` that no other process holds.
-    async fn start_node_on(ports: impl FnMut() -> u16, cluster_enabled: bool) -> anyhow::Result<Self> {
+impl<K: Kind> Server<K> {
+    /// Starts `kind` on the first port from `ports` that no other process holds.
+    async fn launch_on(kind: K, ports: impl FnMut() -> u16) -> anyhow::Result<Self> {
         let mut server = Self {
             port: 0,
             child: None,
             dir: tempfile::tempdir()?,
-            cluster_enabled,
+            kind,
         };
         on_a_free_port(ports, async |port| {
             server.port = port;
-            server.restart().await
+            server.relaunch().await
         })
         .await?;
         Ok(server)
     }
 
-    /// The process id of the redis-server this value started, while it runs.
+    /// Starts the child again on the same port; fails with [`PortTaken`] if another
+    /// process took the port while it was down.
+    async fn relaunch(&mut self) -> anyhow::Result<()> {
+        self.stop();
+        let child = self
+            .kind
+            .command(self.port, self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {} (see servers::binary for where it is looked for)", K::WHAT))?;
+        self.child = Some(wait_for_port(self.port, child, K::WHAT).await?);
+        Ok(())
+    }
+
+    /// The process id of the child, while it runs.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
     }
 
-    /// `redis://127.0.0.1:<port>`.
-    pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    /// Kills it (simulating an outage); its data is gone.
+    /// Kills it (simulating an outage); its data is gone (nothing is persisted).
     pub fn stop(&mut self) {
         if let Some(child) = self.child.take() {
             end(child);
@@ -258,23 +271,36 @@ impl RedisServer {
 
     /// Freezes it (SIGSTOP): connections stay open, nothing is answered. See [`Self::resume`].
     pub fn pause(&self) -> anyhow::Result<()> {
-        signal(self.child.as_ref(), "-STOP", "redis-server")
+        signal(self.child.as_ref(), "-STOP", K::WHAT)
     }
 
     /// Lets a paused server run again (SIGCONT), with its data and connections intact.
     pub fn resume(&self) -> anyhow::Result<()> {
-        signal(self.child.as_ref(), "-CONT", "redis-server")
+        signal(self.child.as_ref(), "-CONT", K::WHAT)
     }
+}
 
-    /// Starts it again on the same port; fails with [`PortTaken`] if another process
-    /// took the port while it was down.
-    pub async fn restart(&mut self) -> anyhow::Result<()> {
+impl<K: Kind> Drop for Server<K> {
+    fn drop(&mut self) {
         self.stop();
-        let mut command = Command::new(binary("REDIS_SERVER_BIN", "redis-server"));
+    }
+}
+
+/// redis-server, persisting nothing; a cluster node when `cluster_enabled`.
+pub struct Redis {
+    cluster_enabled: bool,
+}
+
+impl Kind for Redis {
+    const WHAT: &'static str = "redis-server";
+
+    fn command(&self, port: u16, dir: &Path) -> Command {
+        let mut command = Command::new(binary("REDIS_SERVER_BIN", "redis-server", "bin/redis-server"));
+        let port = port.to_string();
         command
             .args([
                 "--port",
-                &self.port.to_string(),
+                &port,
                 "--bind",
                 "127.0.0.1",
                 "--save",
@@ -283,24 +309,37 @@ impl RedisServer {
                 "no",
             ])
             .arg("--dir")
-            .arg(self.dir.path());
+            .arg(dir);
         if self.cluster_enabled {
-            let config_file = format!("nodes-{}.conf", self.port);
+            let config_file = format!("nodes-{port}.conf");
             command.args(["--cluster-enabled", "yes", "--cluster-config-file", &config_file]);
         }
-        let child = command
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("starting redis-server (set REDIS_SERVER_BIN or install redis-server)")?;
-        self.child = Some(wait_for_port(self.port, child, "redis-server").await?);
-        Ok(())
+        command
     }
 }
 
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.stop();
+/// A redis-server that lives as long as this value.
+pub type RedisServer = Server<Redis>;
+
+impl Server<Redis> {
+    /// Starts one on a free port, persisting nothing.
+    pub async fn start() -> anyhow::Result<Self> {
+        Self::start_node(false).await
+    }
+
+    async fn start_node(cluster_enabled: bool) -> anyhow::Result<Self> {
+        Self::launch_on(Redis { cluster_enabled }, free_port).await
+    }
+
+    /// `redis://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts it again on the same port, empty; fails with [`PortTaken`] if another
+    /// process took the port while it was down.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        self.relaunch().await
     }
 }
 
@@ -319,7 +358,7 @@ impl RedisCluster {
         for _ in 0..3 {
             nodes.push(RedisServer::start_node(true).await?);
         }
-        let cli = binary("REDIS_CLI_BIN", "redis-cli");
+        let cli = binary("REDIS_CLI_BIN", "redis-cli", "bin/redis-cli");
         let output = tokio::process::Command::new(&cli)
             .arg("--cluster")
             .arg("create")
@@ -366,29 +405,36 @@ impl RedisCluster {
     }
 }
 
-/// A tansu broker (Kafka protocol, in-memory storage) that lives as long as this value.
-pub struct Broker {
-    /// Its port on 127.0.0.1.
-    pub port: u16,
+/// tansu: a Kafka-protocol broker with in-memory storage.
+pub struct Tansu {
     topics: Vec<String>,
-    child: Option<Child>,
-    dir: tempfile::TempDir,
 }
 
-impl Broker {
+impl Kind for Tansu {
+    const WHAT: &'static str = "tansu";
+
+    fn command(&self, port: u16, dir: &Path) -> Command {
+        let url = format!("tcp://127.0.0.1:{port}");
+        let mut command = Command::new(binary("TANSU_BIN", "tansu", "bin/tansu"));
+        command
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["--storage-engine", "memory://tansu/"])
+            // tansu reads a .env from its working directory; keep it out of the checkout.
+            .current_dir(dir)
+            .env_remove("SCHEMA_REGISTRY");
+        command
+    }
+}
+
+/// A tansu broker (Kafka protocol, in-memory storage) that lives as long as this value.
+pub type Broker = Server<Tansu>;
+
+impl Server<Tansu> {
     /// Starts one on a free port and creates `topics` with 3 partitions each.
     pub async fn start(topics: &[&str]) -> anyhow::Result<Self> {
-        let mut broker = Self {
-            port: 0,
-            topics: topics.iter().map(|t| t.to_string()).collect(),
-            child: None,
-            dir: tempfile::tempdir()?,
-        };
-        on_a_free_port(free_port, async |port| {
-            broker.port = port;
-            broker.restart().await
-        })
-        .await?;
+        let topics = topics.iter().map(|t| t.to_string()).collect();
+        let broker = Self::launch_on(Tansu { topics }, free_port).await?;
+        broker.create_topics().await?;
         Ok(broker)
     }
 
@@ -397,42 +443,16 @@ impl Broker {
         format!("127.0.0.1:{}", self.port)
     }
 
-    /// Kills it (simulating an outage). Memory storage: its records are gone.
-    pub fn stop(&mut self) {
-        if let Some(child) = self.child.take() {
-            end(child);
-        }
-    }
-
-    /// Freezes it (SIGSTOP): connections stay open, nothing is answered. See [`Self::resume`].
-    pub fn pause(&self) -> anyhow::Result<()> {
-        signal(self.child.as_ref(), "-STOP", "tansu")
-    }
-
-    /// Lets a paused broker run again (SIGCONT), with its records and connections intact.
-    pub fn resume(&self) -> anyhow::Result<()> {
-        signal(self.child.as_ref(), "-CONT", "tansu")
-    }
-
-    /// Starts it again on the same port, with the topics re-created; fails with
-    /// [`PortTaken`] if another process took the port while it was down.
+    /// Starts it again on the same port (its records are gone), with the topics
+    /// re-created; fails with [`PortTaken`] if another process took the port meanwhile.
     pub async fn restart(&mut self) -> anyhow::Result<()> {
-        self.stop();
-        let url = format!("tcp://127.0.0.1:{}", self.port);
-        let child = Command::new(binary("TANSU_BIN", "tansu"))
-            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
-            .args(["--storage-engine", "memory://tansu/"])
-            // tansu reads a .env from its working directory; keep it out of the checkout.
-            .current_dir(self.dir.path())
-            .env_remove("SCHEMA_REGISTRY")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("starting tansu (set TANSU_BIN or run ./infra/local/test, which installs it)")?;
-        self.child = Some(wait_for_port(self.port, child, "tansu").await?);
-        let client = self.client().await?;
-        let controller = client.controller_client()?;
-        for topic in &self.topics {
+        self.relaunch().await?;
+        self.create_topics().await
+    }
+
+    async fn create_topics(&self) -> anyhow::Result<()> {
+        let controller = self.client().await?.controller_client()?;
+        for topic in &self.kind.topics {
             controller
                 .create_topic(topic, 3, 1, 5_000)
                 .await
@@ -457,43 +477,27 @@ impl Broker {
     }
 }
 
-impl Drop for Broker {
-    fn drop(&mut self) {
-        self.stop();
+/// moto_server: a local double of the AWS APIs, in memory.
+pub struct Moto;
+
+impl Kind for Moto {
+    const WHAT: &'static str = "moto_server";
+
+    fn command(&self, port: u16, _dir: &Path) -> Command {
+        let mut command = Command::new(binary("MOTO_SERVER_BIN", "moto_server", "moto-venv/bin/moto_server"));
+        command.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
+        command
     }
 }
 
 /// A moto server (AWS API double, in-memory) that lives as long as this value.
-pub struct MotoServer {
-    /// Its port on 127.0.0.1.
-    pub port: u16,
-    child: Child,
-}
+pub type MotoServer = Server<Moto>;
 
-impl MotoServer {
+impl Server<Moto> {
     /// Starts one on a free port. The binary is `$MOTO_SERVER_BIN` (set by ./infra/local/test),
     /// else `moto_server` on PATH, else the venv ./infra/local/test installs.
     pub async fn start() -> anyhow::Result<Self> {
-        let venv = || {
-            let p = PathBuf::from(std::env::var_os("HOME")?).join(".cache/devconnect/moto-venv/bin/moto_server");
-            p.is_file().then_some(p)
-        };
-        let bin = std::env::var_os("MOTO_SERVER_BIN")
-            .map(PathBuf::from)
-            .or_else(|| which("moto_server"))
-            .or_else(venv)
-            .unwrap_or_else(|| "moto_server".into());
-        let (port, child) = on_a_free_port(free_port, async |port| {
-            let child = Command::new(&bin)
-                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .context("starting moto_server (set MOTO_SERVER_BIN or run ./infra/local/test, which installs it)")?;
-            wait_for_port(port, child, "moto_server").await
-        })
-        .await?;
-        Ok(Self { port, child })
+        Self::launch_on(Moto, free_port).await
     }
 
     /// `http://127.0.0.1:<port>`, for the SDK's endpoint override.
@@ -502,16 +506,19 @@ impl MotoServer {
     }
 }
 
-impl Drop for MotoServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait(); // reap it: no zombie per test
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A server of `kind` that will start on `port`, not yet running.
+    fn on<K: Kind>(port: u16, kind: K) -> Server<K> {
+        Server {
+            port,
+            child: None,
+            dir: tempfile::tempdir().unwrap(),
+            kind,
+        }
+    }
 
     /// The pid the Redis answering on `url` reports for itself.
     async fn answering_pid(url: &str) -> u32 {
@@ -528,12 +535,7 @@ mod tests {
     #[tokio::test]
     async fn a_redis_started_on_a_taken_port_fails_instead_of_attaching_to_the_other() {
         let first = RedisServer::start().await.unwrap();
-        let mut second = RedisServer {
-            port: first.port,
-            child: None,
-            dir: tempfile::tempdir().unwrap(),
-            cluster_enabled: false,
-        };
+        let mut second = on(first.port, Redis { cluster_enabled: false });
         let err = second.restart().await.unwrap_err();
         assert!(err.is::<PortTaken>(), "{err:#}");
         assert!(second.pid().is_none(), "the second child is not left running");
@@ -545,7 +547,7 @@ mod tests {
         let stranger = TcpListener::bind("127.0.0.1:0").unwrap();
         let taken = stranger.local_addr().unwrap().port();
         let mut ports = [taken].into_iter().chain(std::iter::repeat_with(free_port));
-        let server = RedisServer::start_node_on(|| ports.next().unwrap(), false)
+        let server = RedisServer::launch_on(Redis { cluster_enabled: false }, || ports.next().unwrap())
             .await
             .unwrap();
         assert_ne!(server.port, taken);
@@ -555,13 +557,16 @@ mod tests {
     #[tokio::test]
     async fn a_broker_started_on_a_taken_port_fails_instead_of_attaching() {
         let stranger = TcpListener::bind("127.0.0.1:0").unwrap();
-        let mut broker = Broker {
-            port: stranger.local_addr().unwrap().port(),
-            topics: Vec::new(),
-            child: None,
-            dir: tempfile::tempdir().unwrap(),
-        };
+        let mut broker = on(stranger.local_addr().unwrap().port(), Tansu { topics: Vec::new() });
         let err = broker.restart().await.unwrap_err();
+        assert!(err.is::<PortTaken>(), "{err:#}");
+    }
+
+    #[tokio::test]
+    async fn a_moto_server_started_on_a_taken_port_fails_instead_of_attaching() {
+        let stranger = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut moto = on(stranger.local_addr().unwrap().port(), Moto);
+        let err = moto.relaunch().await.unwrap_err();
         assert!(err.is::<PortTaken>(), "{err:#}");
     }
 

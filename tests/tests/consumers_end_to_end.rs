@@ -131,7 +131,7 @@ async fn messages_to_an_offline_user_notify_in_order_and_online_users_are_not_no
 }
 
 fn chrono_today() -> String {
-    devconnect::user::now_rfc3339()[..10].to_string()
+    devconnect::clock::today()
 }
 
 /// `GET /_local/metrics` over HTTP, as a developer would read it.

@@ -96,7 +96,7 @@ impl Message {
             from_user_id: self.from.clone(),
             to_user_id: self.to.clone(),
             text: self.text.clone(),
-            sent_at: devconnect::user::rfc3339_from_ms(self.sent_at_ms()),
+            sent_at: devconnect::clock::rfc3339_from_ms(self.sent_at_ms()),
         }
     }
 }

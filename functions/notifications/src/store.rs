@@ -9,13 +9,14 @@ use std::{
 };
 
 use devconnect::{
+    clock,
     config::Config,
     events::format_timestamp,
     keys,
     projection::{self, Pointer, Projection},
     script,
     store::Store,
-    user, AppError,
+    AppError,
 };
 use redis::Script;
 use serde_json::Value;
@@ -158,7 +159,7 @@ pub async fn apply(
     for n in planned {
         by_recipient.entry(n.recipient.as_str()).or_default().push(n);
     }
-    let now = user::now_ms();
+    let now = clock::now_ms();
     let timeout_ms = config.presence_timeout.as_millis() as i64;
     let mut pipe = redis::pipe();
     pipe.ignore_errors();

@@ -4,12 +4,13 @@
 use std::{collections::HashMap, sync::LazyLock, time::Duration};
 
 use devconnect::{
+    clock,
     config::RateLimits,
     keys,
     rate_limit::{self, RateDecision, COUNT_LUA},
     session,
     store::Store,
-    user, AppError,
+    AppError,
 };
 use redis::{AsyncCommands, Script};
 
@@ -143,7 +144,7 @@ pub async fn register(
     cap: u32,
     idle: Duration,
 ) -> Result<Option<Vec<String>>, AppError> {
-    let now = user::now_ms();
+    let now = clock::now_ms();
     let ttl = MAX_CONNECTION_AGE.as_millis() as i64;
     let user_id = opener.user_id.as_str();
     let (evicted,): (Option<Vec<String>>,) = redis::pipe()
@@ -193,7 +194,7 @@ pub async fn admit_frame(
         .arg(limits.window.as_secs())
         .arg(limits.free)
         .arg(limits.premium)
-        .arg(user::now_ms())
+        .arg(clock::now_ms())
         .arg(ms(idle))
         .invoke_async(&mut store.conn())
         .await?;
@@ -217,7 +218,7 @@ pub async fn unregister(store: &Store, user_id: &str, connection_id: &str) -> Re
         .ignore()
         .hdel(keys::socket_sessions(user_id), connection_id)
         .ignore()
-        .zcount(keys::sockets(user_id), user::now_ms(), "+inf")
+        .zcount(keys::sockets(user_id), clock::now_ms(), "+inf")
         .query_async(&mut store.conn())
         .await?;
     Ok(left)
@@ -226,7 +227,7 @@ pub async fn unregister(store: &Store, user_id: &str, connection_id: &str) -> Re
 /// Open connections of each user: one round trip. `Err` if Redis could not be used;
 /// otherwise each user's own result (a broken key fails only that user).
 pub async fn of_users(store: &Store, users: &[String]) -> Result<PerUser, AppError> {
-    let now = user::now_ms();
+    let now = clock::now_ms();
     per_user(store, users, |pipe, u| {
         pipe.zrangebyscore(keys::sockets(u), now, "+inf");
     })
@@ -244,7 +245,7 @@ pub async fn live_of_users(
     if users.is_empty() {
         return Ok(HashMap::new());
     }
-    let now = user::now_ms();
+    let now = clock::now_ms();
     let mut pipe = redis::pipe();
     pipe.ignore_errors();
     pipe.load_script(&LIVE_SOCKETS).ignore();

@@ -2,7 +2,7 @@
 
 use std::collections::HashSet;
 
-use devconnect::{events::EventType, keys, user::now_ms};
+use devconnect::{clock::now_ms, events::EventType, keys};
 use devconnect_tests::{
     kafka::{batch, bytes, envelope},
     Stack,
