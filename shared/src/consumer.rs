@@ -223,7 +223,7 @@ pub async fn dead_letter(publisher: &Publisher, consumer: &str, poison: &[Poison
                     value,
                     value_bytes,
                     value_truncated: truncated,
-                    failed_at: crate::user::now_rfc3339(),
+                    failed_at: crate::clock::now_rfc3339(),
                 })
                 .unwrap_or_default()
                 .to_string()

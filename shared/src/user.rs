@@ -48,10 +48,6 @@ pub struct User {
     pub updated_at: String,
 }
 
-// The clock helpers moved to [`crate::clock`]; these names stay until every caller
-// says `clock::` (crates being written this session still use them).
-pub use crate::clock::{now_ms, now_rfc3339, rfc3339_from_ms};
-
 impl User {
     /// A new free-tier user with a fresh UUIDv7.
     pub fn new(email: String, password_hash: String, first_name: String, last_name: String) -> Self {

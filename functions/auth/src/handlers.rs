@@ -4,7 +4,7 @@ use std::sync::LazyLock;
 
 use devconnect::{
     api::{self, json_body, Reply, RequestMeta},
-    keys, payloads, rate_limit, script,
+    clock, keys, payloads, rate_limit, script,
     session::{self, WithUser},
     user::{self, User},
     AppError, AppState,
@@ -471,7 +471,7 @@ pub async fn patch_profile(state: &AppState, meta: &RequestMeta, req: &Request) 
             "nothing to update: send firstName, lastName, about, skills or photoUrl".into(),
         ));
     }
-    me.updated_at = user::now_rfc3339();
+    me.updated_at = clock::now_rfc3339();
     let fields: Vec<(&'static str, String)> = me
         .to_fields()
         .into_iter()

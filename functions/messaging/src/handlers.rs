@@ -2,6 +2,7 @@
 
 use devconnect::{
     api::{self, Reply, RequestMeta},
+    clock,
     payloads::MessagesRead,
     session::{Principal, WithUser},
     user, AppError, AppState,
@@ -46,7 +47,7 @@ impl MessageView {
             from_user_id: m.from.clone(),
             to_user_id: m.to.clone(),
             text: m.text.clone(),
-            sent_at: user::rfc3339_from_ms(m.sent_at_ms()),
+            sent_at: clock::rfc3339_from_ms(m.sent_at_ms()),
         }
     }
 }
@@ -195,7 +196,7 @@ pub async fn read(state: &AppState, meta: &RequestMeta, req: &Request) -> Result
             reader_id: me.user_id.clone(),
             other_user_id: other.clone(),
             count: u64::try_from(count).unwrap_or_default(),
-            read_at: user::now_rfc3339(),
+            read_at: clock::now_rfc3339(),
         };
         state.publisher.publish(&me.user_id, &meta.request_id, read).await?;
     }

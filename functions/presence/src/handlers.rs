@@ -2,6 +2,7 @@
 
 use devconnect::{
     api::{self, Reply, RequestMeta},
+    clock,
     session::WithUser,
     user, AppError, AppState,
 };
@@ -66,7 +67,7 @@ pub async fn heartbeat(state: &AppState, meta: &RequestMeta, req: &Request) -> R
     let now = crate::mark_online(state, &me.user_id, &meta.request_id).await?;
     Ok(Reply::ok(Heartbeat {
         online: true,
-        last_seen: user::rfc3339_from_ms(now),
+        last_seen: clock::rfc3339_from_ms(now),
     })
     .rate(&me.rate))
 }
@@ -87,7 +88,7 @@ pub async fn offline(state: &AppState, meta: &RequestMeta, req: &Request) -> Res
 pub async fn lookup(state: &AppState, req: &Request) -> Result<Reply, AppError> {
     let me = state.authenticate(req, WithUser::No).await?;
     let ids = parse_ids(api::query_param(req, "userIds"))?;
-    let rows = store::lookup(&state.store, &me.user_id, &ids, user::now_ms(), timeout_ms(state)).await?;
+    let rows = store::lookup(&state.store, &me.user_id, &ids, clock::now_ms(), timeout_ms(state)).await?;
     let mut visible: Vec<UserPresence> = Vec::new();
     let mut hidden: Vec<String> = Vec::new();
     for (id, presence) in rows {
@@ -95,7 +96,7 @@ pub async fn lookup(state: &AppState, req: &Request) -> Result<Reply, AppError> 
             Some(p) => visible.push(UserPresence {
                 user_id: id,
                 online: p.online,
-                last_seen: p.last_seen.map(user::rfc3339_from_ms),
+                last_seen: p.last_seen.map(clock::rfc3339_from_ms),
             }),
             None => hidden.push(id),
         }

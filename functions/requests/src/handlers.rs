@@ -2,6 +2,7 @@
 
 use devconnect::{
     api::{self, Reply, RequestMeta},
+    clock,
     session::WithUser,
     user, AppError, AppState,
 };
@@ -161,7 +162,7 @@ pub async fn send(state: &AppState, meta: &RequestMeta, req: &Request) -> Result
         return Err(AppError::NotFound("no such user".into()));
     }
     let request_id = uuid::Uuid::now_v7().to_string();
-    let now = user::now_rfc3339();
+    let now = clock::now_rfc3339();
     store::send(&state.store, &request_id, &me.user_id, &to, status, &now).await?;
     let request = SentRequest {
         id: request_id,
@@ -204,8 +205,8 @@ pub async fn review(state: &AppState, meta: &RequestMeta, req: &Request) -> Resu
     let request_id = uuid::Uuid::parse_str(&api::path_param(req, "requestId")?)
         .map_err(|_| AppError::Validation("requestId must be a UUID".into()))?
         .to_string();
-    let now = user::now_rfc3339();
-    let from = store::review(&state.store, &me.user_id, &request_id, status, &now, user::now_ms()).await?;
+    let now = clock::now_rfc3339();
+    let from = store::review(&state.store, &me.user_id, &request_id, status, &now, clock::now_ms()).await?;
     let request = ReviewedRequest {
         id: request_id,
         from_user_id: from,
@@ -287,7 +288,7 @@ pub async fn connections(state: &AppState, req: &Request) -> Result<Reply, AppEr
         .filter_map(|(id, at)| {
             profiles.get(id).map(|p| Connection {
                 user: p.clone(),
-                connected_at: user::rfc3339_from_ms(*at),
+                connected_at: clock::rfc3339_from_ms(*at),
             })
         })
         .collect();

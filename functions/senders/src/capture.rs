@@ -74,7 +74,7 @@ impl Outbox {
             kind: delivery.kind.clone(),
             user_id: delivery.user_id.clone(),
             provider_id: id.0.clone(),
-            sent_at: devconnect::user::now_rfc3339(),
+            sent_at: devconnect::clock::now_rfc3339(),
             channel: Some(delivery.channel),
         };
         let mut all = self.sent.lock().unwrap_or_else(|e| e.into_inner());
