@@ -25,8 +25,9 @@ use chrono::{DateTime, Utc};
 use devconnect::{
     config::Topics,
     delivery::{Channel, Delivery},
-    events::{Envelope, EventType},
+    events::Envelope,
     keys, outbox,
+    payloads::{EmailRequested, Event, SmsRequested},
     producer::{OutgoingRecord, Producer},
     script,
     store::Store,
@@ -162,17 +163,12 @@ pub struct Outgoing {
 /// EMAIL_REQUESTED or SMS_REQUESTED for `delivery`, keyed by its user (one user's
 /// deliveries stay ordered), correlated with the notification.
 pub fn outgoing(topics: &Topics, delivery: &Delivery) -> Result<Outgoing, AppError> {
-    let event_type = match delivery.channel {
-        Channel::Email => EventType::EmailRequested,
-        Channel::Sms => EventType::SmsRequested,
+    let event: Event = match delivery.channel {
+        Channel::Email => EmailRequested(delivery.clone()).into(),
+        Channel::Sms => SmsRequested(delivery.clone()).into(),
     };
-    let envelope = Envelope::new(
-        event_type,
-        FUNCTION_NAME,
-        &delivery.user_id,
-        &delivery.notification_id,
-        serde_json::to_value(delivery)?,
-    );
+    let envelope = Envelope::of(FUNCTION_NAME, &delivery.user_id, &delivery.notification_id, event)?;
+    let event_type = envelope.event_type;
     let record = OutgoingRecord {
         topic: event_type.topic().name(topics).to_string(),
         key: envelope.key.clone(),
