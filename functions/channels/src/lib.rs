@@ -30,8 +30,9 @@ use chrono::{DateTime, Utc};
 use devconnect::{
     api,
     consumer::{Batch, BatchOutcome, Failure},
-    events::EventType,
-    keys, AppError, AppState,
+    keys,
+    payloads::Event,
+    AppError, AppState,
 };
 use lambda_http::{Body, Request, Response};
 use preferences::Preferences;
@@ -152,14 +153,15 @@ pub async fn consume_at(ch: &Channels, event: KafkaEvent, now: DateTime<Utc>) ->
     let mut parsed: Vec<(usize, Notification)> = Vec::new();
     let mut failures: Vec<(usize, Failure)> = Vec::new();
     for (i, record) in batch.records.iter().enumerate() {
-        if record.envelope.event_type != EventType::NotificationCreated {
+        let Event::NotificationCreated(n) = &record.event else {
             batch.report.skipped += 1;
             continue;
+        };
+        if n.id.is_empty() || n.recipient_id.is_empty() {
+            failures.push((i, Failure::Permanent("invalid data: empty id or recipientId".into())));
+            continue;
         }
-        match Notification::parse(&record.envelope.data) {
-            Ok(n) => parsed.push((i, n)),
-            Err(reason) => failures.push((i, Failure::Permanent(reason))),
-        }
+        parsed.push((i, n.clone()));
     }
     let mut recipients: Vec<&str> = parsed.iter().map(|(_, n)| n.recipient_id.as_str()).collect();
     recipients.sort_unstable();

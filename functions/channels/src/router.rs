@@ -9,41 +9,17 @@
 //!   waits in an inbox without waking anyone.
 
 use chrono::{DateTime, Utc};
-use devconnect::delivery::{Channel, Delivery};
+use devconnect::{
+    delivery::{Channel, Delivery},
+    payloads::NotificationDetail,
+};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 use crate::{kinds::Kind, preferences::Preferences};
 
-/// The NOTIFICATION_CREATED data the router reads (the in-app notification's view).
-#[derive(Clone, Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Notification {
-    /// The notification's id (also the id of the event that caused it).
-    pub id: String,
-    /// `connection_request`, `connection_accepted`, `message`, `welcome`.
-    #[serde(rename = "type")]
-    pub notification_type: String,
-    /// Who receives it.
-    pub recipient_id: String,
-    /// Who caused it.
-    #[serde(default)]
-    pub actor_id: String,
-    /// Details (`preview` of a message).
-    #[serde(default)]
-    pub data: Value,
-}
-
-impl Notification {
-    /// Reads an event's data; `Err(reason)` if unusable (the record is dead-lettered).
-    pub fn parse(data: &Value) -> Result<Self, String> {
-        let n: Self = serde_json::from_value(data.clone()).map_err(|e| format!("invalid data: {e}"))?;
-        if n.id.is_empty() || n.recipient_id.is_empty() {
-            return Err("invalid data: empty id or recipientId".into());
-        }
-        Ok(n)
-    }
-}
+/// The NOTIFICATION_CREATED payload the router reads (the in-app notification's view),
+/// decoded once by the shared consumer path.
+pub use devconnect::payloads::NotificationCreated as Notification;
 
 /// What the router knows about the recipient and the actor.
 #[derive(Clone, Debug)]
@@ -117,7 +93,7 @@ pub fn channel_name(channel: Channel) -> &'static str {
 }
 
 /// Subject and text of one notification.
-pub fn wording(kind: Kind, actor: &str, data: &Value) -> (String, String) {
+pub fn wording(kind: Kind, actor: &str, detail: &NotificationDetail) -> (String, String) {
     let actor = if actor.is_empty() { "Someone" } else { actor };
     match kind {
         Kind::ConnectionRequest => (
@@ -129,7 +105,10 @@ pub fn wording(kind: Kind, actor: &str, data: &Value) -> (String, String) {
             format!("{actor} accepted your connection request. You can now message each other."),
         ),
         Kind::Message => {
-            let preview = data.get("preview").and_then(Value::as_str).unwrap_or_default();
+            let preview = match detail {
+                NotificationDetail::Message(message) => message.preview.as_str(),
+                _ => "",
+            };
             (format!("New message from {actor}"), format!("{actor}: {preview}"))
         }
         Kind::Welcome | Kind::Digest => (
@@ -150,11 +129,11 @@ pub fn unsubscribe_url(ctx: &Context<'_>, user_id: &str, kind: Kind) -> String {
 
 /// The deliveries `n` causes at `now`; empty when every channel is off.
 pub fn plan(n: &Notification, ctx: &Context<'_>, now: DateTime<Utc>) -> Vec<Action> {
-    let Some(kind) = Kind::of_notification(&n.notification_type) else {
+    let Some(kind) = Kind::of_notification(n.detail.kind()) else {
         return Vec::new();
     };
     let prefs = ctx.preferences;
-    let (subject, text) = wording(kind, ctx.actor_name, &n.data);
+    let (subject, text) = wording(kind, ctx.actor_name, &n.detail);
     let mut actions = Vec::new();
     if prefs.email_on(kind) && !ctx.email.is_empty() {
         if kind.is_low_priority() {
@@ -239,16 +218,32 @@ pub fn digest(
 mod tests {
     use std::collections::HashMap;
 
-    use serde_json::json;
-
     use super::*;
     use crate::unsubscribe::Signer;
 
     const USER: &str = "0190c3a4-0000-7000-8000-000000000001";
 
     fn notification(kind: &str) -> Notification {
-        Notification::parse(&json!({"id": "n1", "type": kind, "recipientId": USER, "actorId": USER, "data": {}}))
-            .unwrap()
+        let request = || devconnect::payloads::RequestRef {
+            request_id: "0190c3a4-0000-7000-9000-000000000001".into(),
+        };
+        let detail = match kind {
+            "connection_request" => NotificationDetail::ConnectionRequest(request()),
+            "connection_accepted" => NotificationDetail::ConnectionAccepted(request()),
+            "message" => NotificationDetail::Message(devconnect::payloads::MessageRef {
+                message_id: "1-0".into(),
+                preview: "hi".into(),
+            }),
+            "welcome" => NotificationDetail::Welcome(devconnect::payloads::Welcome { first_name: None }),
+            other => panic!("no notification kind {other}"),
+        };
+        Notification {
+            id: "n1".into(),
+            recipient_id: USER.into(),
+            actor_id: USER.into(),
+            created_at: "2026-01-01T00:00:00.000Z".into(),
+            detail,
+        }
     }
 
     fn plan_with(fields: &[(&str, &str)], kind: &str, now: &str) -> Vec<Action> {
@@ -328,8 +323,13 @@ mod tests {
     }
 
     #[test]
-    fn unknown_types_cause_nothing() {
-        assert!(plan_with(&[], "something_else", "2026-01-15T12:00:00Z").is_empty());
+    fn unknown_types_are_refused_before_routing() {
+        // The shared decoder reads NOTIFICATION_CREATED as its typed payload: a type it does
+        // not know never reaches `plan` (the record is dead-lettered instead).
+        let data = serde_json::json!({"id": "n1", "type": "something_else", "recipientId": USER,
+            "actorId": USER, "createdAt": "2026-01-01T00:00:00.000Z", "data": {}});
+        let decoded = devconnect::payloads::Event::decode(devconnect::events::EventType::NotificationCreated, &data);
+        assert!(decoded.is_err());
     }
 
     #[test]
