@@ -3,7 +3,7 @@
 //! Every event type is listed once, in [`EventType`], with the topic it goes to.
 //! Consumers dedupe by `eventId` (a UUIDv7, so ids also sort by time), never by offset.
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize, Serializer};
 use uuid::Uuid;
@@ -213,12 +213,7 @@ pub struct Envelope {
 }
 
 fn rfc3339_millis<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&format_timestamp(t))
-}
-
-/// The one timestamp format on the wire: RFC 3339, UTC, milliseconds.
-pub fn format_timestamp(t: &DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+    s.serialize_str(&crate::clock::rfc3339(t))
 }
 
 impl Envelope {

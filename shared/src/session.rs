@@ -442,7 +442,7 @@ pub async fn list(store: &Store, user_id: &str, current: &str) -> Result<Vec<Ses
             .get(name)
             .and_then(|v| v.parse::<i64>().ok())
             .and_then(chrono::DateTime::from_timestamp_millis)
-            .map(|t| crate::events::format_timestamp(&t))
+            .map(|t| crate::clock::rfc3339(&t))
             .unwrap_or_default()
     };
     let mut sessions: Vec<SessionInfo> = ids

@@ -40,8 +40,9 @@ use std::{
 
 use chrono::{DateTime, Days, NaiveDate, TimeDelta, Utc};
 use devconnect::{
+    clock,
     consumer::{Failure, Incoming},
-    events::{format_timestamp, Envelope},
+    events::Envelope,
     keys,
     payloads::{DailyFunnel, DailySummary, Event, Milestone, MilestoneKind},
     script, AppError, AppState,
@@ -232,7 +233,7 @@ fn milestone_entry(
         milestone: kind,
         with_user_id: with.to_string(),
         source_event_id: source.event_id.to_string(),
-        at: format_timestamp(&source.timestamp),
+        at: clock::rfc3339(&source.timestamp),
     };
     let mut envelope = Envelope::of(FUNCTION_NAME, user, &source.correlation_id, payload)?;
     envelope.timestamp = source.timestamp;
@@ -395,7 +396,7 @@ pub fn summary(
             first_messages: reached(MilestoneKind::FirstMessage),
         },
         counts,
-        closed_at: format_timestamp(&now),
+        closed_at: clock::rfc3339(&now),
     })
 }
 

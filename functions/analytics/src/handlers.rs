@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use devconnect::openapi::ErrorBody;
 use devconnect::{
     api::{self, Reply},
+    clock,
     session::WithUser,
     AppError, AppState,
 };
@@ -73,9 +74,9 @@ pub async fn daily(state: &AppState, req: &Request) -> Result<Reply, AppError> {
     }
     let date =
         api::query_param(req, "date").ok_or_else(|| AppError::Validation("date is required (YYYY-MM-DD)".into()))?;
-    let date = chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d")
+    let date = chrono::NaiveDate::parse_from_str(date, clock::DAY_FORMAT)
         .map_err(|_| AppError::Validation("date must be YYYY-MM-DD".into()))?
-        .format("%Y-%m-%d")
+        .format(clock::DAY_FORMAT)
         .to_string();
     let (counters, dau, mau) = store::day(&state.store, &date).await?;
     let mut by_type = BTreeMap::new();

@@ -3,6 +3,7 @@
 use std::{collections::BTreeMap, collections::HashMap, sync::LazyLock, time::Duration};
 
 use devconnect::{
+    clock,
     consumer::Incoming,
     keys,
     projection::{self, Pointer, Projection},
@@ -199,7 +200,7 @@ pub async fn count(store: &Store, generation: u64, records: &[&Incoming]) -> Res
 
 /// The UTC day (`YYYY-MM-DD`) an event is counted on.
 pub fn day_of(record: &Incoming) -> String {
-    record.envelope.timestamp.format("%Y-%m-%d").to_string()
+    clock::day_key(&record.envelope.timestamp)
 }
 
 /// One day's raw numbers in the live generation: its counter hash, DAU and the month's

@@ -1,7 +1,8 @@
 //! Who gets notified of what, free of Redis and Kafka.
 
 use devconnect::{
-    events::{format_timestamp, Envelope},
+    clock,
+    events::Envelope,
     payloads::{Event, MessageRef, NotificationCreated, NotificationDetail, RequestRef, Welcome},
 };
 
@@ -56,7 +57,7 @@ pub fn plan(e: &Envelope) -> Result<Option<Notification>, String> {
         detail,
         actor: actor.to_string(),
         source_event_id: e.event_id.to_string(),
-        created_at: format_timestamp(&e.timestamp),
+        created_at: clock::rfc3339(&e.timestamp),
         only_if_offline,
     };
     let request = |id: &str| RequestRef {

@@ -11,7 +11,6 @@ use std::{
 use devconnect::{
     clock,
     config::Config,
-    events::format_timestamp,
     keys,
     projection::{self, Pointer, Projection},
     script,
@@ -250,7 +249,7 @@ pub async fn list(store: &Store, user_id: &str, limit: usize) -> Result<(Vec<Val
 /// switch). Zeroes the unread count of the live generation and of one being rebuilt,
 /// and records when, so notifications a rebuild applies later are not counted unread.
 pub async fn mark_read(store: &Store, user_id: &str) -> Result<(), AppError> {
-    let read_at = format_timestamp(&chrono::Utc::now());
+    let read_at = clock::now_rfc3339();
     let mut assumed = store.generations().cached(Projection::Notifications);
     let mut redirects = 0;
     loop {

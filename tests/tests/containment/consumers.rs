@@ -201,9 +201,7 @@ fn login_on(day_offset: i64, user: &str) -> Vec<u8> {
 }
 
 fn day(day_offset: i64) -> String {
-    (chrono::Utc::now() + chrono::Duration::days(day_offset))
-        .format("%Y-%m-%d")
-        .to_string()
+    devconnect::clock::day_key(&(chrono::Utc::now() + chrono::Duration::days(day_offset)))
 }
 
 #[tokio::test]

@@ -36,7 +36,7 @@ use std::{
 
 use aws_lambda_events::event::kafka::KafkaEvent;
 use base64::{engine::general_purpose::STANDARD, Engine};
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use devconnect::{kafka_connection::KafkaConnection, keys, producer::partition_for, store::Store};
 use futures::future::BoxFuture;
 use redis::AsyncCommands;
@@ -646,7 +646,7 @@ pub fn on_failure_message(source: &MskSource, give_up: &GiveUp, now: DateTime<Ut
             "approximateInvokeCount": r.invocations,
         },
         "version": "1.0",
-        "timestamp": now.to_rfc3339_opts(SecondsFormat::Millis, true),
+        "timestamp": devconnect::clock::rfc3339(&now),
         "KafkaBatchInfo": {
             "batchSize": 1,
             "eventSourceArn": EVENT_SOURCE_ARN,
@@ -654,7 +654,7 @@ pub fn on_failure_message(source: &MskSource, give_up: &GiveUp, now: DateTime<Ut
             "payloadSize": payload.to_string().len(),
             "recordInfo": {
                 "offset": r.record.offset.to_string(),
-                "timestamp": r.record.record.timestamp.to_rfc3339_opts(SecondsFormat::Millis, true),
+                "timestamp": devconnect::clock::rfc3339(&r.record.record.timestamp),
             },
         },
         "payload": payload,
