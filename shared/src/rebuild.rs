@@ -44,6 +44,7 @@ use serde::Serialize;
 
 use crate::{
     consumer::{self, Incoming},
+    error::{chain, Cause},
     metrics,
     projection::{self, Projection},
     state::AppState,
@@ -123,9 +124,9 @@ pub enum RebuildError {
     /// The run did not finish before [`Options::deadline`].
     #[error("the rebuild of {0} missed its deadline while {1}")]
     Deadline(&'static str, &'static str),
-    /// The broker failed.
+    /// The broker failed: what we were doing, with the broker's error as the source.
     #[error("kafka: {0}")]
-    Kafka(String),
+    Kafka(#[source] Cause),
     /// Redis failed.
     #[error(transparent)]
     Redis(#[from] AppError),
@@ -215,7 +216,7 @@ pub async fn run(
             Ok(report)
         }
         Err(e) => {
-            tracing::error!(projection = projection.name(), error = %e, ?report, "rebuild failed");
+            tracing::error!(projection = projection.name(), error = %chain(&e), ?report, "rebuild failed");
             Err(e)
         }
     }
@@ -357,14 +358,14 @@ impl Run<'_> {
             attempt += 1;
             let error = match tokio::time::timeout(self.options.broker_timeout, call()).await {
                 Ok(Ok(value)) => return Ok(value),
-                Ok(Err(e)) => e.to_string(),
-                Err(_) => "broker call timed out".to_string(),
+                Ok(Err(e)) => Cause::new("broker call", e),
+                Err(_) => Cause::bare("broker call timed out"),
             };
             let backoff = Duration::from_millis(200 * attempt);
             if attempt >= BROKER_ATTEMPTS || Instant::now() + backoff >= self.deadline {
                 return Err(RebuildError::Kafka(error));
             }
-            tracing::warn!(projection = self.projection.name(), attempt, %error, "broker call failed; retrying");
+            tracing::warn!(projection = self.projection.name(), attempt, error = %chain(&error), "broker call failed; retrying");
             tokio::time::sleep(backoff).await;
         }
     }
@@ -376,7 +377,7 @@ impl Run<'_> {
             .producer
             .client()
             .await
-            .map_err(|e| RebuildError::Kafka(e.to_string()))?;
+            .map_err(|e| RebuildError::Kafka(Cause::new("kafka client", e)))?;
         let listed = self.broker(|| client.list_topics()).await?;
         let mut readers = Vec::new();
         for topic in topics {
@@ -384,7 +385,7 @@ impl Run<'_> {
                 .iter()
                 .find(|t| &t.name == topic)
                 .map(|t| t.partitions.clone())
-                .ok_or_else(|| RebuildError::Kafka(format!("topic {topic} does not exist")))?;
+                .ok_or_else(|| RebuildError::Kafka(Cause::bare(format!("topic {topic} does not exist"))))?;
             for p in partitions {
                 let pc = self
                     .broker(|| client.partition_client(topic.clone(), p, UnknownTopicHandling::Error))
@@ -392,7 +393,7 @@ impl Run<'_> {
                 let next = self
                     .broker(|| pc.get_offset(OffsetAt::Earliest))
                     .await
-                    .map_err(|e| RebuildError::Kafka(format!("earliest offset of {topic}/{p}: {e}")))?;
+                    .map_err(|e| RebuildError::Kafka(Cause::new(format!("earliest offset of {topic}/{p}"), e)))?;
                 readers.push(Reader {
                     client: pc,
                     next,

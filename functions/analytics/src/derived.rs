@@ -293,8 +293,8 @@ fn take(
         .ok_or_else(|| AppError::bug("derived events pipeline returned too few replies"))
 }
 
-fn parse<T: redis::FromRedisValue>(value: redis::Value, what: &str) -> Result<T, AppError> {
-    redis::from_redis_value(value).map_err(|e| AppError::bug(format!("{what} reply: {e}")))
+fn parse<T: redis::FromRedisValue>(value: redis::Value, what: &'static str) -> Result<T, AppError> {
+    redis::from_redis_value(value).map_err(|e| AppError::internal(what, e))
 }
 
 /// The milestone script's invocation for `candidates`.

@@ -179,7 +179,7 @@ pub async fn count(store: &Store, generation: u64, records: &[&Incoming]) -> Res
         .pop()
         .ok_or_else(|| AppError::bug("analytics pipeline returned no pointer"))??;
     let pointer = Pointer::from_reply(
-        redis::from_redis_value(pointer).map_err(|e| AppError::bug(format!("analytics pointer reply: {e}")))?,
+        redis::from_redis_value(pointer).map_err(|e| AppError::internal("analytics pointer reply", e))?,
     )?;
     let days = by_day
         .into_keys()
@@ -189,7 +189,7 @@ pub async fn count(store: &Store, generation: u64, records: &[&Incoming]) -> Res
                 .map_err(AppError::from)
                 .and_then(|v| {
                     redis::from_redis_value::<(usize, usize)>(v)
-                        .map_err(|e| AppError::bug(format!("analytics count reply: {e}")))
+                        .map_err(|e| AppError::internal("analytics count reply", e))
                 })
                 .map(|(applied, duplicates)| Counted { applied, duplicates });
             (day, counted)

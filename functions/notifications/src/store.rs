@@ -195,7 +195,7 @@ pub async fn apply(
         .pop()
         .ok_or_else(|| AppError::bug("notifications pipeline returned no pointer"))??;
     let pointer = Pointer::from_reply(
-        redis::from_redis_value(pointer).map_err(|e| AppError::bug(format!("notifications pointer reply: {e}")))?,
+        redis::from_redis_value(pointer).map_err(|e| AppError::internal("notifications pointer reply", e))?,
     )?;
     let by_event: HashMap<&str, &Notification> = planned.iter().map(|n| (n.source_event_id.as_str(), n)).collect();
     let applied = by_recipient
@@ -206,7 +206,7 @@ pub async fn apply(
                 .map_err(AppError::from)
                 .and_then(|v| {
                     redis::from_redis_value::<(usize, Vec<String>)>(v)
-                        .map_err(|e| AppError::bug(format!("notifications apply reply: {e}")))
+                        .map_err(|e| AppError::internal("notifications apply reply", e))
                 })
                 .map(|(duplicates, created)| Applied {
                     duplicates,
