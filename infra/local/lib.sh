@@ -55,6 +55,33 @@ dc_cache_dir() {
   printf '%s\n' "$dir"
 }
 
+# Keep the cached cargo target folder bounded: test binaries whose sources changed are
+# linked under a new hash and the old ones stay behind (each is tens of MB), and
+# incremental sessions pile up. Removes, in $1/debug, every executable in deps/ but the
+# newest of its name, and incremental sessions untouched for a day.
+dc_prune_target() {
+  local debug="$1/debug"
+  [ -d "$debug/deps" ] || return 0
+  python3 - "$debug/deps" <<'PY'
+import os, re, sys
+deps = sys.argv[1]
+newest = {}
+for f in os.listdir(deps):
+    m = re.fullmatch(r"(.+)-([0-9a-f]{16})", f)
+    p = os.path.join(deps, f)
+    if m and os.path.isfile(p) and os.access(p, os.X_OK):
+        newest.setdefault(m.group(1), []).append((os.path.getmtime(p), p))
+freed = 0
+for versions in newest.values():
+    for _, p in sorted(versions)[:-1]:
+        freed += os.path.getsize(p)
+        os.remove(p)
+print(f"[devconnect] pruned {freed / 1e9:.1f} GB of superseded test binaries", file=sys.stderr)
+PY
+  [ -d "$debug/incremental" ] && find "$debug/incremental" -mindepth 2 -maxdepth 2 -type d -mtime +0 -exec rm -rf {} +
+  return 0
+}
+
 # Create a fresh temporary directory for server state/logs and set DC_STATE_DIR to it
 # (call it directly, not in $(...), so the dir is registered for cleanup). stop_started
 # removes it unless DEVCONNECT_KEEP_STATE=1.

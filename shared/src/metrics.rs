@@ -68,6 +68,9 @@ pub const RECORDS_DEAD_LETTERED: &str = "RecordsDeadLettered";
 pub const RECORDS_RETRIED: &str = "RecordsRetried";
 /// Milliseconds: time to process one consumer batch.
 pub const BATCH_LATENCY: &str = "BatchLatency";
+/// Count: attempts to close a day whose keys can never give a summary (wrong key types);
+/// the day stays open and is tried again by later batches, so this keeps counting.
+pub const SUMMARIES_FAILED: &str = "SummariesFailed";
 
 /// Count: records a projection rebuild replayed into its new generation.
 pub const REBUILD_RECORDS: &str = "RebuildRecords";
@@ -112,6 +115,7 @@ pub const ALL: &[&str] = &[
     RECORDS_DEAD_LETTERED,
     RECORDS_RETRIED,
     BATCH_LATENCY,
+    SUMMARIES_FAILED,
     REBUILD_RECORDS,
     REBUILD_LAG,
     REBUILD_SWITCHES,

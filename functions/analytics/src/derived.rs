@@ -43,7 +43,7 @@ use devconnect::{
     clock,
     consumer::{Failure, Incoming},
     events::Envelope,
-    keys,
+    keys, metrics,
     payloads::{DailyFunnel, DailySummary, Event, Milestone, MilestoneKind},
     script, AppError, AppState,
 };
@@ -157,8 +157,20 @@ pub async fn announce(state: &AppState, records: &[Incoming], now: DateTime<Utc>
         }
     };
     if let Err(e) = close(state, open, now, records, trigger).await {
-        tracing::warn!(error = %e, "days not closed; the record that made them due will be retried");
-        failures.extend(trigger.map(|(i, _)| (i, Failure::from(&e))));
+        match Failure::from(&e) {
+            // Redis or the broker was away: the record that made the days due comes back.
+            failure @ Failure::Transient(_) => {
+                tracing::warn!(error = %e, "days not closed; the record that made them due will be retried");
+                failures.extend(trigger.map(|(i, _)| (i, failure)));
+            }
+            // A day's keys can never be summed (e.g. a DAU key that is no HyperLogLog). The
+            // trigger was counted fine, so it is not dead-lettered; the day stays open, every
+            // later attempt is counted and logged for a person to repair the keys.
+            Failure::Permanent(reason) => {
+                state.metrics.count(metrics::SUMMARIES_FAILED, 1);
+                tracing::error!(%reason, "a due day cannot be summarised; it stays open until its keys are repaired");
+            }
+        }
     }
     failures
 }
