@@ -68,12 +68,18 @@ pub struct Cause {
 impl Cause {
     /// `source` stopped us while doing `what` (e.g. `"redis"`, `"argon2"`).
     pub fn new(what: impl Into<Cow<'static, str>>, source: impl Into<BoxError>) -> Self {
-        Self { what: what.into(), source: Some(source.into()) }
+        Self {
+            what: what.into(),
+            source: Some(source.into()),
+        }
     }
 
     /// Something impossible happened, with no underlying error to keep.
     pub fn bare(what: impl Into<Cow<'static, str>>) -> Self {
-        Self { what: what.into(), source: None }
+        Self {
+            what: what.into(),
+            source: None,
+        }
     }
 }
 
@@ -237,7 +243,10 @@ mod tests {
         let e = AppError::from(refused());
         assert_eq!(e.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert!(e.is_transient());
-        let source = e.source().and_then(|cause| cause.source()).expect("the redis error is kept");
+        let source = e
+            .source()
+            .and_then(|cause| cause.source())
+            .expect("the redis error is kept");
         assert!(source.is::<redis::RedisError>(), "{source:?}");
     }
 

@@ -175,12 +175,20 @@ fn month_tag(month: &str) -> String {
 /// Hash: one day's counters in one projection generation: `<TYPE>` per day, `<HH>:<TYPE>`
 /// per hour, `events` in all.
 pub fn analytics_day_in(generation: u64, month: &str, day: &str) -> String {
-    format!("{}:{}:day:{day}", generational("analytics", generation), month_tag(month))
+    format!(
+        "{}:{}:day:{day}",
+        generational("analytics", generation),
+        month_tag(month)
+    )
 }
 
 /// HyperLogLog: distinct active users of one day, in one projection generation.
 pub fn analytics_dau_in(generation: u64, month: &str, day: &str) -> String {
-    format!("{}:{}:dau:{day}", generational("analytics", generation), month_tag(month))
+    format!(
+        "{}:{}:dau:{day}",
+        generational("analytics", generation),
+        month_tag(month)
+    )
 }
 
 /// HyperLogLog: distinct active users of one month, in one projection generation.
@@ -191,7 +199,11 @@ pub fn analytics_mau_in(generation: u64, month: &str) -> String {
 /// Set: event ids already counted for one day in one projection generation (dedupe;
 /// expires after the dedupe window). Per generation, so a rebuild counts every record again.
 pub fn analytics_dedupe_in(generation: u64, month: &str, day: &str) -> String {
-    format!("{}:{}:seen:{day}", generational("analytics", generation), month_tag(month))
+    format!(
+        "{}:{}:seen:{day}",
+        generational("analytics", generation),
+        month_tag(month)
+    )
 }
 
 /// [`analytics_day_in`] generation 0.
@@ -384,14 +396,24 @@ mod tests {
     fn every_generation_of_a_projection_key_keeps_its_slot_and_generation_0_its_old_name() {
         let id = "0190c3a4-0000-7000-8000-000000000001";
         assert_eq!(notifications(id), format!("notifications:{{u:{id}}}"));
-        assert_eq!(analytics_day("2026-11", "2026-11-28"), "analytics:{a:2026-11}:day:2026-11-28");
+        assert_eq!(
+            analytics_day("2026-11", "2026-11-28"),
+            "analytics:{a:2026-11}:day:2026-11-28"
+        );
         for g in [0, 1, 7] {
-            for key in [notifications_in(g, id), notification_state_in(g, id), notification_dedupe_in(g, id)] {
+            for key in [
+                notifications_in(g, id),
+                notification_state_in(g, id),
+                notification_dedupe_in(g, id),
+            ] {
                 assert!(key.contains(&format!("{{u:{id}}}")), "{key}");
             }
             assert!(analytics_mau_in(g, "2026-11").contains("{a:2026-11}"));
         }
-        assert_eq!(notification_state_in(3, id), format!("notifications@3:{{u:{id}}}:state"));
+        assert_eq!(
+            notification_state_in(3, id),
+            format!("notifications@3:{{u:{id}}}:state")
+        );
     }
 
     #[test]
@@ -411,7 +433,10 @@ mod tests {
             milestones_of_day("2026-01-01"),
             daily_summary_closed("2026-01-01"),
         ];
-        for key in [OUTBOX, OUTBOX_LOCK, OUTBOX_QUARANTINE].into_iter().chain(derived.iter().map(String::as_str)) {
+        for key in [OUTBOX, OUTBOX_LOCK, OUTBOX_QUARANTINE]
+            .into_iter()
+            .chain(derived.iter().map(String::as_str))
+        {
             assert!(key.contains("{events}"), "{key}");
         }
     }

@@ -324,7 +324,8 @@ impl Producer {
             .ok_or_else(|| ProduceError::UnknownTopic(topic.to_string()))?;
         let mut clients = Vec::with_capacity(count);
         for partition in 0..count {
-            let partition = i32::try_from(partition).map_err(|_| ProduceError::BadAnswer("more partitions than an i32 counts"))?;
+            let partition =
+                i32::try_from(partition).map_err(|_| ProduceError::BadAnswer("more partitions than an i32 counts"))?;
             clients.push(Arc::new(
                 client
                     .partition_client(topic, partition, UnknownTopicHandling::Error)

@@ -62,6 +62,8 @@ pub fn expect_type(key: &str, actual: &str, expected: &str) -> Result<(), crate:
     if actual == "none" || actual == expected {
         Ok(())
     } else {
-        Err(crate::AppError::bug(format!("WRONGTYPE {key} holds a {actual}, not a {expected}")))
+        Err(crate::AppError::bug(format!(
+            "WRONGTYPE {key} holds a {actual}, not a {expected}"
+        )))
     }
 }

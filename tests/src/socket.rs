@@ -54,3 +54,38 @@ pub async fn frame_of(socket: &mut Socket, kind: &str, within: Duration) -> Opti
     .ok()
     .flatten()
 }
+
+/// The first frame of each of `kinds`, in whatever order they arrive (frames fed by
+/// different topics have no order between them), or the kinds still missing at `within`.
+pub async fn first_frames_of(
+    socket: &mut Socket,
+    kinds: &[&str],
+    within: Duration,
+) -> Result<std::collections::BTreeMap<String, Value>, Vec<String>> {
+    let mut found = std::collections::BTreeMap::new();
+    let _ = tokio::time::timeout(within, async {
+        while let Some(Ok(message)) = socket.next().await {
+            if let Message::Text(text) = message {
+                let frame: Value = serde_json::from_str(&text).expect("frames are JSON");
+                let kind = frame["type"].as_str().unwrap_or_default().to_string();
+                if kinds.contains(&kind.as_str()) {
+                    found.entry(kind).or_insert(frame);
+                }
+                if found.len() == kinds.len() {
+                    return;
+                }
+            }
+        }
+    })
+    .await;
+    let missing: Vec<String> = kinds
+        .iter()
+        .filter(|k| !found.contains_key(**k))
+        .map(|k| k.to_string())
+        .collect();
+    if missing.is_empty() {
+        Ok(found)
+    } else {
+        Err(missing)
+    }
+}

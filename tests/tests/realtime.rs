@@ -383,29 +383,3 @@ async fn without_a_route_response_the_local_gateway_drops_the_body_as_api_gatewa
     );
     server.abort();
 }
-
-/// Issue 15, item 5: API Gateway closes a socket that sends a message over 128 KB with 1009.
-#[tokio::test]
-async fn a_200_kb_message_closes_the_socket_with_1009_as_api_gateway_does() {
-    use futures::StreamExt;
-    let stack = Stack::start().await;
-    let u = stack.user("big-message").await;
-    let (mut socket, _) = connect_async(with_token(&stack.ws_url(), u.client.token()))
-        .await
-        .expect("socket refused");
-    let big = format!(r#"{{"action":"ping","pad":"{}"}}"#, "x".repeat(200 * 1024));
-    let _ = socket.send(Message::Text(big.into())).await;
-    let closed = tokio::time::timeout(Duration::from_secs(5), async {
-        while let Some(message) = socket.next().await {
-            match message {
-                Ok(Message::Close(frame)) => return frame.map(|f| u16::from(f.code)),
-                Ok(_) => continue,
-                Err(_) => return None,
-            }
-        }
-        None
-    })
-    .await
-    .expect("the socket must be closed within 5 s");
-    assert_eq!(closed, Some(1009), "close code");
-}

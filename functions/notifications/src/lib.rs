@@ -104,7 +104,14 @@ pub async fn replay(
             Err(_) => rejected += 1,
         }
     }
-    let (results, _) = store::apply(&state.store, &state.config, generation, &planned, store::Publish::Silently).await?;
+    let (results, _) = store::apply(
+        &state.store,
+        &state.config,
+        generation,
+        &planned,
+        store::Publish::Silently,
+    )
+    .await?;
     for (recipient, applied) in results {
         match applied {
             Ok(_) => {}

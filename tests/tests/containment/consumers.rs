@@ -60,7 +60,11 @@ async fn a_wrong_type_key_under_one_recipient_dead_letters_only_that_record_and_
     let stack = Stack::start().await;
     let _: () = redis_cmd(&stack, &["SET", &keys::notifications(C), "not a list"]).await;
     let partition_0 = vec![request(A, B, "r1"), request(A, C, "r2"), request(A, D, "r3")];
-    let partition_1 = vec![bytes(&envelope(EventType::UserSignup, A, json!({"userId": A, "email": "a@example.com", "firstName": "A", "lastName": "A"})))];
+    let partition_1 = vec![bytes(&envelope(
+        EventType::UserSignup,
+        A,
+        json!({"userId": A, "email": "a@example.com", "firstName": "A", "lastName": "A"}),
+    ))];
     let event = batch_on("connection-events", &[(0, partition_0.clone()), (1, partition_1)]);
 
     let outcome = invoke(&stack, "NotificationsConsumerFunction", event.clone()).await;

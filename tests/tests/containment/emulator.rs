@@ -271,7 +271,11 @@ async fn a_partial_batch_response_isolates_a_poison_record_in_one_invocation() {
     let signups = users
         .iter()
         .map(|u| {
-            let e = envelope(EventType::UserSignup, u, json!({"userId": u, "email": format!("{u}@example.com"), "firstName": "Ada", "lastName": "L"}));
+            let e = envelope(
+                EventType::UserSignup,
+                u,
+                json!({"userId": u, "email": format!("{u}@example.com"), "firstName": "Ada", "lastName": "L"}),
+            );
             record(u, &bytes(&e), chrono::Duration::zero())
         })
         .collect();

@@ -15,10 +15,7 @@ use devconnect::{
     events::{EventType, Topic},
     payloads::Event,
 };
-use devconnect_tests::{
-    socket::{self, frame_of},
-    Stack,
-};
+use devconnect_tests::{socket, Stack};
 use serde_json::{json, Value};
 
 fn repo_root() -> PathBuf {
@@ -230,11 +227,15 @@ async fn every_frame_a_socket_receives_matches_the_server_frame_schema() {
     assert_eq!(cy.send_request("interested", &bo.id).await.status, 201);
 
     let schema = validator_in_document("/components/messages/SERVER_FRAME/payload");
-    for kind in ["presence", "message", "notification"] {
-        let frame = frame_of(&mut bo_socket, kind, Duration::from_secs(10))
-            .await
-            .unwrap_or_else(|| panic!("no {kind} frame"));
-        let problems = violations(&schema, &frame);
+    let frames = socket::first_frames_of(
+        &mut bo_socket,
+        &["presence", "message", "notification"],
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap_or_else(|missing| panic!("no frame of {missing:?}"));
+    for frame in frames.values() {
+        let problems = violations(&schema, frame);
         assert!(problems.is_empty(), "{frame}: {problems:?}");
     }
 }

@@ -163,7 +163,10 @@ impl Functions {
             senders: devconnect_senders::local::LocalSenders::new(
                 state.for_function(devconnect_senders::EMAIL_FUNCTION, binary("EmailSenderFunction")),
                 state.for_function(devconnect_senders::SMS_FUNCTION, binary("SmsSenderFunction")),
-                std::env::var("LOCAL_AWS_ENDPOINT").ok().filter(|e| !e.is_empty()).as_deref(),
+                std::env::var("LOCAL_AWS_ENDPOINT")
+                    .ok()
+                    .filter(|e| !e.is_empty())
+                    .as_deref(),
             ),
             channels: channels("ChannelsFunction"),
             channels_router: channels("ChannelsRouterFunction"),
