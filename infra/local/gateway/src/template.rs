@@ -210,6 +210,11 @@ impl RouteResponses {
     }
 }
 
+/// Parameter values for the local stack, e.g.
+/// `LOCAL_PARAMETER_OVERRIDES="HttpApiThrottlingRateLimit=100000 HttpApiThrottlingBurstLimit=100000"`
+/// (space-separated `Name=Value`, like `sam local --parameter-overrides`).
+pub const PARAMETER_OVERRIDES_VAR: &str = "LOCAL_PARAMETER_OVERRIDES";
+
 impl Template {
     /// The function's timeout: its template `Timeout`, else Lambda's default.
     pub fn timeout(&self, function: &str) -> Duration {
@@ -217,10 +222,12 @@ impl Template {
     }
 
     /// Loads and parses a template file, opting out of the gaps named in
-    /// `LOCAL_GATEWAY_IGNORE` (see [`crate::gaps`]).
+    /// `LOCAL_GATEWAY_IGNORE` (see [`crate::gaps`]), with the parameter values in
+    /// [`PARAMETER_OVERRIDES_VAR`] in place of their Defaults.
     pub fn load(path: &Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        Self::parse_ignoring(&text, &crate::gaps::ignored_from_env())
+        let overrides = std::env::var(PARAMETER_OVERRIDES_VAR).unwrap_or_default();
+        Self::parse_with(&text, &crate::gaps::ignored_from_env(), &overrides)
             .with_context(|| format!("{} is not fully emulated locally", path.display()))
     }
 
@@ -232,7 +239,25 @@ impl Template {
 
     /// [`Template::parse`], leaving out the gaps named in `ignored` (each must be a gap).
     pub fn parse_ignoring(text: &str, ignored: &BTreeSet<String>) -> anyhow::Result<Self> {
-        let doc: Value = serde_yaml::from_str(text).context("template.yaml is not YAML")?;
+        Self::parse_with(text, ignored, "")
+    }
+
+    /// [`Template::parse_ignoring`] with `overrides` (`Name=Value Name=Value`, as
+    /// `sam local --parameter-overrides` takes them) replacing those parameters' Defaults.
+    /// A name the template does not declare is an error.
+    pub fn parse_with(text: &str, ignored: &BTreeSet<String>, overrides: &str) -> anyhow::Result<Self> {
+        let mut doc: Value = serde_yaml::from_str(text).context("template.yaml is not YAML")?;
+        for pair in overrides.split_whitespace() {
+            let (name, value) = pair
+                .split_once('=')
+                .with_context(|| format!("{PARAMETER_OVERRIDES_VAR}: {pair:?} is not Name=Value"))?;
+            let parameter = doc
+                .get_mut("Parameters")
+                .and_then(|p| p.get_mut(name))
+                .and_then(Value::as_mapping_mut)
+                .with_context(|| format!("{PARAMETER_OVERRIDES_VAR}: the template has no parameter {name}"))?;
+            parameter.insert("Default".into(), Value::String(value.to_string()));
+        }
         crate::gaps::check(&crate::gaps::Gaps::of(&doc), ignored)?;
         let resources = doc
             .get("Resources")
@@ -996,5 +1021,18 @@ Resources:
             "template.yaml must declare the $default route response"
         );
         assert!(!r.two_way("$connect") && !r.two_way("$disconnect"));
+    }
+
+    #[test]
+    fn parameter_overrides_replace_defaults_and_unknown_names_are_refused() {
+        let text = std::fs::read_to_string(crate::default_template_path()).unwrap();
+        let none = BTreeSet::new();
+        let default = Template::parse_with(&text, &none, "").unwrap().http_throttle.unwrap();
+        let overrides = "HttpApiThrottlingRateLimit=100000 HttpApiThrottlingBurstLimit=200000";
+        let t = Template::parse_with(&text, &none, overrides).unwrap().http_throttle.unwrap();
+        assert_eq!((t.rate, t.burst), (100000.0, 200000.0), "default was {default:?}");
+        let error = Template::parse_with(&text, &none, "NoSuchParameter=1").unwrap_err().to_string();
+        assert!(error.contains("NoSuchParameter"), "{error}");
+        assert!(Template::parse_with(&text, &none, "HttpApiThrottlingRateLimit").is_err());
     }
 }
