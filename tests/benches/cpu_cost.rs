@@ -1,8 +1,10 @@
 //! CPU cost per request of the local stack, as issue 14 measures it: 50 concurrent HTTP
 //! connections against the local gateway (200 signed-up users, release build), a bounded
 //! time per route, and per route: requests/s, gateway CPU per request, Redis CPU per
-//! request. Then the broker's CPU per message sent (emulated MSK triggers included)
-//! against its CPU per record from a plain producer, and the stack's idle CPU.
+//! request; the broker's CPU per message sent (emulated MSK triggers included) against
+//! its CPU per record from a plain producer; and the stack's idle CPU. Idle and the
+//! plain producer are measured first, on a quiet broker: after the message load the
+//! triggers keep the broker busy for a long time.
 //!
 //!     cargo bench -p devconnect-tests --bench cpu_cost
 //!     BENCH_SECS=5 cargo bench -p devconnect-tests --bench cpu_cost     (seconds per route)
@@ -19,8 +21,9 @@
 //! (/proc/thread-self/stat, read on that thread). Redis CPU = `INFO cpu`
 //! used_cpu_user+used_cpu_sys deltas. Broker CPU = /proc/<tansu pid>/stat, for POST
 //! /messages from the start of the load until the triggers have worked the messages off
-//! (broker CPU back near its idle rate), minus the idle rate over that whole window,
-//! divided by the messages accepted (2xx).
+//! (broker CPU back near its idle rate; at most 40 s, else the figure is printed as a
+//! lower bound), minus the idle rate over that whole window, divided by the messages
+//! accepted (2xx).
 
 use std::{
     sync::{
@@ -250,7 +253,7 @@ async fn main() {
     );
 
     // The broker: CPU per record from a plain producer (one record per request, 50 at a
-    // time, to a topic no trigger reads), against CPU per message sent above.
+    // time, to a topic no trigger reads), against CPU per message sent below.
     let mut plain = None;
     if let Some(pid) = tansu {
         let client = stack.broker.client().await.expect("kafka client");
