@@ -226,77 +226,56 @@ ensure_tansu() {
   fi
 }
 
-# True if $1 is a moto_server of DC_MOTO_VERSION (its venv's python can import that moto).
-dc_moto_ok() {
-  local bin="$1" python
+# True if $1 is a program of the Python distribution $2 at version $3 (its venv's python
+# reports that version); a program outside a venv is trusted as it is.
+dc_venv_tool_ok() {
+  local bin="$1" dist="$2" version="$3" python
   [[ -x "$bin" ]] || return 1
   python="$(dirname "$bin")/python"
-  [[ -x "$python" ]] || return 0 # not a venv: trust the caller's binary
-  [[ "$("$python" -c 'import moto; print(moto.__version__)' 2>/dev/null)" == "$DC_MOTO_VERSION" ]]
+  [[ -x "$python" ]] || return 0
+  [[ "$("$python" -c "import importlib.metadata as m; print(m.version('$dist'))" 2>/dev/null)" == "$version" ]]
 }
 
-# Install moto[server] into $DEVCONNECT_CACHE/moto-venv (once) and export MOTO_SERVER_BIN.
+# The pinned Python tools (moto, schemathesis): install "$requirement" into
+# $DEVCONNECT_CACHE/<name>-venv once and export the variable named $var as its program $bin,
+# unless that variable already names the right version. Usage:
+#   dc_ensure_venv_tool VAR name program distribution version requirement
+dc_ensure_venv_tool() {
+  local var="$1" name="$2" bin="$3" dist="$4" version="$5" requirement="$6" venv start
+  if [[ -n "${!var:-}" ]] && dc_venv_tool_ok "${!var}" "$dist" "$version"; then
+    dc_log "$name: using \$$var=${!var}"
+  else
+    venv="$(dc_cache_dir)/$name-venv"
+    if ! dc_venv_tool_ok "$venv/bin/$bin" "$dist" "$version"; then
+      command -v python3 >/dev/null 2>&1 || { dc_die "python3 not found; cannot install $name"; return 1; }
+      start=$SECONDS
+      if ! python3 -m venv --help >/dev/null 2>&1; then
+        dc_log "python3 venv module missing; installing python3-venv from apt"
+        dc_apt_install python3-venv
+      fi
+      dc_log "installing $requirement into $venv"
+      python3 -m venv "$venv" >&2 || { dc_die "could not create $venv"; return 1; }
+      "$venv/bin/pip" install --quiet --disable-pip-version-check "$requirement" >&2 \
+        || { dc_die "pip install $requirement failed"; return 1; }
+      dc_venv_tool_ok "$venv/bin/$bin" "$dist" "$version" || { dc_die "$name install failed ($venv/bin/$bin)"; return 1; }
+      dc_log "$name installed in $((SECONDS - start))s"
+    fi
+    printf -v "$var" '%s' "$venv/bin/$bin"
+  fi
+  export "${var?}"
+  dc_log "$name: ${!var}"
+}
+
+# moto_server (the AWS API double) into moto-venv; exports MOTO_SERVER_BIN.
 ensure_moto() {
-  local venv start
-  if [[ -n "${MOTO_SERVER_BIN:-}" ]] && dc_moto_ok "$MOTO_SERVER_BIN"; then
-    dc_log "moto: using \$MOTO_SERVER_BIN=$MOTO_SERVER_BIN"
-  else
-    venv="$(dc_cache_dir)/moto-venv"
-    if ! dc_moto_ok "$venv/bin/moto_server"; then
-      command -v python3 >/dev/null 2>&1 || { dc_die "python3 not found; cannot install moto"; return 1; }
-      start=$SECONDS
-      if ! python3 -m venv --help >/dev/null 2>&1; then
-        dc_log "python3 venv module missing; installing python3-venv from apt"
-        dc_apt_install python3-venv
-      fi
-      dc_log "installing moto[server]==$DC_MOTO_VERSION into $venv"
-      python3 -m venv "$venv" >&2 || { dc_die "could not create $venv"; return 1; }
-      "$venv/bin/pip" install --quiet --disable-pip-version-check "moto[server]==$DC_MOTO_VERSION" >&2 \
-        || { dc_die "pip install moto[server]==$DC_MOTO_VERSION failed"; return 1; }
-      dc_moto_ok "$venv/bin/moto_server" || { dc_die "moto install failed ($venv/bin/moto_server)"; return 1; }
-      dc_log "moto installed in $((SECONDS - start))s"
-    fi
-    MOTO_SERVER_BIN="$venv/bin/moto_server"
-  fi
-  export MOTO_SERVER_BIN
-  dc_log "moto: $MOTO_SERVER_BIN"
+  dc_ensure_venv_tool MOTO_SERVER_BIN moto moto_server moto "$DC_MOTO_VERSION" "moto[server]==$DC_MOTO_VERSION"
 }
 
-# True if $1 is the schemathesis CLI of DC_SCHEMATHESIS_VERSION.
-dc_schemathesis_ok() {
-  local bin="$1" python
-  [[ -x "$bin" ]] || return 1
-  python="$(dirname "$bin")/python"
-  [[ -x "$python" ]] || return 0 # not a venv: trust the caller's binary
-  [[ "$("$python" -c 'import importlib.metadata as m; print(m.version("schemathesis"))' 2>/dev/null)" == "$DC_SCHEMATHESIS_VERSION" ]]
-}
-
-# Install schemathesis into $DEVCONNECT_CACHE/schemathesis-venv (once) and export
-# SCHEMATHESIS_BIN (the `contract` tests run it against the local gateway).
+# schemathesis into schemathesis-venv; exports SCHEMATHESIS_BIN (the `contract` tests run it
+# against the local gateway).
 ensure_schemathesis() {
-  local venv start
-  if [[ -n "${SCHEMATHESIS_BIN:-}" ]] && dc_schemathesis_ok "$SCHEMATHESIS_BIN"; then
-    dc_log "schemathesis: using \$SCHEMATHESIS_BIN=$SCHEMATHESIS_BIN"
-  else
-    venv="$(dc_cache_dir)/schemathesis-venv"
-    if ! dc_schemathesis_ok "$venv/bin/schemathesis"; then
-      command -v python3 >/dev/null 2>&1 || { dc_die "python3 not found; cannot install schemathesis"; return 1; }
-      start=$SECONDS
-      if ! python3 -m venv --help >/dev/null 2>&1; then
-        dc_log "python3 venv module missing; installing python3-venv from apt"
-        dc_apt_install python3-venv
-      fi
-      dc_log "installing schemathesis==$DC_SCHEMATHESIS_VERSION into $venv"
-      python3 -m venv "$venv" >&2 || { dc_die "could not create $venv"; return 1; }
-      "$venv/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$DC_SCHEMATHESIS_VERSION" >&2 \
-        || { dc_die "pip install schemathesis==$DC_SCHEMATHESIS_VERSION failed"; return 1; }
-      dc_schemathesis_ok "$venv/bin/schemathesis" || { dc_die "schemathesis install failed ($venv/bin/schemathesis)"; return 1; }
-      dc_log "schemathesis installed in $((SECONDS - start))s"
-    fi
-    SCHEMATHESIS_BIN="$venv/bin/schemathesis"
-  fi
-  export SCHEMATHESIS_BIN
-  dc_log "schemathesis: $SCHEMATHESIS_BIN"
+  dc_ensure_venv_tool SCHEMATHESIS_BIN schemathesis schemathesis schemathesis \
+    "$DC_SCHEMATHESIS_VERSION" "schemathesis==$DC_SCHEMATHESIS_VERSION"
 }
 
 # True if the venv at $1 has exactly the pinned aws-sam-cli and cfn-lint.
