@@ -11,6 +11,7 @@
 #   TANSU_BIN              use this tansu binary instead of installing one
 #   MOTO_SERVER_BIN        use this moto_server (AWS API double) instead of the cached venv's
 #   DEVCONNECT_KEEP_STATE  if 1, keep the temporary state dir (logs) after stop_started
+#   CARGO_LAMBDA_BIN       use this cargo-lambda instead of the cached venv's
 #   SAM_VENV               use this Python venv for aws-sam-cli/cfn-lint instead of
 #                          $DEVCONNECT_CACHE/sam-venv
 
@@ -29,6 +30,9 @@ DC_CFN_LINT_VERSION="1.58.0"
 DC_MOTO_VERSION="5.2.1"
 # The property-based API fuzzer the contract tests drive with docs/openapi.json.
 DC_SCHEMATHESIS_VERSION="4.32.5"
+# cargo-lambda (Lambda bootstrap builds) and the zig it links with, both from PyPI.
+DC_CARGO_LAMBDA_VERSION="1.9.2"
+DC_ZIGLANG_VERSION="0.17.1"
 DC_TOPICS=(user-events connection-events message-events notification-events email-events sms-events analytics-events dead-letter-events)
 DC_TOPIC_PARTITIONS=3
 # Port of the machine's shared Redis; never start or touch anything there.
@@ -236,12 +240,13 @@ dc_venv_tool_ok() {
   [[ "$("$python" -c "import importlib.metadata as m; print(m.version('$dist'))" 2>/dev/null)" == "$version" ]]
 }
 
-# The pinned Python tools (moto, schemathesis): install "$requirement" into
+# The pinned Python tools (moto, schemathesis, cargo-lambda): install the requirements into
 # $DEVCONNECT_CACHE/<name>-venv once and export the variable named $var as its program $bin,
 # unless that variable already names the right version. Usage:
-#   dc_ensure_venv_tool VAR name program distribution version requirement
+#   dc_ensure_venv_tool VAR name program distribution version requirement...
 dc_ensure_venv_tool() {
-  local var="$1" name="$2" bin="$3" dist="$4" version="$5" requirement="$6" venv start
+  local var="$1" name="$2" bin="$3" dist="$4" version="$5" venv start
+  local requirements=("${@:6}")
   if [[ -n "${!var:-}" ]] && dc_venv_tool_ok "${!var}" "$dist" "$version"; then
     dc_log "$name: using \$$var=${!var}"
   else
@@ -253,10 +258,10 @@ dc_ensure_venv_tool() {
         dc_log "python3 venv module missing; installing python3-venv from apt"
         dc_apt_install python3-venv
       fi
-      dc_log "installing $requirement into $venv"
+      dc_log "installing ${requirements[*]} into $venv"
       python3 -m venv "$venv" >&2 || { dc_die "could not create $venv"; return 1; }
-      "$venv/bin/pip" install --quiet --disable-pip-version-check "$requirement" >&2 \
-        || { dc_die "pip install $requirement failed"; return 1; }
+      "$venv/bin/pip" install --quiet --disable-pip-version-check "${requirements[@]}" >&2 \
+        || { dc_die "pip install ${requirements[*]} failed"; return 1; }
       dc_venv_tool_ok "$venv/bin/$bin" "$dist" "$version" || { dc_die "$name install failed ($venv/bin/$bin)"; return 1; }
       dc_log "$name installed in $((SECONDS - start))s"
     fi
@@ -276,6 +281,20 @@ ensure_moto() {
 ensure_schemathesis() {
   dc_ensure_venv_tool SCHEMATHESIS_BIN schemathesis schemathesis schemathesis \
     "$DC_SCHEMATHESIS_VERSION" "schemathesis==$DC_SCHEMATHESIS_VERSION"
+}
+
+# cargo-lambda and ziglang into cargo-lambda-venv; exports CARGO_LAMBDA_BIN (run it as
+# "$CARGO_LAMBDA_BIN" lambda build ...) and CARGO_ZIGBUILD_PYTHON_PATH, the venv's python,
+# through which cargo-lambda finds that venv's zig without the venv on PATH (a cargo-lambda
+# outside a venv finds zig on PATH itself).
+ensure_cargo_lambda() {
+  dc_ensure_venv_tool CARGO_LAMBDA_BIN cargo-lambda cargo-lambda cargo-lambda \
+    "$DC_CARGO_LAMBDA_VERSION" "cargo-lambda==$DC_CARGO_LAMBDA_VERSION" "ziglang==$DC_ZIGLANG_VERSION"
+  local python
+  python="$(dirname "$CARGO_LAMBDA_BIN")/python"
+  if [[ -x "$python" ]]; then
+    export CARGO_ZIGBUILD_PYTHON_PATH="$python"
+  fi
 }
 
 # True if the venv at $1 has exactly the pinned aws-sam-cli and cfn-lint.
