@@ -444,23 +444,21 @@ class Costed:
     gbs: float
 
 
-def render(cpu: list[CpuRun], consumers: list[ConsumerRun], tpl: Template, provenance: list[str]) -> str:
+def runs_of(cpu: list[CpuRun], key: str) -> list[RouteRun]:
+    """Every run's figures for one route; an error naming what was found if none has it."""
+    values = [run.routes[key] for run in cpu if key in run.routes]
+    if not values:
+        found = sorted({k for run in cpu for k in run.routes})
+        raise SystemExit(f"no cpu_cost run measured {key!r}; routes found: {', '.join(found) or 'none'}")
+    return values
+
+
+def measured_section(cpu: list[CpuRun], consumers: list[ConsumerRun], provenance: list[str]) -> list[str]:
+    """The inputs as read: ranges over the runs, and where each file came from."""
     out: list[str] = []
     say = out.append
-
     found = sorted({k for run in cpu for k in run.routes})
-
-    def runs_of(key: str) -> list[RouteRun]:
-        values = [run.routes[key] for run in cpu if key in run.routes]
-        if not values:
-            raise SystemExit(f"no cpu_cost run measured {key!r}; routes found: {', '.join(found) or 'none'}")
-        return values
-
-    def memory_of(route: str) -> tuple[str, int]:
-        function = tpl.route_function.get(route_key(route), "")
-        return function or "(Globals)", tpl.memory.get(function, tpl.default_memory)
-
-    # ---- what was measured ----
+    drained = [r for r in cpu if r.drained_redis_us is not None]
     say("### Measured (the inputs)")
     say("")
     for line in provenance:
@@ -472,7 +470,7 @@ def render(cpu: list[CpuRun], consumers: list[ConsumerRun], tpl: Template, prove
     say("")
     rows = []
     for key in found:
-        rs = runs_of(key)
+        rs = runs_of(cpu, key)
         name = next(run.names[key] for run in cpu if key in run.names)
         p99 = [r.p99_ms for r in rs if r.p99_ms is not None]
         rows.append([
@@ -484,7 +482,6 @@ def render(cpu: list[CpuRun], consumers: list[ConsumerRun], tpl: Template, prove
     out += table(["route", "req/s", "gateway CPU per request", "Redis CPU per request"], rows)
     say("")
     notes = []
-    drained = [r for r in cpu if r.drained_redis_us is not None]
     if drained:
         notes.append(
             "POST /messages counted until the consumers had worked the messages off: Redis "
@@ -528,22 +525,38 @@ def render(cpu: list[CpuRun], consumers: list[ConsumerRun], tpl: Template, prove
             f"p99 {span([e[1] for e in e2e], 1)} ms.")
     say("")
 
-    # ---- per request: Lambda and Redis ----
-    costed: list[Costed] = []
+    return out
+
+
+def costed_mix(cpu: list[CpuRun], tpl: Template) -> list[Costed]:
+    """Each mix row's Lambda duration, GB-s and Redis CPU, from the costlier end of the runs."""
+    drained = [r.drained_redis_us for r in cpu if r.drained_redis_us is not None]
+    costed = []
     for row in MIX:
-        function, mem = memory_of(row.route)
+        function = tpl.route_function.get(route_key(row.route), "")
+        mem = tpl.memory.get(function, tpl.default_memory)
         if row.measured:
-            rs = runs_of(row.measured)
+            rs = runs_of(cpu, row.measured)
             gw = max(r.gateway_us for r in rs)
             redis = max(r.redis_us for r in rs)
             if row.produces and drained:
-                redis = max(redis, max(r.drained_redis_us for r in drained))
+                # Counted until the consumers worked the messages off: their Redis work too.
+                redis = max(redis, max(drained))
         else:
             gw, redis = LOGIN_CPU_MS * 1000, LOGIN_REDIS_US
         cpu_ms = gw / 1000 * CPU_SPEED * max(1.0, VCPU_MB / mem)
         duration = cpu_ms + row.round_trips * REDIS_RTT_MS + (MSK_PRODUCE_MS if row.produces else 0)
         billed = math.ceil(duration)
-        costed.append(Costed(row, function, mem, gw, redis, cpu_ms, duration, billed, billed / 1000 * mem / 1024))
+        costed.append(Costed(row, function or "(Globals)", mem, gw, redis, cpu_ms, duration, billed,
+                             billed / 1000 * mem / 1024))
+    return costed
+
+
+def render(cpu: list[CpuRun], consumers: list[ConsumerRun], tpl: Template, provenance: list[str]) -> str:
+    """The generated section: inputs, assumptions, per-unit capacity, limits, monthly cost."""
+    out = measured_section(cpu, consumers, provenance)
+    say = out.append
+    costed = costed_mix(cpu, tpl)
 
     per_dau = sum(c.row.per_dau for c in costed)
     req_day = DAU * per_dau
