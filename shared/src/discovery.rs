@@ -13,7 +13,7 @@
 
 use std::{error::Error, fmt::Debug, future::Future, time::Duration};
 
-use aws_config::{timeout::TimeoutConfig, BehaviorVersion, SdkConfig};
+use aws_config::{timeout::TimeoutConfig, SdkConfig};
 use aws_sdk_elasticache::types::{Endpoint, ReplicationGroup, ServerlessCache};
 use aws_sdk_kafka::{
     error::{DisplayErrorContext, SdkError},
@@ -109,7 +109,7 @@ pub async fn resolve(config: &Config) -> Result<Endpoints, DiscoveryError> {
         || config.kafka_security == KafkaSecurity::Iam;
     let aws = match needs_aws {
         true => Some(
-            aws_config::defaults(BehaviorVersion::latest())
+            crate::tls::aws_config_loader()
                 .timeout_config(discovery_timeouts())
                 .load()
                 .await,

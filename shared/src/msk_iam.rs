@@ -11,11 +11,18 @@
 //! producer replaces its client before the lease runs out (see
 //! [`crate::kafka_connection`]).
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
 
 use aws_config::{Region, SdkConfig};
-use aws_msk_iam_sasl_signer::generate_auth_token_from_credentials_provider;
-use aws_sdk_kafka::config::SharedCredentialsProvider;
+use aws_sdk_kafka::config::{Credentials, ProvideCredentials, SharedCredentialsProvider};
+use aws_sigv4::{
+    http_request::{sign, SignableBody, SignableRequest, SignatureLocation, SigningSettings},
+    sign::v4,
+};
+use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
 use rskafka::client::{OauthBearerCredentials, OauthCallback, SaslConfig};
 use tokio::sync::Mutex;
 
@@ -26,6 +33,9 @@ use crate::kafka_connection::SessionLease;
 /// always opens its new connections with a fresh token, instead of a cached one that
 /// would make the new session short too.
 pub const REFRESH_MARGIN: Duration = Duration::from_secs(300);
+
+/// How long a signed token is valid (the broker's limit for MSK IAM).
+pub const TOKEN_LIFETIME: Duration = Duration::from_secs(900);
 
 /// Why MSK IAM cannot be set up, naming what is missing.
 #[derive(Debug, thiserror::Error)]
@@ -82,10 +92,12 @@ impl MskIamSigner {
                 return Ok((token.clone(), *expires_ms));
             }
         }
-        let (token, expires_ms) =
-            generate_auth_token_from_credentials_provider(self.region.clone(), self.credentials.clone())
-                .await
-                .map_err(|e| MskIamError::Sign(Box::new(e)))?;
+        let credentials = self
+            .credentials
+            .provide_credentials()
+            .await
+            .map_err(|e| MskIamError::Sign(Box::new(e)))?;
+        let (token, expires_ms) = sign_token(&self.region, credentials, SystemTime::now())?;
         *cached = Some((token.clone(), expires_ms));
         Ok((token, expires_ms))
     }
@@ -111,11 +123,46 @@ impl MskIamSigner {
     }
 }
 
+/// The token MSK takes for OAUTHBEARER: `https://kafka.<region>.amazonaws.com/?Action=
+/// kafka-cluster:Connect`, SigV4-presigned in the query for the `kafka-cluster` service
+/// and [`TOKEN_LIFETIME`], base64url without padding; with its expiry (Unix ms).
+fn sign_token(region: &Region, credentials: Credentials, now: SystemTime) -> Result<(String, i64), MskIamError> {
+    let failed = |e: &dyn std::fmt::Display| MskIamError::Sign(e.to_string().into());
+    let mut url = url::Url::parse(&format!("https://kafka.{region}.amazonaws.com/")).map_err(|e| failed(&e))?;
+    url.query_pairs_mut().append_pair("Action", "kafka-cluster:Connect");
+    let mut settings = SigningSettings::default();
+    settings.signature_location = SignatureLocation::QueryParams;
+    settings.expires_in = Some(TOKEN_LIFETIME);
+    let identity = credentials.into();
+    let params = v4::SigningParams::builder()
+        .identity(&identity)
+        .region(region.as_ref())
+        .name("kafka-cluster")
+        .time(now)
+        .settings(settings)
+        .build()
+        .map_err(|e| failed(&e))?;
+    let request = SignableRequest::new("GET", url.as_str(), std::iter::empty(), SignableBody::Bytes(&[]))
+        .map_err(|e| failed(&e))?;
+    let (instructions, _) = sign(request, &params.into()).map_err(|e| failed(&e))?.into_parts();
+    {
+        let mut query = url.query_pairs_mut();
+        for (name, value) in instructions.params() {
+            query.append_pair(name, value);
+        }
+        query.append_pair("User-Agent", concat!("devconnect/", env!("CARGO_PKG_VERSION")));
+    }
+    // X-Amz-Date has whole seconds; the token expires TOKEN_LIFETIME after it.
+    let signed_at = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_err(|e| failed(&e))?
+        .as_secs();
+    let expires_ms = (signed_at + TOKEN_LIFETIME.as_secs()) as i64 * 1_000;
+    Ok((URL_SAFE_NO_PAD.encode(url.as_str()), expires_ms))
+}
+
 #[cfg(test)]
 mod tests {
-    use aws_sdk_kafka::config::Credentials;
-    use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
-
     use super::*;
 
     fn signer() -> MskIamSigner {
@@ -157,6 +204,22 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(1_100)).await;
         let third = (credentials.callback)().await.unwrap();
         assert_ne!(first, third);
+    }
+
+    #[test]
+    fn a_token_expires_fifteen_minutes_after_its_signing_second() {
+        let at = SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_250);
+        let credentials = Credentials::new("AKIDEXAMPLE", "dummy-secret", None, None, "test");
+        let (token, expires_ms) = sign_token(&Region::new("eu-west-1"), credentials.clone(), at).unwrap();
+        assert_eq!(expires_ms, 1_700_000_900_000);
+        let url = url::Url::parse(&String::from_utf8(URL_SAFE_NO_PAD.decode(&token).unwrap()).unwrap()).unwrap();
+        let query: std::collections::HashMap<String, String> = url.query_pairs().into_owned().collect();
+        assert_eq!(query["X-Amz-Date"], "20231114T221320Z");
+        // Same inputs, same signature; another secret, another one.
+        let (again, _) = sign_token(&Region::new("eu-west-1"), credentials, at).unwrap();
+        assert_eq!(token, again);
+        let other = Credentials::new("AKIDEXAMPLE", "other-secret", None, None, "test");
+        assert_ne!(token, sign_token(&Region::new("eu-west-1"), other, at).unwrap().0);
     }
 
     #[test]

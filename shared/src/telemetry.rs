@@ -10,13 +10,16 @@
 //! `Lambda runtime invoke` span also has `requestId` and `xrayTraceId`, but the JSON
 //! formatter prints only the innermost span, and the HTTP handlers open a `request` span
 //! inside it, so the span alone would lose the trace id on exactly the lines that matter.
+//! With concurrent invocations (Lambda Managed Instances) the runtime sets no variable,
+//! since one process-wide variable cannot name several invocations: the bootstraps run
+//! each invocation inside [`in_invocation`], a task-local that wins over the variable.
 //!
 //! Levels: `RUST_LOG` if set; otherwise the level Lambda passes as `AWS_LAMBDA_LOG_LEVEL`
 //! (template.yaml's `ApplicationLogLevel`), else `info`; either way the Kafka client is
 //! held at `warn` unless `RUST_LOG` says otherwise, because at `info` it logs every
 //! connection and metadata refresh.
 
-use std::fmt::Write as _;
+use std::{fmt::Write as _, future::Future};
 
 use tracing::{Event, Subscriber};
 use tracing_subscriber::{
@@ -44,7 +47,7 @@ pub fn init() {
         .with_env_filter(filter)
         .event_format(WithTraceId::new(
             format::json().with_current_span(true).with_span_list(false),
-            trace_id_from_env,
+            current_trace_id,
         ))
         // stderr: Lambda ships it to CloudWatch all the same, and stdout stays clean for
         // `invoke` output and the EMF metric lines.
@@ -70,11 +73,23 @@ pub fn default_directives(rust_log: Option<&str>, lambda_level: Option<&str>) ->
     directives
 }
 
-/// The X-Ray trace id of the current invocation: the `Root` of `_X_AMZN_TRACE_ID`.
-fn trace_id_from_env() -> Option<String> {
-    std::env::var("_X_AMZN_TRACE_ID")
-        .ok()
-        .and_then(|header| trace_root(&header).map(str::to_string))
+tokio::task_local! {
+    /// The `X-Amzn-Trace-Id` header of the invocation the current task serves.
+    static INVOCATION_TRACE: Option<String>;
+}
+
+/// Runs `invocation` with `trace_header` (the invocation context's `xray_trace_id`) as the
+/// trace of every line it logs, whatever other invocations run at the same time.
+pub async fn in_invocation<T>(trace_header: Option<String>, invocation: impl Future<Output = T>) -> T {
+    INVOCATION_TRACE.scope(trace_header, invocation).await
+}
+
+/// The X-Ray trace id of the current invocation: the `Root` of the task's trace header
+/// ([`in_invocation`]), else of `_X_AMZN_TRACE_ID`.
+fn current_trace_id() -> Option<String> {
+    let scoped = INVOCATION_TRACE.try_with(Clone::clone).ok().flatten();
+    let header = scoped.or_else(|| std::env::var("_X_AMZN_TRACE_ID").ok())?;
+    trace_root(&header).map(str::to_string)
 }
 
 /// `Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1` ->
@@ -148,6 +163,18 @@ mod tests {
         assert_eq!(trace_root("Parent=53995c3f42cd8ad8"), None);
         assert_eq!(trace_root("Root=;Sampled=1"), None);
         assert_eq!(trace_root(""), None);
+    }
+
+    #[tokio::test]
+    async fn concurrent_invocations_each_log_their_own_trace_id() {
+        let traced = |header: &'static str| {
+            in_invocation(Some(header.to_string()), async {
+                tokio::task::yield_now().await;
+                current_trace_id()
+            })
+        };
+        let (a, b) = tokio::join!(traced("Root=1-aaa;Sampled=1"), traced("Parent=9;Root=1-bbb"));
+        assert_eq!((a.as_deref(), b.as_deref()), (Some("1-aaa"), Some("1-bbb")));
     }
 
     #[test]

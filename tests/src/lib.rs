@@ -8,6 +8,7 @@
 
 pub mod kafka;
 pub mod round_trips;
+pub mod runtime_api;
 pub mod servers;
 pub mod social;
 pub mod socket;

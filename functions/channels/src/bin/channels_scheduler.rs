@@ -3,7 +3,7 @@
 
 use devconnect::{config::Config, metrics::Emf, telemetry, AppState};
 use devconnect_channels::{settings::Settings, Channels};
-use lambda_runtime::{run, service_fn, Error, LambdaEvent};
+use lambda_runtime::{run_concurrent, service_fn, Error, LambdaEvent};
 use serde_json::Value;
 
 #[tokio::main]
@@ -12,12 +12,14 @@ async fn main() -> Result<(), Error> {
     let (emf, metrics) = Emf::install(env!("CARGO_BIN_NAME"))?;
     let app = AppState::connect(Config::from_env()?, devconnect_channels::FUNCTION_NAME).await?;
     let settings = Settings::from_env("http://127.0.0.1:3000")?;
-    let ch = &Channels {
+    // Process-long, shared by the invocations that run at once (AWS_LAMBDA_MAX_CONCURRENCY).
+    let ch: &'static Channels = Box::leak(Box::new(Channels {
         app: app.with_metrics(metrics),
         settings,
-    };
-    run(service_fn(move |_: LambdaEvent<Value>| async move {
-        Ok::<_, Error>(emf.invocation(devconnect_channels::run_schedule(ch)).await?)
+    }));
+    run_concurrent(service_fn(move |event: LambdaEvent<Value>| async move {
+        let trace = event.context.xray_trace_id.clone();
+        Ok::<_, Error>(telemetry::in_invocation(trace, emf.invocation(devconnect_channels::run_schedule(ch))).await?)
     }))
     .await
 }

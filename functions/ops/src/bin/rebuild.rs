@@ -38,10 +38,16 @@ async fn main() -> Result<(), Error> {
     let (emf, metrics) = Emf::install(env!("CARGO_BIN_NAME"))?;
     let state = AppState::connect(Config::from_env()?, devconnect_ops::FUNCTION_NAME).await?;
     let state = &state.with_metrics(metrics);
+    // One invocation at a time even on Lambda Managed Instances: a rebuild holds the
+    // projection's lock, so a second one at once could only wait for it (and the rebuild
+    // future is not Send, which concurrent workers need).
     run(service_fn(move |event: LambdaEvent<RebuildRequest>| async move {
-        let report = emf
-            .invocation(rebuild(state, &event.payload, &Options::default()))
-            .await?;
+        let trace = event.context.xray_trace_id.clone();
+        let report = telemetry::in_invocation(
+            trace,
+            emf.invocation(rebuild(state, &event.payload, &Options::default())),
+        )
+        .await?;
         Ok::<_, Error>(serde_json::to_value(report)?)
     }))
     .await

@@ -1,0 +1,129 @@
+//! The real auth bootstrap under a Lambda Runtime API emulator, against a real
+//! redis-server and tansu: what Lambda (and Lambda Managed Instances, where one
+//! execution environment serves `AWS_LAMBDA_MAX_CONCURRENCY` invocations at once) sees.
+
+use std::time::Duration;
+
+use devconnect_tests::{
+    runtime_api::{http_event, Outcome, RuntimeApi},
+    servers::{Broker, RedisServer},
+    stack::TOPICS,
+};
+use futures::future::join_all;
+use serde_json::{json, Value};
+use tokio::process::Child;
+
+const BOOTSTRAP: &str = env!("CARGO_BIN_EXE_auth-bootstrap");
+
+/// How long a debug-build bootstrap may take to start polling.
+const INIT_TIMEOUT: Duration = Duration::from_secs(20);
+
+struct Environment {
+    api: RuntimeApi,
+    _bootstrap: Child,
+    _redis: RedisServer,
+    _broker: Broker,
+}
+
+/// One execution environment: its own Redis and broker, explicit endpoints.
+async fn environment(max_concurrency: Option<&str>) -> Environment {
+    let redis = RedisServer::start().await.expect("redis-server");
+    let broker = Broker::start(&TOPICS).await.expect("tansu");
+    let api = RuntimeApi::start().await.expect("runtime API emulator");
+    let (redis_url, brokers) = (redis.url(), broker.address());
+    let mut vars = vec![
+        ("REDIS_URL", redis_url.as_str()),
+        ("KAFKA_BROKERS", brokers.as_str()),
+        ("RATE_LIMIT_ANONYMOUS", "100000"),
+        ("RATE_LIMIT_FREE", "100000"),
+    ];
+    if let Some(n) = max_concurrency {
+        vars.push(("AWS_LAMBDA_MAX_CONCURRENCY", n));
+    }
+    let bootstrap = api.spawn(BOOTSTRAP, "auth", &vars).expect("auth bootstrap");
+    Environment {
+        api,
+        _bootstrap: bootstrap,
+        _redis: redis,
+        _broker: broker,
+    }
+}
+
+/// The API Gateway response of one invocation: status and JSON body.
+fn http_answer(outcome: Outcome) -> (u16, Value) {
+    let response = outcome.json().expect("a response, not an invocation error");
+    let status = response["statusCode"].as_u64().expect("statusCode") as u16;
+    let body = response["body"]
+        .as_str()
+        .map(|b| serde_json::from_str(b).unwrap_or(Value::Null));
+    (status, body.unwrap_or(Value::Null))
+}
+
+async fn call(api: &RuntimeApi, method: &str, path: &str, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let mut headers = vec![("content-type", "application/json")];
+    if let Some(auth) = auth.as_deref() {
+        headers.push(("authorization", auth));
+    }
+    let body = body.map(|b| b.to_string());
+    let event = http_event(method, path, &headers, body.as_deref());
+    http_answer(api.invoke(&event).await.expect("invocation answered"))
+}
+
+#[tokio::test]
+async fn with_max_concurrency_one_bootstrap_serves_many_invocations_at_once_each_with_its_own_answer() {
+    let env = environment(Some("8")).await;
+    // Eight workers, each long-polling `next` before any event exists.
+    env.api.polls(8, INIT_TIMEOUT).await.expect("eight concurrent polls");
+
+    let people: Vec<String> = (0..16).map(|i| format!("person{i}@example.com")).collect();
+    let signups = join_all(people.iter().map(|email| {
+        call(
+            &env.api,
+            "POST",
+            "/auth/signup",
+            None,
+            Some(json!({"email": email, "password": "correct horse battery", "firstName": "P", "lastName": email})),
+        )
+    }))
+    .await;
+    let mut tokens = Vec::new();
+    for (email, (status, body)) in people.iter().zip(&signups) {
+        assert_eq!(*status, 201, "{email}: {body}");
+        assert_eq!(
+            body["user"]["email"],
+            email.as_str(),
+            "an answer went to the wrong invocation"
+        );
+        tokens.push(body["token"].as_str().expect("token").to_string());
+    }
+
+    // Every concurrent profile read is answered with its caller's own profile.
+    let profiles = join_all(tokens.iter().map(|t| call(&env.api, "GET", "/profile", Some(t), None))).await;
+    for (email, (status, body)) in people.iter().zip(&profiles) {
+        assert_eq!(*status, 200, "{email}: {body}");
+        assert_eq!(body["lastName"], email.as_str(), "a profile went to the wrong caller");
+    }
+
+    // A bad request in the middle of good ones is its own 4xx, and does not disturb them.
+    let (status, body) = call(&env.api, "POST", "/auth/signup", None, Some(json!({"email": "nope"}))).await;
+    assert_eq!(status, 400, "{body}");
+    let (status, _) = call(&env.api, "GET", "/profile", Some(&tokens[3]), None).await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn without_max_concurrency_the_bootstrap_takes_one_invocation_at_a_time() {
+    let env = environment(None).await;
+    env.api.polls(1, INIT_TIMEOUT).await.expect("first poll");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(env.api.poll_count(), 1, "classic Lambda: a single `next` poll");
+
+    let (status, body) = call(&env.api, "GET", "/profile", None, None).await;
+    assert_eq!(status, 401, "{body}");
+    env.api
+        .polls(2, INIT_TIMEOUT)
+        .await
+        .expect("the next poll after the answer");
+    assert_eq!(env.api.poll_count(), 2);
+}
