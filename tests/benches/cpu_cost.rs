@@ -23,7 +23,9 @@
 //! /messages from the start of the load until the triggers have worked the messages off
 //! (broker CPU back near its idle rate; at most 40 s, else the figure is printed as a
 //! lower bound), minus the idle rate over that whole window, divided by the messages
-//! accepted (2xx).
+//! accepted (2xx). The requests the emulated triggers sent the broker (record fetches,
+//! watermark refreshes) are counted in the gateway (`local_gateway::msk::broker_requests`)
+//! and printed idle and per message.
 
 use std::{
     sync::{
@@ -35,6 +37,7 @@ use std::{
 
 use devconnect_tests::{social::User, Stack};
 use futures::StreamExt;
+use local_gateway::msk::broker_requests;
 use rskafka::{
     client::partition::{Compression, UnknownTopicHandling},
     record::Record,
@@ -241,15 +244,18 @@ async fn main() {
     };
     // Idle, before any load: the whole stack (this process = the gateway; the broker) over 10 s.
     let idle = 10.0;
-    let (p0, b0) = (stat_cpu("/proc/self/stat"), broker_cpu(tansu));
+    let (p0, b0, q0) = (stat_cpu("/proc/self/stat"), broker_cpu(tansu), broker_requests());
     tokio::time::sleep(Duration::from_secs_f64(idle)).await;
-    let (p1, b1) = (stat_cpu("/proc/self/stat"), broker_cpu(tansu));
+    let (p1, b1, q1) = (stat_cpu("/proc/self/stat"), broker_cpu(tansu), broker_requests());
     let broker_idle_cpu = b0.zip(b1).map(|(a, b)| b - a).unwrap_or(f64::NAN);
     let idle_line = format!(
-        "idle (before the load) over {idle} s: gateway {:.2}% of a core, broker {:.2}%, total {:.2}%",
+        "idle (before the load) over {idle} s: gateway {:.2}% of a core, broker {:.2}%, total {:.2}%; \
+         the triggers sent the broker {:.1} watermark refreshes/s and {:.1} record fetches/s",
         100.0 * (p1 - p0) / idle,
         100.0 * broker_idle_cpu / idle,
-        100.0 * (p1 - p0 + broker_idle_cpu) / idle
+        100.0 * (p1 - p0 + broker_idle_cpu) / idle,
+        (q1.refreshes - q0.refreshes) as f64 / idle,
+        (q1.fetches - q0.fetches) as f64 / idle,
     );
 
     // The broker: CPU per record from a plain producer (one record per request, 50 at a
@@ -353,7 +359,7 @@ async fn main() {
         // Let the previous route's consumers finish.
         tokio::time::sleep(Duration::from_secs(2)).await;
         let (process0, redis0) = (stat_cpu("/proc/self/stat"), redis_cpu(&stack).await);
-        let broker0 = broker_cpu(tansu);
+        let (broker0, requests0) = (broker_cpu(tansu), broker_requests());
         let window = Instant::now();
         let run = drive(stack.base_url.clone(), requests, secs);
         let (process1, redis1) = (stat_cpu("/proc/self/stat"), redis_cpu(&stack).await);
@@ -377,10 +383,15 @@ async fn main() {
                 }
                 let elapsed = window.elapsed().as_secs_f64();
                 let (process2, redis2) = (stat_cpu("/proc/self/stat"), redis_cpu(&stack).await);
+                let requests = broker_requests();
                 drained_note = format!(
-                    "POST /messages from the load until worked off or the cap ({elapsed:.1} s, drained: {drained}): gateway (consumers included) {:.0} µs, Redis {:.0} µs per message",
+                    "POST /messages from the load until worked off or the cap ({elapsed:.1} s, drained: {drained}): gateway (consumers included) {:.0} µs, Redis {:.0} µs per message; \
+                     the triggers sent the broker {} record fetches and {} watermark refreshes ({:.3} fetches per message)",
                     us(process2 - process0 - run.load_cpu, ok),
                     us(redis2 - redis0, ok),
+                    requests.fetches - requests0.fetches,
+                    requests.refreshes - requests0.refreshes,
+                    (requests.fetches - requests0.fetches) as f64 / ok.max(1) as f64,
                 );
                 if let (Some(b0), Some(b1)) = (broker0, last) {
                     broker_per_message = Some((us(b1 - b0 - elapsed * broker_idle, ok), drained));

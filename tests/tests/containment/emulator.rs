@@ -3,7 +3,8 @@
 //! on-failure topic in Lambda's shape and the partition moves on; bisection isolates a
 //! bad record in a logarithmic number of invocations; a partial batch response isolates
 //! it in one; records past the age limit skip the function; a partition resumes at the
-//! reported offset while the others go on.
+//! reported offset while the others go on; mappings sharing a topic (and the records
+//! read for it) each get every record once, in order, at their own batch size.
 
 use std::{
     sync::{Arc, Mutex},
@@ -41,6 +42,7 @@ fn source(group: &str, batch_size: usize, retries: u32, bisect: bool) -> MskSour
         topic: TOPIC.into(),
         group: group.into(),
         batch_size,
+        batching_window: local_gateway::template::DEFAULT_KAFKA_BATCHING_WINDOW,
         starting_position: "TRIM_HORIZON".into(),
         report_batch_item_failures: true,
         maximum_retry_attempts: Some(retries),
@@ -417,4 +419,79 @@ async fn a_partition_resumes_at_the_reported_offset_while_the_others_go_on() {
         "partition 0 committed up to its checkpoint, partition 1 past its records"
     );
     assert!(dead_letters(&stack).await.is_empty());
+}
+
+#[tokio::test]
+async fn mappings_sharing_a_topic_each_get_every_record_once_in_order_at_their_own_batch_size() {
+    let stack = Stack::start().await;
+    let zero = chrono::Duration::zero();
+    let some = |n: usize, tag: &str| -> Vec<Record> {
+        (0..n)
+            .map(|i| record(&format!("{tag}-{i}"), format!("{tag}-{i}").as_bytes(), zero))
+            .collect()
+    };
+    let before = produce(&stack, 0, some(50, "before")).await;
+    let small = source("emulator-shared-small", 7, 2, true);
+    let mut latest = source("emulator-shared-latest", 100, 2, true);
+    latest.starting_position = "LATEST".into();
+    let (small_calls, latest_calls) = (Calls::default(), Calls::default());
+    let pollers = msk::spawn_mappings(
+        vec![
+            (small.clone(), failing_on(&small_calls, Vec::new())),
+            (latest.clone(), failing_on(&latest_calls, Vec::new())),
+        ],
+        stack.state.producer.connection().clone(),
+        stack.state.store.clone(),
+    );
+    // LATEST starts past what is there; it commits that starting point at once.
+    wait_committed(&stack, &latest, 0, before[49] + 1).await;
+    wait_committed(&stack, &small, 0, before[49] + 1).await;
+    let mut after = Vec::new();
+    for round in 0..3 {
+        after.extend(produce(&stack, 0, some(10, &format!("after{round}"))).await);
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    let other = produce(&stack, 1, some(10, "other")).await;
+    for source in [&small, &latest] {
+        wait_committed(&stack, source, 0, after[29] + 1).await;
+        wait_committed(&stack, source, 1, other[9] + 1).await;
+    }
+    pollers.iter().for_each(|p| p.abort());
+
+    let delivered = |calls: &Calls| -> Vec<(i32, i64)> {
+        let calls = calls.lock().expect("calls");
+        calls.iter().flat_map(|(_, o)| o.clone()).collect()
+    };
+    let expected = |p0: &[i64]| -> Vec<(i32, i64)> {
+        let mut all: Vec<(i32, i64)> = p0
+            .iter()
+            .map(|o| (0, *o))
+            .chain(other.iter().map(|o| (1, *o)))
+            .collect();
+        all.sort_unstable();
+        all
+    };
+    let mut got = delivered(&small_calls);
+    got.sort_unstable();
+    let everything: Vec<i64> = before.iter().chain(&after).copied().collect();
+    assert_eq!(got, expected(&everything), "TRIM_HORIZON: every record once");
+    let mut got = delivered(&latest_calls);
+    got.sort_unstable();
+    assert_eq!(got, expected(&after), "LATEST: every record after its start once");
+    for (calls, limit) in [(&small_calls, 7), (&latest_calls, 100)] {
+        let calls = calls.lock().expect("calls");
+        assert!(
+            calls.iter().all(|(_, o)| o.len() <= limit),
+            "a batch over {limit}: {calls:?}"
+        );
+        let order: Vec<(i32, i64)> = calls
+            .iter()
+            .flat_map(|(_, o)| o.clone())
+            .filter(|(p, _)| *p == 0)
+            .collect();
+        assert!(
+            order.windows(2).all(|w| w[0].1 < w[1].1),
+            "partition 0 out of order: {order:?}"
+        );
+    }
 }

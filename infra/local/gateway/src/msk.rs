@@ -1,6 +1,12 @@
 //! The MSK event source mapping, emulated as AWS documents it (Lambda developer guide,
 //! "Kafka retry configurations" and "partial batch responses").
 //!
+//! Batching as Lambda does it: once records are there, the mapping gathers until
+//! `BatchSize` records are available or `MaximumBatchingWindowInSeconds` (500 ms for
+//! Kafka when unset) is over, then reads them in one go (see [`watch`] for how it learns
+//! what is there without reading, and [`feed`] for how the mappings of a topic share
+//! what is read).
+//!
 //! Per fetched batch: records older than `MaximumRecordAgeInSeconds` go to the on-failure
 //! destination without an invocation (condition `RecordAgeExceeded`); the rest is
 //! invoked as a real `KafkaEvent` (records keyed "topic-partition", base64 key and value,
@@ -51,32 +57,12 @@ use serde_json::{json, Value};
 
 use crate::{server::Gateway, template::MskSource};
 
-/// Bytes asked of one partition per poll.
-const FETCH_BYTES: i32 = 4 * 1024 * 1024;
-/// How often the watermarks are refreshed by default: the most a record waits before its
-/// mappings read it (half of it on average). Each refresh costs
-/// tansu about 0.15 ms of CPU per watched partition, which is the stack's idle cost;
-/// `LOCAL_MSK_WATCH_MS` overrides it. 50 ms keeps the push latency of the 50 ms
-/// per-partition polls this replaced (idle cost fell from ~27 % of a core to a few
-/// percent); 250 ms would meet a 2 % idle budget at ~250 ms push latency.
-const WATCH_INTERVAL_MS: u64 = 50;
+mod feed;
+mod watch;
 
-/// The watermark refresh interval ([`WATCH_INTERVAL_MS`] or `LOCAL_MSK_WATCH_MS`).
-fn watch_interval() -> Duration {
-    static INTERVAL: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
-    *INTERVAL.get_or_init(|| {
-        let ms = std::env::var("LOCAL_MSK_WATCH_MS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(WATCH_INTERVAL_MS);
-        Duration::from_millis(ms.clamp(1, 10_000))
-    })
-}
-/// How long a read waits on an empty partition: tansu answers a fetch with no wait at
-/// all without reading, and sleeps out the wait even after reading, so 1 ms.
-const READ_WAIT_MS: i32 = 1;
-/// Longest an idle mapping waits for a watcher's wake before reading again anyway.
-const IDLE_RECHECK: Duration = Duration::from_secs(10);
+use feed::{Feed, ReadError};
+use watch::Watermarks;
+
 /// First retry backoff; doubled per retry up to [`MAX_BACKOFF`]. Short: locally a retry
 /// only waits for a Redis or broker that is coming back.
 const FIRST_BACKOFF: Duration = Duration::from_millis(20);
@@ -96,15 +82,41 @@ const BOOTSTRAP_SERVERS: &str = "local";
 pub type Invoke = Arc<dyn Fn(KafkaEvent) -> BoxFuture<'static, anyhow::Result<Value>> + Send + Sync>;
 
 /// Starts one poller per MSK event of the template, connecting like the producer does.
-/// One [`Watermarks`] watch serves them all: idle, the stack asks the broker one request
-/// per [`watch_interval`] in total, not one per partition per mapping.
+/// One [`Watermarks`] watch serves them all (idle, the stack asks the broker one request
+/// per refresh in total), and the mappings of a topic share one [`Feed`] (each record is
+/// fetched once, not once per mapping).
 pub fn spawn_pollers(gateway: Arc<Gateway>, kafka: KafkaConnection, store: Store) {
-    let topics: Vec<String> = gateway.template.msk_sources.iter().map(|s| s.topic.clone()).collect();
+    let mappings = gateway
+        .template
+        .msk_sources
+        .iter()
+        .map(|source| {
+            (
+                source.clone(),
+                gateway_invoke(Arc::clone(&gateway), source.function.clone()),
+            )
+        })
+        .collect();
+    spawn_mappings(mappings, kafka, store);
+}
+
+/// Runs these event source mappings until their tasks are aborted, with one watch for
+/// all and one [`Feed`] per topic (see [`spawn_pollers`]).
+pub fn spawn_mappings(
+    mappings: Vec<(MskSource, Invoke)>,
+    kafka: KafkaConnection,
+    store: Store,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let topics: Vec<String> = mappings.iter().map(|(s, _)| s.topic.clone()).collect();
     let watch = Watermarks::spawn(&kafka, topics);
-    for source in gateway.template.msk_sources.clone() {
-        let invoke = gateway_invoke(Arc::clone(&gateway), source.function.clone());
-        spawn_watched(source, invoke, kafka.clone(), store.clone(), watch.clone());
-    }
+    let mut feeds: BTreeMap<String, Feed> = BTreeMap::new();
+    mappings
+        .into_iter()
+        .map(|(source, invoke)| {
+            let feed = feeds.entry(source.topic.clone()).or_default().clone();
+            spawn_watched(source, invoke, kafka.clone(), store.clone(), watch.clone(), feed)
+        })
+        .collect()
 }
 
 /// The hosted function `function`, as an [`Invoke`].
@@ -124,7 +136,24 @@ pub fn spawn_poller(
     store: Store,
 ) -> tokio::task::JoinHandle<()> {
     let watch = Watermarks::spawn(&kafka, vec![source.topic.clone()]);
-    spawn_watched(source, invoke, kafka, store, watch)
+    spawn_watched(source, invoke, kafka, store, watch, Feed::default())
+}
+
+/// Requests the emulated triggers sent the broker in this process so far.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BrokerRequests {
+    /// Record fetches (one partition each).
+    pub fetches: u64,
+    /// Watermark refreshes (every watched partition in one request).
+    pub refreshes: u64,
+}
+
+/// The [`BrokerRequests`] so far, for the benchmarks.
+pub fn broker_requests() -> BrokerRequests {
+    BrokerRequests {
+        fetches: feed::fetches(),
+        refreshes: watch::refreshes(),
+    }
 }
 
 fn spawn_watched(
@@ -133,209 +162,17 @@ fn spawn_watched(
     kafka: KafkaConnection,
     store: Store,
     watch: Watermarks,
+    feed: Feed,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let _watch_alive = watch.alive.clone();
+        let _watch_alive = watch.keep_alive();
         loop {
-            if let Err(e) = poll(&source, &invoke, &kafka, &store, &watch).await {
+            if let Err(e) = poll(&source, &invoke, &kafka, &store, &watch, &feed).await {
                 tracing::warn!(function = %source.function, topic = %source.topic, error = %e, "MSK poller restarting");
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
     })
-}
-
-/// The high watermarks of the watched topics' partitions ((topic, partition) → offset
-/// after the last record), refreshed by one task with one Kafka Fetch request per
-/// [`watch_interval`] that names every partition and asks for no bytes: the broker reads
-/// no records and answers with each partition's high watermark. (rskafka fetches one
-/// partition per request, and tansu answers a fetch only when its `max_wait` is over,
-/// found or not, so a long poll per partition would cost latency, and short polls per
-/// partition per mapping are what kept the broker busy when idle.) The task ends when
-/// every mapping using it is gone.
-#[derive(Clone)]
-struct Watermarks {
-    rx: tokio::sync::watch::Receiver<BTreeMap<(String, i32), i64>>,
-    alive: Arc<()>,
-}
-
-impl Watermarks {
-    fn spawn(kafka: &KafkaConnection, mut topics: Vec<String>) -> Self {
-        topics.sort();
-        topics.dedup();
-        let (tx, rx) = tokio::sync::watch::channel(BTreeMap::new());
-        let alive = Arc::new(());
-        let weak = Arc::downgrade(&alive);
-        let plaintext = matches!(kafka.security(), devconnect::config::KafkaSecurity::Plaintext);
-        let broker = kafka.brokers().first().cloned().filter(|_| plaintext);
-        let kafka = kafka.clone();
-        tokio::spawn(async move {
-            while weak.strong_count() > 0 {
-                let result = match &broker {
-                    Some(broker) => watch_watermarks(&kafka, broker, &topics, &tx, &weak).await,
-                    None => Err(anyhow::anyhow!("no plaintext broker to watch")),
-                };
-                if let Err(e) = result {
-                    tracing::debug!(error = %e, "watermark watch restarting");
-                }
-                // No watermarks: the mappings read at this pace (see `wait_for_records`).
-                tx.send_replace(BTreeMap::new());
-                tokio::time::sleep(watch_interval()).await;
-            }
-        });
-        Self { rx, alive }
-    }
-
-    /// Waits until a partition of `topic` has records past `offsets`, a refresh fails, or
-    /// [`IDLE_RECHECK`] passes.
-    async fn wait_for_records(&mut self, topic: &str, offsets: &BTreeMap<i32, i64>) {
-        let topic = topic.to_string();
-        let ahead = |marks: &BTreeMap<(String, i32), i64>| {
-            offsets
-                .iter()
-                .any(|(p, at)| marks.get(&(topic.clone(), *p)).is_some_and(|hw| hw > at))
-        };
-        let _ = tokio::time::timeout(IDLE_RECHECK, async {
-            loop {
-                if ahead(&self.rx.borrow_and_update()) {
-                    return;
-                }
-                if self.rx.changed().await.is_err() {
-                    return;
-                }
-                if self.rx.borrow().is_empty() {
-                    // The watch failed: read again, at the watch's pace.
-                    return;
-                }
-            }
-        })
-        .await;
-    }
-}
-
-/// Refreshes the watermarks every [`watch_interval`] over one connection until it fails.
-async fn watch_watermarks(
-    kafka: &KafkaConnection,
-    broker: &str,
-    topics: &[String],
-    tx: &tokio::sync::watch::Sender<BTreeMap<(String, i32), i64>>,
-    alive: &std::sync::Weak<()>,
-) -> anyhow::Result<()> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(broker).await?;
-    stream.set_nodelay(true)?;
-    let listed = kafka.client_builder().build().await?.list_topics().await?;
-    let partitions: Vec<(String, Vec<i32>)> = topics
-        .iter()
-        .map(|t| {
-            let found = listed.iter().find(|l| &l.name == t);
-            (
-                t.clone(),
-                found
-                    .map(|l| l.partitions.iter().copied().collect())
-                    .unwrap_or_default(),
-            )
-        })
-        .collect();
-    // tansu reads, then sleeps out `max_wait` before answering: a 1 ms wait and our own
-    // pace give watermarks as of the answer, not as of the interval's start.
-    let request = fetch_watermarks_request(&partitions, READ_WAIT_MS);
-    let mut correlation = 0i32;
-    while alive.strong_count() > 0 {
-        correlation = correlation.wrapping_add(1);
-        let mut framed = request.clone();
-        framed[8..12].copy_from_slice(&correlation.to_be_bytes());
-        stream.write_all(&framed).await?;
-        let size = stream.read_i32().await?;
-        anyhow::ensure!((4..64 << 20).contains(&size), "bad response size {size}");
-        let mut body = vec![0u8; size as usize];
-        stream.read_exact(&mut body).await?;
-        let marks = parse_watermarks(&body, correlation)?;
-        tx.send_if_modified(|old| {
-            let changed = *old != marks;
-            *old = marks;
-            changed
-        });
-        tokio::time::sleep(watch_interval()).await;
-    }
-    Ok(())
-}
-
-/// A Fetch v4 request (size-prefixed, correlation id at bytes 8..12) for the partitions
-/// of `topics` with `max_bytes` 0 and the given wait.
-fn fetch_watermarks_request(topics: &[(String, Vec<i32>)], max_wait_ms: i32) -> Vec<u8> {
-    let mut b: Vec<u8> = Vec::new();
-    let string = |b: &mut Vec<u8>, s: &str| {
-        b.extend_from_slice(&(s.len() as i16).to_be_bytes());
-        b.extend_from_slice(s.as_bytes());
-    };
-    b.extend_from_slice(&1i16.to_be_bytes()); // api key: Fetch
-    b.extend_from_slice(&4i16.to_be_bytes()); // api version
-    b.extend_from_slice(&0i32.to_be_bytes()); // correlation id (set per request)
-    string(&mut b, "local-gateway-msk-watch");
-    b.extend_from_slice(&(-1i32).to_be_bytes()); // replica id
-    b.extend_from_slice(&max_wait_ms.to_be_bytes());
-    b.extend_from_slice(&1i32.to_be_bytes()); // min bytes
-    b.extend_from_slice(&0i32.to_be_bytes()); // max bytes: read no records
-    b.push(0); // isolation level: read uncommitted
-    b.extend_from_slice(&(topics.len() as i32).to_be_bytes());
-    for (topic, partitions) in topics {
-        string(&mut b, topic);
-        b.extend_from_slice(&(partitions.len() as i32).to_be_bytes());
-        for p in partitions {
-            b.extend_from_slice(&p.to_be_bytes());
-            b.extend_from_slice(&0i64.to_be_bytes()); // fetch offset
-            b.extend_from_slice(&0i32.to_be_bytes()); // partition max bytes
-        }
-    }
-    let mut framed = (b.len() as i32).to_be_bytes().to_vec();
-    framed.extend(b);
-    framed
-}
-
-/// The high watermarks of a Fetch v4 response (after its size), partitions with an
-/// error left out.
-fn parse_watermarks(body: &[u8], correlation: i32) -> anyhow::Result<BTreeMap<(String, i32), i64>> {
-    struct Reader<'a>(&'a [u8]);
-    impl Reader<'_> {
-        fn take(&mut self, n: usize) -> anyhow::Result<&[u8]> {
-            anyhow::ensure!(self.0.len() >= n, "short fetch response");
-            let (head, rest) = self.0.split_at(n);
-            self.0 = rest;
-            Ok(head)
-        }
-        fn i16(&mut self) -> anyhow::Result<i16> {
-            Ok(i16::from_be_bytes(self.take(2)?.try_into()?))
-        }
-        fn i32(&mut self) -> anyhow::Result<i32> {
-            Ok(i32::from_be_bytes(self.take(4)?.try_into()?))
-        }
-        fn i64(&mut self) -> anyhow::Result<i64> {
-            Ok(i64::from_be_bytes(self.take(8)?.try_into()?))
-        }
-    }
-    let mut r = Reader(body);
-    anyhow::ensure!(r.i32()? == correlation, "fetch response out of order");
-    r.i32()?; // throttle time
-    let mut out = BTreeMap::new();
-    for _ in 0..r.i32()?.max(0) {
-        let len = r.i16()?.max(0) as usize;
-        let topic = String::from_utf8_lossy(r.take(len)?).into_owned();
-        for _ in 0..r.i32()?.max(0) {
-            let partition = r.i32()?;
-            let error = r.i16()?;
-            let high_watermark = r.i64()?;
-            r.i64()?; // last stable offset
-            let aborted = r.i32()?;
-            r.take(aborted.max(0) as usize * 16)?;
-            let records = r.i32()?;
-            r.take(records.max(0) as usize)?;
-            if error == 0 {
-                out.insert((topic.clone(), partition), high_watermark);
-            }
-        }
-    }
-    Ok(out)
 }
 
 /// Why Lambda gave up on a record (`requestContext.condition`).
@@ -742,7 +579,7 @@ async fn give_up(source: &MskSource, destination: Option<&Destination>, records:
 
 /// One partition's reader, and where the mapping stands in it.
 struct Reader {
-    client: Arc<PartitionClient>,
+    client: PartitionClient,
     offset: i64,
 }
 
@@ -752,6 +589,7 @@ async fn poll(
     kafka: &KafkaConnection,
     store: &Store,
     watch: &Watermarks,
+    feed: &Feed,
 ) -> anyhow::Result<()> {
     let client = kafka.client_builder().build().await?;
     let partitions = client
@@ -777,21 +615,24 @@ async fn poll(
             None if source.starting_position == "LATEST" => pc.get_offset(OffsetAt::Latest).await?,
             None => pc.get_offset(OffsetAt::Earliest).await?,
         };
-        readers.push(Reader {
-            client: Arc::new(pc),
-            offset,
-        });
+        readers.push(Reader { client: pc, offset });
     }
     // Commit the starting position, as a Kafka consumer group does, so "ready" is observable.
-    let start: BTreeMap<i32, i64> = readers.iter().map(|r| (r.client.partition(), r.offset)).collect();
-    commit(store, source, &start).await?;
+    commit(store, source, &positions(&readers)).await?;
     let mut watch = watch.clone();
+    // When the mapping started gathering its next batch (the last read).
+    let mut cut = tokio::time::Instant::now();
     loop {
-        let batch = fetch_batch(source, &mut readers).await?;
+        // Lambda's batching: the window opens when records arrive after the last batch;
+        // the batch is read when it is full or the window is over.
+        let at = positions(&readers);
+        if let Some(opened) = watch.wait_for_records(&source.topic, &at, cut).await {
+            let until = opened + source.batching_window;
+            watch.wait_for_batch(&source.topic, &at, source.batch_size, until).await;
+        }
+        cut = tokio::time::Instant::now();
+        let batch = fetch_batch(source, feed, &mut readers, &watch.marks()).await?;
         if batch.is_empty() {
-            // Nothing to read: wait until the broker's watermarks show records past here.
-            let at: BTreeMap<i32, i64> = readers.iter().map(|r| (r.client.partition(), r.offset)).collect();
-            watch.wait_for_records(&source.topic, &at).await;
             continue;
         }
         let ends: BTreeMap<i32, i64> = batch
@@ -815,17 +656,51 @@ async fn poll(
     }
 }
 
-/// Up to `BatchSize` records from the partitions, partition by partition (what is there
-/// now: no wait).
-async fn fetch_batch(source: &MskSource, readers: &mut [Reader]) -> anyhow::Result<Vec<(i32, Vec<RecordAndOffset>)>> {
-    let fetched = futures::future::join_all(readers.iter().map(|r| fetch(&r.client, r.offset))).await;
+/// Where the mapping stands: partition → next offset.
+fn positions(readers: &[Reader]) -> BTreeMap<i32, i64> {
+    readers.iter().map(|r| (r.client.partition(), r.offset)).collect()
+}
+
+/// Up to `BatchSize` records, partition by partition, from the partitions the watermarks
+/// show records in (all of them when they show none: the idle recheck, or no watch).
+async fn fetch_batch(
+    source: &MskSource,
+    feed: &Feed,
+    readers: &mut [Reader],
+    marks: &watch::Marks,
+) -> anyhow::Result<Vec<(i32, Vec<RecordAndOffset>)>> {
+    let ahead: Vec<bool> = readers
+        .iter()
+        .map(|r| {
+            marks
+                .get(&(source.topic.clone(), r.client.partition()))
+                .is_some_and(|hw| *hw > r.offset)
+        })
+        .collect();
+    let any = ahead.contains(&true);
+    let reads = readers.iter().zip(&ahead).map(|(r, ahead)| async move {
+        match *ahead || !any {
+            true => Some(feed.read(&r.client, &source.group, r.offset, source.batch_size).await),
+            false => None,
+        }
+    });
+    let fetched = futures::future::join_all(reads).await;
     let mut batch = Vec::new();
     let mut room = source.batch_size;
     for (reader, result) in readers.iter_mut().zip(fetched) {
-        let Ok(records) = result else {
-            // The broker lost the records (local memory storage restarted): start over.
-            reader.offset = reader.client.get_offset(OffsetAt::Earliest).await?;
-            continue;
+        let records = match result {
+            None => continue,
+            Some(Ok(records)) => records,
+            Some(Err(ReadError::OutOfRange)) => {
+                // The broker lost the records (local memory storage restarted): start over.
+                reader.offset = reader.client.get_offset(OffsetAt::Earliest).await?;
+                continue;
+            }
+            Some(Err(ReadError::Broker(e))) => {
+                tracing::debug!(error = %e, "fetch failed");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
         };
         let take: Vec<RecordAndOffset> = records.into_iter().take(room).collect();
         room -= take.len();
@@ -899,23 +774,6 @@ async fn commit(store: &Store, source: &MskSource, points: &BTreeMap<i32, i64>) 
     }
     pipe.query_async::<()>(&mut store.conn()).await?;
     Ok(())
-}
-
-struct Reset;
-
-async fn fetch(pc: &PartitionClient, offset: i64) -> Result<Vec<RecordAndOffset>, Reset> {
-    match pc.fetch_records(offset, 1..FETCH_BYTES, READ_WAIT_MS).await {
-        Ok((records, _high_watermark)) => Ok(records.into_iter().filter(|r| r.offset >= offset).collect()),
-        Err(rskafka::client::error::Error::ServerError {
-            protocol_error: rskafka::client::error::ProtocolError::OffsetOutOfRange,
-            ..
-        }) => Err(Reset),
-        Err(e) => {
-            tracing::debug!(error = %e, "fetch failed");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            Ok(Vec::new())
-        }
-    }
 }
 
 #[cfg(test)]

@@ -72,6 +72,9 @@ pub struct MskSource {
     pub group: String,
     /// Most records per invocation.
     pub batch_size: usize,
+    /// `MaximumBatchingWindowInSeconds`: how long Lambda gathers records before invoking
+    /// with fewer than `batch_size` (500 ms for Kafka sources when unset).
+    pub batching_window: Duration,
     /// `LATEST` or `TRIM_HORIZON`, for a group with no stored offsets.
     pub starting_position: String,
     /// `FunctionResponseTypes: [ReportBatchItemFailures]`: the function's partial batch
@@ -88,6 +91,9 @@ pub struct MskSource {
     /// record Lambda gives up on.
     pub on_failure_topic: Option<String>,
 }
+
+/// Lambda's batching window for Kafka sources without `MaximumBatchingWindowInSeconds`.
+pub const DEFAULT_KAFKA_BATCHING_WINDOW: Duration = Duration::from_millis(500);
 
 /// Most retries Lambda applies when `MaximumRetryAttempts` is -1 (infinite) and an
 /// on-failure destination is set.
@@ -481,7 +487,7 @@ impl Resolver<'_> {
 /// MSK event properties the emulator implements. `Stream` names the cluster (there is
 /// one local broker); `ProvisionedPollerConfig` only sizes throughput (how many pollers
 /// Lambda runs), not what is delivered, so it is accepted and has no local effect.
-/// Anything else (FilterCriteria, MaximumBatchingWindowInSeconds, SchemaRegistryConfig,
+/// Anything else (FilterCriteria, SchemaRegistryConfig,
 /// KmsKeyArn, StartingPositionTimestamp, SourceAccessConfigurations, LoggingConfig,
 /// MetricsConfig, ...) would make the local stack deliver differently from AWS without
 /// saying so, so the template is refused instead.
@@ -491,6 +497,7 @@ pub const EMULATED_MSK_PROPERTIES: &[&str] = &[
     "StartingPosition",
     "ConsumerGroupId",
     "BatchSize",
+    "MaximumBatchingWindowInSeconds",
     "Enabled",
     "FunctionResponseTypes",
     "MaximumRetryAttempts",
@@ -642,6 +649,9 @@ fn parse_msk(cx: &MskContext, props: &serde_yaml::Mapping) -> anyhow::Result<Vec
             .string(props, "ConsumerGroupId")?
             .unwrap_or_else(|| cx.function.to_string()),
         batch_size: cx.int(props, "BatchSize", 1..=10_000)?.map_or(100, |n| n as usize),
+        batching_window: cx
+            .int(props, "MaximumBatchingWindowInSeconds", 0..=300)?
+            .map_or(DEFAULT_KAFKA_BATCHING_WINDOW, |n| Duration::from_secs(n as u64)),
         starting_position,
         report_batch_item_failures: response_types(cx, props)?,
         maximum_retry_attempts: retries.and_then(|n| u32::try_from(n).ok()),
@@ -814,6 +824,7 @@ Resources:
                 topic: "user-events".into(),
                 group: "g1".into(),
                 batch_size: 7,
+                batching_window: DEFAULT_KAFKA_BATCHING_WINDOW,
                 starting_position: "TRIM_HORIZON".into(),
                 report_batch_item_failures: false,
                 maximum_retry_attempts: None,
@@ -879,6 +890,15 @@ Resources:
     }
 
     #[test]
+    fn the_batching_window_is_read_in_seconds_and_bounded_like_lambdas() {
+        let t = Template::parse(&msk_template(", MaximumBatchingWindowInSeconds: 2")).unwrap();
+        assert_eq!(t.msk_sources[0].batching_window, Duration::from_secs(2));
+        let zero = Template::parse(&msk_template(", MaximumBatchingWindowInSeconds: 0")).unwrap();
+        assert_eq!(zero.msk_sources[0].batching_window, Duration::ZERO);
+        assert!(Template::parse(&msk_template(", MaximumBatchingWindowInSeconds: 301")).is_err());
+    }
+
+    #[test]
     fn a_disabled_msk_event_has_no_poller() {
         let t = Template::parse(&msk_template(", Enabled: false")).unwrap();
         assert!(t.msk_sources.is_empty());
@@ -899,7 +919,6 @@ Resources:
     fn properties_the_emulator_does_not_implement_are_refused() {
         for (extra, property) in [
             (", FilterCriteria: { Filters: [{ Pattern: '{}' }] }", "FilterCriteria"),
-            (", MaximumBatchingWindowInSeconds: 1", "MaximumBatchingWindowInSeconds"),
             (
                 ", SchemaRegistryConfig: { SchemaRegistryURI: x }",
                 "SchemaRegistryConfig",

@@ -8,6 +8,7 @@ fn source(report: bool, bisect: bool, retries: Option<u32>) -> MskSource {
         topic: "user-events".into(),
         group: "g".into(),
         batch_size: 100,
+        batching_window: crate::template::DEFAULT_KAFKA_BATCHING_WINDOW,
         starting_position: "TRIM_HORIZON".into(),
         report_batch_item_failures: report,
         maximum_retry_attempts: retries,

@@ -1,0 +1,231 @@
+//! One topic's records, read from the broker once for every mapping of the topic.
+//!
+//! Kafka consumers keep what a fetch returned and hand it out batch by batch; several
+//! mappings read each topic here (user-events feeds three functions). tansu pays for a
+//! fetch with data by listing every record batch the partition ever stored, so each fetch
+//! saved matters: a partition's buffer keeps the fetched records until every mapping of
+//! the topic has read past them, a mapping that finds records for it in the buffer takes
+//! them from there, and only one that has read everything fetches again (from where the
+//! buffer ends, while the others wait for it). A mapping outside the buffer (restarted
+//! behind it, or started ahead of it) reads for itself.
+
+use std::{
+    collections::{BTreeMap, VecDeque},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+};
+
+use rskafka::{client::partition::PartitionClient, record::RecordAndOffset};
+
+/// Bytes asked of one partition per fetch.
+const FETCH_BYTES: i32 = 4 * 1024 * 1024;
+/// Most record bytes a partition's buffer holds: beyond it, the oldest go even if a
+/// mapping (stuck retrying) has not read them; it then reads for itself.
+const BUFFER_BYTES: usize = 32 * 1024 * 1024;
+
+/// Why a read failed.
+#[derive(Debug)]
+pub enum ReadError {
+    /// The broker does not have the offset (its memory storage restarted): start over.
+    OutOfRange,
+    /// Any other broker error.
+    Broker(rskafka::client::error::Error),
+}
+
+/// Record fetches sent to the broker by this process's feeds.
+static FETCHES: AtomicU64 = AtomicU64::new(0);
+
+/// Record fetches sent to the broker so far (for the benchmarks).
+pub fn fetches() -> u64 {
+    FETCHES.load(Ordering::Relaxed)
+}
+
+/// The buffers of one topic's partitions.
+#[derive(Clone, Default)]
+pub struct Feed {
+    partitions: Arc<Mutex<BTreeMap<i32, Arc<tokio::sync::Mutex<Buffer>>>>>,
+}
+
+/// Records `[start, end)` of one partition as the broker has them, and where each mapping
+/// stands.
+#[derive(Default)]
+struct Buffer {
+    records: VecDeque<RecordAndOffset>,
+    start: i64,
+    end: i64,
+    bytes: usize,
+    /// Mapping (consumer group) → its next offset.
+    positions: BTreeMap<String, i64>,
+}
+
+fn size(r: &RecordAndOffset) -> usize {
+    r.record.approximate_size()
+}
+
+impl Buffer {
+    /// Drops what every mapping has read, and the oldest records beyond [`BUFFER_BYTES`].
+    fn trim(&mut self) {
+        let lowest = self.positions.values().copied().min().unwrap_or(self.end).min(self.end);
+        while let Some(first) = self.records.front() {
+            if first.offset >= lowest && self.bytes <= BUFFER_BYTES {
+                break;
+            }
+            self.bytes -= size(first);
+            self.start = first.offset + 1;
+            self.records.pop_front();
+        }
+        self.start = self.start.max(lowest);
+    }
+
+    /// Up to `max` records from `offset` on.
+    fn after(&self, offset: i64, max: usize) -> Vec<RecordAndOffset> {
+        let first = self.records.partition_point(|r| r.offset < offset);
+        self.records.range(first..).take(max).cloned().collect()
+    }
+
+    fn append(&mut self, records: Vec<RecordAndOffset>) {
+        for r in records {
+            if r.offset >= self.end {
+                self.end = r.offset + 1;
+                self.bytes += size(&r);
+                self.records.push_back(r);
+            }
+        }
+    }
+}
+
+impl Feed {
+    fn buffer(&self, partition: i32) -> Arc<tokio::sync::Mutex<Buffer>> {
+        let mut partitions = self.partitions.lock().unwrap_or_else(|e| e.into_inner());
+        Arc::clone(partitions.entry(partition).or_default())
+    }
+
+    /// Up to `max` records of the client's partition from `offset` on for the mapping
+    /// `group`: from the buffer if it has any, else fetched (through `client`) from the
+    /// buffer's end.
+    pub async fn read(
+        &self,
+        client: &PartitionClient,
+        group: &str,
+        offset: i64,
+        max: usize,
+    ) -> Result<Vec<RecordAndOffset>, ReadError> {
+        let buffer = self.buffer(client.partition());
+        let mut b = buffer.lock().await;
+        b.positions.insert(group.to_string(), offset);
+        b.trim();
+        if b.records.is_empty() && (offset < b.start || offset > b.end) {
+            // Nobody needs what was here: the buffer starts over where this mapping is.
+            (b.start, b.end) = (offset, offset);
+        }
+        if offset < b.start || offset > b.end {
+            drop(b);
+            return Ok(self.fetch(client, offset).await?.into_iter().take(max).collect());
+        }
+        let buffered = b.after(offset, max);
+        if !buffered.is_empty() {
+            return Ok(buffered);
+        }
+        let end = b.end;
+        match self.fetch(client, end).await {
+            Ok(records) => b.append(records),
+            Err(e) => {
+                // The records may be gone (broker restarted): keep nothing.
+                *b = Buffer::default();
+                return Err(e);
+            }
+        }
+        Ok(b.after(offset, max))
+    }
+
+    async fn fetch(&self, client: &PartitionClient, offset: i64) -> Result<Vec<RecordAndOffset>, ReadError> {
+        FETCHES.fetch_add(1, Ordering::Relaxed);
+        match client
+            .fetch_records(offset, 1..FETCH_BYTES, super::watch::READ_WAIT_MS)
+            .await
+        {
+            Ok((records, _high_watermark)) => Ok(records.into_iter().filter(|r| r.offset >= offset).collect()),
+            Err(rskafka::client::error::Error::ServerError {
+                protocol_error: rskafka::client::error::ProtocolError::OffsetOutOfRange,
+                ..
+            }) => Err(ReadError::OutOfRange),
+            Err(e) => Err(ReadError::Broker(e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rskafka::record::Record;
+
+    fn records(offsets: std::ops::Range<i64>, bytes: usize) -> Vec<RecordAndOffset> {
+        offsets
+            .map(|offset| RecordAndOffset {
+                record: Record {
+                    key: None,
+                    value: Some(vec![b'x'; bytes]),
+                    headers: BTreeMap::new(),
+                    timestamp: chrono::Utc::now(),
+                },
+                offset,
+            })
+            .collect()
+    }
+
+    fn offsets(records: &[RecordAndOffset]) -> Vec<i64> {
+        records.iter().map(|r| r.offset).collect()
+    }
+
+    #[test]
+    fn records_stay_until_every_mapping_has_read_past_them() {
+        let mut b = Buffer::default();
+        b.append(records(0..10, 10));
+        b.positions.insert("fast".into(), 8);
+        b.positions.insert("slow".into(), 3);
+        b.trim();
+        assert_eq!(
+            offsets(&b.after(3, 100)),
+            (3..10).collect::<Vec<_>>(),
+            "the slow mapping still finds its records"
+        );
+        assert_eq!(b.start, 3);
+        b.positions.insert("slow".into(), 10);
+        b.trim();
+        assert_eq!(offsets(&b.after(8, 100)), vec![8, 9], "kept for the fast mapping");
+        b.positions.insert("fast".into(), 10);
+        b.trim();
+        assert!(b.records.is_empty());
+        assert_eq!((b.start, b.end, b.bytes), (10, 10, 0));
+    }
+
+    #[test]
+    fn a_read_takes_at_most_max_records_from_its_offset() {
+        let mut b = Buffer::default();
+        b.append(records(0..10, 1));
+        assert_eq!(offsets(&b.after(4, 3)), vec![4, 5, 6]);
+        assert!(b.after(10, 3).is_empty(), "nothing past the end: the caller fetches");
+    }
+
+    #[test]
+    fn appending_ignores_records_the_buffer_already_has() {
+        let mut b = Buffer::default();
+        b.append(records(0..5, 1));
+        b.append(records(3..8, 1));
+        assert_eq!(offsets(&b.after(0, 100)), (0..8).collect::<Vec<_>>());
+        assert_eq!(b.end, 8);
+    }
+
+    #[test]
+    fn a_stuck_mapping_does_not_hold_more_than_the_byte_cap() {
+        let mut b = Buffer::default();
+        b.positions.insert("stuck".into(), 0);
+        b.append(records(0..40, 1024 * 1024));
+        b.trim();
+        assert!(b.bytes <= BUFFER_BYTES, "{} bytes kept", b.bytes);
+        assert_eq!(b.start, b.records.front().map(|r| r.offset).unwrap_or(b.end));
+        assert!(b.start > 0, "the stuck mapping now reads for itself");
+    }
+}
