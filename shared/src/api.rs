@@ -9,7 +9,6 @@ use lambda_http::{
     Body, Request, RequestExt, Response,
 };
 use serde::{de::DeserializeOwned, Serialize};
-use serde_json::Value;
 use tracing::Instrument;
 
 use crate::{
@@ -125,7 +124,8 @@ fn reject_oversized(req: &Request) -> Result<(), AppError> {
 #[derive(Debug)]
 pub struct Reply {
     status: StatusCode,
-    body: Option<Value>,
+    /// The JSON, written once here (no intermediate `serde_json::Value`).
+    body: Option<String>,
     headers: Vec<(&'static str, String)>,
 }
 
@@ -133,7 +133,7 @@ impl Reply {
     fn with_body(status: StatusCode, body: impl Serialize) -> Self {
         // Our bodies are structs and string-keyed maps, which always serialize; should one
         // ever fail, the client gets a 500 from `respond`, not a panic.
-        let body = serde_json::to_value(body).ok();
+        let body = serde_json::to_string(&body).ok();
         let status = if body.is_some() {
             status
         } else {
@@ -242,7 +242,7 @@ pub fn respond(meta: &RequestMeta, outcome: Result<Reply, AppError>) -> Response
     let body = match reply.body {
         Some(v) => {
             builder = builder.header(header::CONTENT_TYPE, "application/json");
-            Body::Text(v.to_string())
+            Body::Text(v)
         }
         None => Body::Empty,
     };
@@ -258,7 +258,7 @@ fn error_reply(meta: &RequestMeta, err: &AppError) -> Reply {
     }
     let mut reply = Reply {
         status,
-        body: serde_json::to_value(ErrorBody {
+        body: serde_json::to_string(&ErrorBody {
             error: ErrorDetail {
                 code: err.code().to_string(),
                 message: err.public_message().to_string(),

@@ -1,11 +1,24 @@
 //! HTTP <-> API Gateway HTTP API (payload format 2.0) events.
 //!
-//! The request is built as the JSON API Gateway sends to Lambda and parsed by
-//! `lambda_http` exactly as in AWS, so handlers see the same request context,
-//! path parameters and cookies locally as deployed.
+//! The request is built as the event API Gateway sends to Lambda and turned into a
+//! `lambda_http` request by `lambda_http`'s own conversion, so handlers see the same
+//! request context, path parameters and cookies locally as deployed. The gateway builds
+//! the event as the typed struct `lambda_http` deserializes the JSON into (the same
+//! values, without writing and re-parsing JSON on every request); [`event`] is that
+//! event as JSON, and [`request`] parses JSON events (`events/*.json`) as in AWS.
 
+use std::collections::HashMap;
+
+use aws_lambda_events::{
+    apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpRequestContext, ApiGatewayV2httpRequestContextHttpDescription},
+    query_map::QueryMap,
+};
 use base64::{engine::general_purpose::STANDARD, Engine};
-use lambda_http::{Body, Request, Response};
+use lambda_http::{
+    http::{HeaderMap, HeaderName, HeaderValue, Method},
+    request::LambdaRequest,
+    Body, Request, Response,
+};
 use percent_encoding::percent_decode_str;
 use serde_json::{json, Map, Value};
 
@@ -30,85 +43,111 @@ pub struct HttpCall<'a> {
     pub source_ip: String,
 }
 
-/// The API Gateway v2 event JSON for `call`.
-pub fn event(call: &HttpCall<'_>) -> Value {
-    let mut headers = Map::new();
+/// The fields of `aws_lambda_events`' struct that API Gateway's 2.0 payload does not have
+/// (they belong to Custom Authorizer v1 payloads and REST stages), left out of [`event`]'s JSON.
+const NOT_IN_PAYLOAD_V2: [&str; 7] = [
+    "type",
+    "methodArn",
+    "httpMethod",
+    "identitySource",
+    "authorizationToken",
+    "resource",
+    "stageVariables",
+];
+
+/// The API Gateway v2 event for `call`, as `lambda_http` reads it from API Gateway's JSON:
+/// lower-case header names, repeated headers joined with `,` (cookies go to `cookies`),
+/// query parameters likewise, percent-decoded path parameters, a non-UTF-8 body base64.
+/// `Err` for a header HTTP cannot carry (where parsing the JSON would fail too).
+pub fn typed_event(call: &HttpCall<'_>) -> anyhow::Result<ApiGatewayV2httpRequest> {
+    let mut merged: Vec<(String, String)> = Vec::with_capacity(call.headers.len());
     let mut cookies = Vec::new();
     for (name, value) in &call.headers {
         let name = name.to_ascii_lowercase();
         if name == "cookie" {
-            cookies.extend(value.split(';').map(|c| Value::String(c.trim().to_string())));
+            cookies.extend(value.split(';').map(|c| c.trim().to_string()));
             continue;
         }
-        let merged = match headers.get(&name).and_then(Value::as_str) {
-            Some(prev) => format!("{prev},{value}"),
-            None => value.clone(),
-        };
-        headers.insert(name, Value::String(merged));
+        match merged.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, prev)) => {
+                prev.push(',');
+                prev.push_str(value);
+            }
+            None => merged.push((name, value.clone())),
+        }
     }
-    let mut query = Map::new();
+    // In name order, as the JSON object (a sorted map) hands them to the deserializer.
+    merged.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    let mut headers = HeaderMap::with_capacity(merged.len());
+    for (name, value) in merged {
+        headers.insert(HeaderName::from_bytes(name.as_bytes())?, HeaderValue::from_str(&value)?);
+    }
+    let mut query: HashMap<String, Vec<String>> = HashMap::new();
     for (k, v) in form_urlencoded::parse(call.query.as_bytes()) {
-        let (k, v) = (k.into_owned(), v.into_owned());
-        let merged = match query.get(&k).and_then(Value::as_str) {
-            Some(prev) => format!("{prev},{v}"),
-            None => v,
-        };
-        query.insert(k, Value::String(merged));
+        query.entry(k.into_owned()).or_default().push(v.into_owned());
     }
-    let path_params: Map<String, Value> = call
+    let path_parameters = call
         .path_params
         .iter()
-        .map(|(k, v)| {
-            (
-                k.clone(),
-                Value::String(percent_decode_str(v).decode_utf8_lossy().into_owned()),
-            )
-        })
+        .map(|(k, v)| (k.clone(), percent_decode_str(v).decode_utf8_lossy().into_owned()))
         .collect();
-    let (body, is_base64) = match std::str::from_utf8(call.body) {
+    let (body, is_base64_encoded) = match std::str::from_utf8(call.body) {
         Ok(text) => (text.to_string(), false),
         Err(_) => (STANDARD.encode(call.body), true),
     };
     let now = chrono::Utc::now();
-    let mut event = json!({
-        "version": "2.0",
-        "routeKey": call.route_key,
-        "rawPath": call.path,
-        "rawQueryString": call.query,
-        "headers": headers,
-        "requestContext": {
-            "accountId": "000000000000",
-            "apiId": "local",
-            "domainName": "localhost",
-            "domainPrefix": "localhost",
-            "http": {
-                "method": call.method,
-                "path": call.path,
-                "protocol": "HTTP/1.1",
-                "sourceIp": call.source_ip,
-                "userAgent": headers_value(&call.headers, "user-agent"),
-            },
-            "requestId": uuid::Uuid::now_v7().to_string(),
-            "routeKey": call.route_key,
-            "stage": "$default",
-            "time": now.format("%d/%b/%Y:%H:%M:%S %z").to_string(),
-            "timeEpoch": now.timestamp_millis(),
-        },
-        "isBase64Encoded": is_base64,
-    });
-    if !cookies.is_empty() {
-        event["cookies"] = Value::Array(cookies);
+    let mut http = ApiGatewayV2httpRequestContextHttpDescription::default();
+    http.method = Method::from_bytes(call.method.as_bytes()).unwrap_or_default();
+    http.path = Some(call.path.to_string());
+    http.protocol = Some("HTTP/1.1".into());
+    http.source_ip = Some(call.source_ip.clone());
+    http.user_agent = Some(headers_value(&call.headers, "user-agent"));
+    let mut context = ApiGatewayV2httpRequestContext::default();
+    context.route_key = Some(call.route_key.clone());
+    context.account_id = Some("000000000000".into());
+    context.stage = Some("$default".into());
+    context.request_id = Some(uuid::Uuid::now_v7().to_string());
+    context.apiid = Some("local".into());
+    context.domain_name = Some("localhost".into());
+    context.domain_prefix = Some("localhost".into());
+    context.time = Some(now.format("%d/%b/%Y:%H:%M:%S %z").to_string());
+    context.time_epoch = now.timestamp_millis();
+    context.http = http;
+    let mut event = ApiGatewayV2httpRequest::default();
+    event.version = Some("2.0".into());
+    event.route_key = Some(call.route_key.clone());
+    event.raw_path = Some(call.path.to_string());
+    event.raw_query_string = Some(call.query.to_string());
+    event.cookies = (!cookies.is_empty()).then_some(cookies);
+    event.headers = headers;
+    event.query_string_parameters = QueryMap::from(query);
+    event.path_parameters = path_parameters;
+    event.request_context = context;
+    event.body = (!call.body.is_empty()).then_some(body);
+    event.is_base64_encoded = is_base64_encoded;
+    Ok(event)
+}
+
+/// The API Gateway v2 event JSON for `call` ([`typed_event`] as API Gateway writes it);
+/// `null` for a call whose headers HTTP cannot carry, which [`request`] refuses.
+pub fn event(call: &HttpCall<'_>) -> Value {
+    typed_event(call).map_or(Value::Null, |event| to_json(&event))
+}
+
+/// A typed event as the JSON API Gateway sends (what Lambda's payload quota measures).
+pub fn to_json(event: &ApiGatewayV2httpRequest) -> Value {
+    let Ok(Value::Object(mut json)) = serde_json::to_value(event) else {
+        return Value::Null;
+    };
+    for field in NOT_IN_PAYLOAD_V2 {
+        json.remove(field);
     }
-    if !query.is_empty() {
-        event["queryStringParameters"] = Value::Object(query);
-    }
-    if !path_params.is_empty() {
-        event["pathParameters"] = Value::Object(path_params);
-    }
-    if !call.body.is_empty() {
-        event["body"] = Value::String(body);
-    }
-    event
+    Value::Object(json)
+}
+
+/// The handler's request for an event, converted by `lambda_http` as in AWS.
+pub fn into_request(event: ApiGatewayV2httpRequest) -> Request {
+    LambdaRequest::ApiGatewayV2(event).into()
 }
 
 /// Parses an API Gateway event (from [`event`] or an `events/*.json` file) as `lambda_http` does in AWS.

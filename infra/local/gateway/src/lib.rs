@@ -24,6 +24,12 @@ pub mod server;
 pub mod template;
 pub mod websocket;
 
+/// mimalloc for every program that hosts the gateway (`local-gateway`, the tests, the
+/// benchmarks): under load glibc's malloc and free were about a fifth of the gateway's
+/// CPU per request (the cpu_cost bench, issue 14).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// `template.yaml` of this checkout: the nearest one above the working directory
 /// (`cargo run` from the root, `cargo test` from a crate folder), else the one next to
 /// the sources this was built from. Found at run time: two checkouts sharing one

@@ -5,7 +5,7 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 use axum::{
     body::{to_bytes, Body as AxumBody},
     extract::{ConnectInfo, Request as AxumRequest, State},
-    http::{HeaderName, HeaderValue, StatusCode},
+    http::{HeaderValue, StatusCode},
     response::{IntoResponse, Response as AxumResponse},
     routing::{get, post},
     Router,
@@ -252,28 +252,31 @@ async fn route(gateway: Arc<Gateway>, req: AxumRequest) -> AxumResponse {
     let (parts, body) = req.into_parts();
     let method = parts.method.as_str().to_string();
     let path = parts.uri.path().to_string();
-    let candidates: Vec<_> = gateway
-        .template
-        .routes
-        .iter()
-        .filter_map(|r| r.match_path(&path).map(|params| (r, params)))
-        .collect();
-    if candidates.is_empty() {
-        return gateway_error(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            &format!("no route for {method} {path}"),
-        );
+    // The first route for this path and method, in template order; 405 if only the method differs.
+    let mut path_known = false;
+    let mut matched = None;
+    for r in &gateway.template.routes {
+        if let Some(params) = r.match_path(&path) {
+            path_known = true;
+            if r.method == method || r.method == "ANY" {
+                matched = Some((r, params));
+                break;
+            }
+        }
     }
-    let Some((route, params)) = candidates
-        .into_iter()
-        .find(|(r, _)| r.method == method || r.method == "ANY")
-    else {
-        return gateway_error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            &format!("{method} is not allowed on {path}"),
-        );
+    let Some((route, params)) = matched else {
+        return match path_known {
+            false => gateway_error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                &format!("no route for {method} {path}"),
+            ),
+            true => gateway_error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                &format!("{method} is not allowed on {path}"),
+            ),
+        };
     };
     let Ok(bytes) = to_bytes(body, MAX_GATEWAY_BODY).await else {
         return aws_message(StatusCode::PAYLOAD_TOO_LARGE, "Request Entity Too Large");
@@ -292,15 +295,8 @@ async fn route(gateway: Arc<Gateway>, req: AxumRequest) -> AxumResponse {
         body: &bytes,
         source_ip,
     };
-    let event = apigw::event(&call);
-    // JSON escaping grows a body at most sixfold, so only a body past a sixth of the quota
-    // can make the event too large: the common small request is not serialised twice.
-    if bytes.len() > MAX_LAMBDA_REQUEST / 6 && event.to_string().len() > MAX_LAMBDA_REQUEST {
-        tracing::warn!(function = %route.function, "request over Lambda's 6 MB invocation payload quota");
-        return aws_message(StatusCode::PAYLOAD_TOO_LARGE, "Request Entity Too Large");
-    }
-    let request = match apigw::request(&event) {
-        Ok(r) => r,
+    let event = match apigw::typed_event(&call) {
+        Ok(event) => event,
         Err(e) => {
             return gateway_error(
                 StatusCode::BAD_REQUEST,
@@ -309,6 +305,13 @@ async fn route(gateway: Arc<Gateway>, req: AxumRequest) -> AxumResponse {
             )
         }
     };
+    // JSON escaping grows a body at most sixfold, so only a body past a sixth of the quota
+    // can make the event too large: the common small request is never written as JSON.
+    if bytes.len() > MAX_LAMBDA_REQUEST / 6 && apigw::to_json(&event).to_string().len() > MAX_LAMBDA_REQUEST {
+        tracing::warn!(function = %route.function, "request over Lambda's 6 MB invocation payload quota");
+        return aws_message(StatusCode::PAYLOAD_TOO_LARGE, "Request Entity Too Large");
+    }
+    let request = apigw::into_request(event);
     match gateway.functions.invoke_http(&route.function, request).await {
         Some(response) => lambda_response(&route.function, response),
         None => gateway_error(
@@ -341,23 +344,14 @@ pub fn lambda_response(function: &str, response: lambda_http::Response<Body>) ->
 }
 
 fn into_axum(response: lambda_http::Response<Body>) -> AxumResponse {
+    // lambda_http and axum share the `http` crate: status and headers move over as they are.
     let (parts, body) = response.into_parts();
     let bytes = match body {
         Body::Text(t) => t.into_bytes(),
         Body::Binary(b) => b,
         _ => Vec::new(),
     };
-    let mut out = AxumResponse::new(AxumBody::from(bytes));
-    *out.status_mut() = parts.status;
-    for (name, value) in &parts.headers {
-        if let (Ok(n), Ok(v)) = (
-            HeaderName::from_bytes(name.as_str().as_bytes()),
-            HeaderValue::from_bytes(value.as_bytes()),
-        ) {
-            out.headers_mut().append(n, v);
-        }
-    }
-    out
+    AxumResponse::from_parts(parts, AxumBody::from(bytes))
 }
 
 /// What API Gateway itself answers (no function involved), in the product's error shape.
