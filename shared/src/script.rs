@@ -13,7 +13,9 @@
 //! -- writes only from here on
 //! ```
 
-use redis::Script;
+use redis::{Pipeline, Script, ServerErrorKind, Value};
+
+use crate::{store::Store, AppError};
 
 /// Lua helpers every script may call before its first write. Each returns `nil`
 /// when the precondition holds, or the error text (starting with `WRONGTYPE`, so
@@ -58,12 +60,43 @@ pub fn atomic(body: &str) -> Script {
 /// record and another user's projections): no script can check those atomically with
 /// the write, so the types are read in a round trip the request makes anyway, before
 /// its first write. `actual` is the reply of `TYPE key`.
-pub fn expect_type(key: &str, actual: &str, expected: &str) -> Result<(), crate::AppError> {
+pub fn expect_type(key: &str, actual: &str, expected: &str) -> Result<(), AppError> {
     if actual == "none" || actual == expected {
         Ok(())
     } else {
-        Err(crate::AppError::bug(format!(
+        Err(AppError::bug(format!(
             "WRONGTYPE {key} holds a {actual}, not a {expected}"
         )))
     }
+}
+
+/// Sends `pipe` (built with `ignore_errors` and no ignored commands; EVALSHAs of `scripts`
+/// among its commands) and returns one reply per command, error replies as
+/// `Value::ServerError`. No `SCRIPT LOAD` rides along (hashing the script text costs
+/// Redis on every call): only if a node answers NOSCRIPT (a new server, a failover) is
+/// the pipeline sent again with the scripts loaded in front, so every other command in
+/// it must be harmless to repeat.
+pub async fn query_loaded(store: &Store, pipe: &Pipeline, scripts: &[&Script]) -> Result<Vec<Value>, AppError> {
+    let replies: Vec<Value> = pipe.query_async(&mut store.conn()).await?;
+    let missing = |v: &Value| matches!(v, Value::ServerError(e) if e.kind() == Some(ServerErrorKind::NoScript));
+    if !replies.iter().any(missing) {
+        return Ok(replies);
+    }
+    let mut again = redis::pipe();
+    again.ignore_errors();
+    for script in scripts {
+        again.load_script(script).ignore();
+    }
+    for cmd in pipe.cmd_iter() {
+        again.add_command(cmd.clone());
+    }
+    Ok(again.query_async(&mut store.conn()).await?)
+}
+
+/// One reply of a pipeline sent with `ignore_errors`, as `T`; an error reply becomes the
+/// Redis error it is (classified by `AppError`'s `From`).
+pub fn reply<T: redis::FromRedisValue>(value: Value) -> Result<T, AppError> {
+    let parsed: redis::RedisResult<T> =
+        redis::from_redis_value(value).map_err(|e| AppError::bug(format!("unexpected Redis reply: {e}")))?;
+    Ok(parsed?)
 }

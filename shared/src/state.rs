@@ -12,7 +12,6 @@ use crate::{
     metrics::Metrics,
     producer::Producer,
     publisher::Publisher,
-    rate_limit,
     session::{self, Principal, WithUser},
     store::Store,
 };
@@ -95,31 +94,44 @@ impl AppState {
     /// against the caller's rate limit: one Redis round trip.
     ///
     /// A request whose token is missing, malformed, unknown or ended is counted against
-    /// the anonymous per-IP bucket (one more round trip, on the failure path only), and
+    /// the anonymous per-IP bucket (one more round trip, on the failure path only, which
+    /// also takes back the count the token's user got; see [`session::Refused`]), and
     /// answered 429 past it: guessing tokens costs an attacker the same budget as any
     /// other anonymous request. The `dc_session` cookie (no `__Host-` prefix) is read only
     /// while `COOKIE_SECURE=false`, i.e. on plain-http localhost.
     pub async fn authenticate(&self, req: &Request, with_user: WithUser) -> Result<Principal, AppError> {
+        Ok(self.authenticate_and(req, with_user, |_, _| ()).await?.0)
+    }
+
+    /// [`AppState::authenticate`], with the reads `also` adds to the same round trip, given
+    /// the user id the token names (see [`session::check`]); their replies come back in
+    /// order, error replies as `Value::ServerError`. Sent only with a well-formed token.
+    pub async fn authenticate_and(
+        &self,
+        req: &Request,
+        with_user: WithUser,
+        also: impl FnOnce(&mut redis::Pipeline, &str),
+    ) -> Result<(Principal, Vec<redis::Value>), AppError> {
         let config = &self.config;
         let token = api::bearer_token(req).or_else(|| match config.cookie_secure {
             true => None,
             false => local_cookie(req),
         });
-        let outcome = session::authenticate_idle(
+        let checked = session::check(
             &self.store,
             &config.rate_limits,
             config.session_idle_timeout,
             token,
             with_user,
+            also,
         )
-        .await;
-        match outcome {
-            Err(AppError::Unauthorized(reason)) => {
+        .await?;
+        match checked {
+            session::Checked::Admitted(principal, replies) => Ok((principal, replies)),
+            session::Checked::Refused(refused) => {
                 let ip = api::RequestMeta::of(req).source_ip;
-                rate_limit::check_ip(&self.store, &config.rate_limits, &ip).await?;
-                Err(AppError::Unauthorized(reason))
+                Err(refused.settle(&self.store, &config.rate_limits, Some(&ip)).await)
             }
-            other => other,
         }
     }
 

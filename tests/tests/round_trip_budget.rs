@@ -73,3 +73,31 @@ async fn each_auth_route_stays_within_its_round_trip_budget() {
         (204, 2)
     );
 }
+
+#[tokio::test]
+async fn a_message_costs_two_round_trips_and_a_forged_token_one_more_than_a_live_one() {
+    let stack = Stack::start_counting(&[]).await;
+    let a = stack.user("budget-a").await;
+    let b = stack.user("budget-b").await;
+    stack.connect(&a, &b).await;
+    // Warm: the first send loads the script (NOSCRIPT -> SCRIPT LOAD and a resend).
+    assert_eq!(a.message(&b.id, "warm").await.status, 201);
+    let path = format!("/messages/{}", b.id);
+    let (status, n) = trips(&stack, "POST", &path, json!({"text": "hi"}), Some(a.client.token())).await;
+    assert_eq!(
+        (status, n),
+        (201, 2),
+        "authenticate + rate limit + the send's checks, then the send with both conversation lists"
+    );
+    let forged = format!("{}.{}", a.id, "A".repeat(43));
+    assert_eq!(
+        trips(&stack, "GET", "/profile", json!(null), Some(&forged)).await,
+        (401, 2),
+        "the authentication round trip, then the undo of the count with the per-IP count"
+    );
+    assert_eq!(
+        trips(&stack, "GET", "/profile", json!(null), Some("garbage")).await,
+        (401, 1),
+        "a malformed token: only the per-IP count"
+    );
+}

@@ -93,9 +93,14 @@ struct MarkedRead {
     marked_read: i64,
 }
 
+/// The `{userId}` of the conversation, as a UUID.
+fn target(req: &Request) -> Result<String, AppError> {
+    user::parse_user_id(&api::path_param(req, "userId")?)
+}
+
 /// The `{userId}` of the conversation: a UUID that is not the caller.
 fn other_user(me: &Principal, req: &Request) -> Result<String, AppError> {
-    let other = user::parse_user_id(&api::path_param(req, "userId")?)?;
+    let other = target(req)?;
     domain::check_not_self(&me.user_id, &other)?;
     Ok(other)
 }
@@ -112,14 +117,24 @@ struct SendBody {
     (status = 201, description = "Sent", body = SentMessage),
     (status = 403, description = "Only connections message each other", body = ErrorBody),
 ))]
-/// POST /messages/{userId} {text} -> 201 {message}. Three round trips.
+/// POST /messages/{userId} {text} -> 201 {message}. Two round trips: authentication with
+/// the send's checks ([`store::send_checks`]), then the send.
 pub async fn send(state: &AppState, meta: &RequestMeta, req: &Request) -> Result<Reply, AppError> {
-    let me = state.authenticate(req, WithUser::No).await?;
-    let other = other_user(&me, req)?;
+    let target = target(req);
+    let (me, checks) = state
+        .authenticate_and(req, WithUser::No, |pipe, me| {
+            if let Ok(other) = &target {
+                store::send_checks(pipe, me, other);
+            }
+        })
+        .await?;
+    let other = target?;
+    domain::check_not_self(&me.user_id, &other)?;
     let body: SendBody = api::json_body(req)?;
     let text = domain::parse_text(&body.text)?;
     let message = store::send(
         &state.store,
+        checks,
         &me.user_id,
         &other,
         &text,

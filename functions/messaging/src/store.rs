@@ -1,23 +1,26 @@
-//! Redis persistence of conversations: one script per operation, in the pair's slot.
+//! Redis persistence of conversations: one script per write, in the pair's slot.
 
 use std::{collections::HashMap, sync::LazyLock};
 
-use devconnect::{keys, payloads::MessageSent, script, store::Store, user::User, AppError};
-use redis::{AsyncCommands, Script};
+use devconnect::{clock, keys, payloads::MessageSent, script, store::Store, user::User, AppError};
+use redis::{AsyncCommands, Pipeline, Script, Value};
 
-/// Appends a message if the two are connected; returns its id, or nil if not connected.
-/// Checks every key's type and the receiver's unread counter before the XADD: a
-/// HINCRBY failing after it would leave a message the receiver is never told about.
+/// Appends a message. KEYS: the stream, the conversation hash. ARGV: from, to, text,
+/// cap, the receiver's unread field. Whether the two are connected was read in the
+/// request's first round trip ([`send_checks`]): an accepted pair never changes again,
+/// so that answer cannot go stale. All-or-nothing with one read and two writes: HGET
+/// fails on a conversation that is no hash, and the counter must be an integer before
+/// XADD, the first write, which fails whole on a key that is no stream; the HSET after
+/// it (the new count, as a whole number, and the conversation's last message) cannot fail.
 static SEND: LazyLock<Script> = LazyLock::new(|| {
-    script::atomic(
+    Script::new(
         r#"
-local bad = wrong_types({KEYS[1], 'hash', KEYS[2], 'stream', KEYS[3], 'hash'})
-  or not_integers(KEYS[3], {'unread:' .. ARGV[2]})
-if bad then return redis.error_reply(bad) end
-if redis.call('HGET', KEYS[1], 'status') ~= 'accepted' then return false end
-local id = redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[4], '*', 'from', ARGV[1], 'to', ARGV[2], 'text', ARGV[3])
-redis.call('HINCRBY', KEYS[3], 'unread:' .. ARGV[2], 1)
-redis.call('HSET', KEYS[3], 'lastId', id, 'lastFrom', ARGV[1], 'lastText', ARGV[3])
+local unread = redis.call('HGET', KEYS[2], ARGV[5]) or '0'
+if #unread > 15 or not string.match(unread, '^%-?%d+$') then
+  return redis.error_reply('WRONGTYPE ' .. KEYS[2] .. ' field ' .. ARGV[5] .. ' is not an integer')
+end
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[4], '*', 'from', ARGV[1], 'to', ARGV[2], 'text', ARGV[3])
+redis.call('HSET', KEYS[2], ARGV[5], string.format('%d', tonumber(unread) + 1), 'lastId', id, 'lastFrom', ARGV[1], 'lastText', ARGV[3])
 return id
 "#,
     )
@@ -101,41 +104,92 @@ impl Message {
     }
 }
 
-/// Stores a message from `from` to `to`: 403 unless they are connected. Two round trips:
-/// the script, then both users' conversation lists.
-pub async fn send(store: &Store, from: &str, to: &str, text: &str, cap: u32) -> Result<Message, AppError> {
-    let id: Option<String> = SEND
-        .key(keys::pair(from, to))
-        .key(keys::messages(from, to))
-        .key(keys::conversation(from, to))
-        .arg(from)
-        .arg(to)
-        .arg(text)
-        .arg(cap)
-        .invoke_async(&mut store.conn())
-        .await?;
+/// The receiver's unread counter in the conversation hash.
+fn unread_field(receiver: &str) -> String {
+    format!("unread:{receiver}")
+}
+
+/// Adds the reads a send depends on to the request's authentication round trip (three
+/// replies, for [`send`]): the pair's status, the stream's type and the receiver's
+/// unread counter. Checking the keys there lets the send's writes (the script and both
+/// conversation lists) go out together in one more round trip.
+pub fn send_checks(pipe: &mut Pipeline, from: &str, to: &str) {
+    pipe.hget(keys::pair(from, to), "status")
+        .cmd("TYPE")
+        .arg(keys::messages(from, to))
+        .hget(keys::conversation(from, to), unread_field(to));
+}
+
+/// 403 unless [`send_checks`] found the two connected; a bug (500, nothing written) if a
+/// conversation key is of the wrong type or the counter is not an integer.
+fn check_sendable(checks: Vec<Value>, from: &str, to: &str) -> Result<(), AppError> {
+    let [status, stream, unread]: [Value; 3] = checks
+        .try_into()
+        .map_err(|_| AppError::bug("send checks: three replies expected"))?;
+    let status: Option<String> = script::reply(status)?;
+    let stream: String = script::reply(stream)?;
+    let unread: Option<String> = script::reply(unread)?;
+    if status.as_deref() != Some("accepted") {
+        return Err(not_connected());
+    }
+    script::expect_type(&keys::messages(from, to), &stream, "stream")?;
+    match unread {
+        // What the script accepts: an optional minus and at most 15 characters of digits.
+        Some(n) if n.len() > 15 || n.strip_prefix('-').unwrap_or(&n).parse::<u64>().is_err() || n.contains('+') => {
+            Err(AppError::bug(format!(
+                "WRONGTYPE {} field {} is not an integer",
+                keys::conversation(from, to),
+                unread_field(to)
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Stores a message from `from` to `to`, given the replies of [`send_checks`] (403 unless
+/// they are connected): one round trip, the script and both users' conversation lists.
+pub async fn send(
+    store: &Store,
+    checks: Vec<Value>,
+    from: &str,
+    to: &str,
+    text: &str,
+    cap: u32,
+) -> Result<Message, AppError> {
+    check_sendable(checks, from, to)?;
+    // Each user's conversation index lives in that user's slot, so it cannot join the
+    // script. It is a projection of the stream, ordered by this clock rather than the
+    // message id's (the same milliseconds, give or take the skew between hosts). If an
+    // index refuses (a key of the wrong type), the message still reads in GET /messages
+    // and only that user's GET /conversations misses the row. Failing the request then
+    // would make the client send the message twice and leave its event unproduced, so
+    // the failure is logged and the send stands. Both ZADDs are harmless to repeat.
+    let at = clock::now_ms();
+    let mut pipe = redis::pipe();
+    pipe.ignore_errors()
+        .invoke_script(
+            SEND.key(keys::messages(from, to))
+                .key(keys::conversation(from, to))
+                .arg(from)
+                .arg(to)
+                .arg(text)
+                .arg(cap)
+                .arg(unread_field(to)),
+        )
+        .zadd(keys::conversations(from), to, at)
+        .zadd(keys::conversations(to), from, at);
+    let mut replies = script::query_loaded(store, &pipe, &[&SEND]).await?.into_iter();
+    let id: String = script::reply(replies.next().unwrap_or(Value::Nil))?;
     let message = Message {
-        id: id.ok_or_else(not_connected)?,
+        id,
         from: from.into(),
         to: to.into(),
         text: text.into(),
     };
-    let at = message.sent_at_ms();
-    // Each user's conversation index lives in that user's slot, so it cannot join the
-    // script. It is a projection of the stream, which already holds the message: if an
-    // index refuses (a key of the wrong type, Redis gone a moment after the script),
-    // the message still reads in GET /messages and only that user's GET /conversations
-    // misses the row. Failing the request now would make the client send the message
-    // twice and leave its event unproduced, so the failure is logged and the send stands.
-    let indexed = redis::pipe()
-        .zadd(keys::conversations(from), to, at)
-        .ignore()
-        .zadd(keys::conversations(to), from, at)
-        .ignore()
-        .query_async::<()>(&mut store.conn())
-        .await;
-    if let Err(e) = indexed {
-        tracing::error!(error = %e, message = %message.id, "conversation index not updated; the message is stored");
+    for indexed in replies {
+        if let Err(e) = script::reply::<i64>(indexed) {
+            tracing::error!(error = %e, message = %message.id, "conversation index not updated; the message is stored");
+        }
     }
     Ok(message)
 }
@@ -200,10 +254,7 @@ pub async fn conversations(store: &Store, me: &str, limit: usize) -> Result<Vec<
     for (other, pair) in others.iter().zip(rows.chunks(2)) {
         let (mut meta, user) = (pair[0].clone(), pair[1].clone());
         let Some(user) = User::from_fields(user)? else { continue };
-        let unread = meta
-            .get(&format!("unread:{me}"))
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0);
+        let unread = meta.get(&unread_field(me)).and_then(|n| n.parse().ok()).unwrap_or(0);
         let from = meta.remove("lastFrom").unwrap_or_default();
         let to = if from == me { other.clone() } else { me.to_string() };
         let last = Message {

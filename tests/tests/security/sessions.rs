@@ -261,6 +261,35 @@ async fn invalid_tokens_from_one_ip_get_429_past_the_anonymous_bucket() {
 }
 
 #[tokio::test]
+async fn forged_tokens_for_a_users_id_do_not_spend_that_users_rate_limit() {
+    // An hour-long window, so the test does not straddle a window boundary.
+    let stack = Stack::start_with(&[
+        ("RATE_LIMIT_FREE", "3"),
+        ("RATE_LIMIT_ANONYMOUS", "1000"),
+        ("RATE_LIMIT_WINDOW_SECS", "3600"),
+    ])
+    .await;
+    let (me, id) = stack.signed_up("victim-rate@example.com").await;
+    // Well-formed (a user id and 43 base64url characters), so each one reaches Redis.
+    let forged: Vec<String> = (0..20).map(|i| format!("{id}.{:A<43}", format!("forged{i}"))).collect();
+    let statuses = futures::future::join_all(
+        forged
+            .iter()
+            .map(|token| call(&stack, "127.0.0.5", "GET", "/profile", Value::Null, Some(token), &[])),
+    )
+    .await;
+    assert!(statuses.iter().all(|(s, _, _)| *s == 401), "forged tokens are refused");
+    let mut remaining = Vec::new();
+    for _ in 0..3 {
+        let r = me.get("/profile").await;
+        assert_eq!(r.status, 200, "the user's own requests are not limited: {}", r.body);
+        remaining.push(r.header("x-ratelimit-remaining").unwrap_or_default().to_string());
+    }
+    assert_eq!(remaining, ["2", "1", "0"], "only the user's own requests were counted");
+    assert_eq!(me.get("/profile").await.status, 429, "the user's limit still holds");
+}
+
+#[tokio::test]
 async fn the_session_cookie_is_host_prefixed_and_secure_also_when_cleared() {
     let stack = Stack::start_with(&[("COOKIE_SECURE", "true")]).await;
     let (status, headers, body) = call(
