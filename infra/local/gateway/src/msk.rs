@@ -612,7 +612,7 @@ async fn poll(
         let stored: Option<i64> = store.conn().hget(&offsets_key, field(source, p)).await?;
         let offset = match stored {
             Some(o) => o,
-            None if source.starting_position == "LATEST" => pc.get_offset(OffsetAt::Latest).await?,
+            None if source.starting_position == "LATEST" => latest(&pc).await?,
             None => pc.get_offset(OffsetAt::Earliest).await?,
         };
         readers.push(Reader { client: pc, offset });
@@ -654,6 +654,15 @@ async fn poll(
             }
         }
     }
+}
+
+/// The partition's high watermark (where `LATEST` starts). tansu answers ListOffsets
+/// `Latest` with the last batch's first offset + 1, which is too low after a batch of
+/// several records; a fetch's high watermark is right.
+async fn latest(pc: &PartitionClient) -> anyhow::Result<i64> {
+    let earliest = pc.get_offset(OffsetAt::Earliest).await?;
+    let (_, high_watermark) = pc.fetch_records(earliest, 1..2, watch::READ_WAIT_MS).await?;
+    Ok(high_watermark)
 }
 
 /// Where the mapping stands: partition → next offset.
