@@ -160,10 +160,32 @@ impl EventType {
 
     /// The wire name, e.g. `USER_SIGNUP`.
     pub fn as_str(self) -> String {
-        serde_json::to_value(self)
-            .ok()
-            .and_then(|v| v.as_str().map(String::from))
-            .unwrap_or_default()
+        self.name().to_string()
+    }
+
+    /// The wire name without an allocation (consumers name every record's type).
+    pub const fn name(self) -> &'static str {
+        use EventType::*;
+        match self {
+            UserSignup => "USER_SIGNUP",
+            UserLogin => "USER_LOGIN",
+            UserLogout => "USER_LOGOUT",
+            ProfileUpdated => "PROFILE_UPDATED",
+            TierChanged => "TIER_CHANGED",
+            UserOnline => "USER_ONLINE",
+            UserOffline => "USER_OFFLINE",
+            ConnectionRequestSent => "CONNECTION_REQUEST_SENT",
+            ConnectionRequestIgnored => "CONNECTION_REQUEST_IGNORED",
+            ConnectionAccepted => "CONNECTION_ACCEPTED",
+            ConnectionRejected => "CONNECTION_REJECTED",
+            MessageSent => "MESSAGE_SENT",
+            MessagesRead => "MESSAGES_READ",
+            NotificationCreated => "NOTIFICATION_CREATED",
+            EmailRequested => "EMAIL_REQUESTED",
+            SmsRequested => "SMS_REQUESTED",
+            DailySummary => "DAILY_SUMMARY",
+            Milestone => "MILESTONE",
+        }
     }
 }
 
@@ -280,6 +302,14 @@ mod tests {
         assert_eq!(EventType::ProfileUpdated.topic(), Topic::User);
         assert_eq!(EventType::ConnectionAccepted.topic(), Topic::Connection);
         assert_eq!(EventType::UserLogout.as_str(), "USER_LOGOUT");
+    }
+
+    #[test]
+    fn every_event_type_s_name_is_its_serde_name() {
+        // Every event type has a payload, so the payload list names them all.
+        for (t, _) in Event::root_schemas() {
+            assert_eq!(serde_json::to_value(t).unwrap(), t.name(), "{t:?}");
+        }
     }
 
     #[test]

@@ -1,9 +1,13 @@
-//! Consumer benchmark: one 10,000-record MSK batch through each consumer, in-process,
-//! against a local redis-server and tansu; throughput and Redis round trips per batch.
-//! Also the end-to-end latency from an HTTP request to the visible notification
-//! through the emulated MSK trigger.
+//! Consumer benchmark: 10,000-record MSK batches through each consumer, in-process,
+//! against a local redis-server and tansu; throughput, Redis round trips per batch, and
+//! the CPU time each batch costs this process, Redis and the broker (from /proc, so
+//! other work on the machine does not count). Also the end-to-end latency from an HTTP
+//! request to the visible notification through the emulated MSK trigger.
 //!
-//!     cargo bench -p devconnect-tests --bench consumers        # BATCH=10000 by default
+//!     cargo bench -p devconnect-tests --bench consumers        # BATCH=10000 ROUNDS=5 by default
+//!
+//! Each round is a fresh batch (new event ids, so nothing is a duplicate) over the same
+//! 1,000 users; the table gives the range over the rounds and the median records/s.
 
 use std::time::{Duration, Instant};
 
@@ -45,32 +49,78 @@ fn records(n: usize) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// CPU time (user + system) a process has used so far; `None` where /proc is missing.
+fn cpu(pid: Option<u32>) -> Option<Duration> {
+    let path = match pid {
+        Some(pid) => format!("/proc/{pid}/stat"),
+        None => "/proc/self/stat".to_string(),
+    };
+    let stat = std::fs::read_to_string(path).ok()?;
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // USER_HZ is 100 on Linux.
+    Some(Duration::from_millis(ticks * 10))
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn range(values: &mut [f64]) -> String {
+    values.sort_by(f64::total_cmp);
+    format!("{:.0}–{:.0}", values[0], values[values.len() - 1])
+}
+
 #[tokio::main]
 async fn main() {
-    let n: usize = std::env::var("BATCH")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(10_000);
-    let values = records(n);
-    println!("| consumer | records | time | records/s | Redis round trips |");
-    println!("|---|---|---|---|---|");
+    let env = |name: &str, default: usize| std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default);
+    let (n, rounds) = (env("BATCH", 10_000), env("ROUNDS", 5).max(1));
+    println!("{rounds} rounds of {n} records; ranges over the rounds, CPU in ms per batch (10 ms ticks)\n");
+    println!("| consumer | time (ms) | records/s (median) | records/s (range) | Redis round trips | process CPU | Redis CPU | broker CPU |");
+    println!("|---|---|---|---|---|---|---|---|");
     for function in ["AnalyticsConsumerFunction", "NotificationsConsumerFunction"] {
         let stack = Stack::start_counting(&[]).await;
-        let warm = batch("message-events", &values[..4]); // loads the Lua script once
+        let warm = batch("message-events", &records(4)); // loads the Lua scripts once
         stack.gateway.functions.invoke_consumer(function, warm).await.unwrap();
-        let event = batch("message-events", &values);
         let proxy = stack.round_trips.as_ref().unwrap();
-        let started = Instant::now();
-        let (report, trips) = proxy
-            .measure(stack.gateway.functions.invoke_consumer(function, event))
-            .await;
-        let elapsed = started.elapsed();
-        let report = report.unwrap();
-        assert_eq!(report["deadLettered"], 0);
+        let (redis_pid, broker_pid) = (stack.redis.pid(), stack.broker.pid());
+        let (mut times, mut rates, mut trips, mut own, mut redis, mut broker) =
+            (vec![], vec![], vec![], vec![], vec![], vec![]);
+        for _ in 0..rounds {
+            let event = batch("message-events", &records(n));
+            let before = (cpu(None), cpu(redis_pid), cpu(broker_pid));
+            let started = Instant::now();
+            let (report, round_trips) = proxy
+                .measure(stack.gateway.functions.invoke_consumer(function, event))
+                .await;
+            let elapsed = started.elapsed();
+            let after = (cpu(None), cpu(redis_pid), cpu(broker_pid));
+            let report = report.unwrap();
+            assert_eq!(report["deadLettered"], 0);
+            assert_eq!(report["retrying"], 0);
+            times.push(ms(elapsed));
+            rates.push(n as f64 / elapsed.as_secs_f64());
+            trips.push(round_trips as f64);
+            let spent = |a: Option<Duration>, b: Option<Duration>| a.zip(b).map_or(f64::NAN, |(a, b)| ms(b - a));
+            own.push(spent(before.0, after.0));
+            redis.push(spent(before.1, after.1));
+            broker.push(spent(before.2, after.2));
+            // Let the broker settle (the MSK emulator is not running here; nothing else is).
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let mut sorted = rates.clone();
+        sorted.sort_by(f64::total_cmp);
         println!(
-            "| {function} | {n} | {:.1} ms | {:.0} | {trips} |",
-            elapsed.as_secs_f64() * 1e3,
-            n as f64 / elapsed.as_secs_f64()
+            "| {function} | {} | {:.0} | {} | {} | {} | {} | {} |",
+            range(&mut times),
+            sorted[sorted.len() / 2],
+            range(&mut rates),
+            range(&mut trips),
+            range(&mut own),
+            range(&mut redis),
+            range(&mut broker)
         );
     }
 

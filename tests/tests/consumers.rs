@@ -267,3 +267,63 @@ async fn with_the_broker_down_a_batch_still_succeeds_and_its_events_wait_in_the_
     // 4 NOTIFICATION_CREATED + 1 dead letter, parked for the relay instead of lost.
     assert_eq!(devconnect::outbox::len(&stack.state.store).await.unwrap(), 5);
 }
+
+/// User `i` of a generated crowd (user ids are UUIDs).
+fn crowd_member(i: usize) -> String {
+    format!("0190c3a4-0000-7000-8000-{i:012}")
+}
+
+#[tokio::test]
+async fn a_batch_for_hundreds_of_users_reaches_each_of_them_within_five_redis_round_trips_per_consumer() {
+    // More recipients than one notifications script call holds, so the batch needs several.
+    const USERS: usize = 250;
+    let stack = Stack::start_counting(&[]).await;
+    let mut values = Vec::new();
+    for i in 0..USERS {
+        let (a, b) = (crowd_member(i), crowd_member((i + 1) % USERS));
+        values.push(bytes(&envelope(
+            EventType::ConnectionRequestSent,
+            &a,
+            json!({"id": format!("0190c3a4-0000-7000-9000-{i:012}"), "fromUserId": a, "toUserId": b, "status": "interested", "createdAt": "2026-01-01T00:00:00.000Z"}),
+        )));
+        values.push(bytes(&envelope(
+            EventType::MessageSent,
+            &a,
+            json!({"id": format!("{i}-0"), "fromUserId": a, "toUserId": b, "text": "hi", "sentAt": "2026-01-01T00:00:00.000Z"}),
+        )));
+    }
+    let proxy = stack.round_trips.as_ref().expect("counting proxy");
+    // Analytics first: on a fresh stack it also closes the two days before today (the most
+    // round trips a batch can take).
+    let (counted, trips) = proxy.measure(count(&stack, batch("message-events", &values))).await;
+    assert_eq!(
+        (counted["applied"].as_u64(), counted["deadLettered"].as_u64()),
+        (Some(500), Some(0))
+    );
+    assert!(trips <= 5, "analytics took {trips} Redis round trips");
+    let (notified, trips) = proxy.measure(notify(&stack, batch("message-events", &values))).await;
+    assert_eq!(
+        (notified["applied"].as_u64(), notified["deadLettered"].as_u64()),
+        (Some(500), Some(0))
+    );
+    assert!(trips <= 5, "notifications took {trips} Redis round trips");
+    let mut conn = stack.state.store.conn();
+    for i in 0..USERS {
+        let user = crowd_member(i);
+        let (stored, unread): (usize, Option<i64>) = redis::pipe()
+            .llen(devconnect::keys::notifications(&user))
+            .hget(devconnect::keys::notification_state(&user), "unread")
+            .query_async(&mut conn)
+            .await
+            .expect("redis");
+        assert_eq!((stored, unread), (2, Some(2)), "{user}: a request and a message");
+    }
+    assert_eq!(stack.events("notification-events").await.len(), 2 * USERS);
+    // The same batch again is all duplicates, in the same budget.
+    let (again, trips) = proxy.measure(notify(&stack, batch("message-events", &values))).await;
+    assert_eq!(
+        (again["applied"].as_u64(), again["duplicates"].as_u64()),
+        (Some(0), Some(500))
+    );
+    assert!(trips <= 5, "notifications took {trips} Redis round trips");
+}

@@ -195,32 +195,36 @@ fn candidates(state: &AppState, records: &[Incoming]) -> (Vec<Candidate>, Vec<(u
     let mut failures = Vec::new();
     for (i, r) in records.iter().enumerate() {
         // (kind, the user who reaches it, the other user)
-        let reached: Vec<(MilestoneKind, String, String)> = match r.envelope.event() {
-            Ok(Event::ConnectionAccepted(c)) => vec![
+        let reached: Vec<(MilestoneKind, &str, &str)> = match &r.event {
+            Event::ConnectionAccepted(c) => vec![
                 (
                     MilestoneKind::FirstConnection,
-                    c.from_user_id.clone(),
-                    c.to_user_id.clone(),
+                    c.from_user_id.as_str(),
+                    c.to_user_id.as_str(),
                 ),
                 (
                     MilestoneKind::FirstConnection,
-                    c.to_user_id.clone(),
-                    c.from_user_id.clone(),
+                    c.to_user_id.as_str(),
+                    c.from_user_id.as_str(),
                 ),
             ],
-            Ok(Event::MessageSent(m)) => vec![(MilestoneKind::FirstMessage, m.from_user_id, m.to_user_id)],
+            Event::MessageSent(m) => vec![(
+                MilestoneKind::FirstMessage,
+                m.from_user_id.as_str(),
+                m.to_user_id.as_str(),
+            )],
             _ => Vec::new(),
         };
         for (kind, user, with) in reached {
-            if !seen.insert((kind, user.clone())) {
+            if !seen.insert((kind, user)) {
                 continue;
             }
-            match milestone_entry(state, r, kind, &user, &with) {
+            match milestone_entry(state, r, kind, user, with) {
                 Ok(entry) => out.push(Candidate {
                     record: i,
                     kind,
                     day: store::day_of(r),
-                    user,
+                    user: user.to_string(),
                     entry,
                 }),
                 Err(e) => failures.push((i, Failure::from(&e))),

@@ -57,12 +57,16 @@ pub async fn consume_at(state: &AppState, event: KafkaEvent, now: chrono::DateTi
                 batch.report.applied += counted.applied;
                 batch.report.duplicates += counted.duplicates;
             }
-            batch
-                .records
-                .iter()
-                .enumerate()
-                .filter_map(|(i, r)| days[&store::day_of(r)].as_ref().err().map(|e| (i, Failure::from(e))))
-                .collect()
+            if days.values().all(Result::is_ok) {
+                Vec::new()
+            } else {
+                batch
+                    .records
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, r)| days[&store::day_of(r)].as_ref().err().map(|e| (i, Failure::from(e))))
+                    .collect()
+            }
         }
         Err(e) => (0..batch.records.len()).map(|i| (i, Failure::from(&e))).collect(),
     };

@@ -2,6 +2,7 @@
 
 use std::{collections::BTreeMap, collections::HashMap, sync::LazyLock, time::Duration};
 
+use chrono::Timelike;
 use devconnect::{
     clock,
     consumer::Incoming,
@@ -147,10 +148,15 @@ async fn forget(store: &Store, generation: u64, records: &[&Incoming]) {
 /// Counts a batch into `generation` (the live consumer's and the rebuild's one apply
 /// path): one round trip, which also reads the pointer and returns it.
 pub async fn count(store: &Store, generation: u64, records: &[&Incoming]) -> Result<(CountedDays, Pointer), AppError> {
-    let mut by_day: BTreeMap<String, Vec<&Incoming>> = BTreeMap::new();
+    // Grouped by date (formatting a day key per record would cost more than counting it).
+    let mut by_date: BTreeMap<chrono::NaiveDate, Vec<&Incoming>> = BTreeMap::new();
     for r in records {
-        by_day.entry(day_of(r)).or_default().push(r);
+        by_date.entry(r.envelope.timestamp.date_naive()).or_default().push(r);
     }
+    let by_day: BTreeMap<String, Vec<&Incoming>> = by_date
+        .into_values()
+        .map(|events| (day_of(events[0]), events))
+        .collect();
     let mut pipe = redis::pipe();
     pipe.ignore_errors();
     if !by_day.is_empty() {
@@ -164,11 +170,12 @@ pub async fn count(store: &Store, generation: u64, records: &[&Incoming]) -> Res
             .key(keys::analytics_dau_in(generation, month, day))
             .arg(RETENTION.as_millis() as i64)
             .arg(DEDUPE_WINDOW.as_secs());
+        let mut id = [0u8; 36];
         for e in events {
             let env = &e.envelope;
-            call.arg(env.event_id.to_string())
-                .arg(env.event_type.as_str())
-                .arg(env.timestamp.format("%H").to_string())
+            call.arg(&*env.event_id.as_hyphenated().encode_lower(&mut id))
+                .arg(env.event_type.name())
+                .arg(HOURS[env.timestamp.hour() as usize % 24])
                 .arg(&env.key);
         }
         pipe.invoke_script(&call);
@@ -197,6 +204,12 @@ pub async fn count(store: &Store, generation: u64, records: &[&Incoming]) -> Res
         .collect();
     Ok((days, pointer))
 }
+
+/// Hour fields, `00` to `23`, without formatting one per record.
+const HOURS: [&str; 24] = [
+    "00", "01", "02", "03", "04", "05", "06", "07", "08", "09", "10", "11", "12", "13", "14", "15", "16", "17", "18",
+    "19", "20", "21", "22", "23",
+];
 
 /// The UTC day (`YYYY-MM-DD`) an event is counted on.
 pub fn day_of(record: &Incoming) -> String {

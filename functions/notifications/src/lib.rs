@@ -18,6 +18,7 @@ use devconnect::{
 };
 use domain::Notification;
 use lambda_http::{Body, Request, Response};
+use store::Fate;
 
 /// The envelope `source` of this function's events, and its dead letters' `consumer`.
 pub const FUNCTION_NAME: &str = "notifications";
@@ -42,39 +43,35 @@ pub async fn handle(state: &AppState, req: Request) -> Response<Body> {
 pub async fn consume(state: &AppState, event: KafkaEvent) -> BatchOutcome {
     let mut batch = Batch::decode(FUNCTION_NAME, event);
     let mut planned = Vec::new();
-    let mut failures = Vec::new();
+    let mut indexes = Vec::new();
     for (i, record) in batch.records.iter().enumerate() {
-        match domain::plan(&record.envelope) {
-            Ok(Some(notification)) => planned.push((i, notification)),
-            Ok(None) => batch.report.skipped += 1,
-            Err(reason) => failures.push((i, Failure::Permanent(reason))),
+        match domain::plan(&record.envelope, &record.event) {
+            Some(notification) => {
+                planned.push(notification);
+                indexes.push(i);
+            }
+            None => batch.report.skipped += 1,
         }
     }
-    let notifications: Vec<Notification> = planned.iter().map(|(_, n)| n.clone()).collect();
-    let mut created = Vec::new();
-    match store::apply_live(&state.store, &state.config, &notifications).await {
-        Ok(results) => {
-            let mut stored = 0;
-            for (i, n) in &planned {
-                match &results[&n.recipient] {
-                    Ok(_) => stored += 1,
-                    Err(e) => failures.push((*i, Failure::from(e))),
+    let mut failures = Vec::new();
+    let mut events = Vec::new();
+    match store::apply_live(&state.store, &state.config, &planned).await {
+        Ok(applied) => {
+            for ((n, i), fate) in planned.iter().zip(&indexes).zip(&applied.fates) {
+                match fate {
+                    Fate::Created => {
+                        batch.report.applied += 1;
+                        events.push((n.recipient.clone(), n.source_event_id.clone(), n.view().into()));
+                    }
+                    Fate::Duplicate => batch.report.duplicates += 1,
+                    // Messages to a user who is online need no notification.
+                    Fate::Unneeded => batch.report.skipped += 1,
+                    Fate::Failed => failures.push((*i, applied.failed[&n.recipient].clone())),
                 }
             }
-            for applied in results.values().flatten() {
-                batch.report.applied += applied.created.len();
-                batch.report.duplicates += applied.duplicates;
-                created.extend(applied.created.iter().cloned());
-            }
-            // Messages to a user who is online need no notification.
-            batch.report.skipped += stored - batch.report.applied - batch.report.duplicates;
         }
-        Err(e) => failures.extend(planned.iter().map(|(i, _)| (*i, Failure::from(&e)))),
+        Err(e) => failures.extend(indexes.iter().map(|i| (*i, Failure::from(&e)))),
     }
-    let events = created
-        .into_iter()
-        .map(|n| (n.recipient.clone(), n.source_event_id.clone(), n.view().into()))
-        .collect();
     if let Err(e) = state.publisher.publish_all(events).await {
         // Neither the broker nor the outbox took them; the notifications themselves are stored.
         tracing::error!(error = %e, "NOTIFICATION_CREATED events lost: broker and Redis both unavailable");
@@ -95,16 +92,11 @@ pub async fn replay(
     generation: u64,
     records: &[devconnect::consumer::Incoming],
 ) -> Result<u64, devconnect::AppError> {
-    let mut rejected = 0;
-    let mut planned = Vec::new();
-    for record in records {
-        match domain::plan(&record.envelope) {
-            Ok(Some(notification)) => planned.push(notification),
-            Ok(None) => {}
-            Err(_) => rejected += 1,
-        }
-    }
-    let (results, _) = store::apply(
+    let planned: Vec<Notification> = records
+        .iter()
+        .filter_map(|r| domain::plan(&r.envelope, &r.event))
+        .collect();
+    let (applied, _) = store::apply(
         &state.store,
         &state.config,
         generation,
@@ -112,12 +104,12 @@ pub async fn replay(
         store::Publish::Silently,
     )
     .await?;
-    for (recipient, applied) in results {
-        match applied {
-            Ok(_) => {}
-            Err(e) if e.is_transient() => return Err(e),
-            Err(e) => {
-                tracing::warn!(recipient, error = %e, "rebuild: notifications not applied");
+    let mut rejected = 0;
+    for (recipient, failure) in applied.failed {
+        match failure {
+            Failure::Transient(reason) => return Err(devconnect::AppError::unavailable("redis", reason)),
+            Failure::Permanent(reason) => {
+                tracing::warn!(recipient, %reason, "rebuild: notifications not applied");
                 rejected += planned.iter().filter(|n| n.recipient == recipient).count() as u64;
             }
         }

@@ -1,16 +1,14 @@
-//! Redis side of notifications: one script per recipient applies all of a batch's
-//! notifications for them (dedupe, offline check, list, unread count, PUBLISH);
-//! the scripts of a batch travel in one pipeline, so a batch costs one round trip.
+//! Redis side of notifications: one script call applies all of a batch's notifications
+//! for up to [`RECIPIENTS_PER_CALL`] recipients (dedupe, offline check, list, unread
+//! count, PUBLISH); the calls of a batch travel in one pipeline, so a batch costs one
+//! round trip.
 
-use std::{
-    collections::{BTreeMap, HashMap},
-    sync::LazyLock,
-    time::Duration,
-};
+use std::{collections::BTreeMap, sync::LazyLock, time::Duration};
 
 use devconnect::{
     clock,
     config::Config,
+    consumer::Failure,
     keys,
     projection::{self, Pointer, Projection},
     script,
@@ -32,62 +30,157 @@ pub const DEDUPE_WINDOW: Duration = Duration::from_secs(7 * 24 * 3600);
 /// are UUIDv7 and scores the apply time, so the evicted ones are always the oldest.
 pub const DEDUPE_MAX_IDS: usize = 10_000;
 
-/// KEYS: list, state hash, dedupe zset, presence hash, read-at string. ARGV: now,
-/// presence timeout ms, cap, dedupe window ms, channel (empty: publish nothing, as in a
-/// rebuild), dedupe max ids, then (eventId, onlyIfOffline, view, createdAt) per notification.
+/// Most recipients one script call applies: one call per batch would make Redis run a
+/// 10,000-record batch as one uninterruptible script (tens of ms in which no other client
+/// is served); one call per recipient pays the cost of starting a script (~19 µs of Redis
+/// CPU) a thousand times. A pipeline of calls of this many recipients is still one round
+/// trip. (On a cluster a call holds one recipient: their keys share one hash slot.)
+pub const RECIPIENTS_PER_CALL: usize = 100;
+
+/// KEYS: per recipient, five: list, state hash, dedupe zset, presence hash, read-at
+/// string. ARGV: now, presence timeout ms, cap, dedupe window ms, dedupe max ids, then per
+/// recipient: its channel (empty: publish nothing, as in a rebuild), how many
+/// notifications, and (eventId, onlyIfOffline, view, createdAt) per notification.
+/// Returns per recipient either {fates}, one letter per notification in order (c:
+/// created, d: duplicate, u: unneeded, the user being online), or, if its keys cannot
+/// be written, the reason (a string starting with WRONGTYPE).
 /// A notification counts as unread only if its event is newer than the user's last
 /// "mark all read" (RFC 3339 UTC millis compare as strings): a rule that gives a rebuild
 /// the same unread count as the live consumer, although reading is in no topic.
-/// Checks every key's type and the unread counter before the first write, so an error
-/// leaves nothing half-applied (a dedupe marker without its notification would turn
-/// the retry into a silent "duplicate").
+/// Checks every key's type and the unread counter of a recipient before its first write,
+/// so an error leaves nothing half-applied for them (a dedupe marker without its
+/// notification would turn the retry into a silent "duplicate"); a recipient whose keys
+/// fail is reported, and the call goes on with the others.
+/// A recipient's writes are one command each (ZMSCORE finds the known ids, then one ZADD,
+/// one LPUSH, one HINCRBY), not one per notification.
 static APPLY: LazyLock<Script> = LazyLock::new(|| {
     script::atomic(
         r#"
-local bad = wrong_types({KEYS[1], 'list', KEYS[2], 'hash', KEYS[3], 'zset', KEYS[4], 'hash', KEYS[5], 'string'})
-  or not_integers(KEYS[2], {'unread'}) or not_integers(KEYS[4], {'lastSeen'})
-if bad then return redis.error_reply(bad) end
-local now = tonumber(ARGV[1])
-local p = redis.call('HMGET', KEYS[4], 'online', 'lastSeen')
-local online = p[1] == '1' and (now - tonumber(p[2] or '0')) <= tonumber(ARGV[2])
-local read_at = redis.call('GET', KEYS[5]) or ''
-redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - tonumber(ARGV[4]))
-local created = {}
-local duplicates = 0
-for i = 7, #ARGV, 4 do
-  if redis.call('ZADD', KEYS[3], 'NX', now, ARGV[i]) == 1 then
-    if not (ARGV[i + 1] == '1' and online) then
-      redis.call('LPUSH', KEYS[1], ARGV[i + 2])
-      if ARGV[i + 3] > read_at then redis.call('HINCRBY', KEYS[2], 'unread', 1) end
-      if ARGV[5] ~= '' then redis.call('PUBLISH', ARGV[5], ARGV[i + 2]) end
-      table.insert(created, ARGV[i])
+local now, timeout, cap = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local horizon, max_ids = now - tonumber(ARGV[4]), tonumber(ARGV[5])
+local function apply(list, state, seen, presence, read_key, channel, first, n)
+  local p = redis.call('HMGET', presence, 'online', 'lastSeen')
+  local online = p[1] == '1' and (now - tonumber(p[2] or '0')) <= timeout
+  local read_at = redis.call('GET', read_key) or ''
+  redis.call('ZREMRANGEBYSCORE', seen, '-inf', horizon)
+  local known = {}
+  for c = 0, n - 1, 1000 do
+    local ids = {}
+    for j = c, math.min(c + 999, n - 1) do ids[#ids + 1] = ARGV[first + 4 * j] end
+    local scores = redis.call('ZMSCORE', seen, unpack(ids))
+    for j = 1, #ids do known[c + j] = scores[j] ~= false end
+  end
+  local marks, views, fates, fresh = {}, {}, {}, {}
+  local unread = 0
+  for j = 1, n do
+    local i = first + 4 * (j - 1)
+    local id = ARGV[i]
+    if known[j] or fresh[id] then
+      fates[j] = 'd'
+    else
+      fresh[id] = true
+      marks[#marks + 1] = now
+      marks[#marks + 1] = id
+      if not (ARGV[i + 1] == '1' and online) then
+        views[#views + 1] = ARGV[i + 2]
+        if ARGV[i + 3] > read_at then unread = unread + 1 end
+        fates[j] = 'c'
+      else
+        fates[j] = 'u'
+      end
     end
+  end
+  for c = 1, #marks, 1000 do redis.call('ZADD', seen, unpack(marks, c, math.min(c + 999, #marks))) end
+  for c = 1, #views, 1000 do redis.call('LPUSH', list, unpack(views, c, math.min(c + 999, #views))) end
+  if unread > 0 then redis.call('HINCRBY', state, 'unread', unread) end
+  if channel ~= '' then
+    for _, view in ipairs(views) do redis.call('PUBLISH', channel, view) end
+  end
+  redis.call('ZREMRANGEBYRANK', seen, 0, -(max_ids + 1))
+  redis.call('LTRIM', list, 0, cap - 1)
+  local len = redis.call('LLEN', list)
+  if tonumber(redis.call('HGET', state, 'unread') or '0') > len then redis.call('HSET', state, 'unread', len) end
+  return table.concat(fates)
+end
+local out = {}
+local a = 6
+for k = 1, #KEYS, 5 do
+  local list, state, seen, presence, read_key = KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4]
+  local channel, n = ARGV[a], tonumber(ARGV[a + 1])
+  local first = a + 2
+  a = first + 4 * n
+  local bad = wrong_types({list, 'list', state, 'hash', seen, 'zset', presence, 'hash', read_key, 'string'})
+    or not_integers(state, {'unread'}) or not_integers(presence, {'lastSeen'})
+  if bad then
+    out[#out + 1] = bad
   else
-    duplicates = duplicates + 1
+    -- An error no check foresaw stays with its recipient; the others go on.
+    local ok, fates = pcall(apply, list, state, seen, presence, read_key, channel, first, n)
+    if ok then
+      out[#out + 1] = {fates}
+    else
+      out[#out + 1] = type(fates) == 'table' and (fates.err or 'script error') or tostring(fates)
+    end
   end
 end
-redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -(tonumber(ARGV[6]) + 1))
-redis.call('LTRIM', KEYS[1], 0, tonumber(ARGV[3]) - 1)
-local len = redis.call('LLEN', KEYS[1])
-if tonumber(redis.call('HGET', KEYS[2], 'unread') or '0') > len then redis.call('HSET', KEYS[2], 'unread', len) end
-return {duplicates, created}
+return out
 "#,
     )
 });
 
-/// What applying one recipient's notifications did.
-#[derive(Debug, Default)]
-pub struct Applied {
-    /// Notifications created now.
-    pub created: Vec<Notification>,
-    /// Notifications already created by an earlier delivery.
-    pub duplicates: usize,
+/// What became of one planned notification.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fate {
+    /// Created now.
+    Created,
+    /// Already created by an earlier delivery (or earlier in the same batch).
+    Duplicate,
+    /// Not needed: a message to a user who is online.
+    Unneeded,
+    /// Not applied: its recipient's keys could not be written (see [`Applied::failed`]).
+    Failed,
 }
 
-/// What applying a batch did, per recipient: `Err` if Redis could not be used at all,
-/// otherwise each recipient's own result, so one recipient's broken keys fail only that
-/// recipient's records.
-pub type AppliedTo = BTreeMap<String, Result<Applied, AppError>>;
+/// What applying a batch did: `Err` (from [`apply`]) if Redis could not be used at all;
+/// otherwise each notification's fate, and why each failed recipient failed, so one
+/// recipient's broken keys fail only that recipient's records.
+#[derive(Debug, Default)]
+pub struct Applied {
+    /// Per planned notification, in order.
+    pub fates: Vec<Fate>,
+    /// The recipients whose notifications were not applied, and why.
+    pub failed: BTreeMap<String, Failure>,
+}
+
+/// One recipient's reply: its notifications' fates, or the reason its keys could not be
+/// written (a permanent failure: the script refused before its first write).
+fn fates_of(reply: redis::Value, count: usize) -> Result<Vec<Fate>, AppError> {
+    let letters = match reply {
+        redis::Value::Array(mut fates) if fates.len() == 1 => fates.pop(),
+        redis::Value::BulkString(reason) => return Err(AppError::bug(String::from_utf8_lossy(&reason).into_owned())),
+        _ => None,
+    };
+    let letters: String = letters
+        .map(redis::from_redis_value)
+        .transpose()
+        .map_err(|e| AppError::internal("notifications apply reply", e))?
+        .unwrap_or_default();
+    let fates: Vec<Fate> = letters
+        .bytes()
+        .map(|b| match b {
+            b'c' => Fate::Created,
+            b'd' => Fate::Duplicate,
+            _ => Fate::Unneeded,
+        })
+        .collect();
+    if fates.len() != count {
+        return Err(AppError::bug(format!(
+            "notifications apply reply has {} fates for {count} notifications",
+            fates.len()
+        )));
+    }
+    Ok(fates)
+}
 
 /// Whether applying notifications also tells the user: the live consumer publishes each
 /// new one on the user's channel; a rebuild re-creates history silently.
@@ -103,7 +196,7 @@ pub enum Publish {
 /// pointer). If the pointer moved since this container last looked, applies them again,
 /// silently, to the new live generation (per-generation dedupe makes that harmless), and
 /// reports what the first application did.
-pub async fn apply_live(store: &Store, config: &Config, planned: &[Notification]) -> Result<AppliedTo, AppError> {
+pub async fn apply_live(store: &Store, config: &Config, planned: &[Notification]) -> Result<Applied, AppError> {
     let assumed = store.generations().cached(Projection::Notifications);
     let (applied, seen) = apply(store, config, assumed.live, planned, Publish::Live).await?;
     store.generations().observe(Projection::Notifications, assumed, seen);
@@ -144,50 +237,84 @@ async fn forget<'a>(store: &Store, generation: u64, recipients: impl Iterator<It
     }
 }
 
+/// One recipient's notifications: indexes into the planned batch, in order.
+type Recipient<'a> = (&'a str, Vec<usize>);
+
 /// Applies `planned` (in order per recipient) to `generation`: the live consumer's and
-/// the rebuild's one apply path. One round trip for the whole batch, which also reads
-/// the generation pointer and returns it.
+/// the rebuild's one apply path. One round trip for the whole batch (script calls of
+/// [`RECIPIENTS_PER_CALL`] recipients, pipelined), which also reads the generation
+/// pointer and returns it.
 pub async fn apply(
     store: &Store,
     config: &Config,
     generation: u64,
     planned: &[Notification],
     publish: Publish,
-) -> Result<(AppliedTo, Pointer), AppError> {
-    let mut by_recipient: BTreeMap<&str, Vec<&Notification>> = BTreeMap::new();
-    for n in planned {
-        by_recipient.entry(n.recipient.as_str()).or_default().push(n);
+) -> Result<(Applied, Pointer), AppError> {
+    let mut by_recipient: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (i, n) in planned.iter().enumerate() {
+        by_recipient.entry(n.recipient.as_str()).or_default().push(i);
     }
+    let recipients: Vec<Recipient> = by_recipient.into_iter().collect();
+    let per_call = if store.is_cluster() { 1 } else { RECIPIENTS_PER_CALL };
+    let calls: Vec<&[Recipient]> = recipients.chunks(per_call).collect();
+    let mut applied = Applied {
+        fates: vec![Fate::Failed; planned.len()],
+        failed: BTreeMap::new(),
+    };
+    let pointer = run(store, config, generation, planned, publish, &calls, &mut applied).await?;
+    Ok((applied, pointer))
+}
+
+/// Makes `calls` in one pipeline (with the generation pointer), recording each
+/// notification's fate in `applied`. A call that fails as a whole (before its script ran:
+/// e.g. Redis out of memory) fails every recipient in it.
+async fn run(
+    store: &Store,
+    config: &Config,
+    generation: u64,
+    planned: &[Notification],
+    publish: Publish,
+    calls: &[&[Recipient<'_>]],
+    applied: &mut Applied,
+) -> Result<Pointer, AppError> {
     let now = clock::now_ms();
     let timeout_ms = config.presence_timeout.as_millis() as i64;
     let mut pipe = redis::pipe();
     pipe.ignore_errors();
-    if !by_recipient.is_empty() {
+    if !calls.is_empty() {
         pipe.load_script(&APPLY).ignore();
     }
-    for (recipient, items) in &by_recipient {
-        let channel = match publish {
-            Publish::Live => keys::notification_channel(recipient),
-            Publish::Silently => String::new(),
-        };
-        let mut call = APPLY.key(keys::notifications_in(generation, recipient));
-        call.key(keys::notification_state_in(generation, recipient))
-            .key(keys::notification_dedupe_in(generation, recipient))
-            .key(keys::presence(recipient))
-            .key(keys::notifications_read_at(recipient))
+    for call in calls {
+        let mut invocation = APPLY.prepare_invoke();
+        invocation
             .arg(now)
             .arg(timeout_ms)
             .arg(config.notifications_cap)
             .arg(DEDUPE_WINDOW.as_millis() as i64)
-            .arg(channel)
             .arg(DEDUPE_MAX_IDS);
-        for n in items {
-            call.arg(&n.source_event_id)
-                .arg(if n.only_if_offline { "1" } else { "0" })
-                .arg(n.view_json())
-                .arg(&n.created_at);
+        for (recipient, items) in *call {
+            invocation
+                .key(keys::notifications_in(generation, recipient))
+                .key(keys::notification_state_in(generation, recipient))
+                .key(keys::notification_dedupe_in(generation, recipient))
+                .key(keys::presence(recipient))
+                .key(keys::notifications_read_at(recipient));
+            let channel = match publish {
+                Publish::Live => keys::notification_channel(recipient),
+                Publish::Silently => String::new(),
+            };
+            invocation.arg(channel).arg(items.len());
+            for &i in items {
+                let n = &planned[i];
+                invocation
+                    .arg(&n.source_event_id)
+                    .arg(if n.only_if_offline { "1" } else { "0" })
+                    .arg(n.view_json())
+                    .arg(&n.created_at);
+            }
         }
-        pipe.invoke_script(&call);
+        pipe.invoke_script(&invocation);
     }
     projection::read_pointer(&mut pipe, Projection::Notifications);
     let mut results: Vec<redis::RedisResult<redis::Value>> = pipe.query_async(&mut store.conn()).await?;
@@ -197,28 +324,35 @@ pub async fn apply(
     let pointer = Pointer::from_reply(
         redis::from_redis_value(pointer).map_err(|e| AppError::internal("notifications pointer reply", e))?,
     )?;
-    let by_event: HashMap<&str, &Notification> = planned.iter().map(|n| (n.source_event_id.as_str(), n)).collect();
-    let applied = by_recipient
-        .keys()
-        .zip(results)
-        .map(|(recipient, result)| {
-            let applied = result
-                .map_err(AppError::from)
-                .and_then(|v| {
-                    redis::from_redis_value::<(usize, Vec<String>)>(v)
-                        .map_err(|e| AppError::internal("notifications apply reply", e))
-                })
-                .map(|(duplicates, created)| Applied {
-                    duplicates,
-                    created: created
-                        .iter()
-                        .filter_map(|id| by_event.get(id.as_str()).map(|n| (*n).clone()))
-                        .collect(),
-                });
-            (recipient.to_string(), applied)
-        })
-        .collect();
-    Ok((applied, pointer))
+    for (call, result) in calls.iter().zip(results) {
+        let replies = result.map_err(AppError::from).and_then(|v| match v {
+            redis::Value::Array(replies) if replies.len() == call.len() => Ok(replies),
+            other => Err(AppError::bug(format!("notifications apply reply {other:?}"))),
+        });
+        let replies = match replies {
+            Ok(replies) => replies,
+            Err(e) => {
+                let failure = Failure::from(&e);
+                for (recipient, _) in *call {
+                    applied.failed.insert(recipient.to_string(), failure.clone());
+                }
+                continue;
+            }
+        };
+        for ((recipient, items), reply) in call.iter().zip(replies) {
+            match fates_of(reply, items.len()) {
+                Ok(fates) => {
+                    for (&i, fate) in items.iter().zip(fates) {
+                        applied.fates[i] = fate;
+                    }
+                }
+                Err(e) => {
+                    applied.failed.insert(recipient.to_string(), Failure::from(&e));
+                }
+            }
+        }
+    }
+    Ok(pointer)
 }
 
 /// The newest `limit` notifications and the unread count of the live generation: one
