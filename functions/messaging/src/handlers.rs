@@ -117,9 +117,9 @@ struct SendBody {
     (status = 201, description = "Sent", body = SentMessage),
     (status = 403, description = "Only connections message each other", body = ErrorBody),
 ))]
-/// POST /messages/{userId} {text} -> 201 {message}. Two round trips: authentication with
-/// the send's checks ([`store::send_checks`]), then the send.
+/// POST /messages/{userId} {text} -> 201 {message}. Two round trips.
 pub async fn send(state: &AppState, meta: &RequestMeta, req: &Request) -> Result<Reply, AppError> {
+    // The send's checks ride on the authentication round trip; the send is the second.
     let target = target(req);
     let (me, checks) = state
         .authenticate_and(req, WithUser::No, |pipe, me| {
