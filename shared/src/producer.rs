@@ -47,6 +47,18 @@ use crate::kafka_connection::{KafkaConnection, SessionLease};
 /// (`MESSAGE_TOO_LARGE`) is classified permanent too, so both paths end the same way.
 pub const MAX_RECORD_BYTES: usize = 1024 * 1024;
 
+/// Most record bytes (as [`OutgoingRecord::encoded_size`] counts them, plus
+/// [`RECORD_OVERHEAD_BYTES`] each) one produce request carries to one partition. MSK's
+/// `message.max.bytes` limits a whole record batch, not a record, so a partition's share
+/// of a large send (a 10,000-record consumer batch makes megabytes of events) goes as
+/// several batches, one after the other, in order. A record alone above this is sent
+/// alone (it is at most [`MAX_RECORD_BYTES`]).
+pub const MAX_BATCH_BYTES: usize = 1_000_000;
+
+/// What framing one record adds inside a record batch (varint lengths, offsets, header
+/// counts), rounded up: part of what [`MAX_BATCH_BYTES`] counts.
+const RECORD_OVERHEAD_BYTES: usize = 32;
+
 /// Why a record was not produced; the caller parks it in the outbox.
 ///
 /// [`ProduceError::is_permanent`] is the one place that decides whether a retry can help:
@@ -244,9 +256,15 @@ impl Producer {
                 timestamp: Utc::now(),
             });
         }
-        let sends = groups.into_iter().map(|(group, batch)| {
+        // Partitions at once; one partition's batches one after the other, so they keep their order.
+        let sends = groups.into_iter().map(|(group, records)| {
             let client = Arc::clone(&clients[&group]);
-            async move { client.produce(batch, Compression::NoCompression).await }
+            async move {
+                for batch in batches(records) {
+                    client.produce(batch, Compression::NoCompression).await?;
+                }
+                Ok::<_, rskafka::client::error::Error>(())
+            }
         });
         futures::future::try_join_all(sends).await?;
         Ok(())
@@ -340,6 +358,29 @@ impl Producer {
             .insert(topic.to_string(), Arc::clone(&clients));
         Ok(clients)
     }
+}
+
+/// `records` cut, in order, into batches of at most [`MAX_BATCH_BYTES`] each.
+fn batches(records: Vec<Record>) -> Vec<Vec<Record>> {
+    let mut out: Vec<Vec<Record>> = Vec::new();
+    let mut bytes = 0;
+    for record in records {
+        let size = RECORD_OVERHEAD_BYTES
+            + record.key.as_ref().map_or(0, Vec::len)
+            + record.value.as_ref().map_or(0, Vec::len)
+            + record.headers.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
+        match out.last_mut() {
+            Some(batch) if bytes + size <= MAX_BATCH_BYTES => {
+                batch.push(record);
+                bytes += size;
+            }
+            _ => {
+                out.push(vec![record]);
+                bytes = size;
+            }
+        }
+    }
+    out
 }
 
 /// The partition for `key`, as the Java client's default partitioner picks it.
@@ -439,6 +480,32 @@ mod tests {
             request: rskafka::client::error::RequestContext::Topic("t".into()),
             response: None,
             is_virtual: false,
+        }
+    }
+
+    #[test]
+    fn a_partition_s_records_go_in_order_in_batches_msk_accepts() {
+        let record = |i: usize, bytes: usize| Record {
+            key: Some(i.to_string().into_bytes()),
+            value: Some(vec![b'x'; bytes]),
+            headers: BTreeMap::new(),
+            timestamp: Utc::now(),
+        };
+        let records: Vec<Record> = (0..2500)
+            .map(|i| record(i, 500))
+            .chain([record(2500, MAX_RECORD_BYTES)])
+            .collect();
+        let cut = batches(records);
+        assert_eq!(cut.len(), 3, "two batches of small records, the big one alone");
+        let keys: Vec<Vec<u8>> = cut.iter().flatten().map(|r| r.key.clone().unwrap()).collect();
+        let expected: Vec<Vec<u8>> = (0..=2500).map(|i: usize| i.to_string().into_bytes()).collect();
+        assert_eq!(keys, expected, "order kept");
+        for batch in &cut[..2] {
+            let bytes: usize = batch
+                .iter()
+                .map(|r| r.key.as_ref().unwrap().len() + r.value.as_ref().unwrap().len() + RECORD_OVERHEAD_BYTES)
+                .sum();
+            assert!(bytes <= MAX_BATCH_BYTES, "{bytes}");
         }
     }
 
