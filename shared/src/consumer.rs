@@ -388,13 +388,18 @@ impl Batch {
                 *at = (*at).min(r.offset);
             }
         }
-        let originals: HashMap<(&str, i64, i64), &KafkaRecord> = self
-            .event
-            .records
-            .values()
-            .flatten()
-            .map(|r| ((r.topic.as_deref().unwrap_or_default(), r.partition, r.offset), r))
-            .collect();
+        // Only a batch with permanent failures needs the delivered records by position.
+        let any_permanent = self.failures.values().any(|f| matches!(f, Failure::Permanent(_)));
+        let originals: HashMap<(&str, i64, i64), &KafkaRecord> = match any_permanent {
+            false => HashMap::new(),
+            true => self
+                .event
+                .records
+                .values()
+                .flatten()
+                .map(|r| ((r.topic.as_deref().unwrap_or_default(), r.partition, r.offset), r))
+                .collect(),
+        };
         let rejected = self.failures.iter().filter_map(|(i, failure)| match failure {
             Failure::Permanent(reason) => {
                 let r = &self.records[*i];
@@ -433,16 +438,18 @@ impl Batch {
                 }
             }
         }
-        self.report.retrying = self
-            .event
-            .records
-            .values()
-            .flatten()
-            .filter(|r| {
-                let topic = r.topic.clone().unwrap_or_default();
-                checkpoints.get(&(topic, r.partition)).is_some_and(|at| r.offset >= *at)
-            })
-            .count();
+        if !checkpoints.is_empty() {
+            self.report.retrying = self
+                .event
+                .records
+                .values()
+                .flatten()
+                .filter(|r| {
+                    let topic = r.topic.clone().unwrap_or_default();
+                    checkpoints.get(&(topic, r.partition)).is_some_and(|at| r.offset >= *at)
+                })
+                .count();
+        }
         let response = KafkaBatchResponse {
             batch_item_failures: checkpoints
                 .into_iter()
