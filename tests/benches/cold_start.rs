@@ -9,7 +9,7 @@
 //! What it prints:
 //!
 //! - exec to the first `next` poll (init: config, clients, Redis connection), and the
-//!   bootstrap's CPU time up to then (/proc/<pid>/schedstat, nanoseconds);
+//!   bootstrap's CPU time up to then (/proc/<pid>/task/*/schedstat, nanoseconds);
 //! - the first invocation after that (GET /profile with a valid token: auth, rate limit
 //!   and profile read, every connection still cold);
 //! - the same init with endpoint discovery against the local AWS double (moto): the
@@ -46,14 +46,19 @@ fn env_number(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
-/// CPU time the process has run, from the scheduler (ns resolution, unlike /proc/<pid>/stat).
+/// CPU time the process has run, all its threads (the tokio workers too), from the
+/// scheduler: nanosecond resolution, unlike /proc/<pid>/stat.
 fn cpu_ns(pid: u32) -> Option<u64> {
-    std::fs::read_to_string(format!("/proc/{pid}/schedstat"))
-        .ok()?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
+    let threads = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let on_cpu = |path: std::path::PathBuf| -> Option<u64> {
+        std::fs::read_to_string(path.join("schedstat"))
+            .ok()?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    };
+    Some(threads.flatten().filter_map(|t| on_cpu(t.path())).sum())
 }
 
 /// Sorted samples: min, median, max.
