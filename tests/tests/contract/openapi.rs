@@ -160,6 +160,19 @@ struct Run {
 }
 
 impl Run {
+    /// Failed only because the fuzzer itself crashed in CPython's `ast` module, with every
+    /// generated case passing.
+    fn only_tool_crash(&self) -> bool {
+        !self.passed
+            && self.output.contains("AST constructor recursion depth mismatch")
+            && self.output.matches("Runtime Error:").count() <= 1
+            && self.generated() > 0
+            && self.output.lines().any(|line| {
+                let words: Vec<&str> = line.split_whitespace().collect();
+                matches!(words.as_slice(), [n, "generated,", m, "passed"] if n == m)
+            })
+    }
+
     /// Test cases schemathesis reports it generated: its summary has `Test cases:` and,
     /// on the next line, `N generated, ...`.
     fn generated(&self) -> u64 {
@@ -177,6 +190,21 @@ impl Run {
 /// Runs schemathesis against `base` with the document at `base/openapi.json`; a deadline
 /// bounds it (kill on timeout).
 async fn schemathesis(base: &str, extra: &[&str]) -> Run {
+    let run = schemathesis_once(base, extra).await;
+    if run.only_tool_crash() {
+        // CPython 3.11 sometimes aborts hypothesis's description of a filter lambda
+        // ("AST constructor recursion depth mismatch"): a crash of the fuzzer, not an answer
+        // of ours. Same seed, once more; a second crash fails the test.
+        let _ = std::io::Write::write_all(
+            &mut std::io::stderr(),
+            b"contract: schemathesis crashed inside CPython's ast module with no failed case; running it once more\n",
+        );
+        return schemathesis_once(base, extra).await;
+    }
+    run
+}
+
+async fn schemathesis_once(base: &str, extra: &[&str]) -> Run {
     let mut args: Vec<String> = vec![
         "run".into(),
         format!("{base}/openapi.json"),
