@@ -351,6 +351,8 @@ def parse_consumers(text: str, source: str) -> list[ConsumerRun]:
                 continue
             trips = number(row[c_trips]) if c_trips is not None and len(row) > c_trips else None
             records = number(row[c_records]) if c_records is not None and len(row) > c_records else None
+            if records is None and (m := re.search(r"rounds of (\d+) records", text)):
+                records = float(m.group(1))  # the bench's "N rounds of M records" line
             run.rows[row[0].strip()] = (rate, trips, records)
         m = re.search(r"p50 ([\d.]+) ms, p99 ([\d.]+) ms", rest)
         run.e2e = (float(m.group(1)), float(m.group(2))) if m else None
