@@ -292,7 +292,10 @@ async fn a_batch_for_hundreds_of_users_reaches_each_of_them_within_five_redis_ro
             json!({"id": format!("{i}-0"), "fromUserId": a, "toUserId": b, "text": "hi", "sentAt": "2026-01-01T00:00:00.000Z"}),
         )));
     }
-    let proxy = stack.round_trips.as_ref().expect("counting proxy");
+    let Some(proxy) = stack.round_trips.as_ref() else {
+        eprintln!("round trips are counted on one redis-server only");
+        return;
+    };
     // Analytics first: on a fresh stack it also closes the two days before today (the most
     // round trips a batch can take).
     let (counted, trips) = proxy.measure(count(&stack, batch("message-events", &values))).await;
