@@ -381,12 +381,19 @@ async fn a_partition_resumes_at_the_reported_offset_while_the_others_go_on() {
                 group.clone(),
             );
             Box::pin(async move {
-                let call = {
+                let offsets = offsets_of(&event);
+                let carries_p0 = offsets.iter().any(|(p, _)| *p == 0);
+                // Which call first carries partition 0: the triggers may deliver the two
+                // partitions in one batch or in separate ones, as Lambda may.
+                let p0_call = {
                     let mut calls = calls.lock().expect("calls");
-                    calls.push((Instant::now(), offsets_of(&event)));
-                    calls.len()
+                    calls.push((Instant::now(), offsets));
+                    calls.iter().filter(|c| c.1.iter().any(|(p, _)| *p == 0)).count()
                 };
-                if call == 1 {
+                if !carries_p0 {
+                    return Ok(json!({"batchItemFailures": []}));
+                }
+                if p0_call == 1 {
                     return Ok(
                         json!({"batchItemFailures": [{"itemIdentifier": {"partition": "user-events-0", "offset": checkpoint}}]}),
                     );
@@ -409,14 +416,28 @@ async fn a_partition_resumes_at_the_reported_offset_while_the_others_go_on() {
     poller.abort();
 
     let calls = calls.lock().expect("calls").clone();
-    assert_eq!(calls.len(), 2, "{calls:?}");
-    assert_eq!(calls[0].1.len(), 20, "both partitions in the first batch");
-    let redelivered: Vec<(i32, i64)> = p0[5..].iter().map(|o| (0, *o)).collect();
-    assert_eq!(calls[1].1, redelivered, "only partition 0 from the reported offset");
+    let of = |partition: i32| -> Vec<Vec<i64>> {
+        calls
+            .iter()
+            .map(|c| {
+                c.1.iter()
+                    .filter(|(p, _)| *p == partition)
+                    .map(|(_, o)| *o)
+                    .collect::<Vec<_>>()
+            })
+            .filter(|o: &Vec<i64>| !o.is_empty())
+            .collect()
+    };
     assert_eq!(
-        *seen_commits.lock().expect("commits"),
-        Some((Some(p0[5]), Some(p1[9] + 1))),
-        "partition 0 committed up to its checkpoint, partition 1 past its records"
+        of(0),
+        vec![p0.clone(), p0[5..].to_vec()],
+        "partition 0 again from the reported offset: {calls:?}"
+    );
+    assert_eq!(of(1).concat(), p1, "partition 1 went on, each record once: {calls:?}");
+    assert_eq!(
+        seen_commits.lock().expect("commits").map(|(c0, _)| c0),
+        Some(Some(p0[5])),
+        "partition 0 committed up to its checkpoint"
     );
     assert!(dead_letters(&stack).await.is_empty());
 }
