@@ -56,7 +56,9 @@ pub const NOT_APPLICABLE_TYPES: &[&str] = &[
 /// in-process (`CodeUri`, `Handler`, `Runtime`, `Architectures`, `MemorySize`), the local
 /// stack sets the environment itself (`Environment`), and IAM, VPC, tracing and log
 /// settings do not change what a handler answers (`Policies`, `VpcConfig`, `Tracing`,
-/// `LoggingConfig`, `Description`, `Tags`).
+/// `LoggingConfig`, `Description`, `Tags`). Lambda Managed Instances
+/// (`CapacityProviderConfig`, `PublishToLatestPublished`) runs many invocations in one
+/// process at once, which the gateway does for every function already.
 pub const FUNCTION_PROPERTIES: &[&str] = &[
     "Events",
     "Timeout",
@@ -72,6 +74,8 @@ pub const FUNCTION_PROPERTIES: &[&str] = &[
     "LoggingConfig",
     "Description",
     "Tags",
+    "CapacityProviderConfig",
+    "PublishToLatestPublished",
 ];
 
 /// `HttpApi` event properties that are emulated (`ApiId` names the one HTTP API;
