@@ -4,6 +4,8 @@
 //!   stack serves exactly what AWS would.
 //! - [`gaps`] makes every part of the template the gateway does not emulate an error
 //!   naming it (opt out by name with `LOCAL_GATEWAY_IGNORE=Resource.Property,...`).
+//! - [`routes`] is the HTTP API's route table, compiled once: a request is matched
+//!   without allocating.
 //! - [`apigw`] turns an HTTP request into a real API Gateway v2 event and back.
 //! - [`functions`] maps a template LogicalId to the handler, called in-process.
 //! - [`msk`] emulates the MSK event source mappings: poll, invoke, commit; bounded
@@ -20,6 +22,7 @@ pub mod gaps;
 pub mod msk;
 pub mod openapi;
 pub mod outbox;
+pub mod routes;
 pub mod server;
 pub mod template;
 pub mod websocket;

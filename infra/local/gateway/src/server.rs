@@ -16,6 +16,7 @@ use serde_json::json;
 use crate::{
     apigw::{self, HttpCall},
     functions::Functions,
+    routes::{Lookup, Routes},
     template::Template,
     websocket,
 };
@@ -40,6 +41,8 @@ pub const METRICS_PATH: &str = "/_local/metrics";
 pub struct Gateway {
     /// What template.yaml declares.
     pub template: Template,
+    /// `template.routes`, compiled for matching requests.
+    pub routes: Routes,
     /// The handlers.
     pub functions: Functions,
     /// Open WebSocket connections.
@@ -62,6 +65,7 @@ impl Gateway {
         Self {
             http_bucket: template.http_throttle.map(TokenBucket::new),
             websocket_bucket: template.websocket_throttle.map(TokenBucket::new),
+            routes: Routes::new(&template.routes),
             template,
             functions,
             sockets: websocket::Sockets::default(),
@@ -250,41 +254,32 @@ async fn route(gateway: Arc<Gateway>, req: AxumRequest) -> AxumResponse {
         .map(|c| c.0.ip().to_string())
         .unwrap_or_else(|| "127.0.0.1".into());
     let (parts, body) = req.into_parts();
-    let method = parts.method.as_str().to_string();
-    let path = parts.uri.path().to_string();
-    // The first route for this path and method, in template order; 405 if only the method differs.
-    let mut path_known = false;
-    let mut matched = None;
-    for r in &gateway.template.routes {
-        if let Some(params) = r.match_path(&path) {
-            path_known = true;
-            if r.method == method || r.method == "ANY" {
-                matched = Some((r, params));
-                break;
-            }
-        }
-    }
-    let Some((route, params)) = matched else {
-        return match path_known {
-            false => gateway_error(
+    let method = parts.method.as_str();
+    let path = parts.uri.path();
+    let (route, route_key, params) = match gateway.routes.find(method, path) {
+        Lookup::Found(m) => (m.route, m.route_key, m.params),
+        Lookup::NotFound => {
+            return gateway_error(
                 StatusCode::NOT_FOUND,
                 "not_found",
                 &format!("no route for {method} {path}"),
-            ),
-            true => gateway_error(
+            )
+        }
+        Lookup::MethodNotAllowed => {
+            return gateway_error(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method_not_allowed",
                 &format!("{method} is not allowed on {path}"),
-            ),
-        };
+            )
+        }
     };
     let Ok(bytes) = to_bytes(body, MAX_GATEWAY_BODY).await else {
         return aws_message(StatusCode::PAYLOAD_TOO_LARGE, "Request Entity Too Large");
     };
     let call = HttpCall {
-        route_key: route.route_key(),
-        method: &method,
-        path: &path,
+        route_key: route_key.to_string(),
+        method,
+        path,
         query: parts.uri.query().unwrap_or_default(),
         headers: parts
             .headers

@@ -30,25 +30,10 @@ impl HttpRoute {
         format!("{} {}", self.method, self.path)
     }
 
-    /// Matches a concrete path, returning the extracted path parameters.
+    /// Matches a concrete path, returning the extracted path parameters. (The gateway
+    /// matches through [`crate::routes::Routes`], compiled once.)
     pub fn match_path(&self, path: &str) -> Option<Vec<(String, String)>> {
-        let pattern: Vec<&str> = self.path.trim_matches('/').split('/').collect();
-        let actual: Vec<&str> = path.trim_matches('/').split('/').collect();
-        if pattern.len() != actual.len() {
-            return None;
-        }
-        let mut params = Vec::new();
-        for (p, a) in pattern.iter().zip(&actual) {
-            if let Some(name) = p.strip_prefix('{').and_then(|p| p.strip_suffix('}')) {
-                if a.is_empty() {
-                    return None;
-                }
-                params.push((name.to_string(), a.to_string()));
-            } else if p != a {
-                return None;
-            }
-        }
-        Some(params)
+        crate::routes::PathPattern::new(&self.path).params(path)
     }
 }
 
