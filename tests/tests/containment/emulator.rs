@@ -4,7 +4,9 @@
 //! bad record in a logarithmic number of invocations; a partial batch response isolates
 //! it in one; records past the age limit skip the function; a partition resumes at the
 //! reported offset while the others go on; mappings sharing a topic (and the records
-//! read for it) each get every record once, in order, at their own batch size.
+//! read for it) each get every record once, in order, at their own batch size; a
+//! partition of thousands of one-record batches (one per message sent) is read, not
+//! stalled on tansu's read budget.
 
 use std::{
     sync::{Arc, Mutex},
@@ -18,6 +20,7 @@ use devconnect_tests::{
     kafka::{bytes, envelope},
     Stack,
 };
+use futures::StreamExt;
 use local_gateway::{
     msk::{self, Invoke},
     template::MskSource,
@@ -515,4 +518,47 @@ async fn mappings_sharing_a_topic_each_get_every_record_once_in_order_at_their_o
             "partition 0 out of order: {order:?}"
         );
     }
+}
+
+#[tokio::test]
+async fn a_partition_of_thousands_of_one_record_batches_is_delivered_in_order_once() {
+    // Listing 5,000 stored batches takes tansu longer than the 1 ms read budget the
+    // triggers once asked for; each fetch then answered nothing and the mapping stalled.
+    let stack = Stack::start().await;
+    let client = stack.broker.client().await.expect("kafka client");
+    let pc = Arc::new(
+        client
+            .partition_client(TOPIC, 0, UnknownTopicHandling::Retry)
+            .await
+            .expect("partition"),
+    );
+    let zero = chrono::Duration::zero();
+    let mut offsets: Vec<i64> = futures::stream::iter(0..5_000)
+        .map(|i| {
+            let pc = Arc::clone(&pc);
+            async move {
+                let record = record("k", format!("one-{i}").as_bytes(), zero);
+                pc.produce(vec![record], Compression::NoCompression)
+                    .await
+                    .expect("produce")[0]
+            }
+        })
+        .buffer_unordered(50)
+        .collect()
+        .await;
+    offsets.sort_unstable();
+    let source = source("emulator-long-log", 1_000, 2, true);
+    let calls = Calls::default();
+    let poller = spawn(&stack, &source, failing_on(&calls, Vec::new()));
+
+    wait_committed(&stack, &source, 0, offsets[4_999] + 1).await;
+    poller.abort();
+
+    let calls = calls.lock().expect("calls");
+    let delivered: Vec<i64> = calls
+        .iter()
+        .flat_map(|(_, o)| o.iter().map(|(_, offset)| *offset))
+        .collect();
+    assert_eq!(delivered, offsets, "every record once, in offset order");
+    assert!(calls.iter().all(|(_, o)| o.len() <= 1_000), "a batch over BatchSize");
 }

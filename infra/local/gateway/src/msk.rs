@@ -678,18 +678,23 @@ async fn fetch_batch(
     readers: &mut [Reader],
     marks: &watch::Marks,
 ) -> anyhow::Result<Vec<(i32, Vec<RecordAndOffset>)>> {
-    let ahead: Vec<bool> = readers
+    // The watermark of each partition with records past the mapping's offset.
+    let ahead: Vec<Option<i64>> = readers
         .iter()
         .map(|r| {
             marks
                 .get(&(source.topic.clone(), r.client.partition()))
-                .is_some_and(|hw| *hw > r.offset)
+                .copied()
+                .filter(|hw| *hw > r.offset)
         })
         .collect();
-    let any = ahead.contains(&true);
-    let reads = readers.iter().zip(&ahead).map(|(r, ahead)| async move {
-        match *ahead || !any {
-            true => Some(feed.read(&r.client, &source.group, r.offset, source.batch_size).await),
+    let any = ahead.iter().any(Option::is_some);
+    let reads = readers.iter().zip(&ahead).map(|(r, seen)| async move {
+        match seen.is_some() || !any {
+            true => Some(
+                feed.read(&r.client, &source.group, r.offset, source.batch_size, *seen)
+                    .await,
+            ),
             false => None,
         }
     });

@@ -8,11 +8,20 @@
 //! them from there, and only one that has read everything fetches again (from where the
 //! buffer ends, while the others wait for it). A mapping outside the buffer (restarted
 //! behind it, or started ahead of it) reads for itself.
+//!
+//! A fetch's `max_wait` is its read budget: the tansu the installers provide (the PyPI
+//! wheel's build) stops listing and reading when `max_wait` is over and answers with what
+//! it has, which is nothing once listing the partition takes longer than the wait (a 1 ms
+//! wait stalled the triggers at a few thousand batches per partition, each fetch costing
+//! the broker the listing for no record). tansu 0.6.0 from crates.io reads everything and
+//! then sleeps out the rest of the wait, so there the budget is latency. The budget
+//! therefore starts small and doubles, up to [`MAX_READ_WAIT_MS`], whenever a read stops
+//! short of records the watermarks showed before it was sent (see [`cut_short`]).
 
 use std::{
     collections::{BTreeMap, VecDeque},
     sync::{
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicI32, AtomicU64, Ordering},
         Arc, Mutex,
     },
 };
@@ -21,6 +30,11 @@ use rskafka::{client::partition::PartitionClient, record::RecordAndOffset};
 
 /// Bytes asked of one partition per fetch.
 const FETCH_BYTES: i32 = 4 * 1024 * 1024;
+/// First read budget (Fetch `max_wait`) of a fetch for records the watermarks showed:
+/// listing 20,000 stored batches costs tansu about 12 ms of CPU.
+const FIRST_READ_WAIT_MS: i32 = 20;
+/// Largest read budget.
+const MAX_READ_WAIT_MS: i32 = 1_000;
 /// Most record bytes a partition's buffer holds: beyond it, the oldest go even if a
 /// mapping (stuck retrying) has not read them; it then reads for itself.
 const BUFFER_BYTES: usize = 32 * 1024 * 1024;
@@ -42,10 +56,28 @@ pub fn fetches() -> u64 {
     FETCHES.load(Ordering::Relaxed)
 }
 
-/// The buffers of one topic's partitions.
-#[derive(Clone, Default)]
+/// The buffers of one topic's partitions, and the read budget its fetches need.
+#[derive(Clone)]
 pub struct Feed {
     partitions: Arc<Mutex<BTreeMap<i32, Arc<tokio::sync::Mutex<Buffer>>>>>,
+    read_wait_ms: Arc<AtomicI32>,
+}
+
+impl Default for Feed {
+    fn default() -> Self {
+        Self {
+            partitions: Arc::default(),
+            read_wait_ms: Arc::new(AtomicI32::new(FIRST_READ_WAIT_MS)),
+        }
+    }
+}
+
+/// Whether a read that ended at `reached` (the offset after its last record, or where it
+/// started if it got none) with `bytes` of records stopped before records known to be
+/// there before it was sent (`seen`, the watermark), without filling [`FETCH_BYTES`]:
+/// the broker's read budget ran out.
+pub fn cut_short(reached: i64, bytes: usize, seen: Option<i64>) -> bool {
+    seen.is_some_and(|seen| reached < seen) && bytes < FETCH_BYTES as usize / 2
 }
 
 /// Records `[start, end)` of one partition as the broker has them, and where each mapping
@@ -104,13 +136,15 @@ impl Feed {
 
     /// Up to `max` records of the client's partition from `offset` on for the mapping
     /// `group`: from the buffer if it has any, else fetched (through `client`) from the
-    /// buffer's end.
+    /// buffer's end. `seen`: the partition's watermark as the watch last saw it (`None`
+    /// for a recheck without one), how far a fetch must get.
     pub async fn read(
         &self,
         client: &PartitionClient,
         group: &str,
         offset: i64,
         max: usize,
+        seen: Option<i64>,
     ) -> Result<Vec<RecordAndOffset>, ReadError> {
         let buffer = self.buffer(client.partition());
         let mut b = buffer.lock().await;
@@ -122,14 +156,14 @@ impl Feed {
         }
         if offset < b.start || offset > b.end {
             drop(b);
-            return Ok(self.fetch(client, offset).await?.into_iter().take(max).collect());
+            return Ok(self.fetch(client, offset, seen).await?.into_iter().take(max).collect());
         }
         let buffered = b.after(offset, max);
         if !buffered.is_empty() {
             return Ok(buffered);
         }
         let end = b.end;
-        match self.fetch(client, end).await {
+        match self.fetch(client, end, seen).await {
             Ok(records) => b.append(records),
             Err(e) => {
                 // The records may be gone (broker restarted): keep nothing.
@@ -140,18 +174,45 @@ impl Feed {
         Ok(b.after(offset, max))
     }
 
-    async fn fetch(&self, client: &PartitionClient, offset: i64) -> Result<Vec<RecordAndOffset>, ReadError> {
-        FETCHES.fetch_add(1, Ordering::Relaxed);
-        match client
-            .fetch_records(offset, 1..FETCH_BYTES, super::watch::READ_WAIT_MS)
-            .await
-        {
-            Ok((records, _high_watermark)) => Ok(records.into_iter().filter(|r| r.offset >= offset).collect()),
-            Err(rskafka::client::error::Error::ServerError {
-                protocol_error: rskafka::client::error::ProtocolError::OffsetOutOfRange,
-                ..
-            }) => Err(ReadError::OutOfRange),
-            Err(e) => Err(ReadError::Broker(e)),
+    /// The records from `offset` on, as far as one fetch gets; while it stops short of
+    /// `seen` (see [`cut_short`]), the budget doubles and the rest is fetched again.
+    async fn fetch(
+        &self,
+        client: &PartitionClient,
+        offset: i64,
+        seen: Option<i64>,
+    ) -> Result<Vec<RecordAndOffset>, ReadError> {
+        let mut records: Vec<RecordAndOffset> = Vec::new();
+        let mut from = offset;
+        loop {
+            let wait = match seen {
+                Some(_) => self.read_wait_ms.load(Ordering::Relaxed),
+                None => super::watch::READ_WAIT_MS,
+            };
+            FETCHES.fetch_add(1, Ordering::Relaxed);
+            let fetched = match client.fetch_records(from, 1..FETCH_BYTES, wait).await {
+                Ok((fetched, _high_watermark)) => fetched,
+                Err(rskafka::client::error::Error::ServerError {
+                    protocol_error: rskafka::client::error::ProtocolError::OffsetOutOfRange,
+                    ..
+                }) => return Err(ReadError::OutOfRange),
+                Err(e) => return Err(ReadError::Broker(e)),
+            };
+            let bytes = fetched.iter().map(size).sum();
+            records.extend(fetched.into_iter().filter(|r| r.offset >= from));
+            from = records.last().map_or(from, |r| r.offset + 1);
+            if !cut_short(from, bytes, seen) || wait >= MAX_READ_WAIT_MS {
+                return Ok(records);
+            }
+            let longer = wait.saturating_mul(2).min(MAX_READ_WAIT_MS);
+            self.read_wait_ms.fetch_max(longer, Ordering::Relaxed);
+            tracing::debug!(
+                partition = client.partition(),
+                from,
+                ?seen,
+                wait_ms = longer,
+                "fetch cut short by the broker's read budget"
+            );
         }
     }
 }
@@ -216,6 +277,22 @@ mod tests {
         b.append(records(3..8, 1));
         assert_eq!(offsets(&b.after(0, 100)), (0..8).collect::<Vec<_>>());
         assert_eq!(b.end, 8);
+    }
+
+    #[test]
+    fn a_read_short_of_the_seen_watermark_was_cut_short_unless_it_filled_the_fetch() {
+        assert!(cut_short(100, 0, Some(5000)), "nothing read of records already there");
+        assert!(cut_short(3000, 400_000, Some(5000)), "stopped part way");
+        assert!(!cut_short(5000, 400_000, Some(5000)), "reached the watermark");
+        assert!(
+            !cut_short(5200, 400_000, Some(5000)),
+            "records newer than the watermark"
+        );
+        assert!(
+            !cut_short(3000, FETCH_BYTES as usize, Some(5000)),
+            "the fetch's byte limit, not its budget"
+        );
+        assert!(!cut_short(100, 0, None), "a recheck knows no watermark");
     }
 
     #[test]
