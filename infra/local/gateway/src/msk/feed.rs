@@ -190,8 +190,8 @@ impl Feed {
                 None => super::watch::READ_WAIT_MS,
             };
             FETCHES.fetch_add(1, Ordering::Relaxed);
-            let fetched = match client.fetch_records(from, 1..FETCH_BYTES, wait).await {
-                Ok((fetched, _high_watermark)) => fetched,
+            let (fetched, high_watermark) = match client.fetch_records(from, 1..FETCH_BYTES, wait).await {
+                Ok(answer) => answer,
                 Err(rskafka::client::error::Error::ServerError {
                     protocol_error: rskafka::client::error::ProtocolError::OffsetOutOfRange,
                     ..
@@ -201,7 +201,10 @@ impl Feed {
             let bytes = fetched.iter().map(size).sum();
             records.extend(fetched.into_iter().filter(|r| r.offset >= from));
             from = records.last().map_or(from, |r| r.offset + 1);
-            if !cut_short(from, bytes, seen) || wait >= MAX_READ_WAIT_MS {
+            // A watermark below the one seen: the broker lost records (restarted), which
+            // no budget reads.
+            let there = seen.map(|seen| seen.min(high_watermark));
+            if !cut_short(from, bytes, there) || wait >= MAX_READ_WAIT_MS {
                 return Ok(records);
             }
             let longer = wait.saturating_mul(2).min(MAX_READ_WAIT_MS);

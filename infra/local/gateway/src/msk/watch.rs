@@ -35,8 +35,9 @@ const ACTIVE_INTERVAL_MS: u64 = 50;
 const IDLE_INTERVAL_MS: u64 = 200;
 /// How long the watermarks must stand still before refreshes slow down.
 const IDLE_AFTER: Duration = Duration::from_secs(2);
-/// How long a watermark read waits on the broker: tansu answers a fetch with no wait at
-/// all without reading, and sleeps out the wait even after reading, so 1 ms.
+/// How long a watermark read (no bytes asked) waits on the broker: tansu answers a fetch
+/// with no wait at all without reading, and waits the whole `max_wait` out when it finds
+/// no bytes, so 1 ms. Fetches for records have their own budget (see [`super::feed`]).
 pub const READ_WAIT_MS: i32 = 1;
 /// Longest an idle mapping waits for a wake before reading again anyway.
 const IDLE_RECHECK: Duration = Duration::from_secs(10);
@@ -217,8 +218,8 @@ async fn watch(
             )
         })
         .collect();
-    // tansu reads, then sleeps out `max_wait` before answering: a 1 ms wait and our own
-    // pace give watermarks as of the answer, not as of the interval's start.
+    // tansu waits `max_wait` out before answering a fetch that finds no bytes: a 1 ms
+    // wait and our own pace give watermarks as of the answer, not as of the interval's start.
     let request = fetch_watermarks_request(&partitions, READ_WAIT_MS);
     let mut correlation = 0i32;
     let mut moved = Instant::now();
