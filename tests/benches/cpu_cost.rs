@@ -23,9 +23,10 @@
 //! /messages from the start of the load until the triggers have worked the messages off
 //! (broker CPU back near its idle rate; at most 40 s, else the figure is printed as a
 //! lower bound), minus the idle rate over that whole window, divided by the messages
-//! accepted (2xx). The requests the emulated triggers sent the broker (record fetches,
-//! watermark refreshes) are counted in the gateway (`local_gateway::msk::broker_requests`)
-//! and printed idle and per message.
+//! accepted (2xx); a message is one produced record, so what it costs beyond a plain
+//! produce is the triggers' share. The requests the emulated triggers sent the broker
+//! (record fetches, watermark refreshes) are counted in the gateway
+//! (`local_gateway::msk::broker_requests`) and printed idle and per message.
 
 use std::{
     sync::{
@@ -430,8 +431,11 @@ async fn main() {
         );
         if let Some((per_message, drained)) = broker_per_message {
             println!(
-                "broker (tansu) CPU per POST /messages, emulated triggers included: {per_message:.0} µs ({:.1}x a plain produce){}",
+                "broker (tansu) CPU per POST /messages, emulated triggers included: {per_message:.0} µs ({:.1}x a plain produce; \
+                 beyond the message's one produce, the triggers: {:.0} µs, {:.1}x){}",
                 per_message / per_record,
+                per_message - per_record,
+                (per_message - per_record) / per_record,
                 match drained {
                     true => "",
                     false => " LOWER BOUND: the triggers had not worked the messages off by the cap",
