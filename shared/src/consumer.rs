@@ -9,23 +9,34 @@
 //! records before it are committed, other partitions go on, and the event source
 //! retries from there (bounded by the mapping's retry settings). Consumers dedupe by
 //! eventId, so a retry changes nothing twice. A consumer never fails the invocation.
+//!
+//! [`serve`] is every Kafka-triggered bootstrap's runtime loop.
 
 use std::{
+    borrow::Cow,
     collections::{BTreeMap, HashMap},
+    future::Future,
     time::Instant,
 };
 
 use aws_lambda_events::event::kafka::{KafkaEvent, KafkaRecord};
 use base64::{engine::general_purpose::STANDARD, Engine};
-use serde_json::Value;
+use chrono::{DateTime, Utc};
+use serde::{
+    de::{DeserializeSeed, IgnoredAny, MapAccess, Visitor},
+    Deserialize, Deserializer,
+};
+use serde_json::{value::RawValue, Value};
+use uuid::Uuid;
 
 use crate::{
     error::AppError,
-    events::{Envelope, ENVELOPE_VERSION},
-    metrics,
+    events::{Envelope, EnvelopeHead, EventType, ENVELOPE_VERSION},
+    metrics::{self, Emf},
     payloads::Event,
     producer::OutgoingRecord,
     publisher::Publisher,
+    telemetry,
 };
 
 /// A decoded record, with where it came from.
@@ -37,8 +48,8 @@ pub struct Incoming {
     pub partition: i64,
     /// Offset.
     pub offset: i64,
-    /// The event.
-    pub envelope: Envelope,
+    /// The event's envelope, without its data (that is `event`).
+    pub envelope: EnvelopeHead,
     /// Its payload, typed: a record whose data does not fit its event type never gets here.
     pub event: Event,
 }
@@ -82,9 +93,11 @@ pub fn decode_batch(event: &KafkaEvent) -> (Vec<Incoming>, Vec<Poison>) {
         .sort_by(|a, b| (a.topic.as_deref(), a.partition, a.offset).cmp(&(b.topic.as_deref(), b.partition, b.offset)));
     let mut good = Vec::with_capacity(records.len());
     let mut poison = Vec::new();
+    // One buffer for every record's decoded bytes: nothing decoded borrows from it.
+    let mut bytes = Vec::new();
     for record in records {
         let topic = record.topic.clone().unwrap_or_default();
-        match decode(record) {
+        match decode(record, &mut bytes) {
             Ok((envelope, event)) => good.push(Incoming {
                 topic,
                 partition: record.partition,
@@ -105,29 +118,62 @@ pub fn decode_batch(event: &KafkaEvent) -> (Vec<Incoming>, Vec<Poison>) {
     (good, poison)
 }
 
-fn decode(record: &KafkaRecord) -> Result<(Envelope, Event), String> {
-    let b64 = record.value.as_deref().ok_or("record has no value")?;
-    let bytes = STANDARD.decode(b64).map_err(|e| format!("value is not base64: {e}"))?;
-    // Fast path: a well-formed envelope parses straight into the struct.
-    if let Ok(envelope) = serde_json::from_slice::<Envelope>(&bytes) {
-        if envelope.version != ENVELOPE_VERSION {
-            return Err(format!("unsupported envelope version {}", envelope.version));
+/// A record's value as it arrives: the envelope's fields, and `data` left as JSON text
+/// (borrowed from the value's bytes) to be read straight into its event type's struct.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Wire<'a> {
+    event_id: Uuid,
+    event_type: EventType,
+    version: u32,
+    timestamp: DateTime<Utc>,
+    source: String,
+    key: String,
+    correlation_id: String,
+    #[serde(borrow)]
+    data: &'a RawValue,
+}
+
+impl Wire<'_> {
+    fn head(self) -> EnvelopeHead {
+        EnvelopeHead {
+            event_id: self.event_id,
+            event_type: self.event_type,
+            version: self.version,
+            timestamp: self.timestamp,
+            source: self.source,
+            key: self.key,
+            correlation_id: self.correlation_id,
         }
-        check_origin(&envelope)?;
-        let event = envelope
-            .event()
-            .map_err(|e| format!("invalid data for {}: {e}", envelope.event_type.as_str()))?;
-        return Ok((envelope, event));
+    }
+}
+
+/// Decodes one record's value (base64 into `bytes`, reused from record to record).
+fn decode(record: &KafkaRecord, bytes: &mut Vec<u8>) -> Result<(EnvelopeHead, Event), String> {
+    let b64 = record.value.as_deref().ok_or("record has no value")?;
+    bytes.clear();
+    STANDARD
+        .decode_vec(b64, bytes)
+        .map_err(|e| format!("value is not base64: {e}"))?;
+    // Fast path: a well-formed envelope parses straight into the structs.
+    if let Ok(wire) = serde_json::from_slice::<Wire>(bytes) {
+        if wire.version != ENVELOPE_VERSION {
+            return Err(format!("unsupported envelope version {}", wire.version));
+        }
+        check_origin(&wire)?;
+        let event = Event::from_json(wire.event_type, wire.data.get())
+            .map_err(|e| format!("invalid data for {}: {e}", wire.event_type.name()))?;
+        return Ok((wire.head(), event));
     }
     // Slow path, only for records that are already poison: say precisely why.
-    let value: Value = serde_json::from_slice(&bytes).map_err(|e| format!("value is not JSON: {e}"))?;
+    let value: Value = serde_json::from_slice(bytes).map_err(|e| format!("value is not JSON: {e}"))?;
     match value.get("version").and_then(Value::as_u64) {
         Some(v) if v == u64::from(ENVELOPE_VERSION) => {}
         Some(v) => return Err(format!("unsupported envelope version {v}")),
         None => return Err("envelope has no version".into()),
     }
     let event_type = value.get("eventType").cloned().unwrap_or(Value::Null);
-    if serde_json::from_value::<crate::events::EventType>(event_type.clone()).is_err() {
+    if serde_json::from_value::<EventType>(event_type.clone()).is_err() {
         return Err(format!("unknown eventType {event_type}"));
     }
     serde_json::from_value::<Envelope>(value)
@@ -143,7 +189,7 @@ fn decode(record: &KafkaRecord) -> Result<(Envelope, Event), String> {
 /// decoding path, so every consumer gets it; the record is dead-lettered with the reason.
 ///
 /// [`EventType::allowed_sources`]: crate::events::EventType::allowed_sources
-fn check_origin(envelope: &Envelope) -> Result<(), String> {
+fn check_origin(envelope: &Wire) -> Result<(), String> {
     let event_type = envelope.event_type;
     if !event_type.allowed_sources().contains(&envelope.source.as_str()) {
         return Err(format!(
@@ -155,18 +201,82 @@ fn check_origin(envelope: &Envelope) -> Result<(), String> {
     if crate::user::parse_user_id(&envelope.key).is_err() {
         return Err(format!("key {:?} is not a user id", envelope.key));
     }
-    let Some(fields) = envelope.data.as_object() else {
-        return Err("data is not an object".into());
-    };
     let is_request = event_type.topic() == crate::events::Topic::Connection;
-    for (name, value) in fields {
-        let is_user = name == "userId" || name == "readerId" || name == "actorId" || name.ends_with("UserId");
-        let is_uuid = is_request && (name == "id" || name == "requestId");
-        if (is_user || is_uuid) && value.as_str().is_none_or(|v| uuid::Uuid::parse_str(v).is_err()) {
-            return Err(format!("data.{name} is not a UUID"));
-        }
+    let mut data = serde_json::Deserializer::from_str(envelope.data.get());
+    let ids = IdFields { is_request };
+    match ids.deserialize(&mut data) {
+        Ok(verdict) => verdict,
+        Err(_) => Err("data is not an object".into()),
     }
-    Ok(())
+}
+
+/// Reads the fields of `data` once, without building them, checking the id fields
+/// [`check_origin`] names: `Ok(Err(reason))` for the first id that is not a UUID.
+struct IdFields {
+    is_request: bool,
+}
+
+impl<'de> DeserializeSeed<'de> for IdFields {
+    type Value = Result<(), String>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for IdFields {
+    type Value = Result<(), String>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut fields: A) -> Result<Self::Value, A::Error> {
+        let mut verdict = Ok(());
+        while let Some(FieldName(name)) = fields.next_key()? {
+            let is_user = name == "userId" || name == "readerId" || name == "actorId" || name.ends_with("UserId");
+            let is_uuid = self.is_request && (name == "id" || name == "requestId");
+            if !(is_user || is_uuid) || verdict.is_err() {
+                fields.next_value::<IgnoredAny>()?;
+                continue;
+            }
+            let value: &RawValue = fields.next_value()?;
+            // A JSON string; one with escapes is read as a string first.
+            let text: Option<Cow<str>> = match value.get() {
+                v if v.starts_with('"') && !v.contains('\\') => Some(Cow::Borrowed(&v[1..v.len() - 1])),
+                v => serde_json::from_str::<String>(v).ok().map(Cow::Owned),
+            };
+            if text.is_none_or(|v| Uuid::parse_str(&v).is_err()) {
+                verdict = Err(format!("data.{name} is not a UUID"));
+            }
+        }
+        Ok(verdict)
+    }
+}
+
+/// An object's key, borrowed from the input unless it has escapes.
+struct FieldName<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for FieldName<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Name;
+        impl<'de> Visitor<'de> for Name {
+            type Value = FieldName<'de>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a field name")
+            }
+
+            fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(FieldName(Cow::Borrowed(v)))
+            }
+
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(FieldName(Cow::Owned(v.to_string())))
+            }
+        }
+        deserializer.deserialize_str(Name)
+    }
 }
 
 /// A record on dead-letter-events: which consumer refused which record, why, and the
@@ -473,6 +583,29 @@ impl Batch {
             response,
         }
     }
+}
+
+/// Runs a Kafka-triggered function until the runtime stops: each batch goes to `consume`
+/// with the clients in `state` (built once in `main`, kept for the life of the process and
+/// shared by the invocations that run at once under `AWS_LAMBDA_MAX_CONCURRENCY`), under
+/// its invocation's X-Ray trace id, with the metrics flushed (EMF) once per batch. Lambda
+/// gets the partial batch response: failed records are retried or dead-lettered, never
+/// the whole batch.
+pub async fn serve<S, F, Fut>(emf: Emf, state: S, consume: F) -> Result<(), lambda_http::Error>
+where
+    S: Send + Sync + 'static,
+    F: Fn(&'static S, KafkaEvent) -> Fut + Copy + Send + 'static,
+    Fut: Future<Output = BatchOutcome> + Send,
+{
+    let state: &'static S = Box::leak(Box::new(state));
+    lambda_http::lambda_runtime::run_concurrent(lambda_http::service_fn(
+        move |event: lambda_http::LambdaEvent<KafkaEvent>| async move {
+            let trace = event.context.xray_trace_id.clone();
+            let outcome = telemetry::in_invocation(trace, emf.invocation(consume(state, event.payload))).await;
+            Ok::<_, lambda_http::Error>(outcome.response)
+        },
+    ))
+    .await
 }
 
 #[cfg(test)]

@@ -234,6 +234,74 @@ pub struct Envelope {
     pub data: serde_json::Value,
 }
 
+/// An envelope without its `data`: what a consumer keeps of each record besides the typed
+/// payload ([`crate::consumer::Incoming`]), which is decoded from the record's bytes
+/// straight into its struct, never through a `serde_json::Value`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EnvelopeHead {
+    /// See [`Envelope::event_id`].
+    pub event_id: Uuid,
+    /// See [`Envelope::event_type`].
+    pub event_type: EventType,
+    /// See [`Envelope::version`].
+    pub version: u32,
+    /// See [`Envelope::timestamp`].
+    pub timestamp: DateTime<Utc>,
+    /// See [`Envelope::source`].
+    pub source: String,
+    /// See [`Envelope::key`].
+    pub key: String,
+    /// See [`Envelope::correlation_id`].
+    pub correlation_id: String,
+}
+
+/// An envelope as it goes on the wire, borrowing its parts: serializes to the same bytes as
+/// [`Envelope`] does with the same fields, for a `data` that is already JSON text (a
+/// `serde_json::value::RawValue`, e.g. a notification that is also stored as is), so a
+/// payload written once is never turned into a `serde_json::Value` and written again.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WireEnvelope<'a, D: Serialize + ?Sized> {
+    /// See [`Envelope::event_id`].
+    pub event_id: Uuid,
+    /// See [`Envelope::event_type`].
+    pub event_type: EventType,
+    /// See [`Envelope::version`].
+    pub version: u32,
+    /// See [`Envelope::timestamp`].
+    #[serde(serialize_with = "rfc3339_millis")]
+    pub timestamp: DateTime<Utc>,
+    /// See [`Envelope::source`].
+    pub source: &'a str,
+    /// See [`Envelope::key`].
+    pub key: &'a str,
+    /// See [`Envelope::correlation_id`].
+    pub correlation_id: &'a str,
+    /// See [`Envelope::data`].
+    pub data: &'a D,
+}
+
+impl<'a, D: Serialize + ?Sized> WireEnvelope<'a, D> {
+    /// A new event of `event_type`, stamped now, with this `data`.
+    pub fn new(event_type: EventType, source: &'a str, key: &'a str, correlation_id: &'a str, data: &'a D) -> Self {
+        Self {
+            event_id: new_event_id(),
+            event_type,
+            version: ENVELOPE_VERSION,
+            timestamp: Utc::now(),
+            source,
+            key,
+            correlation_id,
+            data,
+        }
+    }
+}
+
+/// A new event id: a UUIDv7, so ids sort by time.
+pub fn new_event_id() -> Uuid {
+    Uuid::now_v7()
+}
+
 fn rfc3339_millis<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&crate::clock::rfc3339(t))
 }
@@ -256,11 +324,24 @@ impl Envelope {
         Event::decode(self.event_type, &self.data)
     }
 
+    /// The envelope without its data (as consumers receive it, next to the typed payload).
+    pub fn head(&self) -> EnvelopeHead {
+        EnvelopeHead {
+            event_id: self.event_id,
+            event_type: self.event_type,
+            version: self.version,
+            timestamp: self.timestamp,
+            source: self.source.clone(),
+            key: self.key.clone(),
+            correlation_id: self.correlation_id.clone(),
+        }
+    }
+
     /// A new event, stamped now, with raw `data` (tests use it to build malformed events;
     /// producers use [`Envelope::of`]).
     pub fn new(event_type: EventType, source: &str, key: &str, correlation_id: &str, data: serde_json::Value) -> Self {
         Self {
-            event_id: Uuid::now_v7(),
+            event_id: new_event_id(),
             event_type,
             version: ENVELOPE_VERSION,
             timestamp: Utc::now(),
@@ -295,6 +376,27 @@ mod tests {
             "{ts}"
         );
         assert_eq!(serde_json::from_value::<Envelope>(v).unwrap().event_id, e.event_id);
+    }
+
+    #[test]
+    fn a_wire_envelope_with_data_already_written_is_byte_for_byte_the_envelope() {
+        let data = serde_json::json!({"b": [1, "x"], "a": {"c": null}});
+        let raw = serde_json::value::to_raw_value(&data).unwrap();
+        let wire = WireEnvelope::new(EventType::UserLogin, "auth", "u1", "req-1", &*raw);
+        let envelope = Envelope {
+            event_id: wire.event_id,
+            event_type: wire.event_type,
+            version: wire.version,
+            timestamp: wire.timestamp,
+            source: "auth".into(),
+            key: "u1".into(),
+            correlation_id: "req-1".into(),
+            data,
+        };
+        assert_eq!(
+            serde_json::to_string(&wire).unwrap(),
+            serde_json::to_string(&envelope).unwrap()
+        );
     }
 
     #[test]

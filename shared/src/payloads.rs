@@ -441,6 +441,14 @@ macro_rules! payloads {
                 }
             }
 
+            /// Reads `json` (the envelope's `data` as JSON text) as the payload of
+            /// `event_type`, straight into its struct; the error says which field is wrong.
+            pub fn from_json(event_type: EventType, json: &str) -> Result<Self, serde_json::Error> {
+                match event_type {
+                    $(EventType::$name => serde_json::from_str::<$name>(json).map(Event::$name),)*
+                }
+            }
+
             /// The envelope's `data`.
             pub fn to_data(&self) -> Result<Value, serde_json::Error> {
                 match self {

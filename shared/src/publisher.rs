@@ -2,10 +2,13 @@
 
 use std::{collections::BTreeMap, sync::Arc};
 
+use serde_json::value::RawValue;
+use uuid::Uuid;
+
 use crate::{
     config::Topics,
     error::{chain, AppError},
-    events::Envelope,
+    events::{Envelope, EventType, WireEnvelope},
     metrics::{self, Metrics},
     outbox,
     payloads::Event,
@@ -104,15 +107,37 @@ impl Publisher {
     }
 
     fn record(&self, envelope: Envelope) -> Result<OutgoingRecord, AppError> {
-        Ok(OutgoingRecord {
-            topic: envelope.event_type.topic().name(&self.topics).to_string(),
-            key: envelope.key.clone(),
-            value: serde_json::to_vec(&envelope)?,
+        let value = serde_json::to_vec(&envelope)?;
+        Ok(self.outgoing(envelope.event_type, &envelope.key, envelope.event_id, value))
+    }
+
+    /// The record of an `event_type` event keyed by `key` whose payload is JSON already
+    /// written (`data`): the bytes [`Publisher::publish`] would produce for that payload,
+    /// without writing the payload again. Send it with [`Publisher::send_or_park`].
+    pub fn record_with_data(
+        &self,
+        event_type: EventType,
+        key: &str,
+        correlation_id: &str,
+        data: &RawValue,
+    ) -> Result<OutgoingRecord, AppError> {
+        let envelope = WireEnvelope::new(event_type, self.source, key, correlation_id, data);
+        // The envelope's fields take well under 512 bytes: one allocation, no regrowth.
+        let mut value = Vec::with_capacity(data.get().len() + 512);
+        serde_json::to_writer(&mut value, &envelope)?;
+        Ok(self.outgoing(event_type, key, envelope.event_id, value))
+    }
+
+    fn outgoing(&self, event_type: EventType, key: &str, event_id: Uuid, value: Vec<u8>) -> OutgoingRecord {
+        OutgoingRecord {
+            topic: event_type.topic().name(&self.topics).to_string(),
+            key: key.to_string(),
+            value,
             headers: BTreeMap::from([
-                ("eventType".to_string(), envelope.event_type.as_str().into_bytes()),
-                ("eventId".to_string(), envelope.event_id.to_string().into_bytes()),
+                ("eventType".to_string(), event_type.name().as_bytes().to_vec()),
+                ("eventId".to_string(), event_id.to_string().into_bytes()),
             ]),
-        })
+        }
     }
 
     /// Builds the envelope of `event` (a payload from [`crate::payloads`], whose type

@@ -615,7 +615,7 @@ mod tests {
             partition,
             offset,
             event: envelope.event().unwrap(),
-            envelope,
+            envelope: envelope.head(),
         }
     }
 

@@ -1,8 +1,10 @@
 //! Consumer benchmark: 10,000-record MSK batches through each consumer, in-process,
 //! against a local redis-server and tansu; throughput, Redis round trips per batch, and
 //! the CPU time each batch costs this process, Redis and the broker (from /proc, so
-//! other work on the machine does not count). Also the end-to-end latency from an HTTP
-//! request to the visible notification through the emulated MSK trigger.
+//! other work on the machine does not count), and Redis's CPU per record to the
+//! microsecond (its own `INFO cpu`: Redis is single-threaded, so this is what sizes the
+//! cluster). Also the end-to-end latency from an HTTP request to the visible
+//! notification through the emulated MSK trigger.
 //!
 //!     cargo bench -p devconnect-tests --bench consumers        # BATCH=10000 ROUNDS=5 by default
 //!
@@ -49,19 +51,40 @@ fn records(n: usize) -> Vec<Vec<u8>> {
         .collect()
 }
 
-/// CPU time (user + system) a process has used so far; `None` where /proc is missing.
+/// CPU time a process has spent so far, summed over its threads from
+/// `/proc/<pid>/task/*/schedstat` (nanoseconds, unlike the 10 ms ticks of `stat`);
+/// `None` where /proc is missing.
 fn cpu(pid: Option<u32>) -> Option<Duration> {
-    let path = match pid {
-        Some(pid) => format!("/proc/{pid}/stat"),
-        None => "/proc/self/stat".to_string(),
+    let dir = match pid {
+        Some(pid) => format!("/proc/{pid}/task"),
+        None => "/proc/self/task".to_string(),
     };
-    let stat = std::fs::read_to_string(path).ok()?;
-    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split(' ').collect();
-    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    // USER_HZ is 100 on Linux.
-    Some(Duration::from_millis(ticks * 10))
+    let mut total = 0u64;
+    for task in std::fs::read_dir(dir).ok()?.flatten() {
+        let stat = std::fs::read_to_string(task.path().join("schedstat")).unwrap_or_default();
+        total += stat
+            .split(' ')
+            .next()
+            .and_then(|ns| ns.parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    Some(Duration::from_nanos(total))
+}
+
+/// Redis's own CPU time so far (user + system, microsecond resolution), from `INFO cpu`.
+async fn redis_cpu(stack: &Stack) -> f64 {
+    let info: String = redis::cmd("INFO")
+        .arg("cpu")
+        .query_async(&mut stack.state.store.conn())
+        .await
+        .expect("INFO cpu");
+    info.lines()
+        .filter_map(|l| {
+            l.strip_prefix("used_cpu_user:")
+                .or_else(|| l.strip_prefix("used_cpu_sys:"))
+        })
+        .filter_map(|v| v.trim().parse::<f64>().ok())
+        .sum::<f64>()
 }
 
 fn ms(d: Duration) -> f64 {
@@ -77,9 +100,9 @@ fn range(values: &mut [f64]) -> String {
 async fn main() {
     let env = |name: &str, default: usize| std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default);
     let (n, rounds) = (env("BATCH", 10_000), env("ROUNDS", 5).max(1));
-    println!("{rounds} rounds of {n} records; ranges over the rounds, CPU in ms per batch (10 ms ticks)\n");
-    println!("| consumer | time (ms) | records/s (median) | records/s (range) | Redis round trips | process CPU | Redis CPU | broker CPU |");
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("{rounds} rounds of {n} records; ranges over the rounds, CPU in ms per batch\n");
+    println!("| consumer | time (ms) | records/s (median) | records/s (range) | Redis round trips | process CPU | Redis CPU | Redis µs/record (median) | broker CPU |");
+    println!("|---|---|---|---|---|---|---|---|---|");
     for function in ["AnalyticsConsumerFunction", "NotificationsConsumerFunction"] {
         let stack = Stack::start_counting(&[]).await;
         let warm = batch("message-events", &records(4)); // loads the Lua scripts once
@@ -88,8 +111,10 @@ async fn main() {
         let (redis_pid, broker_pid) = (stack.redis.pid(), stack.broker.pid());
         let (mut times, mut rates, mut trips, mut own, mut redis, mut broker) =
             (vec![], vec![], vec![], vec![], vec![], vec![]);
+        let mut redis_per_record = vec![];
         for _ in 0..rounds {
             let event = batch("message-events", &records(n));
+            let redis_before = redis_cpu(&stack).await;
             let before = (cpu(None), cpu(redis_pid), cpu(broker_pid));
             let started = Instant::now();
             let (report, round_trips) = proxy
@@ -97,6 +122,7 @@ async fn main() {
                 .await;
             let elapsed = started.elapsed();
             let after = (cpu(None), cpu(redis_pid), cpu(broker_pid));
+            redis_per_record.push((redis_cpu(&stack).await - redis_before) * 1e6 / n as f64);
             let report = report.unwrap();
             assert_eq!(report["deadLettered"], 0);
             assert_eq!(report["retrying"], 0);
@@ -110,16 +136,20 @@ async fn main() {
             // Let the broker settle (the MSK emulator is not running here; nothing else is).
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        let mut sorted = rates.clone();
-        sorted.sort_by(f64::total_cmp);
+        let median = |values: &[f64]| {
+            let mut sorted = values.to_vec();
+            sorted.sort_by(f64::total_cmp);
+            sorted[sorted.len() / 2]
+        };
         println!(
-            "| {function} | {} | {:.0} | {} | {} | {} | {} | {} |",
+            "| {function} | {} | {:.0} | {} | {} | {} | {} | {:.2} | {} |",
             range(&mut times),
-            sorted[sorted.len() / 2],
+            median(&rates),
             range(&mut rates),
             range(&mut trips),
             range(&mut own),
             range(&mut redis),
+            median(&redis_per_record),
             range(&mut broker)
         );
     }

@@ -130,10 +130,16 @@ struct Candidate {
 /// the stream has moved past (as of `now`). Returns the records that must fail: those whose
 /// milestones could not be written, and, if a close failed, the record that made it due
 /// (so the event source delivers it again and the close is retried).
-pub async fn announce(state: &AppState, records: &[Incoming], now: DateTime<Utc>) -> Vec<(usize, Failure)> {
-    let mut failures = Vec::new();
-    let (candidates, unbuildable) = candidates(state, records);
-    failures.extend(unbuildable);
+pub async fn announce(
+    state: &AppState,
+    records: &[Incoming],
+    now: DateTime<Utc>,
+    prepared: Prepared,
+) -> Vec<(usize, Failure)> {
+    let Prepared {
+        candidates,
+        unbuildable: mut failures,
+    } = prepared;
     let trigger = records
         .iter()
         .enumerate()
@@ -185,6 +191,24 @@ pub fn due_days(latest: DateTime<Utc>) -> Vec<NaiveDate> {
         .rev()
         .filter_map(|back| last.checked_sub_days(Days::new(back)))
         .collect()
+}
+
+/// The milestones a batch's records may reach, with their outbox entries written before
+/// anyone knows which are new: [`prepare`] runs while the batch is being counted.
+pub struct Prepared {
+    candidates: Vec<Candidate>,
+    /// The records whose entry could not be built.
+    unbuildable: Vec<(usize, Failure)>,
+}
+
+/// What [`announce`] needs before its round trip: the milestones `records` may reach
+/// (the first per user and kind within the batch), their outbox entries written.
+pub fn prepare(state: &AppState, records: &[Incoming]) -> Prepared {
+    let (candidates, unbuildable) = candidates(state, records);
+    Prepared {
+        candidates,
+        unbuildable,
+    }
 }
 
 /// The milestones the records may reach (the first per user and kind within the batch),

@@ -51,7 +51,12 @@ pub async fn consume(state: &AppState, event: KafkaEvent) -> BatchOutcome {
 pub async fn consume_at(state: &AppState, event: KafkaEvent, now: chrono::DateTime<chrono::Utc>) -> BatchOutcome {
     let mut batch = Batch::decode(FUNCTION_NAME, event);
     let records: Vec<&Incoming> = batch.records.iter().collect();
-    let failures: Vec<(usize, Failure)> = match store::count_live(&state.store, &records).await {
+    // The milestones' outbox entries are written while Redis counts the batch.
+    let (counted, prepared) = tokio::join!(store::count_live(&state.store, &records), async {
+        tokio::task::yield_now().await;
+        derived::prepare(state, &batch.records)
+    });
+    let failures: Vec<(usize, Failure)> = match counted {
         Ok(days) => {
             for counted in days.values().flatten() {
                 batch.report.applied += counted.applied;
@@ -73,7 +78,7 @@ pub async fn consume_at(state: &AppState, event: KafkaEvent, now: chrono::DateTi
     for (i, failure) in failures {
         batch.fail(i, failure);
     }
-    for (i, failure) in derived::announce(state, &batch.records, now).await {
+    for (i, failure) in derived::announce(state, &batch.records, now, prepared).await {
         batch.fail(i, failure);
     }
     batch.finish(&state.publisher).await

@@ -14,6 +14,8 @@ use aws_lambda_events::event::kafka::KafkaEvent;
 use devconnect::{
     api,
     consumer::{Batch, BatchOutcome, Failure},
+    events::EventType,
+    producer::OutgoingRecord,
     AppState,
 };
 use domain::Notification;
@@ -53,15 +55,21 @@ pub async fn consume(state: &AppState, event: KafkaEvent) -> BatchOutcome {
             None => batch.report.skipped += 1,
         }
     }
+    // Every notification's NOTIFICATION_CREATED is written while Redis applies the batch;
+    // those not created now (duplicates, messages to users online) are dropped after.
+    let (applied, mut records) = tokio::join!(
+        store::apply_live(&state.store, &state.config, &planned),
+        created_records(state, &planned)
+    );
     let mut failures = Vec::new();
     let mut events = Vec::new();
-    match store::apply_live(&state.store, &state.config, &planned).await {
+    match applied {
         Ok(applied) => {
-            for ((n, i), fate) in planned.iter().zip(&indexes).zip(&applied.fates) {
+            for (((n, i), fate), record) in planned.iter().zip(&indexes).zip(&applied.fates).zip(&mut records) {
                 match fate {
                     Fate::Created => {
                         batch.report.applied += 1;
-                        events.push((n.recipient.clone(), n.source_event_id.clone(), n.view().into()));
+                        events.extend(record.take());
                     }
                     Fate::Duplicate => batch.report.duplicates += 1,
                     // Messages to a user who is online need no notification.
@@ -72,7 +80,7 @@ pub async fn consume(state: &AppState, event: KafkaEvent) -> BatchOutcome {
         }
         Err(e) => failures.extend(indexes.iter().map(|i| (*i, Failure::from(&e)))),
     }
-    if let Err(e) = state.publisher.publish_all(events).await {
+    if let Err(e) = state.publisher.send_or_park(events).await {
         // Neither the broker nor the outbox took them; the notifications themselves are stored.
         tracing::error!(error = %e, "NOTIFICATION_CREATED events lost: broker and Redis both unavailable");
     }
@@ -80,6 +88,27 @@ pub async fn consume(state: &AppState, event: KafkaEvent) -> BatchOutcome {
         batch.fail(i, failure);
     }
     batch.finish(&state.publisher).await
+}
+
+/// The NOTIFICATION_CREATED record of each planned notification, its view embedded as
+/// written for Redis. Yields first, so the Redis call polled beside it is on its way and
+/// the records are written while Redis works.
+async fn created_records(state: &AppState, planned: &[Notification]) -> Vec<Option<OutgoingRecord>> {
+    tokio::task::yield_now().await;
+    planned
+        .iter()
+        .map(|n| {
+            let record = state.publisher.record_with_data(
+                EventType::NotificationCreated,
+                &n.recipient,
+                &n.source_event_id,
+                n.view_json.raw(),
+            );
+            record
+                .inspect_err(|e| tracing::error!(error = %e, "a NOTIFICATION_CREATED event could not be written"))
+                .ok()
+        })
+        .collect()
 }
 
 /// Applies `records` to projection generation `generation`: the rebuild's apply step

@@ -310,7 +310,7 @@ async fn run(
                 invocation
                     .arg(&n.source_event_id)
                     .arg(if n.only_if_offline { "1" } else { "0" })
-                    .arg(n.view_json())
+                    .arg(n.view_json.as_str())
                     .arg(&n.created_at);
             }
         }

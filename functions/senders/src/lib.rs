@@ -30,8 +30,9 @@ use aws_lambda_events::event::kafka::KafkaEvent;
 use devconnect::{
     consumer::{Batch, BatchOutcome, Failure},
     delivery::{Channel as ChannelName, Delivery},
-    events::{Envelope, EventType},
-    metrics, AppState,
+    metrics,
+    payloads::Event,
+    AppState,
 };
 use tokio::time::Instant;
 
@@ -85,7 +86,7 @@ pub async fn consume(state: &AppState, channel: &dyn Channel, kind: ChannelName,
     let outcomes = futures::future::join_all(partitions.into_values().map(|indices| async move {
         let mut done = Vec::with_capacity(indices.len());
         for i in indices {
-            let outcome = deliver(state, channel, kind, &records[i].envelope, stop_starting).await;
+            let outcome = deliver(state, channel, kind, &records[i].event, stop_starting).await;
             // The rest of the partition comes back with the retry, in order.
             let stop = matches!(outcome, Outcome::Failed(Failure::Transient(_)));
             done.push((i, outcome));
@@ -106,21 +107,20 @@ pub async fn consume(state: &AppState, channel: &dyn Channel, kind: ChannelName,
     batch.finish(&state.publisher).await
 }
 
-/// The delivery an event asks for, if this sender can ever send it.
-pub fn parse(envelope: &Envelope, kind: ChannelName) -> Result<Delivery, String> {
-    let expected = match kind {
-        ChannelName::Email => EventType::EmailRequested,
-        ChannelName::Sms => EventType::SmsRequested,
+/// The delivery an event (its payload, decoded with the batch) asks for, if this sender
+/// can ever send it.
+pub fn parse(event: &Event, kind: ChannelName) -> Result<Delivery, String> {
+    let delivery = match (event, kind) {
+        (Event::EmailRequested(d), ChannelName::Email) => d.0.clone(),
+        (Event::SmsRequested(d), ChannelName::Sms) => d.0.clone(),
+        _ => {
+            return Err(format!(
+                "{} is not for the {} sender",
+                event.event_type().name(),
+                function_name(kind)
+            ))
+        }
     };
-    if envelope.event_type != expected {
-        return Err(format!(
-            "{} is not for the {} sender",
-            envelope.event_type.as_str(),
-            function_name(kind)
-        ));
-    }
-    let delivery: Delivery =
-        serde_json::from_value(envelope.data.clone()).map_err(|e| format!("invalid delivery: {e}"))?;
     if delivery.channel != kind {
         return Err(format!(
             "delivery for {:?} on the {} sender",
@@ -164,10 +164,10 @@ async fn deliver(
     state: &AppState,
     channel: &dyn Channel,
     kind: ChannelName,
-    envelope: &Envelope,
+    event: &Event,
     stop_starting: Instant,
 ) -> Outcome {
-    let delivery = match parse(envelope, kind) {
+    let delivery = match parse(event, kind) {
         Ok(d) => d,
         Err(reason) => return Outcome::Failed(Failure::Permanent(reason)),
     };
