@@ -98,23 +98,23 @@ return false
 /// recorded (it did happen) and the request still fails loudly: a broken index breaks
 /// every heartbeat, which is an outage to fix, not something to hide.
 pub async fn heartbeat(store: &Store, user_id: &str, now_ms: i64, timeout_ms: i64) -> Result<bool, AppError> {
-    let (recorded, indexed): (redis::RedisResult<i64>, redis::RedisResult<i64>) = redis::pipe()
-        .ignore_errors()
-        .load_script(&HEARTBEAT)
-        .ignore()
+    let mut pipe = redis::pipe();
+    pipe.ignore_errors()
         .invoke_script(HEARTBEAT.key(keys::presence(user_id)).arg(now_ms).arg(timeout_ms))
-        .zadd(keys::ONLINE, user_id, now_ms)
-        .query_async(&mut store.conn())
-        .await?;
+        .zadd(keys::ONLINE, user_id, now_ms);
+    // Sent again after NOSCRIPT: the ZADD repeats with the same score, which changes nothing.
+    let mut replies = script::query_loaded(store, &pipe, &[&HEARTBEAT]).await?.into_iter();
+    let recorded = script::reply::<i64>(replies.next().unwrap_or(redis::Value::Nil));
+    let indexed = script::reply::<i64>(replies.next().unwrap_or(redis::Value::Nil));
     match (recorded, indexed) {
         (Ok(became_online), Ok(_)) => Ok(became_online == 1),
         (Err(e), Ok(added)) => {
             if added == 1 {
                 let _: redis::RedisResult<i64> = store.conn().zrem(keys::ONLINE, user_id).await;
             }
-            Err(e.into())
+            Err(e)
         }
-        (_, Err(e)) => Err(e.into()),
+        (_, Err(e)) => Err(e),
     }
 }
 
@@ -124,14 +124,14 @@ pub async fn heartbeat(store: &Store, user_id: &str, now_ms: i64, timeout_ms: i6
 /// user out of the online index. That is harmless: the index only tells the sweep whom
 /// to check, and a user whose hash is broken cannot be lapsed anyway.
 pub async fn offline(store: &Store, user_id: &str, now_ms: i64) -> Result<bool, AppError> {
-    let (was_online,): (i64,) = redis::pipe()
-        .load_script(&OFFLINE)
-        .ignore()
+    let mut pipe = redis::pipe();
+    pipe.ignore_errors()
         .invoke_script(OFFLINE.key(keys::presence(user_id)).arg(now_ms))
-        .zrem(keys::ONLINE, user_id)
-        .ignore()
-        .query_async(&mut store.conn())
-        .await?;
+        .zrem(keys::ONLINE, user_id);
+    // Sent again after NOSCRIPT: the ZREM repeats, which changes nothing.
+    let mut replies = script::query_loaded(store, &pipe, &[&OFFLINE]).await?.into_iter();
+    let was_online: i64 = script::reply(replies.next().unwrap_or(redis::Value::Nil))?;
+    script::reply::<i64>(replies.next().unwrap_or(redis::Value::Nil))?;
     Ok(was_online == 1)
 }
 
@@ -144,28 +144,35 @@ pub struct Presence {
     pub last_seen: Option<i64>,
 }
 
-/// Which of `ids` `me` may see (self and connections), and their presence: one round trip.
-pub async fn lookup(
-    store: &Store,
-    me: &str,
-    ids: &[String],
-    now_ms: i64,
-    timeout_ms: i64,
-) -> Result<Vec<(String, Option<Presence>)>, AppError> {
-    let mut pipe = redis::pipe();
+/// Adds the reads GET /presence makes to `pipe` (reads only, so they can ride on the
+/// authentication round trip): whether each of `ids` is `me`'s connection, and each one's
+/// presence hash and open sockets. [`lookup_replies`] reads their replies.
+pub fn lookup_reads(pipe: &mut redis::Pipeline, me: &str, ids: &[String], now_ms: i64) {
     pipe.cmd("ZMSCORE").arg(keys::connections(me)).arg(ids);
     for id in ids {
         pipe.hgetall(keys::presence(id));
         pipe.zcount(keys::sockets(id), now_ms, "+inf");
     }
-    let mut values: Vec<redis::Value> = pipe.query_async(&mut store.conn()).await?;
-    let bad = |e: redis::ParsingError| AppError::internal("presence reply", e);
-    let rest = values.split_off(1);
-    let scores: Vec<Option<f64>> = redis::from_redis_value(values.remove(0)).map_err(bad)?;
+}
+
+/// Which of `ids` `me` may see (self and connections), and their presence, from the
+/// replies of [`lookup_reads`] (error replies as `Value::ServerError`, which fail the lookup).
+pub fn lookup_replies(
+    me: &str,
+    ids: &[String],
+    replies: Vec<redis::Value>,
+    now_ms: i64,
+    timeout_ms: i64,
+) -> Result<Vec<(String, Option<Presence>)>, AppError> {
+    if replies.len() != 1 + 2 * ids.len() {
+        return Err(AppError::bug("presence lookup: one reply per read expected"));
+    }
+    let mut replies = replies.into_iter();
+    let scores: Vec<Option<f64>> = script::reply(replies.next().unwrap_or(redis::Value::Nil))?;
     let mut out = Vec::with_capacity(ids.len());
-    for ((id, connected), pair) in ids.iter().zip(scores).zip(rest.chunks(2)) {
-        let row: HashMap<String, String> = redis::from_redis_value(pair[0].clone()).map_err(bad)?;
-        let open_sockets: i64 = redis::from_redis_value(pair[1].clone()).map_err(bad)?;
+    for (id, connected) in ids.iter().zip(scores) {
+        let row: HashMap<String, String> = script::reply(replies.next().unwrap_or(redis::Value::Nil))?;
+        let open_sockets: i64 = script::reply(replies.next().unwrap_or(redis::Value::Nil))?;
         let visible = id == me || connected.is_some();
         let presence = visible.then(|| {
             let last_seen = row.get("lastSeen").and_then(|v| v.parse::<i64>().ok());

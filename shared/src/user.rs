@@ -376,8 +376,24 @@ pub async fn get(store: &Store, user_id: &str) -> Result<Option<User>, AppError>
 
 /// The public profile, cache-aside: one round trip on a hit, three on a miss.
 pub async fn public_profile(store: &Store, user_id: &str, ttl: Duration) -> Result<Option<PublicProfile>, AppError> {
-    let mut conn = store.conn();
-    let cached: Option<String> = conn.get(keys::public_profile(user_id)).await?;
+    let cached: Option<String> = store.conn().get(keys::public_profile(user_id)).await?;
+    public_profile_from(store, user_id, ttl, cached).await
+}
+
+/// Adds the cache read of [`public_profile`] to a pipeline the caller sends anyway (GET
+/// /users/{userId}: the authentication round trip); hand its reply to [`public_profile_from`].
+pub fn read_cached_profile(pipe: &mut redis::Pipeline, user_id: &str) {
+    pipe.get(keys::public_profile(user_id));
+}
+
+/// [`public_profile`] given the cache's reply (`cached`, from [`read_cached_profile`]): none
+/// more on a hit, two on a miss (the record, then the cache fill).
+pub async fn public_profile_from(
+    store: &Store,
+    user_id: &str,
+    ttl: Duration,
+    cached: Option<String>,
+) -> Result<Option<PublicProfile>, AppError> {
     if let Some(json) = cached.and_then(|c| serde_json::from_str(&c).ok()) {
         return Ok(Some(json));
     }
@@ -391,7 +407,7 @@ pub async fn public_profile(store: &Store, user_id: &str, ttl: Duration) -> Resu
         .arg(&user.updated_at)
         .arg(serde_json::to_string(&view).unwrap_or_default())
         .arg(ttl.as_secs())
-        .invoke_async(&mut conn)
+        .invoke_async(&mut store.conn())
         .await?;
     Ok(Some(view))
 }

@@ -60,13 +60,13 @@ async fn each_auth_route_stays_within_its_round_trip_budget() {
     let user_path = format!("/users/{user_id}");
     assert_eq!(
         trips(&stack, "GET", &user_path, json!(null), Some(&token)).await,
-        (200, 4),
-        "cache miss"
+        (200, 3),
+        "cache miss: authentication with the cache read, the record, the cache fill"
     );
     assert_eq!(
         trips(&stack, "GET", &user_path, json!(null), Some(&token)).await,
-        (200, 2),
-        "cache hit"
+        (200, 1),
+        "cache hit: the cache read rides on the authentication round trip"
     );
     assert_eq!(
         trips(&stack, "POST", "/auth/logout", json!(null), Some(&token)).await,
@@ -100,4 +100,29 @@ async fn a_message_costs_two_round_trips_and_a_forged_token_one_more_than_a_live
         (401, 1),
         "a malformed token: only the per-IP count"
     );
+}
+
+#[tokio::test]
+async fn a_presence_lookup_costs_one_round_trip_and_a_heartbeat_two() {
+    let stack = Stack::start_counting(&[]).await;
+    let a = stack.user("presence-a").await;
+    let b = stack.user("presence-b").await;
+    let stranger = stack.user("presence-c").await;
+    stack.connect(&a, &b).await;
+    // Warm: the first heartbeat loads the script (NOSCRIPT -> SCRIPT LOAD and a resend).
+    assert_eq!(b.client.post("/presence/heartbeat", json!({})).await.status, 200);
+    let (status, n) = trips(&stack, "POST", "/presence/heartbeat", json!(null), Some(b.client.token())).await;
+    assert_eq!((status, n), (200, 2), "authenticate + rate limit, then the heartbeat");
+
+    let path = format!("/presence?userIds={},{}", b.id, stranger.id);
+    let (status, n) = trips(&stack, "GET", &path, json!(null), Some(a.client.token())).await;
+    assert_eq!(
+        (status, n),
+        (200, 1),
+        "the lookup's reads ride on the authentication round trip"
+    );
+    let seen = a.client.get(&path).await;
+    assert_eq!(seen.body["presence"][0]["userId"], b.id.as_str(), "{}", seen.body);
+    assert_eq!(seen.body["presence"][0]["online"], true, "{}", seen.body);
+    assert_eq!(seen.body["notVisible"], json!([stranger.id]), "{}", seen.body);
 }

@@ -496,11 +496,21 @@ pub async fn patch_profile(state: &AppState, meta: &RequestMeta, req: &Request) 
     (status = 200, description = "The public profile", body = PublicProfile),
     (status = 404, description = "No such user", body = ErrorBody),
 ))]
-/// GET /users/{userId}: the public profile, cache-aside (two round trips on a cache hit).
+/// GET /users/{userId}: the public profile, cache-aside (one round trip on a cache hit).
 pub async fn get_user(state: &AppState, req: &Request) -> Result<Reply, AppError> {
-    let principal = state.authenticate(req, WithUser::No).await?;
-    let user_id = user::parse_user_id(&api::path_param(req, "userId")?)?;
-    let profile = user::public_profile(&state.store, &user_id, state.config.profile_cache_ttl)
+    // The cache read rides on the authentication round trip (a read: made for a dead
+    // token too, whose request gets nothing of it).
+    let target = api::path_param(req, "userId").and_then(|id| user::parse_user_id(&id));
+    let (principal, replies) = state
+        .authenticate_and(req, WithUser::No, |pipe, _| {
+            if let Ok(id) = &target {
+                user::read_cached_profile(pipe, id);
+            }
+        })
+        .await?;
+    let user_id = target?;
+    let cached: Option<String> = script::reply(replies.into_iter().next().unwrap_or(redis::Value::Nil))?;
+    let profile = user::public_profile_from(&state.store, &user_id, state.config.profile_cache_ttl, cached)
         .await?
         .ok_or_else(|| AppError::NotFound("no such user".into()))?;
     Ok(Reply::ok(profile).rate(&principal.rate))
