@@ -36,23 +36,23 @@ pub struct RequestMeta {
 impl RequestMeta {
     /// Reads the API Gateway v2 request context.
     pub fn of(req: &Request) -> Self {
-        let mut meta = Self {
-            request_id: uuid::Uuid::now_v7().to_string(),
-            route_key: format!("{} {}", req.method(), req.uri().path()),
-            source_ip: "unknown".into(),
+        // From API Gateway every field is there; the fallbacks (an id of our own, the method
+        // and path) are made only when one is missing.
+        let ctx = match req.request_context_ref() {
+            Some(RequestContext::ApiGatewayV2(ctx)) => Some(ctx),
+            _ => None,
         };
-        if let Some(RequestContext::ApiGatewayV2(ctx)) = req.request_context_ref() {
-            if let Some(id) = &ctx.request_id {
-                meta.request_id = id.clone();
-            }
-            if let Some(route) = &ctx.route_key {
-                meta.route_key = route.clone();
-            }
-            if let Some(ip) = &ctx.http.source_ip {
-                meta.source_ip = ip.clone();
-            }
+        Self {
+            request_id: ctx
+                .and_then(|c| c.request_id.clone())
+                .unwrap_or_else(|| uuid::Uuid::now_v7().to_string()),
+            route_key: ctx
+                .and_then(|c| c.route_key.clone())
+                .unwrap_or_else(|| format!("{} {}", req.method(), req.uri().path())),
+            source_ip: ctx
+                .and_then(|c| c.http.source_ip.clone())
+                .unwrap_or_else(|| "unknown".into()),
         }
-        meta
     }
 }
 

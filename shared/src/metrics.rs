@@ -163,7 +163,24 @@ pub struct Metrics {
     recorder: Arc<dyn Recorder + Send + Sync>,
     function: &'static str,
     local: Option<Arc<LocalRecorder>>,
+    /// This function's request metric handles, by route (shared by clones).
+    routes: Arc<RouteHandles>,
 }
+
+/// One route's request metrics, registered on its first request: building the key (labels
+/// with the route as an owned string) and looking it up in the recorder costs more than
+/// recording, so every later request only finds the route here and records.
+#[derive(Clone)]
+struct RouteMetrics {
+    latency: Histogram,
+    /// [`REQUESTS`] by status class (1xx..5xx), each registered on its first use: a
+    /// registered counter is a metric (zero or not), so no class is made up in advance.
+    requests: [Option<Counter>; 5],
+}
+
+/// The request metric handles of one function, by route key.
+#[derive(Default)]
+struct RouteHandles(std::sync::RwLock<std::collections::HashMap<String, RouteMetrics>>);
 
 impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -182,6 +199,7 @@ impl Metrics {
             recorder: local.clone(),
             function,
             local: Some(local),
+            routes: Arc::default(),
         }
     }
 
@@ -189,6 +207,7 @@ impl Metrics {
     pub fn for_function(&self, function: &'static str) -> Self {
         Self {
             function,
+            routes: Arc::default(),
             ..self.clone()
         }
     }
@@ -223,25 +242,48 @@ impl Metrics {
     /// One answered HTTP request: [`REQUESTS`] by route and status class, [`LATENCY`] by
     /// route, and [`RATE_LIMITED`] (429) or [`AUTH_REFUSED`] (401).
     pub fn request(&self, route: &str, status: u16, elapsed: Duration) {
-        let route = Label::new(ROUTE, route.to_string());
-        let requests = Key::from_parts(
-            REQUESTS,
-            vec![
-                self.function_label(),
-                route.clone(),
-                Label::new(STATUS_CLASS, status_class(status)),
-            ],
-        );
-        self.recorder.register_counter(&requests, &METADATA).increment(1);
-        let latency = Key::from_parts(LATENCY, vec![self.function_label(), route]);
-        self.recorder
-            .register_histogram(&latency, &METADATA)
-            .record(elapsed.as_secs_f64() * 1000.0);
+        // The index of `status_class(status)`: 1xx..4xx by hundreds, anything else 5xx.
+        let class = match status / 100 {
+            hundreds @ 1..=4 => usize::from(hundreds) - 1,
+            _ => 4,
+        };
+        let cached = self.routes.0.read().ok().and_then(|routes| {
+            let r = routes.get(route)?;
+            Some((r.latency.clone(), r.requests[class].clone()?))
+        });
+        let (latency, requests) = cached.unwrap_or_else(|| self.register_route(route, status, class));
+        requests.increment(1);
+        latency.record(elapsed.as_secs_f64() * 1000.0);
         match status {
             429 => self.count(RATE_LIMITED, 1),
             401 => self.count(AUTH_REFUSED, 1),
             _ => {}
         }
+    }
+
+    /// Registers `route`'s latency and its [`REQUESTS`] counter for `status`'s class, and
+    /// keeps the handles for the route's next requests.
+    fn register_route(&self, route: &str, status: u16, class: usize) -> (Histogram, Counter) {
+        let label = Label::new(ROUTE, route.to_string());
+        let requests = Key::from_parts(
+            REQUESTS,
+            vec![
+                self.function_label(),
+                label.clone(),
+                Label::new(STATUS_CLASS, status_class(status)),
+            ],
+        );
+        let requests = self.recorder.register_counter(&requests, &METADATA);
+        let mut routes = self.routes.0.write().unwrap_or_else(|e| e.into_inner());
+        let entry = routes.entry(route.to_string()).or_insert_with(|| RouteMetrics {
+            latency: self.recorder.register_histogram(
+                &Key::from_parts(LATENCY, vec![self.function_label(), label]),
+                &METADATA,
+            ),
+            requests: Default::default(),
+        });
+        entry.requests[class] = Some(requests.clone());
+        (entry.latency.clone(), requests)
     }
 
     /// What the in-memory recorder holds, as JSON; `None` for the EMF recorder (Lambda).
@@ -442,6 +484,7 @@ impl Emf {
             recorder: Arc::new(GlobalRecorder),
             function,
             local: None,
+            routes: Arc::default(),
         };
         Ok((Self { collector }, metrics))
     }

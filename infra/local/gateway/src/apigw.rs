@@ -7,15 +7,19 @@
 //! values, without writing and re-parsing JSON on every request); [`event`] is that
 //! event as JSON, and [`request`] parses JSON events (`events/*.json`) as in AWS.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, sync::LazyLock};
 
 use aws_lambda_events::{
     apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpRequestContext, ApiGatewayV2httpRequestContextHttpDescription},
     query_map::QueryMap,
 };
 use base64::{engine::general_purpose::STANDARD, Engine};
+use chrono::format::{Item, StrftimeItems};
 use lambda_http::{
-    http::{HeaderMap, HeaderName, HeaderValue, Method},
+    http::{
+        header::{COOKIE, USER_AGENT},
+        HeaderMap, HeaderName, HeaderValue, Method,
+    },
     request::LambdaRequest,
     Body, Request, Response,
 };
@@ -33,7 +37,7 @@ pub struct HttpCall<'a> {
     pub path: &'a str,
     /// Raw query string, without `?`.
     pub query: &'a str,
-    /// Headers as (name, value).
+    /// Headers as (name, value) ([`typed_event_received`] takes the received ones instead).
     pub headers: Vec<(String, String)>,
     /// Extracted path parameters.
     pub path_params: Vec<(String, String)>,
@@ -82,6 +86,58 @@ pub fn typed_event(call: &HttpCall<'_>) -> anyhow::Result<ApiGatewayV2httpReques
     for (name, value) in merged {
         headers.insert(HeaderName::from_bytes(name.as_bytes())?, HeaderValue::from_str(&value)?);
     }
+    let user_agent = headers_value(&call.headers, "user-agent");
+    Ok(build(call, headers, cookies, user_agent))
+}
+
+/// [`typed_event`] for a request that came over HTTP, whose headers are `received` (the
+/// call's own `headers` are not read): names are lower case and values valid already,
+/// so each header moves over as it is (a shared buffer, not a copy), and only repeated
+/// ones are joined. The same event as [`typed_event`] of those headers as text.
+pub fn typed_event_received(call: &HttpCall<'_>, received: &HeaderMap) -> ApiGatewayV2httpRequest {
+    let mut names: Vec<&HeaderName> = received.keys().filter(|n| **n != COOKIE).collect();
+    names.sort_unstable_by(|a, b| a.as_str().cmp(b.as_str()));
+    let mut headers = HeaderMap::with_capacity(names.len());
+    for name in names {
+        let mut values = received.get_all(name).iter();
+        let Some(first) = values.next() else { continue };
+        let value = match values.next() {
+            None => first.clone(),
+            Some(second) => {
+                let mut joined = first.as_bytes().to_vec();
+                for value in std::iter::once(second).chain(values) {
+                    joined.push(b',');
+                    joined.extend_from_slice(value.as_bytes());
+                }
+                // Joined valid values with a comma are valid.
+                HeaderValue::from_bytes(&joined).unwrap_or_else(|_| first.clone())
+            }
+        };
+        headers.insert(name.clone(), value);
+    }
+    let cookies = received
+        .get_all(COOKIE)
+        .iter()
+        .flat_map(|v| {
+            String::from_utf8_lossy(v.as_bytes())
+                .split(';')
+                .map(|c| c.trim().to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let user_agent = received
+        .get(USER_AGENT)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .unwrap_or_default();
+    build(call, headers, cookies, user_agent)
+}
+
+/// `requestContext.time`'s format (`28/Nov/2026:15:32:45 +0000`), parsed once.
+static TIME_FORMAT: LazyLock<Vec<Item<'static>>> =
+    LazyLock::new(|| StrftimeItems::new("%d/%b/%Y:%H:%M:%S %z").parse().unwrap_or_default());
+
+/// The event for `call` with its headers already merged.
+fn build(call: &HttpCall<'_>, headers: HeaderMap, cookies: Vec<String>, user_agent: String) -> ApiGatewayV2httpRequest {
     let mut query: HashMap<String, Vec<String>> = HashMap::new();
     for (k, v) in form_urlencoded::parse(call.query.as_bytes()) {
         query.entry(k.into_owned()).or_default().push(v.into_owned());
@@ -101,7 +157,7 @@ pub fn typed_event(call: &HttpCall<'_>) -> anyhow::Result<ApiGatewayV2httpReques
     http.path = Some(call.path.to_string());
     http.protocol = Some("HTTP/1.1".into());
     http.source_ip = Some(call.source_ip.clone());
-    http.user_agent = Some(headers_value(&call.headers, "user-agent"));
+    http.user_agent = Some(user_agent);
     let mut context = ApiGatewayV2httpRequestContext::default();
     context.route_key = Some(call.route_key.clone());
     context.account_id = Some("000000000000".into());
@@ -110,7 +166,7 @@ pub fn typed_event(call: &HttpCall<'_>) -> anyhow::Result<ApiGatewayV2httpReques
     context.apiid = Some("local".into());
     context.domain_name = Some("localhost".into());
     context.domain_prefix = Some("localhost".into());
-    context.time = Some(now.format("%d/%b/%Y:%H:%M:%S %z").to_string());
+    context.time = Some(now.format_with_items(TIME_FORMAT.iter()).to_string());
     context.time_epoch = now.timestamp_millis();
     context.http = http;
     let mut event = ApiGatewayV2httpRequest::default();
@@ -125,7 +181,7 @@ pub fn typed_event(call: &HttpCall<'_>) -> anyhow::Result<ApiGatewayV2httpReques
     event.request_context = context;
     event.body = (!call.body.is_empty()).then_some(body);
     event.is_base64_encoded = is_base64_encoded;
-    Ok(event)
+    event
 }
 
 /// The API Gateway v2 event JSON for `call` ([`typed_event`] as API Gateway writes it);
@@ -177,4 +233,58 @@ fn headers_value(headers: &[(String, String)], name: &str) -> String {
         .find(|(k, _)| k.eq_ignore_ascii_case(name))
         .map(|(_, v)| v.clone())
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The event as JSON without what differs per call (request id, time).
+    fn comparable(event: &ApiGatewayV2httpRequest) -> Value {
+        let mut json = to_json(event);
+        for field in ["requestId", "time", "timeEpoch"] {
+            json["requestContext"].as_object_mut().map(|c| c.remove(field));
+        }
+        json
+    }
+
+    #[test]
+    fn received_headers_give_the_same_event_as_the_same_headers_as_text() {
+        let pairs = [
+            ("Host", "localhost:3000"),
+            ("X-Trace", "a"),
+            ("user-agent", "bench/1"),
+            ("cookie", "session=abc; theme=dark"),
+            ("x-trace", "b"),
+            ("Cookie", "other=1"),
+            ("accept", "application/json"),
+        ];
+        let mut received = HeaderMap::new();
+        for (name, value) in pairs {
+            received.append(
+                HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()).unwrap(),
+                HeaderValue::from_static(value),
+            );
+        }
+        let call = HttpCall {
+            route_key: "GET /users/{userId}".into(),
+            method: "GET",
+            path: "/users/u%201",
+            query: "a=1&a=2&b=x",
+            headers: pairs.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect(),
+            path_params: vec![("userId".into(), "u%201".into())],
+            body: b"{}",
+            source_ip: "10.0.0.1".into(),
+        };
+        let text = typed_event(&call).unwrap();
+        let fast = typed_event_received(&call, &received);
+        assert_eq!(comparable(&fast), comparable(&text));
+        assert_eq!(fast.headers["x-trace"], "a,b");
+        assert_eq!(
+            fast.cookies.as_deref(),
+            Some(&["session=abc".to_string(), "theme=dark".into(), "other=1".into()][..])
+        );
+        let names: Vec<&str> = fast.headers.keys().map(HeaderName::as_str).collect();
+        assert_eq!(names, ["accept", "host", "user-agent", "x-trace"], "in name order");
+    }
 }

@@ -281,25 +281,12 @@ async fn route(gateway: Arc<Gateway>, req: AxumRequest) -> AxumResponse {
         method,
         path,
         query: parts.uri.query().unwrap_or_default(),
-        headers: parts
-            .headers
-            .iter()
-            .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
-            .collect(),
+        headers: Vec::new(),
         path_params: params,
         body: &bytes,
         source_ip,
     };
-    let event = match apigw::typed_event(&call) {
-        Ok(event) => event,
-        Err(e) => {
-            return gateway_error(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                &format!("unparseable request: {e}"),
-            )
-        }
-    };
+    let event = apigw::typed_event_received(&call, &parts.headers);
     // JSON escaping grows a body at most sixfold, so only a body past a sixth of the quota
     // can make the event too large: the common small request is never written as JSON.
     if bytes.len() > MAX_LAMBDA_REQUEST / 6 && apigw::to_json(&event).to_string().len() > MAX_LAMBDA_REQUEST {
