@@ -20,39 +20,45 @@ pub const DEDUPE_WINDOW: Duration = Duration::from_secs(8 * 24 * 3600);
 pub const RETENTION: Duration = Duration::from_secs(400 * 24 * 3600);
 
 /// KEYS: the day's dedupe set, MAU, day hash, DAU. ARGV: retention ms, dedupe window s,
-/// then (eventId, type, hour, user) per event. Returns {applied, duplicates}.
+/// then (eventId, `HH:TYPE`, user) per event. Returns {applied, duplicates}.
 /// Counts are summed in Lua first, so a 10,000-event batch costs a few dozen Redis
-/// commands, not 40,000. Every key type and counter is checked before the first write,
-/// so an error leaves neither counts nor dedupe markers behind.
+/// commands, not 40,000; per event the script only bumps its hour field's count (the day's
+/// `TYPE` counts are summed from those, per distinct field, not per event: no string built
+/// per event). Every key type and counter is checked before the first write, so an error
+/// leaves neither counts nor dedupe markers behind.
 static COUNT: LazyLock<Script> = LazyLock::new(|| {
     script::atomic(
         r#"
 local bad = wrong_types({KEYS[1], 'set', KEYS[3], 'hash'}) or not_hyperloglogs({KEYS[2], KEYS[4]})
 if bad then return redis.error_reply(bad) end
 local ids = {}
-for i = 3, #ARGV, 4 do ids[#ids + 1] = ARGV[i] end
+for i = 3, #ARGV, 3 do ids[#ids + 1] = ARGV[i] end
 local known = {}
 for i = 1, #ids, 1000 do
   local flags = redis.call('SMISMEMBER', KEYS[1], unpack(ids, i, math.min(i + 999, #ids)))
   for j = 1, #flags do known[i + j - 1] = flags[j] == 1 end
 end
-local counts, users, fresh = {}, {}, {}
+local hourly, users, fresh = {}, {}, {}
 local applied, duplicates = 0, 0
 for n = 1, #ids do
-  local i = 3 + (n - 1) * 4
+  local i = 3 + (n - 1) * 3
   if known[n] or fresh[ARGV[i]] then
     duplicates = duplicates + 1
   else
     fresh[ARGV[i]] = true
-    local t, h = ARGV[i + 1], ARGV[i + 2]
-    counts[t] = (counts[t] or 0) + 1
-    counts[h .. ':' .. t] = (counts[h .. ':' .. t] or 0) + 1
-    users[#users + 1] = ARGV[i + 3]
+    local field = ARGV[i + 1]
+    hourly[field] = (hourly[field] or 0) + 1
+    users[#users + 1] = ARGV[i + 2]
     applied = applied + 1
   end
 end
 if applied > 0 then
-  counts['events'] = applied
+  local counts = {events = applied}
+  for field, n in pairs(hourly) do
+    counts[field] = n
+    local t = string.sub(field, 4)
+    counts[t] = (counts[t] or 0) + n
+  end
   local fields = {}
   for field in pairs(counts) do fields[#fields + 1] = field end
   bad = not_integers(KEYS[3], fields)
@@ -171,11 +177,11 @@ pub async fn count(store: &Store, generation: u64, records: &[&Incoming]) -> Res
             .arg(RETENTION.as_millis() as i64)
             .arg(DEDUPE_WINDOW.as_secs());
         let mut id = [0u8; 36];
+        let mut field = [0u8; 64];
         for e in events {
             let env = &e.envelope;
             call.arg(&*env.event_id.as_hyphenated().encode_lower(&mut id))
-                .arg(env.event_type.name())
-                .arg(HOURS[env.timestamp.hour() as usize % 24])
+                .arg(hour_field(&mut field, env.timestamp.hour(), env.event_type.name()))
                 .arg(&env.key);
         }
         pipe.invoke_script(&call);
@@ -211,6 +217,16 @@ const HOURS: [&str; 24] = [
     "19", "20", "21", "22", "23",
 ];
 
+/// The hour counter's field, `HH:TYPE`, written into `buf` (no allocation per event).
+fn hour_field<'a>(buf: &'a mut [u8; 64], hour: u32, event_type: &str) -> &'a [u8] {
+    let name = event_type.as_bytes();
+    let len = 3 + name.len().min(buf.len() - 3);
+    buf[..2].copy_from_slice(HOURS[hour as usize % 24].as_bytes());
+    buf[2] = b':';
+    buf[3..len].copy_from_slice(&name[..len - 3]);
+    &buf[..len]
+}
+
 /// The UTC day (`YYYY-MM-DD`) an event is counted on.
 pub fn day_of(record: &Incoming) -> String {
     clock::day_key(&record.envelope.timestamp)
@@ -238,5 +254,20 @@ pub async fn day(store: &Store, day: &str) -> Result<(HashMap<String, i64>, i64,
         }
         assumed = seen;
         redirects += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_hour_field_is_the_hour_then_the_type() {
+        let mut buf = [0u8; 64];
+        assert_eq!(hour_field(&mut buf, 7, "USER_SIGNUP"), b"07:USER_SIGNUP");
+        assert_eq!(
+            hour_field(&mut buf, 23, "CONNECTION_REQUEST_IGNORED"),
+            b"23:CONNECTION_REQUEST_IGNORED"
+        );
     }
 }
