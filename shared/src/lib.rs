@@ -22,7 +22,7 @@
 //! - [`msk_iam`]: MSK IAM tokens (SigV4-signed, cached) for SASL OAUTHBEARER.
 //! - [`tls`]: the process's rustls crypto provider and root certificates.
 //! - [`producer`]: the Kafka producer (pure Rust, key-hash partitioning).
-//! - [`consumer`]: decoding MSK batches, poison records and dead letters.
+//! - [`consumer`]: decoding MSK batches, poison records and dead letters; the Kafka bootstraps' runtime loop.
 //! - [`outbox`]: events that could not be produced are parked in Redis and relayed later.
 //! - [`publisher`]: produce-or-park, the only way handlers emit events.
 //! - [`projection`]: which generation of the notifications/analytics keys readers use.
