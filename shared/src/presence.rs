@@ -8,7 +8,7 @@
 //! offline -> online transition (decided atomically in a script), USER_OFFLINE on an
 //! explicit offline, the last socket closing, or the sweep finding the heartbeat lapsed.
 
-use std::{collections::HashMap, sync::LazyLock};
+use std::sync::LazyLock;
 
 use crate::{
     clock, keys,
@@ -150,7 +150,8 @@ pub struct Presence {
 pub fn lookup_reads(pipe: &mut redis::Pipeline, me: &str, ids: &[String], now_ms: i64) {
     pipe.cmd("ZMSCORE").arg(keys::connections(me)).arg(ids);
     for id in ids {
-        pipe.hgetall(keys::presence(id));
+        // The two fields read, not HGETALL: half the reply to parse, and no map per user.
+        pipe.cmd("HMGET").arg(keys::presence(id)).arg("online").arg("lastSeen");
         pipe.zcount(keys::sockets(id), now_ms, "+inf");
     }
 }
@@ -171,13 +172,13 @@ pub fn lookup_replies(
     let scores: Vec<Option<f64>> = script::reply(replies.next().unwrap_or(redis::Value::Nil))?;
     let mut out = Vec::with_capacity(ids.len());
     for (id, connected) in ids.iter().zip(scores) {
-        let row: HashMap<String, String> = script::reply(replies.next().unwrap_or(redis::Value::Nil))?;
+        let (online, last_seen): (Option<String>, Option<String>) =
+            script::reply(replies.next().unwrap_or(redis::Value::Nil))?;
         let open_sockets: i64 = script::reply(replies.next().unwrap_or(redis::Value::Nil))?;
         let visible = id == me || connected.is_some();
         let presence = visible.then(|| {
-            let last_seen = row.get("lastSeen").and_then(|v| v.parse::<i64>().ok());
-            let beating = row.get("online").map(String::as_str) == Some("1")
-                && last_seen.is_some_and(|t| now_ms - t <= timeout_ms);
+            let last_seen = last_seen.and_then(|v| v.parse::<i64>().ok());
+            let beating = online.as_deref() == Some("1") && last_seen.is_some_and(|t| now_ms - t <= timeout_ms);
             Presence {
                 online: beating || open_sockets > 0,
                 last_seen,
