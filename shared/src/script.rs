@@ -78,8 +78,7 @@ pub fn expect_type(key: &str, actual: &str, expected: &str) -> Result<(), AppErr
 /// it must be harmless to repeat.
 pub async fn query_loaded(store: &Store, pipe: &Pipeline, scripts: &[&Script]) -> Result<Vec<Value>, AppError> {
     let replies: Vec<Value> = pipe.query_async(&mut store.conn()).await?;
-    let missing = |v: &Value| matches!(v, Value::ServerError(e) if e.kind() == Some(ServerErrorKind::NoScript));
-    if !replies.iter().any(missing) {
+    if !replies.iter().any(is_noscript) {
         return Ok(replies);
     }
     let mut again = redis::pipe();
@@ -91,6 +90,12 @@ pub async fn query_loaded(store: &Store, pipe: &Pipeline, scripts: &[&Script]) -
         again.add_command(cmd.clone());
     }
     Ok(again.query_async(&mut store.conn()).await?)
+}
+
+/// True for the reply of an EVALSHA whose script the node does not hold (a new server,
+/// a failover): the script did not run.
+pub fn is_noscript(reply: &Value) -> bool {
+    matches!(reply, Value::ServerError(e) if e.kind() == Some(ServerErrorKind::NoScript))
 }
 
 /// One reply of a pipeline sent with `ignore_errors`, as `T`; an error reply becomes the
