@@ -71,22 +71,6 @@ fn cpu(pid: Option<u32>) -> Option<Duration> {
     Some(Duration::from_nanos(total))
 }
 
-/// Redis's own CPU time so far (user + system, microsecond resolution), from `INFO cpu`.
-async fn redis_cpu(stack: &Stack) -> f64 {
-    let info: String = redis::cmd("INFO")
-        .arg("cpu")
-        .query_async(&mut stack.state.store.conn())
-        .await
-        .expect("INFO cpu");
-    info.lines()
-        .filter_map(|l| {
-            l.strip_prefix("used_cpu_user:")
-                .or_else(|| l.strip_prefix("used_cpu_sys:"))
-        })
-        .filter_map(|v| v.trim().parse::<f64>().ok())
-        .sum::<f64>()
-}
-
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
@@ -114,7 +98,7 @@ async fn main() {
         let mut redis_per_record = vec![];
         for _ in 0..rounds {
             let event = batch("message-events", &records(n));
-            let redis_before = redis_cpu(&stack).await;
+            let redis_before = stack.redis_cpu_seconds().await;
             let before = (cpu(None), cpu(redis_pid), cpu(broker_pid));
             let started = Instant::now();
             let (report, round_trips) = proxy
@@ -122,7 +106,7 @@ async fn main() {
                 .await;
             let elapsed = started.elapsed();
             let after = (cpu(None), cpu(redis_pid), cpu(broker_pid));
-            redis_per_record.push((redis_cpu(&stack).await - redis_before) * 1e6 / n as f64);
+            redis_per_record.push((stack.redis_cpu_seconds().await - redis_before) * 1e6 / n as f64);
             let report = report.unwrap();
             assert_eq!(report["deadLettered"], 0);
             assert_eq!(report["retrying"], 0);

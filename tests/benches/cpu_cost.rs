@@ -91,19 +91,6 @@ fn pid_of(needles: &[&str]) -> Option<u32> {
     })
 }
 
-async fn redis_cpu(stack: &Stack) -> f64 {
-    let info: String = redis::cmd("INFO")
-        .arg("cpu")
-        .query_async(&mut stack.state.store.conn())
-        .await
-        .expect("INFO cpu");
-    info.lines()
-        .filter_map(|l| l.split_once(':'))
-        .filter(|(k, _)| *k == "used_cpu_user" || *k == "used_cpu_sys")
-        .filter_map(|(_, v)| v.trim().parse::<f64>().ok())
-        .sum()
-}
-
 /// What one load run measured.
 struct Run {
     /// Every answer, 2xx or not (failed requests included).
@@ -359,11 +346,11 @@ async fn main() {
     for (name, requests) in routes {
         // Let the previous route's consumers finish.
         tokio::time::sleep(Duration::from_secs(2)).await;
-        let (process0, redis0) = (stat_cpu("/proc/self/stat"), redis_cpu(&stack).await);
+        let (process0, redis0) = (stat_cpu("/proc/self/stat"), stack.redis_cpu_seconds().await);
         let (broker0, requests0) = (broker_cpu(tansu), broker_requests());
         let window = Instant::now();
         let run = drive(stack.base_url.clone(), requests, secs);
-        let (process1, redis1) = (stat_cpu("/proc/self/stat"), redis_cpu(&stack).await);
+        let (process1, redis1) = (stat_cpu("/proc/self/stat"), stack.redis_cpu_seconds().await);
         let gateway = process1 - process0 - run.load_cpu;
         let ok = run.ok();
         let extra = match name.starts_with("POST /messages") {
@@ -383,7 +370,7 @@ async fn main() {
                     }
                 }
                 let elapsed = window.elapsed().as_secs_f64();
-                let (process2, redis2) = (stat_cpu("/proc/self/stat"), redis_cpu(&stack).await);
+                let (process2, redis2) = (stat_cpu("/proc/self/stat"), stack.redis_cpu_seconds().await);
                 let requests = broker_requests();
                 drained_note = format!(
                     "POST /messages from the load until worked off or the cap ({elapsed:.1} s, drained: {drained}): gateway (consumers included) {:.0} µs, Redis {:.0} µs per message; \

@@ -292,6 +292,22 @@ impl Stack {
         out
     }
 
+    /// Redis's own CPU time so far in seconds (user + system, from `INFO cpu`): the benches
+    /// divide its growth by the work done, since Redis's CPU is what sizes the cluster.
+    /// On a cluster, the node the connection reaches.
+    pub async fn redis_cpu_seconds(&self) -> f64 {
+        let info: String = redis::cmd("INFO")
+            .arg("cpu")
+            .query_async(&mut self.state.store.conn())
+            .await
+            .expect("INFO cpu");
+        info.lines()
+            .filter_map(|l| l.split_once(':'))
+            .filter(|(k, _)| *k == "used_cpu_user" || *k == "used_cpu_sys")
+            .filter_map(|(_, v)| v.trim().parse::<f64>().ok())
+            .sum()
+    }
+
     /// Every Redis key that holds data, with its type and contents: rate-limit counters
     /// are left out, since counting a refused request is the limiter's job.
     /// On a cluster every master is asked for its own keys.
