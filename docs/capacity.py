@@ -192,10 +192,10 @@ class MixRow:
 
 MIX = [
     MixRow("POST /presence/heartbeat", 30, "POST /presence/heartbeat", "POST /presence/heartbeat", 2, False),
-    MixRow("GET /presence (10 ids)", 20, "GET /presence", "GET /presence", 2, False),
+    MixRow("GET /presence (10 ids)", 20, "GET /presence", "GET /presence", 1, False),
     MixRow("GET /profile", 5, "GET /profile", "GET /profile", 1, False),
-    MixRow("GET /users/{id}", 10, "GET /users/{}", "GET /users/{}", 2, False),
-    MixRow("POST /messages/{id}", 10, "POST /messages/{}", "POST /messages/{}", 3, True),
+    MixRow("GET /users/{id}", 10, "GET /users/{}", "GET /users/{}", 1, False),
+    MixRow("POST /messages/{id}", 10, "POST /messages/{}", "POST /messages/{}", 2, True),
     MixRow("other reads: feed, notifications, conversations, history", 20, "GET /presence", "GET /feed", 3, False),
     MixRow("POST /auth/login (argon2id)", 1, "", "POST /auth/login", 4, True),
 ]
