@@ -367,6 +367,7 @@ class Template:
     route_function: dict[str, str]
     http_rate_limit: float | None
     esm_count: int
+    esm_windows: list[float]  # each MSK mapping's MaximumBatchingWindowInSeconds (default 0.5)
 
 
 def parse_template(text: str) -> Template:
@@ -374,6 +375,7 @@ def parse_template(text: str) -> Template:
     HTTP routes, and the default of HttpApiThrottlingRateLimit."""
     section, resource, param = "", "", ""
     default_memory, memory, routes, rate, esms = 128, {}, {}, None, 0
+    windows: list[float] = []
     for line in text.splitlines():
         top = re.match(r"^([A-Za-z]+):\s*$", line)
         if top:
@@ -397,10 +399,14 @@ def parse_template(text: str) -> Template:
             routes[route_key(f"{event.group(1)} {event.group(2) or event.group(3)}")] = resource
         if re.match(r"^\s+Type:\s*MSK\s*$", line) and section == "Resources":
             esms += 1
+            windows.append(ESM_BATCH_WINDOW_S)
+        window = re.match(r"^\s+MaximumBatchingWindowInSeconds:\s*([\d.]+)\s*$", line)
+        if window and section == "Resources" and windows:
+            windows[-1] = float(window.group(1))
         default = re.match(r"^\s+Default:\s*\"?([\d.]+)\"?\s*$", line)
         if default and section == "Parameters" and param == "HttpApiThrottlingRateLimit":
             rate = float(default.group(1))
-    return Template(default_memory, memory, routes, rate, esms)
+    return Template(default_memory, memory, routes, rate, esms, windows)
 
 
 # --------------------------------------------------------------------------------------
@@ -724,8 +730,13 @@ def render(cpu: list[CpuRun], consumers: list[ConsumerRun], tpl: Template, prove
     http_gbs = DAU * gbs_dau * DAYS_PER_MONTH
     records_month = DAU * EVENTS_PER_DAU * DAYS_PER_MONTH * CONSUMER_FANOUT
     esms = tpl.esm_count
-    invocations_cap = esms * MSK_PARTITIONS / ESM_BATCH_WINDOW_S * 86400 * DAYS_PER_MONTH
-    consumer_inv = min(records_month, invocations_cap)
+    # Records are split evenly over the mappings (assumed). A mapping invokes at most once per
+    # batching window per partition, or, without a window, once per invocation's fixed cost.
+    month_s = 86400 * DAYS_PER_MONTH
+    consumer_inv = sum(min(records_month / esms,
+                           MSK_PARTITIONS * month_s / max(w, CONSUMER_FIXED_MS / 1000))
+                       for w in tpl.esm_windows)
+    windowless = sum(1 for w in tpl.esm_windows if w == 0)
     slowest = min((min(run.rows[n][0] for run in consumers if n in run.rows) for n in CONSUMERS
                    if any(n in run.rows for run in consumers)), default=None)
     per_record_s = (1 / slowest) * max(1.0, VCPU_MB / tpl.default_memory) if slowest else 0.0
@@ -745,8 +756,9 @@ def render(cpu: list[CpuRun], consumers: list[ConsumerRun], tpl: Template, prove
          f"{fmt(DAU)} DAU × {fmt(gbs_dau, 4)} GB-s/DAU/day × {DAYS_PER_MONTH} = {fmt(http_gbs)} GB-s × $0.0000133334",
          http_gbs * p["lambda_gbs_arm"]),
         ("Lambda requests (MSK consumers)",
-         f"min({fmt(records_month / 1e6)} M records, {esms} mappings × {MSK_PARTITIONS} partitions × "
-         f"{1 / ESM_BATCH_WINDOW_S:g}/s) = {fmt(consumer_inv / 1e6)} M × $0.20/M",
+         f"{fmt(records_month / 1e6)} M records over {esms} mappings; each min(its records, "
+         f"{MSK_PARTITIONS} partitions × {1 / ESM_BATCH_WINDOW_S:g}/s), or up to one per record for the "
+         f"{windowless} with no batching window = {fmt(consumer_inv / 1e6)} M × $0.20/M",
          consumer_inv * p["lambda_request"]),
         ("Lambda duration (MSK consumers)",
          f"({fmt(consumer_inv / 1e6)} M × {CONSUMER_FIXED_MS:g} ms + {fmt(records_month / 1e6)} M records × "
