@@ -7,6 +7,7 @@ use local_gateway::{
     apigw::{self, HttpCall},
     default_template_path,
     functions::Functions,
+    routes::{Lookup, Matched},
     server::{self, Gateway},
     template::Template,
 };
@@ -170,25 +171,20 @@ impl Stack {
         token: Option<&str>,
     ) -> lambda_http::Response<lambda_http::Body> {
         let (path, query) = path.split_once('?').unwrap_or((path, ""));
-        let (route, params) = self
-            .gateway
-            .template
-            .routes
-            .iter()
-            .find_map(|r| {
-                if r.method == method {
-                    r.match_path(path).map(|p| (r, p))
-                } else {
-                    None
-                }
-            })
-            .unwrap_or_else(|| panic!("no route for {method} {path}"));
+        let Lookup::Found(Matched {
+            route,
+            route_key,
+            params,
+        }) = self.gateway.routes.find(method, path)
+        else {
+            panic!("no route for {method} {path}");
+        };
         let mut headers = vec![("content-type".to_string(), "application/json".to_string())];
         if let Some(t) = token {
             headers.push(("authorization".into(), format!("Bearer {t}")));
         }
         let call = HttpCall {
-            route_key: route.route_key(),
+            route_key: route_key.to_string(),
             method,
             path,
             query,

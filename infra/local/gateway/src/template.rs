@@ -29,12 +29,6 @@ impl HttpRoute {
     pub fn route_key(&self) -> String {
         format!("{} {}", self.method, self.path)
     }
-
-    /// Matches a concrete path, returning the extracted path parameters. (The gateway
-    /// matches through [`crate::routes::Routes`], compiled once.)
-    pub fn match_path(&self, path: &str) -> Option<Vec<(String, String)>> {
-        crate::routes::PathPattern::new(&self.path).params(path)
-    }
 }
 
 /// One `Schedule` event of a function.
@@ -972,12 +966,13 @@ Resources:
     #[test]
     fn path_templates_extract_parameters() {
         let t = Template::parse(SAMPLE).unwrap();
+        let pattern = crate::routes::PathPattern::new(&t.routes[0].path);
         assert_eq!(
-            t.routes[0].match_path("/users/abc"),
+            pattern.params("/users/abc"),
             Some(vec![("userId".into(), "abc".into())])
         );
-        assert_eq!(t.routes[0].match_path("/users/"), None);
-        assert_eq!(t.routes[0].match_path("/users/a/b"), None);
+        assert_eq!(pattern.params("/users/"), None);
+        assert_eq!(pattern.params("/users/a/b"), None);
     }
 
     const TWO_WAY: &str = r#"
