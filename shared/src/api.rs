@@ -4,7 +4,7 @@
 //! `{"error":{"code":"...","message":"...","requestId":"..."}}`.
 
 use lambda_http::{
-    http::{header, HeaderValue, StatusCode},
+    http::{header, HeaderName, HeaderValue, StatusCode},
     request::RequestContext,
     Body, Request, RequestExt, Response,
 };
@@ -127,6 +127,8 @@ pub struct Reply {
     /// The JSON, written once here (no intermediate `serde_json::Value`).
     body: Option<String>,
     headers: Vec<(&'static str, String)>,
+    /// The X-RateLimit-* figures, written as numbers by [`respond`] (no text in between).
+    rate: Option<RateDecision>,
 }
 
 impl Reply {
@@ -143,6 +145,7 @@ impl Reply {
             status,
             body,
             headers: Vec::new(),
+            rate: None,
         }
     }
 
@@ -167,6 +170,7 @@ impl Reply {
             status: StatusCode::NO_CONTENT,
             body: None,
             headers: Vec::new(),
+            rate: None,
         }
     }
 
@@ -178,7 +182,7 @@ impl Reply {
 
     /// Adds the X-RateLimit-* headers of a counted request.
     pub fn rate(mut self, decision: &RateDecision) -> Self {
-        self.headers.extend(decision.headers());
+        self.rate = Some(*decision);
         self
     }
 }
@@ -227,27 +231,42 @@ where
 /// from a shared cache; deciding route by route is how a private page ends up cached.
 pub fn respond(meta: &RequestMeta, outcome: Result<Reply, AppError>) -> Response<Body> {
     let reply = outcome.unwrap_or_else(|err| error_reply(meta, &err));
-    let mut builder = Response::builder()
-        .status(reply.status)
-        .header(
-            "x-request-id",
-            HeaderValue::from_str(&meta.request_id).unwrap_or(HeaderValue::from_static("-")),
-        )
-        .header(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    // Headers go straight into the map: static names, numbers as numbers (no builder
+    // moving the response through a closure per header, no name parsed per request).
+    let mut response = Response::new(match reply.body {
+        Some(v) => Body::Text(v),
+        None => Body::Empty,
+    });
+    *response.status_mut() = reply.status;
+    let headers = response.headers_mut();
+    headers.reserve(6 + reply.headers.len());
+    headers.insert(
+        X_REQUEST_ID,
+        HeaderValue::from_str(&meta.request_id).unwrap_or(HeaderValue::from_static("-")),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let Some(rate) = &reply.rate {
+        headers.insert(RATE_LIMIT, HeaderValue::from(rate.limit));
+        headers.insert(RATE_REMAINING, HeaderValue::from(rate.remaining));
+        headers.insert(RATE_RESET, HeaderValue::from(rate.reset_secs));
+    }
     for (name, value) in &reply.headers {
-        if let Ok(value) = HeaderValue::from_str(value) {
-            builder = builder.header(*name, value);
+        if let (Ok(name), Ok(value)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
+            headers.append(name, value);
         }
     }
-    let body = match reply.body {
-        Some(v) => {
-            builder = builder.header(header::CONTENT_TYPE, "application/json");
-            Body::Text(v)
-        }
-        None => Body::Empty,
-    };
-    builder.body(body).unwrap_or_else(|_| Response::new(Body::Empty))
+    if matches!(response.body(), Body::Text(_)) {
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    }
+    response
 }
+
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const RATE_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
+const RATE_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
+const RATE_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
 
 fn error_reply(meta: &RequestMeta, err: &AppError) -> Reply {
     let status = err.status();
@@ -267,6 +286,7 @@ fn error_reply(meta: &RequestMeta, err: &AppError) -> Reply {
         })
         .ok(),
         headers: Vec::new(),
+        rate: None,
     };
     if let AppError::RateLimited(decision) = err {
         reply = reply.rate(decision);

@@ -159,10 +159,16 @@ pub struct Presence {
 /// presence hash and open sockets. [`lookup_replies`] reads their replies.
 pub fn lookup_reads(pipe: &mut redis::Pipeline, me: &str, ids: &[String], now_ms: i64) {
     pipe.cmd("ZMSCORE").arg(keys::connections(me)).arg(ids);
+    // Two commands per id (up to 200 a lookup): each sized once, the time written once.
+    let since = now_ms.to_string();
     for id in ids {
         // The two fields read, not HGETALL: half the reply to parse, and no map per user.
-        pipe.cmd("HMGET").arg(keys::presence(id)).arg("online").arg("lastSeen");
-        pipe.zcount(keys::sockets(id), now_ms, "+inf");
+        let mut fields = redis::Cmd::with_capacity(4, 112);
+        fields.arg("HMGET").arg(keys::presence(id)).arg("online").arg("lastSeen");
+        pipe.add_command(fields);
+        let mut sockets = redis::Cmd::with_capacity(4, 112);
+        sockets.arg("ZCOUNT").arg(keys::sockets(id)).arg(since.as_str()).arg("+inf");
+        pipe.add_command(sockets);
     }
 }
 

@@ -228,8 +228,12 @@ pub struct Principal {
 /// Whether authentication should also return the user's record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WithUser {
-    /// Return the record (GET /profile).
+    /// Return the whole record (POST /auth/password: the password hash).
     Yes,
+    /// Return the record without the password hash ([`crate::user::PROFILE_FIELDS`]; GET
+    /// and PATCH /profile): the hash is the largest field, and naming the fields leaves
+    /// their names out of the reply, so the gateway parses half the strings.
+    Profile,
     /// Only authenticate and count.
     No,
 }
@@ -351,6 +355,7 @@ pub async fn check(
     pipe.ignore_errors().hget(&session_key, "lastUsedAt");
     match with_user {
         WithUser::Yes => pipe.hgetall(&user_key),
+        WithUser::Profile => pipe.cmd("HMGET").arg(&user_key).arg(&crate::user::PROFILE_FIELDS[..]),
         WithUser::No => pipe.hget(&user_key, "tier"),
     };
     window.count(&mut pipe);
@@ -456,12 +461,19 @@ type UserRecord = HashMap<String, String>;
 fn user_reply(value: Value, with_user: WithUser) -> Result<Option<(Tier, Option<UserRecord>)>, AppError> {
     Ok(match with_user {
         WithUser::No => script::reply::<Option<String>>(value)?.map(|tier| (Tier::from_stored(&tier), None)),
-        WithUser::Yes => {
-            let record: UserRecord = script::reply(value)?;
-            let tier = record.get("tier").map(|tier| Tier::from_stored(tier));
-            tier.map(|tier| (tier, Some(record)))
+        WithUser::Yes => with_tier(script::reply(value)?),
+        WithUser::Profile => {
+            let values: Vec<Option<String>> = script::reply(value)?;
+            let fields = crate::user::PROFILE_FIELDS.iter().zip(values);
+            with_tier(fields.filter_map(|(name, v)| Some((name.to_string(), v?))).collect())
         }
     })
+}
+
+/// The tier of a record and the record; `None` without a tier (no such user).
+fn with_tier(record: UserRecord) -> Option<(Tier, Option<UserRecord>)> {
+    let tier = record.get("tier").map(|tier| Tier::from_stored(tier));
+    tier.map(|tier| (tier, Some(record)))
 }
 
 /// Ends one of `user_id`'s sessions (logout, DELETE /sessions/{id}): one round trip.

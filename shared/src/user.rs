@@ -21,6 +21,21 @@ pub const MAX_NAME_CHARS: usize = 50;
 /// Longest photo URL.
 pub const MAX_URL_CHARS: usize = 2048;
 
+/// The stored fields but the password hash: what GET and PATCH /profile read
+/// ([`crate::session::WithUser::Profile`]).
+pub const PROFILE_FIELDS: [&str; 10] = [
+    "id",
+    "email",
+    "firstName",
+    "lastName",
+    "about",
+    "skills",
+    "photoUrl",
+    "tier",
+    "createdAt",
+    "updatedAt",
+];
+
 /// A user as stored.
 #[derive(Clone, Debug, PartialEq)]
 pub struct User {
@@ -453,6 +468,13 @@ pub async fn update_profile(store: &Store, user_id: &str, fields: &[(&'static st
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_profile_fields_are_every_stored_field_but_the_password_hash() {
+        let user = User::new("a@b.c".into(), "hash".into(), "A".into(), "B".into());
+        let stored: Vec<&str> = user.to_fields().iter().map(|(k, _)| *k).filter(|k| *k != "passwordHash").collect();
+        assert_eq!(stored, PROFILE_FIELDS);
+    }
 
     #[test]
     fn emails_are_lower_cased_and_trimmed() {

@@ -8,6 +8,11 @@
 //!
 //!     cargo bench -p devconnect-tests --bench cpu_cost
 //!     BENCH_SECS=5 cargo bench -p devconnect-tests --bench cpu_cost     (seconds per route)
+//!     BENCH_ROUTES=profile,presence cargo bench ...    (only the routes whose name contains one
+//!                                                       of these; skips the idle and broker parts)
+//!
+//! The load thread is named `load`, so a profile of this process can leave it out
+//! (`perf report --comm tokio-runtime-w`).
 //!
 //! The HTTP API's throttling (template.yaml `HttpApiThrottling*`, emulated by the local
 //! gateway) would answer most of this load with 429, so the bench lifts it the way a
@@ -104,7 +109,7 @@ struct Run {
 
 /// Drives `CONNECTIONS` concurrent request loops for `secs` on a thread of its own.
 fn drive(base: String, requests: Arc<Vec<Request>>, secs: f64) -> Run {
-    std::thread::spawn(move || {
+    std::thread::Builder::new().name("load".into()).spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -176,6 +181,7 @@ fn drive(base: String, requests: Arc<Vec<Request>>, secs: f64) -> Run {
             }
         })
     })
+    .expect("load thread")
     .join()
     .expect("load thread")
 }
@@ -205,8 +211,16 @@ async fn main() {
         std::env::set_var(local_gateway::template::PARAMETER_OVERRIDES_VAR, OVERRIDES);
     }
     let overrides = std::env::var(local_gateway::template::PARAMETER_OVERRIDES_VAR).unwrap_or_default();
+    // BENCH_ROUTES: only some routes, without the idle and broker measurements.
+    let only: Option<Vec<String>> = std::env::var("BENCH_ROUTES")
+        .ok()
+        .map(|r| r.split(',').map(str::trim).filter(|w| !w.is_empty()).map(String::from).collect());
+    let full = only.is_none();
     let stack = Stack::start_full(&LIMITS).await;
-    let tansu = pid_of(&["tansu", "broker", &format!(":{}", stack.broker.port)]);
+    let tansu = match full {
+        true => pid_of(&["tansu", "broker", &format!(":{}", stack.broker.port)]),
+        false => None,
+    };
 
     // 200 users through POST /auth/signup, paired as connections (0-1, 2-3, ...).
     let users: Vec<User> = futures::stream::iter(0..USERS)
@@ -221,7 +235,9 @@ async fn main() {
         stack.connect(&pair[0], &pair[1]).await;
     }
     // The broker's CPU per second with nothing sent, subtracted from the load figures below.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    if full {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    }
     let broker_idle = match tansu {
         Some(pid) => {
             let b0 = stat_cpu(&format!("/proc/{pid}/stat"));
@@ -231,12 +247,14 @@ async fn main() {
         None => 0.0,
     };
     // Idle, before any load: the whole stack (this process = the gateway; the broker) over 10 s.
-    let idle = 10.0;
+    let idle = if full { 10.0 } else { 0.0 };
     let (p0, b0, q0) = (stat_cpu("/proc/self/stat"), broker_cpu(tansu), broker_requests());
     tokio::time::sleep(Duration::from_secs_f64(idle)).await;
     let (p1, b1, q1) = (stat_cpu("/proc/self/stat"), broker_cpu(tansu), broker_requests());
     let broker_idle_cpu = b0.zip(b1).map(|(a, b)| b - a).unwrap_or(f64::NAN);
-    let idle_line = format!(
+    let idle_line = match full {
+        false => "idle: not measured (BENCH_ROUTES)".to_string(),
+        true => format!(
         "idle (before the load) over {idle} s: gateway {:.2}% of a core, broker {:.2}%, total {:.2}%; \
          the triggers sent the broker {:.1} watermark refreshes/s and {:.1} record fetches/s",
         100.0 * (p1 - p0) / idle,
@@ -244,7 +262,8 @@ async fn main() {
         100.0 * (p1 - p0 + broker_idle_cpu) / idle,
         (q1.refreshes - q0.refreshes) as f64 / idle,
         (q1.fetches - q0.fetches) as f64 / idle,
-    );
+        ),
+    };
 
     // The broker: CPU per record from a plain producer (one record per request, 50 at a
     // time, to a topic no trigger reads), against CPU per message sent below.
@@ -343,7 +362,8 @@ async fn main() {
     println!("|---|---|---|---|");
     let mut broker_per_message = None;
     let mut drained_note = String::new();
-    for (name, requests) in routes {
+    let selected = |name: &str| only.as_ref().is_none_or(|words| words.iter().any(|w| name.contains(w.as_str())));
+    for (name, requests) in routes.into_iter().filter(|(name, _)| selected(name)) {
         // Let the previous route's consumers finish.
         tokio::time::sleep(Duration::from_secs(2)).await;
         let (process0, redis0) = (stat_cpu("/proc/self/stat"), stack.redis_cpu_seconds().await);

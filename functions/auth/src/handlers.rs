@@ -421,7 +421,7 @@ fn user_agent(req: &Request) -> &str {
 ))]
 /// GET /profile: one round trip (the authentication script returns the record).
 pub async fn get_profile(state: &AppState, req: &Request) -> Result<Reply, AppError> {
-    let principal = state.authenticate(req, WithUser::Yes).await?;
+    let principal = state.authenticate(req, WithUser::Profile).await?;
     let me = stored_user(principal.user)?;
     Ok(Reply::ok(me.own_view()).rate(&principal.rate))
 }
@@ -442,7 +442,7 @@ struct ProfilePatch {
 ))]
 /// PATCH /profile -> 200 with the new profile. Two round trips; the public cache is invalidated atomically.
 pub async fn patch_profile(state: &AppState, meta: &RequestMeta, req: &Request) -> Result<Reply, AppError> {
-    let principal = state.authenticate(req, WithUser::Yes).await?;
+    let principal = state.authenticate(req, WithUser::Profile).await?;
     let patch: ProfilePatch = json_body(req)?;
     let mut me = stored_user(principal.user)?;
     let mut changed: Vec<&'static str> = Vec::new();

@@ -136,6 +136,21 @@ pub fn typed_event_received(call: &HttpCall<'_>, received: &HeaderMap) -> ApiGat
 static TIME_FORMAT: LazyLock<Vec<Item<'static>>> =
     LazyLock::new(|| StrftimeItems::new("%d/%b/%Y:%H:%M:%S %z").parse().unwrap_or_default());
 
+/// `requestContext.time` of `now`: formatted once per second per thread (it has no
+/// finer unit), not on every request.
+fn request_time(now: &chrono::DateTime<chrono::Utc>) -> String {
+    thread_local! {
+        static LAST: std::cell::RefCell<(i64, String)> = const { std::cell::RefCell::new((i64::MIN, String::new())) };
+    }
+    LAST.with_borrow_mut(|(second, text)| {
+        if *second != now.timestamp() {
+            *second = now.timestamp();
+            *text = now.format_with_items(TIME_FORMAT.iter()).to_string();
+        }
+        text.clone()
+    })
+}
+
 /// The event for `call` with its headers already merged.
 fn build(call: &HttpCall<'_>, headers: HeaderMap, cookies: Vec<String>, user_agent: String) -> ApiGatewayV2httpRequest {
     let mut query: HashMap<String, Vec<String>> = HashMap::new();
@@ -166,7 +181,7 @@ fn build(call: &HttpCall<'_>, headers: HeaderMap, cookies: Vec<String>, user_age
     context.apiid = Some("local".into());
     context.domain_name = Some("localhost".into());
     context.domain_prefix = Some("localhost".into());
-    context.time = Some(now.format_with_items(TIME_FORMAT.iter()).to_string());
+    context.time = Some(request_time(&now));
     context.time_epoch = now.timestamp_millis();
     context.http = http;
     let mut event = ApiGatewayV2httpRequest::default();
