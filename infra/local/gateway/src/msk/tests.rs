@@ -274,3 +274,43 @@ fn retry_backoff_is_short_and_bounded() {
     assert_eq!(retry_backoff(2), FIRST_BACKOFF * 2);
     assert_eq!(retry_backoff(10_000), MAX_BACKOFF);
 }
+
+#[test]
+fn the_invoked_event_is_lambdas_json_shape_read_as_a_kafka_event() {
+    let mut with_headers = record(1, 8, 0);
+    with_headers.record.record.headers =
+        BTreeMap::from([("eventType".to_string(), b"MESSAGE_SENT".to_vec()), ("x".to_string(), vec![0xff, 1])]);
+    with_headers.record.record.key = None;
+    let c = Chunk {
+        records: vec![record(0, 5, 3), record(0, 6, 0), with_headers],
+        retries: 0,
+    };
+    let built = chunk_event("user-events", &c);
+    let mut grouped: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+    for r in &c.records {
+        grouped
+            .entry(format!("user-events-{}", r.partition))
+            .or_default()
+            .push(record_json("user-events", r.partition, &r.record));
+    }
+    let json = json!({
+        "eventSource": "aws:kafka",
+        "eventSourceArn": EVENT_SOURCE_ARN,
+        "bootstrapServers": BOOTSTRAP_SERVERS,
+        "records": grouped,
+    });
+    // What the function reads from the JSON Lambda sends, field for field. The crate parses
+    // a millisecond timestamp through a float, which can come out a millisecond early, so
+    // the timestamps are compared with the JSON's integer instead.
+    let mut parsed: KafkaEvent = serde_json::from_value(json.clone()).unwrap();
+    for (key, records) in &mut parsed.records {
+        for (i, r) in records.iter_mut().enumerate() {
+            let ours = &built.records[key][i].timestamp;
+            assert_eq!(Some(ours.0.timestamp_millis()), json["records"][key][i]["timestamp"].as_i64());
+            r.timestamp = ours.clone();
+        }
+    }
+    assert_eq!(built, parsed);
+    let header = &built.records["user-events-1"][0].headers[1]["x"];
+    assert_eq!(header, &vec![-1i8, 1], "header bytes as Java's signed bytes");
+}
