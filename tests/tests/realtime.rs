@@ -2,7 +2,10 @@
 
 use std::time::Duration;
 
+use devconnect::events::EventType;
+use devconnect_realtime::{pusher::Pusher, push_batch, Realtime};
 use devconnect_tests::{
+    kafka,
     socket::{frame_of, open, with_token, Socket},
     Stack,
 };
@@ -382,4 +385,60 @@ async fn without_a_route_response_the_local_gateway_drops_the_body_as_api_gatewa
         "a one-way route must not answer the client"
     );
     server.abort();
+}
+
+/// A MESSAGE_SENT batch for the pusher, one record per receiver.
+fn messages_to(from: &str, receivers: &[&str]) -> aws_lambda_events::event::kafka::KafkaEvent {
+    let values: Vec<Vec<u8>> = receivers
+        .iter()
+        .enumerate()
+        .map(|(i, to)| {
+            let data = json!({
+                "id": format!("1795893758277-{i}"),
+                "fromUserId": from,
+                "toUserId": to,
+                "text": "hi",
+                "sentAt": "2026-11-28T19:22:38.277Z",
+            });
+            kafka::bytes(&kafka::envelope(EventType::MessageSent, from, data))
+        })
+        .collect();
+    kafka::batch("message-events", &values)
+}
+
+#[tokio::test]
+async fn the_pusher_checks_sessions_only_for_targets_with_a_socket_open() {
+    let stack = Stack::start_counting(&[]).await;
+    let proxy = stack.round_trips.as_ref().expect("counting");
+    let a = stack.user("pusher-a").await;
+    let (b, c) = (stack.user("pusher-b").await, stack.user("pusher-c").await);
+    let rt = Realtime {
+        app: stack.state.clone(),
+        pusher: Pusher::local(&stack.base_url),
+    };
+
+    let (outcome, trips) = proxy.measure(push_batch(&rt, messages_to(&a.id, &[&b.id, &c.id]))).await;
+    assert_eq!(outcome.report.applied, 0, "{outcome:?}");
+    assert_eq!(trips, 1, "nobody has a socket open: one count per target, no script");
+
+    // A connection API Gateway dropped (the local gateway answers 410 for it): found live,
+    // pushed to, and forgotten.
+    register_socket(&stack, b.client.token(), "dropped-connection").await;
+    // Warm: the first run of the session check loads the script (NOSCRIPT, then a resend).
+    push_batch(&rt, messages_to(&a.id, &[&c.id, &b.id])).await;
+    register_socket(&stack, b.client.token(), "dropped-connection").await;
+    let (outcome, trips) = proxy.measure(push_batch(&rt, messages_to(&a.id, &[&c.id, &b.id]))).await;
+    assert_eq!(outcome.response.batch_item_failures.len(), 0, "{outcome:?}");
+    assert_eq!(
+        trips, 3,
+        "the counts, the session check of the one with a socket open, the removal of the gone connection"
+    );
+    let left: Vec<String> = redis::cmd("ZRANGE")
+        .arg(devconnect::keys::sockets(&b.id))
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut stack.state.store.conn())
+        .await
+        .unwrap();
+    assert!(left.is_empty(), "the gone connection was pushed to and removed: {left:?}");
 }

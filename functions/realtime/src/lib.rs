@@ -361,34 +361,34 @@ enum Audience {
     ConnectionsOf(String),
 }
 
-fn route_event(event: &Event, key: &str) -> Option<(Audience, Value)> {
-    let presence = |online, at: &str| {
-        let frame = ServerFrame::Presence {
-            user_id: key.to_string(),
-            online,
-            at: at.to_string(),
-        };
-        Some((Audience::ConnectionsOf(key.to_string()), frame.to_value()))
-    };
+/// Who gets a frame for `event` (keyed `key`), if anyone does.
+fn audience_of(event: &Event, key: &str) -> Option<Audience> {
     match event {
-        Event::MessageSent(message) => Some((
-            Audience::User(message.to_user_id.clone()),
-            ServerFrame::Message {
-                message: message.clone(),
-            }
-            .to_value(),
-        )),
-        Event::NotificationCreated(notification) => Some((
-            Audience::User(notification.recipient_id.clone()),
-            ServerFrame::Notification {
-                notification: notification.clone(),
-            }
-            .to_value(),
-        )),
-        Event::UserOnline(online) => presence(true, &online.at),
-        Event::UserOffline(offline) => presence(false, &offline.last_seen),
+        Event::MessageSent(message) => Some(Audience::User(message.to_user_id.clone())),
+        Event::NotificationCreated(notification) => Some(Audience::User(notification.recipient_id.clone())),
+        Event::UserOnline(_) | Event::UserOffline(_) => Some(Audience::ConnectionsOf(key.to_string())),
         _ => None,
     }
+}
+
+/// The frame `event` is pushed as (for the events [`audience_of`] gives an audience).
+fn frame_of(event: &Event, key: &str) -> Option<ServerFrame> {
+    let presence = |online, at: &str| ServerFrame::Presence {
+        user_id: key.to_string(),
+        online,
+        at: at.to_string(),
+    };
+    Some(match event {
+        Event::MessageSent(message) => ServerFrame::Message {
+            message: message.clone(),
+        },
+        Event::NotificationCreated(notification) => ServerFrame::Notification {
+            notification: notification.clone(),
+        },
+        Event::UserOnline(online) => presence(true, &online.at),
+        Event::UserOffline(offline) => presence(false, &offline.last_seen),
+        _ => return None,
+    })
 }
 
 /// The sessions a USER_LOGOUT ended. `None` if the user id is malformed; session ids
@@ -405,10 +405,10 @@ fn ended_sessions(logout: &UserLogout) -> Option<(String, Vec<String>)> {
 }
 
 /// Delivers a batch of events to the sockets they concern, and closes the sockets of
-/// sessions that ended. Three Redis round trips at most: (connections of presence users
-/// and the sockets of logged-out sessions, concurrently), (live sockets of every target,
-/// each checked against its session in the same script), (cleanup of closed and stale
-/// sockets). Never fails the invocation: a record whose audience cannot be read is
+/// sessions that ended. Four Redis round trips at most: (connections of presence users
+/// and the sockets of logged-out sessions, concurrently), (which targets have a socket
+/// open), (the live sockets of those, each checked against its session in the same
+/// script; skipped when nobody has one open), (cleanup of closed and stale sockets). Never fails the invocation: a record whose audience cannot be read is
 /// dead-lettered (a broken key) or handed back for retry (Redis down). A frame the
 /// socket did not take is logged and dropped: the HTTP API stays the record.
 ///
@@ -420,14 +420,11 @@ fn ended_sessions(logout: &UserLogout) -> Option<(String, Vec<String>)> {
 pub async fn push_batch(rt: &Realtime, event: KafkaEvent) -> BatchOutcome {
     let app = &rt.app;
     let mut batch = Batch::decode(FUNCTION_NAME, event);
-    let routed: Vec<(usize, Audience, Vec<u8>)> = batch
+    let routed: Vec<(usize, Audience)> = batch
         .records
         .iter()
         .enumerate()
-        .filter_map(|(i, r)| {
-            route_event(&r.event, &r.envelope.key)
-                .map(|(audience, frame)| (i, audience, frame.to_string().into_bytes()))
-        })
+        .filter_map(|(i, r)| audience_of(&r.event, &r.envelope.key).map(|audience| (i, audience)))
         .collect();
     let mut ended: HashMap<String, Vec<String>> = HashMap::new();
     let mut logouts: Vec<(usize, String)> = Vec::new();
@@ -444,7 +441,7 @@ pub async fn push_batch(rt: &Realtime, event: KafkaEvent) -> BatchOutcome {
     let mut failures: Vec<(usize, Failure)> = Vec::new();
     let presence_users: Vec<String> = routed
         .iter()
-        .filter_map(|(_, a, _)| match a {
+        .filter_map(|(_, a)| match a {
             Audience::ConnectionsOf(u) => Some(u.clone()),
             Audience::User(_) => None,
         })
@@ -470,12 +467,12 @@ pub async fn push_batch(rt: &Realtime, event: KafkaEvent) -> BatchOutcome {
     }
     let (delivered, stale) = match friends {
         Err(e) => {
-            failures.extend(routed.iter().map(|(i, _, _)| (*i, Failure::from(&e))));
+            failures.extend(routed.iter().map(|(i, _)| (*i, Failure::from(&e))));
             (0, Vec::new())
         }
         Ok(friends) => {
-            let mut frames_for_user: BTreeMap<String, Vec<(usize, &[u8])>> = BTreeMap::new();
-            for (i, audience, frame) in &routed {
+            let mut frames_for_user: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+            for (i, audience) in &routed {
                 let users = match audience {
                     Audience::User(u) => vec![u.clone()],
                     Audience::ConnectionsOf(u) => match &friends[u] {
@@ -487,10 +484,15 @@ pub async fn push_batch(rt: &Realtime, event: KafkaEvent) -> BatchOutcome {
                     },
                 };
                 for u in users {
-                    frames_for_user.entry(u).or_default().push((*i, frame));
+                    frames_for_user.entry(u).or_default().push(*i);
                 }
             }
-            deliver(rt, frames_for_user, &mut to_close, &mut failures).await
+            let records = &batch.records;
+            let frame = |i: usize| {
+                let r = &records[i];
+                frame_of(&r.event, &r.envelope.key).map_or_else(Vec::new, |f| f.to_value().to_string().into_bytes())
+            };
+            deliver(rt, frames_for_user, &frame, &mut to_close, &mut failures).await
         }
     };
     close_and_forget(rt, to_close, stale).await;
@@ -523,30 +525,34 @@ async fn close_and_forget(rt: &Realtime, to_close: BTreeSet<(String, String)>, m
     }
 }
 
-/// Pushes each user's frames to each of their sockets whose session is still valid, up
-/// to the batch's bound; returns how many sockets got theirs, and the stale ones (410).
-/// Sockets whose session has ended join `to_close` and get nothing.
+/// Pushes each user's frames (the batch's record indices; `frame` builds a record's
+/// frame) to each of their sockets whose session is still valid, up to the batch's bound;
+/// returns how many sockets got theirs, and the stale ones (410). Sockets whose session
+/// has ended join `to_close` and get nothing. A frame is built only for a record with a
+/// socket to go to, once however many sockets get it: most targets have none open.
 async fn deliver(
     rt: &Realtime,
-    frames_for_user: BTreeMap<String, Vec<(usize, &[u8])>>,
+    frames_for_user: BTreeMap<String, Vec<usize>>,
+    frame: &(dyn Fn(usize) -> Vec<u8> + Sync),
     to_close: &mut BTreeSet<(String, String)>,
     failures: &mut Vec<(usize, Failure)>,
 ) -> (usize, Vec<(String, String)>) {
     let targets: Vec<String> = frames_for_user.keys().cloned().collect();
-    let sockets = match connections::live_of_users(&rt.app.store, &targets, rt.app.config.session_idle_timeout).await {
+    let sockets = match connections::live_of_targets(&rt.app.store, &targets, rt.app.config.session_idle_timeout).await {
         Ok(sockets) => sockets,
         Err(e) => {
             let failure = Failure::from(&e);
-            failures.extend(frames_for_user.values().flatten().map(|(i, _)| (*i, failure.clone())));
+            failures.extend(frames_for_user.values().flatten().map(|i| (*i, failure.clone())));
             return (0, Vec::new());
         }
     };
+    let mut built: HashMap<usize, Vec<u8>> = HashMap::new();
     let mut owner_of = BTreeMap::new();
     let mut frames_to = BTreeMap::new();
     let mut jobs = Vec::new();
     for (user_id, frames) in &frames_for_user {
         match &sockets[user_id] {
-            Err(e) => failures.extend(frames.iter().map(|(i, _)| (*i, Failure::from(e)))),
+            Err(e) => failures.extend(frames.iter().map(|i| (*i, Failure::from(e)))),
             Ok(found) => {
                 to_close.extend(found.dead.iter().map(|c| (user_id.clone(), c.clone())));
                 for c in &found.live {
@@ -555,7 +561,11 @@ async fn deliver(
                     }
                     owner_of.insert(c.clone(), user_id.clone());
                     frames_to.insert(c.clone(), frames.len() as u64);
-                    jobs.push((c.clone(), frames.iter().map(|(_, f)| f.to_vec()).collect()));
+                    let bytes = frames
+                        .iter()
+                        .map(|i| built.entry(*i).or_insert_with(|| frame(*i)).clone())
+                        .collect();
+                    jobs.push((c.clone(), bytes));
                 }
             }
         }
