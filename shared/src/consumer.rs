@@ -89,33 +89,42 @@ impl Poison {
 /// events are applied in the order they were produced; and the poison ones.
 pub fn decode_batch(event: &KafkaEvent) -> (Vec<Incoming>, Vec<Poison>) {
     let mut records: Vec<&KafkaRecord> = event.records.values().flatten().collect();
-    records
-        .sort_by(|a, b| (a.topic.as_deref(), a.partition, a.offset).cmp(&(b.topic.as_deref(), b.partition, b.offset)));
+    records.sort_by(|a, b| delivery_order(a, b));
     let mut good = Vec::with_capacity(records.len());
     let mut poison = Vec::new();
     // One buffer for every record's decoded bytes: nothing decoded borrows from it.
     let mut bytes = Vec::new();
     for record in records {
-        let topic = record.topic.clone().unwrap_or_default();
-        match decode(record, &mut bytes) {
-            Ok((envelope, event)) => good.push(Incoming {
-                topic,
-                partition: record.partition,
-                offset: record.offset,
-                envelope,
-                event,
-            }),
-            Err(reason) => poison.push(Poison {
-                topic,
-                partition: record.partition,
-                offset: record.offset,
-                reason,
-                key: record.key.clone(),
-                value: record.value.clone(),
-            }),
-        }
+        decode_into(record, &mut bytes, &mut good, &mut poison);
     }
     (good, poison)
+}
+
+/// (topic, partition, offset) order: the order each key's events were produced in.
+fn delivery_order(a: &KafkaRecord, b: &KafkaRecord) -> std::cmp::Ordering {
+    (a.topic.as_deref(), a.partition, a.offset).cmp(&(b.topic.as_deref(), b.partition, b.offset))
+}
+
+/// Decodes `record` onto the good or the poison list.
+fn decode_into(record: &KafkaRecord, bytes: &mut Vec<u8>, good: &mut Vec<Incoming>, poison: &mut Vec<Poison>) {
+    let topic = record.topic.clone().unwrap_or_default();
+    match decode(record, bytes) {
+        Ok((envelope, event)) => good.push(Incoming {
+            topic,
+            partition: record.partition,
+            offset: record.offset,
+            envelope,
+            event,
+        }),
+        Err(reason) => poison.push(Poison {
+            topic,
+            partition: record.partition,
+            offset: record.offset,
+            reason,
+            key: record.key.clone(),
+            value: record.value.clone(),
+        }),
+    }
 }
 
 /// A record's value as it arrives: the envelope's fields, and `data` left as JSON text
@@ -442,13 +451,18 @@ pub struct BatchOutcome {
     pub response: KafkaBatchResponse,
 }
 
+/// Smallest batch [`Batch::decode_with`] decodes on two threads: starting one costs tens
+/// of µs, a few records' worth.
+pub const PARALLEL_DECODE_RECORDS: usize = 1_000;
+
 /// One batch in the making: decoded records, and what became of each. A consumer
 /// decodes it, records each failure with [`Batch::fail`], and calls [`Batch::finish`],
 /// which dead-letters permanent failures and reports transient ones back to Lambda.
 #[derive(Debug)]
 pub struct Batch {
     consumer: &'static str,
-    event: KafkaEvent,
+    /// Every delivered record, in (topic, partition, offset) order.
+    delivered: Vec<KafkaRecord>,
     /// The decodable records, in (topic, partition, offset) order.
     pub records: Vec<Incoming>,
     poison: Vec<Poison>,
@@ -462,17 +476,73 @@ pub struct Batch {
 impl Batch {
     /// Decodes `event`; undecodable records are already poison.
     pub fn decode(consumer: &'static str, event: KafkaEvent) -> Self {
+        Self::decode_with(consumer, event, |_| ()).0
+    }
+
+    /// Decodes `event` and gives `derive` of each good record (in [`Batch::records`]
+    /// order): what a consumer makes of a record is worked out in the same pass, on two
+    /// threads for a batch of [`PARALLEL_DECODE_RECORDS`] or more where the machine has
+    /// two cores. Decoding is a large share of a consumer's own CPU time, and at the start
+    /// of a batch nothing else (Redis, the broker) has work from it yet, so a second core
+    /// is free.
+    pub fn decode_with<T: Send>(
+        consumer: &'static str,
+        event: KafkaEvent,
+        derive: impl Fn(&Incoming) -> T + Sync,
+    ) -> (Self, Vec<T>) {
+        let mut batch = Self::open(consumer, event);
+        let derive = &derive;
+        let decode_part = move |records: &[KafkaRecord]| {
+            let (mut good, mut poison, mut derived) = (Vec::with_capacity(records.len()), Vec::new(), Vec::new());
+            let mut bytes = Vec::new();
+            for record in records {
+                decode_into(record, &mut bytes, &mut good, &mut poison);
+                if good.len() > derived.len() {
+                    derived.extend(good.last().map(derive));
+                }
+            }
+            (good, poison, derived)
+        };
+        let two_cores = std::thread::available_parallelism().is_ok_and(|n| n.get() >= 2);
+        let parts = if two_cores && batch.delivered.len() >= PARALLEL_DECODE_RECORDS {
+            let (first, second) = batch.delivered.split_at(batch.delivered.len() / 2);
+            std::thread::scope(|scope| {
+                let helper = std::thread::Builder::new().spawn_scoped(scope, || decode_part(second));
+                let first = decode_part(first);
+                // Without a thread (the OS refused one) this thread decodes both halves.
+                let second = match helper {
+                    Ok(helper) => helper.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+                    Err(_) => decode_part(second),
+                };
+                vec![first, second]
+            })
+        } else {
+            vec![decode_part(&batch.delivered)]
+        };
+        let mut derived = Vec::with_capacity(batch.delivered.len());
+        for (good, poison, part) in parts {
+            batch.records.extend(good);
+            batch.poison.extend(poison);
+            derived.extend(part);
+        }
+        (batch, derived)
+    }
+
+    /// `event`'s records in delivery order, none decoded yet; the report counts them all
+    /// as received.
+    fn open(consumer: &'static str, event: KafkaEvent) -> Self {
         let started = Instant::now();
-        let (records, poison) = decode_batch(&event);
+        let mut delivered: Vec<KafkaRecord> = event.records.into_values().flatten().collect();
+        delivered.sort_by(delivery_order);
         let report = BatchReport {
-            received: records.len() + poison.len(),
+            received: delivered.len(),
             ..BatchReport::default()
         };
         Self {
             consumer,
-            event,
-            records,
-            poison,
+            records: Vec::with_capacity(delivered.len()),
+            delivered,
+            poison: Vec::new(),
             failures: BTreeMap::new(),
             report,
             started,
@@ -503,10 +573,8 @@ impl Batch {
         let originals: HashMap<(&str, i64, i64), &KafkaRecord> = match any_permanent {
             false => HashMap::new(),
             true => self
-                .event
-                .records
-                .values()
-                .flatten()
+                .delivered
+                .iter()
                 .map(|r| ((r.topic.as_deref().unwrap_or_default(), r.partition, r.offset), r))
                 .collect(),
         };
@@ -550,10 +618,8 @@ impl Batch {
         }
         if !checkpoints.is_empty() {
             self.report.retrying = self
-                .event
-                .records
-                .values()
-                .flatten()
+                .delivered
+                .iter()
                 .filter(|r| {
                     let topic = r.topic.clone().unwrap_or_default();
                     checkpoints.get(&(topic, r.partition)).is_some_and(|at| r.offset >= *at)
@@ -583,6 +649,16 @@ impl Batch {
             response,
         }
     }
+}
+
+/// Runs a batch's parts at once, on the calling task, and gives their outcomes in the
+/// parts' order. Each part's Redis call is sent when the part is first polled, so all of
+/// them are on their way before any reply is read; what a part does with its reply (and
+/// its produce) overlaps Redis's work on the parts after it. Joined on one task rather
+/// than spawned: a part borrows the batch and keeps the invocation's trace, and cancelling
+/// the invocation cancels them.
+pub async fn run_parts<F: Future>(parts: impl IntoIterator<Item = F>) -> Vec<F::Output> {
+    futures::future::join_all(parts).await
 }
 
 /// Runs a Kafka-triggered function until the runtime stops: each batch goes to `consume`
@@ -809,7 +885,7 @@ mod tests {
     #[test]
     fn a_dead_letter_keeps_the_bytes_the_record_was_delivered_as() {
         let mut batch = two_partitions();
-        let delivered = batch.event.records["user-events-1"][0].value.clone();
+        let delivered = batch.delivered.iter().find(|r| r.partition == 1).unwrap().value.clone();
         let i = index_of(&batch, 1, 2);
         batch.fail(i, Failure::Permanent("bad".into()));
         let (_, dead) = batch.settle();

@@ -239,26 +239,33 @@ impl Producer {
     }
 
     async fn send_batch_unbounded(&self, records: Vec<OutgoingRecord>) -> Result<(), ProduceError> {
-        let mut groups: BTreeMap<(String, usize), Vec<Record>> = BTreeMap::new();
-        let mut clients: HashMap<(String, usize), Arc<PartitionClient>> = HashMap::new();
         let session = self.session().await?;
+        // The batch's topics (one or two) with their partition clients, looked up once
+        // each: records are grouped by (topic's place here, partition), not by a copy of
+        // the topic's name per record.
+        let mut topics: Vec<(String, Partitions)> = Vec::new();
+        let mut groups: BTreeMap<(usize, usize), Vec<Record>> = BTreeMap::new();
+        let timestamp = Utc::now();
         for record in records {
-            let partitions = self.partitions_of(&session, &record.topic).await?;
-            let index = partition_for(record.key.as_bytes(), partitions.len());
-            let group = (record.topic.clone(), index);
-            clients
-                .entry(group.clone())
-                .or_insert_with(|| Arc::clone(&partitions[index]));
-            groups.entry(group).or_default().push(Record {
+            let topic = match topics.iter().position(|(name, _)| *name == record.topic) {
+                Some(topic) => topic,
+                None => {
+                    let partitions = self.partitions_of(&session, &record.topic).await?;
+                    topics.push((record.topic, partitions));
+                    topics.len() - 1
+                }
+            };
+            let index = partition_for(record.key.as_bytes(), topics[topic].1.len());
+            groups.entry((topic, index)).or_default().push(Record {
                 key: Some(record.key.into_bytes()),
                 value: Some(record.value),
                 headers: record.headers,
-                timestamp: Utc::now(),
+                timestamp,
             });
         }
         // Partitions at once; one partition's batches one after the other, so they keep their order.
-        let sends = groups.into_iter().map(|(group, records)| {
-            let client = Arc::clone(&clients[&group]);
+        let sends = groups.into_iter().map(|((topic, index), records)| {
+            let client = Arc::clone(&topics[topic].1[index]);
             async move {
                 for batch in batches(records) {
                     client.produce(batch, Compression::NoCompression).await?;

@@ -8,6 +8,8 @@
 //!
 //!     cargo bench -p devconnect-tests --bench consumers        # BATCH=10000 ROUNDS=5 by default
 //!
+//! With COMMANDSTATS=1, Redis's `INFO commandstats` over each consumer's rounds goes to stderr.
+//!
 //! Each round is a fresh batch (new event ids, so nothing is a duplicate) over the same
 //! 1,000 users; the table gives the range over the rounds and the median records/s.
 
@@ -92,6 +94,15 @@ async fn main() {
         let warm = batch("message-events", &records(4)); // loads the Lua scripts once
         stack.gateway.functions.invoke_consumer(function, warm).await.unwrap();
         let proxy = stack.round_trips.as_ref().unwrap();
+        // COMMANDSTATS=1: Redis's time per command over the rounds, to stderr.
+        let commandstats = std::env::var_os("COMMANDSTATS").is_some();
+        if commandstats {
+            let _: () = redis::cmd("CONFIG")
+                .arg("RESETSTAT")
+                .query_async(&mut stack.state.store.conn())
+                .await
+                .unwrap();
+        }
         let (redis_pid, broker_pid) = (stack.redis.pid(), stack.broker.pid());
         let (mut times, mut rates, mut trips, mut own, mut redis, mut broker) =
             (vec![], vec![], vec![], vec![], vec![], vec![]);
@@ -119,6 +130,14 @@ async fn main() {
             broker.push(spent(before.2, after.2));
             // Let the broker settle (the MSK emulator is not running here; nothing else is).
             tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        if commandstats {
+            let info: String = redis::cmd("INFO")
+                .arg("commandstats")
+                .query_async(&mut stack.state.store.conn())
+                .await
+                .unwrap();
+            eprintln!("{function} ({rounds} rounds):\n{info}");
         }
         let median = |values: &[f64]| {
             let mut sorted = values.to_vec();

@@ -330,3 +330,94 @@ async fn a_batch_for_hundreds_of_users_reaches_each_of_them_within_five_redis_ro
     );
     assert!(trips <= 5, "notifications took {trips} Redis round trips");
 }
+
+#[tokio::test]
+async fn a_large_batch_applied_in_parts_keeps_the_parts_that_worked_and_a_redelivery_adds_only_what_was_missing() {
+    // Enough notifications for several parts: 300 recipients, 4 requests each, the
+    // recipients in turn (so each one's requests are spread over the whole batch).
+    const RECIPIENTS: usize = 300;
+    const SENDERS: usize = 4;
+    let stack = Stack::start().await;
+    let mut values = Vec::new();
+    for s in 0..SENDERS {
+        for r in 0..RECIPIENTS {
+            let (from, to) = (crowd_member(1_000 + s), crowd_member(r));
+            let id = format!("0190c3a4-0000-7000-9000-{:012}", s * RECIPIENTS + r);
+            values.push(bytes(&envelope(
+                EventType::ConnectionRequestSent,
+                &from,
+                json!({"id": id, "fromUserId": from, "toUserId": to, "status": "interested", "createdAt": "2026-01-01T00:00:00.000Z"}),
+            )));
+        }
+    }
+    // 1,200 notifications: four parts (a part holds at least 250).
+    let total = values.len() as u64;
+    // The last recipient (in the last part) has a broken list: its records fail for good.
+    let broken = crowd_member(RECIPIENTS - 1);
+    let mut conn = stack.state.store.conn();
+    let _: () = redis::cmd("SET")
+        .arg(devconnect::keys::notifications(&broken))
+        .arg("not a list")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+
+    let first = notify(&stack, batch("connection-events", &values)).await;
+    assert_eq!(
+        (
+            first["applied"].as_u64(),
+            first["deadLettered"].as_u64(),
+            first["retrying"].as_u64()
+        ),
+        (Some(total - SENDERS as u64), Some(SENDERS as u64), Some(0)),
+        "{first}"
+    );
+    assert_eq!(first["batchItemFailures"], json!([]));
+    assert_eq!(
+        stack.events("notification-events").await.len() as u64,
+        total - SENDERS as u64
+    );
+
+    // Repaired, the batch comes again: only the broken recipient's records are new.
+    let _: () = redis::cmd("DEL")
+        .arg(devconnect::keys::notifications(&broken))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let again = notify(&stack, batch("connection-events", &values)).await;
+    assert_eq!(
+        (again["applied"].as_u64(), again["duplicates"].as_u64()),
+        (Some(SENDERS as u64), Some(total - SENDERS as u64)),
+        "{again}"
+    );
+    for r in 0..RECIPIENTS {
+        let user = crowd_member(r);
+        let (stored, unread): (usize, Option<i64>) = redis::pipe()
+            .llen(devconnect::keys::notifications(&user))
+            .hget(devconnect::keys::notification_state(&user), "unread")
+            .query_async(&mut conn)
+            .await
+            .expect("redis");
+        assert_eq!((stored, unread), (SENDERS, Some(SENDERS as i64)), "{user}");
+    }
+    // Each recipient's notifications in the order their events came, newest first.
+    let list: Vec<String> = redis::cmd("LRANGE")
+        .arg(devconnect::keys::notifications(&crowd_member(7)))
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let actors: Vec<String> = list
+        .iter()
+        .map(|n| {
+            serde_json::from_str::<Value>(n).unwrap()["actorId"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    let expected: Vec<String> = (0..SENDERS).rev().map(|s| crowd_member(1_000 + s)).collect();
+    assert_eq!(actors, expected);
+    assert_eq!(stack.events("notification-events").await.len() as u64, total);
+}

@@ -25,9 +25,11 @@
 //! as a schedule would; after a silence, a day closes with the first event after it (up
 //! to [`LOOKBACK_DAYS`] back).
 //!
-//! **Round trips per batch**, besides counting (one): one for the milestone script and the
-//! due days' markers, pipelined; and only when a day is due and not closed yet, one read
-//! of its counters (per such day, at most [`LOOKBACK_DAYS`]) and one for the closing scripts.
+//! **Round trips per batch**, besides counting (one, which the first of these travels
+//! beside): one asking which of the batch's milestones are new and which due days are
+//! open; one for the milestone script, only when some are new; and only when a day is due
+//! and not closed yet, one read of its counters (per such day, at most [`LOOKBACK_DAYS`])
+//! and one for the closing scripts.
 //!
 //! Markers are not projections: a rebuild of the analytics counters (which applies records
 //! with `store::count`, not through here) keeps them, and they outlive topic retention, so
@@ -115,53 +117,56 @@ return 1
     )
 });
 
-/// A milestone a record may reach, with its outbox entry ready.
-struct Candidate {
+/// A milestone a record may reach.
+struct Candidate<'a> {
     /// The record it comes from (index into the batch's records).
     record: usize,
     kind: MilestoneKind,
-    user: String,
-    /// The UTC day it is counted on (`YYYY-MM-DD`).
-    day: String,
-    entry: String,
+    /// The user who reaches it, and the other user of the connection or message.
+    user: &'a str,
+    with: &'a str,
 }
 
 /// Announces what a batch's records make due: milestones, and the summaries of the days
 /// the stream has moved past (as of `now`). Returns the records that must fail: those whose
 /// milestones could not be written, and, if a close failed, the record that made it due
 /// (so the event source delivers it again and the close is retried).
-pub async fn announce(
-    state: &AppState,
-    records: &[Incoming],
-    now: DateTime<Utc>,
-    prepared: Prepared,
-) -> Vec<(usize, Failure)> {
-    let Prepared {
-        candidates,
-        unbuildable: mut failures,
-    } = prepared;
+///
+/// One round trip asks which of the batch's candidate milestones are not reached yet and
+/// which due days are not closed; only the new milestones get an outbox entry and the
+/// script (a second round trip), so a batch of users who reached theirs long ago (most
+/// of them, once the product has run a while) costs one round trip and writes no entry.
+/// The script checks each milestone again, so one reached meanwhile is not announced twice.
+pub async fn announce(state: &AppState, records: &[Incoming], now: DateTime<Utc>) -> Vec<(usize, Failure)> {
+    let candidates = candidates(records);
     let trigger = records
         .iter()
         .enumerate()
         .max_by_key(|(_, r)| r.envelope.timestamp)
         .map(|(i, r)| (i, r.envelope.timestamp.min(now)));
     let due = trigger.map(|(_, latest)| due_days(latest)).unwrap_or_default();
+    let mut failures = Vec::new();
     if candidates.is_empty() && due.is_empty() {
         return failures;
     }
-    let open = match reach_and_check(state, &candidates, &due).await {
-        Ok((reached, open)) => {
-            if let Err(e) = reached {
-                failures.extend(candidates.iter().map(|c| (c.record, Failure::from(&e))));
-            }
-            open
-        }
+    let (fresh, open) = match check(state, &candidates, &due).await {
+        Ok(checked) => checked,
         Err(e) => {
             failures.extend(candidates.iter().map(|c| (c.record, Failure::from(&e))));
             failures.extend(trigger.map(|(i, _)| (i, Failure::from(&e))));
             return failures;
         }
     };
+    let mut ready = Vec::with_capacity(fresh.len());
+    for c in fresh {
+        match milestone_entry(state, &records[c.record], c.kind, c.user, c.with) {
+            Ok(entry) => ready.push((c, entry)),
+            Err(e) => failures.push((c.record, Failure::from(&e))),
+        }
+    }
+    if let Err(e) = reach(state, records, &ready).await {
+        failures.extend(ready.iter().map(|(c, _)| (c.record, Failure::from(&e))));
+    }
     if let Err(e) = close(state, open, now, records, trigger).await {
         match Failure::from(&e) {
             // Redis or the broker was away: the record that made the days due comes back.
@@ -193,69 +198,35 @@ pub fn due_days(latest: DateTime<Utc>) -> Vec<NaiveDate> {
         .collect()
 }
 
-/// The milestones a batch's records may reach, with their outbox entries written before
-/// anyone knows which are new: [`prepare`] runs while the batch is being counted.
-pub struct Prepared {
-    candidates: Vec<Candidate>,
-    /// The records whose entry could not be built.
-    unbuildable: Vec<(usize, Failure)>,
-}
-
-/// What [`announce`] needs before its round trip: the milestones `records` may reach
-/// (the first per user and kind within the batch), their outbox entries written.
-pub fn prepare(state: &AppState, records: &[Incoming]) -> Prepared {
-    let (candidates, unbuildable) = candidates(state, records);
-    Prepared {
-        candidates,
-        unbuildable,
-    }
-}
-
-/// The milestones the records may reach (the first per user and kind within the batch),
-/// with their outbox entries; and the records whose entry could not be built.
-fn candidates(state: &AppState, records: &[Incoming]) -> (Vec<Candidate>, Vec<(usize, Failure)>) {
+/// The milestones the records may reach: the first per user and kind within the batch.
+fn candidates(records: &[Incoming]) -> Vec<Candidate<'_>> {
     let mut seen = BTreeSet::new();
     let mut out = Vec::new();
-    let mut failures = Vec::new();
     for (i, r) in records.iter().enumerate() {
         // (kind, the user who reaches it, the other user)
-        let reached: Vec<(MilestoneKind, &str, &str)> = match &r.event {
-            Event::ConnectionAccepted(c) => vec![
-                (
-                    MilestoneKind::FirstConnection,
-                    c.from_user_id.as_str(),
-                    c.to_user_id.as_str(),
-                ),
-                (
-                    MilestoneKind::FirstConnection,
-                    c.to_user_id.as_str(),
-                    c.from_user_id.as_str(),
-                ),
+        let reached: [Option<(MilestoneKind, &str, &str)>; 2] = match &r.event {
+            Event::ConnectionAccepted(c) => [
+                Some((MilestoneKind::FirstConnection, &c.from_user_id, &c.to_user_id)),
+                Some((MilestoneKind::FirstConnection, &c.to_user_id, &c.from_user_id)),
             ],
-            Event::MessageSent(m) => vec![(
-                MilestoneKind::FirstMessage,
-                m.from_user_id.as_str(),
-                m.to_user_id.as_str(),
-            )],
-            _ => Vec::new(),
+            Event::MessageSent(m) => [
+                Some((MilestoneKind::FirstMessage, &m.from_user_id, &m.to_user_id)),
+                None,
+            ],
+            _ => [None, None],
         };
-        for (kind, user, with) in reached {
-            if !seen.insert((kind, user)) {
-                continue;
-            }
-            match milestone_entry(state, r, kind, user, with) {
-                Ok(entry) => out.push(Candidate {
+        for (kind, user, with) in reached.into_iter().flatten() {
+            if seen.insert((kind, user)) {
+                out.push(Candidate {
                     record: i,
                     kind,
-                    day: store::day_of(r),
-                    user: user.to_string(),
-                    entry,
-                }),
-                Err(e) => failures.push((i, Failure::from(&e))),
+                    user,
+                    with,
+                });
             }
         }
     }
-    (out, failures)
+    out
 }
 
 /// The outbox entry of `user`'s MILESTONE `kind`, reached by `record`: stamped with the
@@ -280,48 +251,66 @@ fn milestone_entry(
     state.publisher.outbox_entry(envelope)
 }
 
-/// A due day not closed yet, with its milestone counts.
-struct OpenDay {
-    day: NaiveDate,
-    milestones: HashMap<String, u64>,
-}
-
-/// One round trip: the milestone script (if any candidate), then each due day's close
-/// marker and milestone counts. `Err` if Redis could not be used at all; otherwise the
-/// milestone script's own result and the due days that are still open.
-async fn reach_and_check(
+/// One round trip: which candidates have not reached their milestone yet (SMISMEMBER of
+/// each kind's set), and which due days have no close marker. A set that cannot be read
+/// (a key of the wrong type) leaves its candidates in: the script refuses them with the
+/// reason.
+async fn check<'c, 'a>(
     state: &AppState,
-    candidates: &[Candidate],
+    candidates: &'c [Candidate<'a>],
     due: &[NaiveDate],
-) -> Result<(Result<u64, AppError>, Vec<OpenDay>), AppError> {
+) -> Result<(Vec<&'c Candidate<'a>>, Vec<NaiveDate>), AppError> {
     let mut pipe = redis::pipe();
     pipe.ignore_errors();
-    if !candidates.is_empty() {
-        pipe.load_script(&MILESTONES).ignore();
-        pipe.invoke_script(&milestones_call(candidates));
+    let by_kind: Vec<Vec<&Candidate>> = MilestoneKind::ALL
+        .iter()
+        .map(|kind| candidates.iter().filter(|c| c.kind == *kind).collect())
+        .filter(|of_kind: &Vec<&Candidate>| !of_kind.is_empty())
+        .collect();
+    for of_kind in &by_kind {
+        let mut smismember = redis::cmd("SMISMEMBER");
+        smismember.arg(keys::milestone_reached(of_kind[0].kind.as_str()));
+        for c in of_kind {
+            smismember.arg(c.user);
+        }
+        pipe.add_command(smismember);
     }
     for day in due {
-        let day = day.to_string();
-        pipe.get(keys::daily_summary_closed(&day))
-            .hgetall(keys::milestones_of_day(&day));
+        pipe.get(keys::daily_summary_closed(&day.to_string()));
     }
     let replies: Vec<redis::RedisResult<redis::Value>> = pipe.query_async(&mut state.store.conn()).await?;
     let mut replies = replies.into_iter();
-    let reached = match candidates.is_empty() {
-        true => Ok(0),
-        false => take(&mut replies)?
-            .map_err(AppError::from)
-            .and_then(|v| parse::<u64>(v, "milestones")),
-    };
+    let mut fresh = Vec::new();
+    for of_kind in by_kind {
+        match take(&mut replies)?.map(|v| parse::<Vec<bool>>(v, "milestones reached")) {
+            Ok(Ok(reached)) if reached.len() == of_kind.len() => {
+                fresh.extend(of_kind.into_iter().zip(reached).filter(|(_, r)| !r).map(|(c, _)| c));
+            }
+            _ => fresh.extend(of_kind),
+        }
+    }
+    fresh.sort_by_key(|c| c.record);
     let mut open = Vec::new();
     for day in due {
         let marker: Option<String> = parse(take(&mut replies)??, "close marker")?;
-        let milestones: HashMap<String, u64> = parse(take(&mut replies)??, "milestone counts")?;
         if marker.is_none() {
-            open.push(OpenDay { day: *day, milestones });
+            open.push(*day);
         }
     }
-    Ok((reached, open))
+    Ok((fresh, open))
+}
+
+/// One round trip, when any milestone is new: the milestone script for `ready`
+/// (candidates with their outbox entries).
+async fn reach(state: &AppState, records: &[Incoming], ready: &[(&Candidate<'_>, String)]) -> Result<u64, AppError> {
+    if ready.is_empty() {
+        return Ok(0);
+    }
+    let mut pipe = redis::pipe();
+    pipe.load_script(&MILESTONES).ignore();
+    pipe.invoke_script(&milestones_call(records, ready));
+    let (reached,): (u64,) = pipe.query_async(&mut state.store.conn()).await?;
+    Ok(reached)
 }
 
 /// The next reply of a pipeline, in order.
@@ -337,36 +326,42 @@ fn parse<T: redis::FromRedisValue>(value: redis::Value, what: &'static str) -> R
     redis::from_redis_value(value).map_err(|e| AppError::internal(what, e))
 }
 
-/// The milestone script's invocation for `candidates`.
-fn milestones_call(candidates: &[Candidate]) -> redis::ScriptInvocation<'static> {
+/// The milestone script's invocation for `ready` (candidates with their outbox entries).
+fn milestones_call(records: &[Incoming], ready: &[(&Candidate<'_>, String)]) -> redis::ScriptInvocation<'static> {
     let mut call = MILESTONES.prepare_invoke();
     call.key(keys::OUTBOX);
     for kind in MilestoneKind::ALL {
         call.key(keys::milestone_reached(kind.as_str()));
     }
     let set_index = |kind: MilestoneKind| 2 + MilestoneKind::ALL.iter().position(|k| *k == kind).unwrap_or(0);
-    let days: BTreeSet<&str> = candidates.iter().map(|c| c.day.as_str()).collect();
+    let day_of = |c: &Candidate| store::day_of(&records[c.record]);
+    let days: BTreeSet<String> = ready.iter().map(|(c, _)| day_of(c)).collect();
     let first_day = 2 + MilestoneKind::ALL.len();
-    let day_index: BTreeMap<&str, usize> = days.iter().enumerate().map(|(i, d)| (*d, first_day + i)).collect();
+    let day_index: BTreeMap<&str, usize> = days
+        .iter()
+        .enumerate()
+        .map(|(i, d)| (d.as_str(), first_day + i))
+        .collect();
     for day in &days {
         call.key(keys::milestones_of_day(day));
     }
     call.arg(store::RETENTION.as_millis() as i64);
-    for c in candidates {
+    for (c, entry) in ready {
         call.arg(set_index(c.kind))
             .arg(c.kind.as_str())
-            .arg(&c.user)
-            .arg(day_index[c.day.as_str()])
-            .arg(&c.entry);
+            .arg(c.user)
+            .arg(day_index[day_of(c).as_str()])
+            .arg(entry);
     }
     call
 }
 
-/// Closes the open days: reads each one's counters (one round trip per day, from the live
-/// generation), then runs one close script per day, pipelined (one round trip).
+/// Closes the open days: reads each one's counters and milestone counts (one round trip
+/// per day, from the live generation, after this batch's counts and milestones), then runs
+/// one close script per day, pipelined (one round trip).
 async fn close(
     state: &AppState,
-    open: Vec<OpenDay>,
+    open: Vec<NaiveDate>,
     now: DateTime<Utc>,
     records: &[Incoming],
     trigger: Option<(usize, DateTime<Utc>)>,
@@ -380,9 +375,9 @@ async fn close(
     let mut pipe = redis::pipe();
     pipe.load_script(&CLOSE).ignore();
     for day in &open {
-        let date = day.day.to_string();
-        let (counters, dau, _mau) = store::day(&state.store, &date).await?;
-        let (marker, entry) = match summary(&date, &counters, dau, &day.milestones, now) {
+        let date = day.to_string();
+        let ((counters, dau, _mau), milestones) = store::day_with_milestones(&state.store, &date).await?;
+        let (marker, entry) = match summary(&date, &counters, dau, &milestones, now) {
             Some(summary) => {
                 let envelope = Envelope::of(FUNCTION_NAME, SUMMARY_KEY, &correlation, summary)?;
                 (envelope.event_id.to_string(), state.publisher.outbox_entry(envelope)?)
@@ -399,7 +394,7 @@ async fn close(
         );
     }
     let closed: Vec<i64> = pipe.query_async(&mut state.store.conn()).await?;
-    tracing::info!(days = ?open.iter().map(|d| d.day).collect::<Vec<_>>(), closed = ?closed, "due days closed");
+    tracing::info!(days = ?open, closed = ?closed, "due days closed");
     Ok(())
 }
 

@@ -51,11 +51,14 @@ pub async fn consume(state: &AppState, event: KafkaEvent) -> BatchOutcome {
 pub async fn consume_at(state: &AppState, event: KafkaEvent, now: chrono::DateTime<chrono::Utc>) -> BatchOutcome {
     let mut batch = Batch::decode(FUNCTION_NAME, event);
     let records: Vec<&Incoming> = batch.records.iter().collect();
-    // The milestones' outbox entries are written while Redis counts the batch.
-    let (counted, prepared) = tokio::join!(store::count_live(&state.store, &records), async {
-        tokio::task::yield_now().await;
-        derived::prepare(state, &batch.records)
-    });
+    // The derived events' first round trip (which milestones are new, which due days are
+    // open) goes out just before the counting one, so new milestones' outbox entries are
+    // written while Redis counts. Both are sent before either reply is read, so a day the
+    // batch makes due is read for its summary (after those replies) with the batch counted.
+    let (announced, counted) = tokio::join!(
+        derived::announce(state, &batch.records, now),
+        store::count_live(&state.store, &records)
+    );
     let failures: Vec<(usize, Failure)> = match counted {
         Ok(days) => {
             for counted in days.values().flatten() {
@@ -78,7 +81,7 @@ pub async fn consume_at(state: &AppState, event: KafkaEvent, now: chrono::DateTi
     for (i, failure) in failures {
         batch.fail(i, failure);
     }
-    for (i, failure) in derived::announce(state, &batch.records, now, prepared).await {
+    for (i, failure) in announced {
         batch.fail(i, failure);
     }
     batch.finish(&state.publisher).await

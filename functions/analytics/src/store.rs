@@ -170,10 +170,16 @@ pub async fn count(store: &Store, generation: u64, records: &[&Incoming]) -> Res
     }
     for (day, events) in &by_day {
         let month = &day[..7];
-        let mut call = COUNT.key(keys::analytics_dedupe_in(generation, month, day));
-        call.key(keys::analytics_mau_in(generation, month))
-            .key(keys::analytics_day_in(generation, month, day))
-            .key(keys::analytics_dau_in(generation, month, day))
+        // EVALSHA written straight into one command (the pipeline's SCRIPT LOAD comes
+        // first): a ScriptInvocation would hold each of the 3 arguments per event in a
+        // buffer of its own and copy them all again into the command.
+        let mut call = redis::cmd("EVALSHA");
+        call.arg(COUNT.get_hash())
+            .arg(4)
+            .arg(keys::analytics_dedupe_in(generation, month, day))
+            .arg(keys::analytics_mau_in(generation, month))
+            .arg(keys::analytics_day_in(generation, month, day))
+            .arg(keys::analytics_dau_in(generation, month, day))
             .arg(RETENTION.as_millis() as i64)
             .arg(DEDUPE_WINDOW.as_secs());
         let mut id = [0u8; 36];
@@ -184,7 +190,7 @@ pub async fn count(store: &Store, generation: u64, records: &[&Incoming]) -> Res
                 .arg(hour_field(&mut field, env.timestamp.hour(), env.event_type.name()))
                 .arg(&env.key);
         }
-        pipe.invoke_script(&call);
+        pipe.add_command(call);
     }
     projection::read_pointer(&mut pipe, Projection::Analytics);
     let mut results: Vec<redis::RedisResult<redis::Value>> = pipe.query_async(&mut store.conn()).await?;
@@ -235,6 +241,27 @@ pub fn day_of(record: &Incoming) -> String {
 /// One day's raw numbers in the live generation: its counter hash, DAU and the month's
 /// MAU. One round trip (two once per container after a rebuild switched generations).
 pub async fn day(store: &Store, day: &str) -> Result<(HashMap<String, i64>, i64, i64), AppError> {
+    Ok(read_day(store, day, false).await?.0)
+}
+
+/// [`day`], and the day's milestone counts (kept outside the projection generations) read
+/// in the same round trip: what a day's summary is made of.
+pub async fn day_with_milestones(
+    store: &Store,
+    day: &str,
+) -> Result<((HashMap<String, i64>, i64, i64), HashMap<String, u64>), AppError> {
+    read_day(store, day, true).await
+}
+
+fn reply<T: redis::FromRedisValue>(value: redis::Value, what: &'static str) -> Result<T, AppError> {
+    redis::from_redis_value(value).map_err(|e| AppError::internal(what, e))
+}
+
+async fn read_day(
+    store: &Store,
+    day: &str,
+    with_milestones: bool,
+) -> Result<((HashMap<String, i64>, i64, i64), HashMap<String, u64>), AppError> {
     let month = &day[..7];
     let mut assumed = store.generations().cached(Projection::Analytics);
     let mut redirects = 0;
@@ -244,13 +271,30 @@ pub async fn day(store: &Store, day: &str) -> Result<(HashMap<String, i64>, i64,
         pipe.hgetall(keys::analytics_day_in(g, month, day))
             .pfcount(keys::analytics_dau_in(g, month, day))
             .pfcount(keys::analytics_mau_in(g, month));
+        if with_milestones {
+            pipe.hgetall(keys::milestones_of_day(day));
+        }
         projection::read_pointer(&mut pipe, Projection::Analytics);
-        type Reply = (HashMap<String, i64>, i64, i64, (Option<String>, Option<String>));
-        let (counters, dau, mau, pointer): Reply = pipe.query_async(&mut store.conn()).await?;
-        let seen = Pointer::from_reply(pointer)?;
+        let mut replies: std::vec::IntoIter<redis::Value> = pipe
+            .query_async::<Vec<redis::Value>>(&mut store.conn())
+            .await?
+            .into_iter();
+        let mut next = || {
+            replies
+                .next()
+                .ok_or_else(|| AppError::bug("analytics day pipeline returned too few replies"))
+        };
+        let counters: HashMap<String, i64> = reply(next()?, "analytics day counters")?;
+        let dau: i64 = reply(next()?, "analytics DAU")?;
+        let mau: i64 = reply(next()?, "analytics MAU")?;
+        let milestones: HashMap<String, u64> = match with_milestones {
+            true => reply(next()?, "milestone counts")?,
+            false => HashMap::new(),
+        };
+        let seen = Pointer::from_reply(reply(next()?, "analytics pointer")?)?;
         store.generations().observe(Projection::Analytics, assumed, seen);
         if seen.live == g || redirects == projection::MAX_REDIRECTS {
-            return Ok((counters, dau, mau));
+            return Ok(((counters, dau, mau), milestones));
         }
         assumed = seen;
         redirects += 1;

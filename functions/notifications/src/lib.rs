@@ -1,19 +1,22 @@
 //! Notifications: an MSK consumer that turns domain events into per-user
 //! notifications, and the HTTP routes that read them.
 //!
-//! Which event notifies whom is decided in [`domain`]; [`store`] applies a whole
-//! batch in one Redis round trip (one script per recipient, pipelined), deduping
-//! by eventId so a redelivered batch changes nothing twice.
+//! Which event notifies whom is decided in [`domain`]; [`store`] applies a batch's
+//! notifications in one Redis round trip per part (one script per recipient, pipelined;
+//! a large batch goes in a few parts that overlap, see [`consume`]), deduping by eventId
+//! so a redelivered batch changes nothing twice.
 #![warn(missing_docs)]
 
 pub mod domain;
 mod handlers;
 pub mod store;
 
+use std::collections::HashMap;
+
 use aws_lambda_events::event::kafka::KafkaEvent;
 use devconnect::{
     api,
-    consumer::{Batch, BatchOutcome, Failure},
+    consumer::{self, Batch, BatchOutcome, Failure},
     events::EventType,
     producer::OutgoingRecord,
     AppState,
@@ -40,54 +43,123 @@ pub async fn handle(state: &AppState, req: Request) -> Response<Body> {
     .await
 }
 
+/// Most parts a batch is applied in (see [`consume`]): each is one Redis round trip.
+pub const MAX_PARTS: usize = 4;
+
+/// Fewest notifications a part holds (unless the batch has fewer): a part costs a
+/// pipeline, a pointer read and a produce request, worth paying only for overlap that
+/// saves more.
+pub const MIN_PART_NOTIFICATIONS: usize = 250;
+
 /// Processes one MSK batch. Never fails the invocation: a record that cannot be
 /// applied is dead-lettered (permanent) or handed back for retry (transient).
+///
+/// The batch is decoded and planned on two threads ([`Batch::decode_with`]), then its
+/// notifications are applied in up to [`MAX_PARTS`] parts whose calls are all sent at
+/// once: while Redis applies one part, the process writes the NOTIFICATION_CREATED
+/// records of the parts before and the broker takes those, instead of each waiting for
+/// the whole batch. A recipient's notifications all go in one part, so they are applied
+/// (and their events produced) in batch order, one script call per recipient as before;
+/// parts hold different recipients, so their order does not matter. A part that fails
+/// fails only its own recipients' records (other parts' effects stay, and a redelivery
+/// finds them duplicates).
 pub async fn consume(state: &AppState, event: KafkaEvent) -> BatchOutcome {
-    let mut batch = Batch::decode(FUNCTION_NAME, event);
-    let mut planned = Vec::new();
-    let mut indexes = Vec::new();
-    for (i, record) in batch.records.iter().enumerate() {
-        match domain::plan(&record.envelope, &record.event) {
-            Some(notification) => {
-                planned.push(notification);
-                indexes.push(i);
-            }
-            None => batch.report.skipped += 1,
+    let (mut batch, planned) = Batch::decode_with(FUNCTION_NAME, event, |r| domain::plan(&r.envelope, &r.event));
+    let planned: Vec<(usize, Notification)> = planned
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, n)| n.map(|n| (i, n)))
+        .collect();
+    batch.report.skipped += batch.records.len() - planned.len();
+    let parts = parts(planned);
+    for part in consumer::run_parts(parts.into_iter().map(|part| apply_part(state, part))).await {
+        batch.report.applied += part.applied;
+        batch.report.duplicates += part.duplicates;
+        batch.report.skipped += part.skipped;
+        for (i, failure) in part.failures {
+            batch.fail(i, failure);
         }
     }
-    // Every notification's NOTIFICATION_CREATED is written while Redis applies the batch;
+    batch.finish(&state.publisher).await
+}
+
+/// `planned` (batch index, notification) split into up to [`MAX_PARTS`] parts of about
+/// equal size, each recipient's notifications whole in one part, in batch order.
+fn parts(planned: Vec<(usize, Notification)>) -> Vec<Vec<(usize, Notification)>> {
+    let total = planned.len();
+    let target = total.div_ceil(MAX_PARTS).max(MIN_PART_NOTIFICATIONS);
+    // Recipients in order of first appearance, each with its part.
+    let mut part_of: HashMap<&str, usize> = HashMap::new();
+    let mut count: HashMap<&str, usize> = HashMap::new();
+    for (_, n) in &planned {
+        *count.entry(n.recipient.as_str()).or_default() += 1;
+    }
+    let (mut part, mut filled) = (0, 0);
+    for (_, n) in &planned {
+        let recipient = n.recipient.as_str();
+        if part_of.contains_key(recipient) {
+            continue;
+        }
+        if filled >= target && part + 1 < MAX_PARTS {
+            part += 1;
+            filled = 0;
+        }
+        part_of.insert(recipient, part);
+        filled += count[recipient];
+    }
+    let assigned: Vec<usize> = planned.iter().map(|(_, n)| part_of[n.recipient.as_str()]).collect();
+    let mut parts: Vec<Vec<(usize, Notification)>> = (0..=part).map(|_| Vec::new()).collect();
+    for (p, item) in assigned.into_iter().zip(planned) {
+        parts[p].push(item);
+    }
+    parts.retain(|p| !p.is_empty());
+    parts
+}
+
+/// What applying one part did.
+#[derive(Default)]
+struct Part {
+    applied: usize,
+    duplicates: usize,
+    skipped: usize,
+    failures: Vec<(usize, Failure)>,
+}
+
+/// Applies one part (batch index, notification) and produces the NOTIFICATION_CREATED
+/// events of the notifications it created.
+async fn apply_part(state: &AppState, part: Vec<(usize, Notification)>) -> Part {
+    let (indexes, planned): (Vec<usize>, Vec<Notification>) = part.into_iter().unzip();
+    // Every notification's NOTIFICATION_CREATED is written while Redis applies the part;
     // those not created now (duplicates, messages to users online) are dropped after.
     let (applied, mut records) = tokio::join!(
         store::apply_live(&state.store, &state.config, &planned),
         created_records(state, &planned)
     );
-    let mut failures = Vec::new();
+    let mut outcome = Part::default();
     let mut events = Vec::new();
     match applied {
         Ok(applied) => {
             for (((n, i), fate), record) in planned.iter().zip(&indexes).zip(&applied.fates).zip(&mut records) {
                 match fate {
                     Fate::Created => {
-                        batch.report.applied += 1;
+                        outcome.applied += 1;
                         events.extend(record.take());
                     }
-                    Fate::Duplicate => batch.report.duplicates += 1,
+                    Fate::Duplicate => outcome.duplicates += 1,
                     // Messages to a user who is online need no notification.
-                    Fate::Unneeded => batch.report.skipped += 1,
-                    Fate::Failed => failures.push((*i, applied.failed[&n.recipient].clone())),
+                    Fate::Unneeded => outcome.skipped += 1,
+                    Fate::Failed => outcome.failures.push((*i, applied.failed[&n.recipient].clone())),
                 }
             }
         }
-        Err(e) => failures.extend(indexes.iter().map(|i| (*i, Failure::from(&e)))),
+        Err(e) => outcome.failures.extend(indexes.iter().map(|i| (*i, Failure::from(&e)))),
     }
+    drop(records);
     if let Err(e) = state.publisher.send_or_park(events).await {
         // Neither the broker nor the outbox took them; the notifications themselves are stored.
         tracing::error!(error = %e, "NOTIFICATION_CREATED events lost: broker and Redis both unavailable");
     }
-    for (i, failure) in failures {
-        batch.fail(i, failure);
-    }
-    batch.finish(&state.publisher).await
+    outcome
 }
 
 /// The NOTIFICATION_CREATED record of each planned notification, its view embedded as

@@ -1,7 +1,7 @@
 //! Redis side of notifications: one script call applies all of a batch's notifications
 //! for up to [`RECIPIENTS_PER_CALL`] recipients (dedupe, offline check, list, unread
-//! count, PUBLISH); the calls of a batch travel in one pipeline, so a batch costs one
-//! round trip.
+//! count, PUBLISH); the calls of what is applied at once (a batch, or a part of a large
+//! one: see [`crate::consume`]) travel in one pipeline, one round trip.
 
 use std::{collections::BTreeMap, sync::LazyLock, time::Duration};
 
@@ -241,7 +241,7 @@ async fn forget<'a>(store: &Store, generation: u64, recipients: impl Iterator<It
 type Recipient<'a> = (&'a str, Vec<usize>);
 
 /// Applies `planned` (in order per recipient) to `generation`: the live consumer's and
-/// the rebuild's one apply path. One round trip for the whole batch (script calls of
+/// the rebuild's one apply path. One round trip for all of `planned` (script calls of
 /// [`RECIPIENTS_PER_CALL`] recipients, pipelined), which also reads the generation
 /// pointer and returns it.
 pub async fn apply(
@@ -286,7 +286,19 @@ async fn run(
         pipe.load_script(&APPLY).ignore();
     }
     for call in calls {
-        let mut invocation = APPLY.prepare_invoke();
+        // EVALSHA written straight into one command (the pipeline's SCRIPT LOAD comes
+        // first): a ScriptInvocation would hold each of the ~4 arguments per notification
+        // in a buffer of its own and copy them all again into the command.
+        let mut invocation = redis::cmd("EVALSHA");
+        invocation.arg(APPLY.get_hash()).arg(call.len() * 5);
+        for (recipient, _) in *call {
+            invocation
+                .arg(keys::notifications_in(generation, recipient))
+                .arg(keys::notification_state_in(generation, recipient))
+                .arg(keys::notification_dedupe_in(generation, recipient))
+                .arg(keys::presence(recipient))
+                .arg(keys::notifications_read_at(recipient));
+        }
         invocation
             .arg(now)
             .arg(timeout_ms)
@@ -294,17 +306,11 @@ async fn run(
             .arg(DEDUPE_WINDOW.as_millis() as i64)
             .arg(DEDUPE_MAX_IDS);
         for (recipient, items) in *call {
-            invocation
-                .key(keys::notifications_in(generation, recipient))
-                .key(keys::notification_state_in(generation, recipient))
-                .key(keys::notification_dedupe_in(generation, recipient))
-                .key(keys::presence(recipient))
-                .key(keys::notifications_read_at(recipient));
-            let channel = match publish {
-                Publish::Live => keys::notification_channel(recipient),
-                Publish::Silently => String::new(),
+            match publish {
+                Publish::Live => invocation.arg(keys::notification_channel(recipient)),
+                Publish::Silently => invocation.arg(""),
             };
-            invocation.arg(channel).arg(items.len());
+            invocation.arg(items.len());
             for &i in items {
                 let n = &planned[i];
                 invocation
@@ -314,7 +320,7 @@ async fn run(
                     .arg(&n.created_at);
             }
         }
-        pipe.invoke_script(&invocation);
+        pipe.add_command(invocation);
     }
     projection::read_pointer(&mut pipe, Projection::Notifications);
     let mut results: Vec<redis::RedisResult<redis::Value>> = pipe.query_async(&mut store.conn()).await?;

@@ -312,7 +312,12 @@ async fn a_batch_costs_the_same_few_redis_round_trips_whatever_its_size() {
     eprintln!("round trips per batch: closing two days with 10 / 50 records {closing:?}, closing nothing {again}");
     assert_eq!(closing[0], closing[1], "independent of the batch size");
     assert!(closing[0] <= 5, "{closing:?}");
-    assert_eq!(again, 2, "counting, then milestones and the due days' markers");
+    // Which milestones are new and which due days are open is asked beside the counting
+    // call: one round trip, two when Redis answers the first before the second is sent.
+    assert!(
+        again <= 2,
+        "counting beside the milestones and due days' markers: {again}"
+    );
     let events = derived_events(&stack).await;
     assert_eq!(summaries(&events, &day(3).date_naive().to_string()).len(), 1);
 }
