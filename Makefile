@@ -11,14 +11,14 @@
 #   LAMBDA_ARCH       arm64 (default, as template.yaml's Architectures) or x86_64
 #   LAMBDA_PROFILE    cargo profile (default: lambda); `release` adds thin LTO: ~10 % smaller
 #                     bootstraps for ~75 s more CPU per bootstrap on every build
-#   LAMBDA_RUSTFLAGS  rustc flags for the bootstraps (default: -C relocation-model=static),
-#                     added to RUSTFLAGS for this cargo run only. A non-PIE executable needs no
-#                     load-time relocations: without it every pointer in read-only data (vtables,
-#                     string tables, chrono-tz's zone tables) is a 24-byte .rela.dyn entry, 1.3 MB
-#                     of a 12 MB bootstrap (2.0 MB for channels-router). The price: the
-#                     executable's own code and data load at a fixed address (heap, stack and
-#                     libraries are still randomised), as Go's binaries on Lambda do. Set it empty
-#                     for a PIE. Only the target's crates see it, not build scripts or proc macros.
+#   LAMBDA_RUSTFLAGS  extra rustc flags for the bootstraps (default: none), added to RUSTFLAGS
+#                     for this cargo run only (not build scripts or proc macros). Measured option:
+#                     `-C relocation-model=static` builds non-PIE executables, which need no
+#                     load-time relocations (.rela.dyn, 24 bytes per pointer in read-only data:
+#                     1.3 MB of a 12 MB bootstrap, 2.0 MB for channels-router; all 19 are 11-14 %
+#                     smaller, docs/bench/bootstrap-sizes.txt). Not the default: the executable's
+#                     own code would load at a fixed address, giving up ASLR for it (a hardening
+#                     we keep for ASVS level 2).
 #   CARGO_LAMBDA_BIN  cargo-lambda program (default: cargo-lambda on PATH; infra/local/lib.sh's
 #                     ensure_cargo_lambda installs the pinned one and sets it)
 #   CARGO_TARGET_DIR  cargo's target folder (default: the local scripts' cache,
@@ -30,7 +30,7 @@ TEMPLATE := $(ROOT)/template.yaml
 
 LAMBDA_ARCH ?= arm64
 LAMBDA_PROFILE ?= lambda
-LAMBDA_RUSTFLAGS ?= -C relocation-model=static
+LAMBDA_RUSTFLAGS ?=
 TRIPLE_arm64 := aarch64-unknown-linux-gnu
 TRIPLE_x86_64 := x86_64-unknown-linux-gnu
 TRIPLE := $(TRIPLE_$(LAMBDA_ARCH))
