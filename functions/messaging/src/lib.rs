@@ -1,13 +1,11 @@
 //! The messaging function: one-to-one messages between connections.
 //!
 //! A conversation lives in its pair's hash slot (`{p:a:b}`), next to the pair record
-//! that says whether the two are connected. A send reads the connection and the
-//! conversation's keys in the request's authentication round trip (an accepted pair
-//! never changes again, so that answer cannot go stale), then appends the message and
-//! bumps the receiver's unread count in one transaction: two round trips. Messages are a
-//! Redis stream capped at `MESSAGE_HISTORY_CAP` (default 1,000; older messages are
-//! trimmed), whose ids give a total order and serve as the pagination cursor; the
-//! conversation hash holds only the unread counts.
+//! that says whether the two are connected, so "check the connection, append the
+//! message, bump the receiver's unread count" is one script: one round trip, and no
+//! message can slip in after a connection check went stale. Messages are a Redis
+//! stream capped at `MESSAGE_HISTORY_CAP` (default 1,000; older messages are trimmed),
+//! whose ids give a total order and serve as the pagination cursor.
 #![warn(missing_docs)]
 
 pub mod domain;

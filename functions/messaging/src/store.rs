@@ -5,6 +5,27 @@ use std::{collections::HashMap, sync::LazyLock};
 use devconnect::{clock, keys, payloads::MessageSent, script, store::Store, user::User, AppError};
 use redis::{AsyncCommands, Pipeline, Script, Value};
 
+/// Appends a message. KEYS: the stream, the conversation hash. ARGV: from, to, text,
+/// cap, the receiver's unread field. Whether the two are connected was read in the
+/// request's first round trip ([`send_checks`]): an accepted pair never changes again,
+/// so that answer cannot go stale. All-or-nothing with one read and two writes: HGET
+/// fails on a conversation that is no hash, and the counter must be an integer before
+/// XADD, the first write, which fails whole on a key that is no stream; the HSET after
+/// it (the new count, as a whole number, and the conversation's last message) cannot fail.
+static SEND: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local unread = redis.call('HGET', KEYS[2], ARGV[5]) or '0'
+if #unread > 15 or not string.match(unread, '^%-?%d+$') then
+  return redis.error_reply('WRONGTYPE ' .. KEYS[2] .. ' field ' .. ARGV[5] .. ' is not an integer')
+end
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[4], '*', 'from', ARGV[1], 'to', ARGV[2], 'text', ARGV[3])
+redis.call('HSET', KEYS[2], ARGV[5], string.format('%d', tonumber(unread) + 1), 'lastId', id, 'lastFrom', ARGV[1], 'lastText', ARGV[3])
+return id
+"#,
+    )
+});
+
 /// A page of history, newest first, if the two are connected. Read-only, so an error
 /// (a key of the wrong type) cannot leave anything half-written.
 static HISTORY: LazyLock<Script> = LazyLock::new(|| {
@@ -126,16 +147,7 @@ fn check_sendable(checks: Vec<Value>, from: &str, to: &str) -> Result<(), AppErr
 }
 
 /// Stores a message from `from` to `to`, given the replies of [`send_checks`] (403 unless
-/// they are connected): one round trip. In the pair's slot, one transaction appends the
-/// message to the stream (capped at `cap`, the oldest trimmed) and counts it unread for
-/// the receiver: nothing runs between the two (a concurrent send or mark-read comes
-/// before or after both), and plain commands cost Redis about half of what the same
-/// writes cost it in a Lua script. What a script would add, checking the keys before the
-/// first write, [`send_checks`] did in the request's first round trip: nothing of ours
-/// writes another type to these keys or a non-integer to the counter, so they cannot
-/// have broken in between (a key broken by hand in that instant would leave the counter
-/// one off, and the request would answer 500). The conversation's last message is the
-/// stream's last entry, so the transaction writes nothing else.
+/// they are connected): one round trip, the script and both users' conversation lists.
 pub async fn send(
     store: &Store,
     checks: Vec<Value>,
@@ -146,46 +158,35 @@ pub async fn send(
 ) -> Result<Message, AppError> {
     check_sendable(checks, from, to)?;
     // Each user's conversation index lives in that user's slot, so it cannot join the
-    // transaction. It is a projection of the stream, ordered by this clock rather than the
+    // script. It is a projection of the stream, ordered by this clock rather than the
     // message id's (the same milliseconds, give or take the skew between hosts). If an
     // index refuses (a key of the wrong type), the message still reads in GET /messages
     // and only that user's GET /conversations misses the row. Failing the request then
     // would make the client send the message twice and leave its event unproduced, so
-    // the failure is logged and the send stands.
+    // the failure is logged and the send stands. Both ZADDs are harmless to repeat.
     let at = clock::now_ms();
     let mut pipe = redis::pipe();
     pipe.ignore_errors()
-        .cmd("MULTI")
-        .cmd("XADD")
-        .arg(keys::messages(from, to))
-        .arg("MAXLEN")
-        .arg(cap)
-        .arg("*")
-        .arg("from")
-        .arg(from)
-        .arg("to")
-        .arg(to)
-        .arg("text")
-        .arg(text)
-        .hincr(keys::conversation(from, to), unread_field(to), 1)
-        .cmd("EXEC")
+        .invoke_script(
+            SEND.key(keys::messages(from, to))
+                .key(keys::conversation(from, to))
+                .arg(from)
+                .arg(to)
+                .arg(text)
+                .arg(cap)
+                .arg(unread_field(to)),
+        )
         .zadd(keys::conversations(from), to, at)
         .zadd(keys::conversations(to), from, at);
-    let replies: Vec<Value> = pipe.query_async(&mut store.conn()).await?;
-    let [_, _, _, exec, mine, theirs]: [Value; 6] = replies
-        .try_into()
-        .map_err(|_| AppError::bug("send: six replies expected"))?;
-    // EXEC answers each command; an error reply among them fails the request.
-    let (id, unread): (Value, Value) = script::reply(exec)?;
-    let id: String = script::reply(id)?;
-    script::reply::<i64>(unread)?;
+    let mut replies = script::query_loaded(store, &pipe, &[&SEND]).await?.into_iter();
+    let id: String = script::reply(replies.next().unwrap_or(Value::Nil))?;
     let message = Message {
         id,
         from: from.into(),
         to: to.into(),
         text: text.into(),
     };
-    for indexed in [mine, theirs] {
+    for indexed in replies {
         if let Err(e) = script::reply::<i64>(indexed) {
             tracing::error!(error = %e, message = %message.id, "conversation index not updated; the message is stored");
         }
@@ -237,8 +238,7 @@ pub struct ConversationRow {
     pub unread: i64,
 }
 
-/// `me`'s conversations, most recent first: two round trips (list, then one pipeline of
-/// details: `me`'s unread count, the stream's last entry and the other user's record).
+/// `me`'s conversations, most recent first: two round trips (list, then one pipeline of details).
 pub async fn conversations(store: &Store, me: &str, limit: usize) -> Result<Vec<ConversationRow>, AppError> {
     let mut conn = store.conn();
     let others: Vec<String> = conn.zrevrange(keys::conversations(me), 0, limit as isize - 1).await?;
@@ -247,30 +247,23 @@ pub async fn conversations(store: &Store, me: &str, limit: usize) -> Result<Vec<
     }
     let mut pipe = redis::pipe();
     for other in &others {
-        pipe.hget(keys::conversation(me, other), unread_field(me))
-            .cmd("XREVRANGE")
-            .arg(keys::messages(me, other))
-            .arg("+")
-            .arg("-")
-            .arg("COUNT")
-            .arg(1)
-            .hgetall(keys::user(other));
+        pipe.hgetall(keys::conversation(me, other)).hgetall(keys::user(other));
     }
-    let replies: Vec<Value> = pipe.query_async(&mut conn).await?;
+    let rows: Vec<HashMap<String, String>> = pipe.query_async(&mut conn).await?;
     let mut out = Vec::with_capacity(others.len());
-    let mut replies = replies.into_iter();
-    while let (Some(unread), Some(last), Some(user)) = (replies.next(), replies.next(), replies.next()) {
-        let unread: Option<String> = script::reply(unread)?;
-        let last: Vec<(String, HashMap<String, String>)> = script::reply(last)?;
-        let Some(user) = User::from_fields(script::reply(user)?)? else { continue };
-        // A conversation is listed with its first message, so its stream has a last entry.
-        let Some((id, fields)) = last.into_iter().next() else { continue };
-        let unread = unread.and_then(|n| n.parse().ok()).unwrap_or(0);
-        out.push(ConversationRow {
-            user,
-            last: Message::from_entry(id, fields),
-            unread,
-        });
+    for (other, pair) in others.iter().zip(rows.chunks(2)) {
+        let (mut meta, user) = (pair[0].clone(), pair[1].clone());
+        let Some(user) = User::from_fields(user)? else { continue };
+        let unread = meta.get(&unread_field(me)).and_then(|n| n.parse().ok()).unwrap_or(0);
+        let from = meta.remove("lastFrom").unwrap_or_default();
+        let to = if from == me { other.clone() } else { me.to_string() };
+        let last = Message {
+            id: meta.remove("lastId").unwrap_or_default(),
+            from,
+            to,
+            text: meta.remove("lastText").unwrap_or_default(),
+        };
+        out.push(ConversationRow { user, last, unread });
     }
     Ok(out)
 }
