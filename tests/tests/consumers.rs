@@ -269,6 +269,16 @@ async fn with_the_broker_down_a_batch_still_succeeds_and_its_events_wait_in_the_
 }
 
 /// User `i` of a generated crowd (user ids are UUIDs).
+/// How many notifications `user` has stored, and their unread counter.
+async fn stored_and_unread(conn: &mut devconnect::store::StoreConnection, user: &str) -> (usize, Option<i64>) {
+    redis::pipe()
+        .llen(devconnect::keys::notifications(user))
+        .hget(devconnect::keys::notification_state(user), "unread")
+        .query_async(conn)
+        .await
+        .expect("redis")
+}
+
 fn crowd_member(i: usize) -> String {
     format!("0190c3a4-0000-7000-8000-{i:012}")
 }
@@ -313,13 +323,11 @@ async fn a_batch_for_hundreds_of_users_reaches_each_of_them_within_five_redis_ro
     let mut conn = stack.state.store.conn();
     for i in 0..USERS {
         let user = crowd_member(i);
-        let (stored, unread): (usize, Option<i64>) = redis::pipe()
-            .llen(devconnect::keys::notifications(&user))
-            .hget(devconnect::keys::notification_state(&user), "unread")
-            .query_async(&mut conn)
-            .await
-            .expect("redis");
-        assert_eq!((stored, unread), (2, Some(2)), "{user}: a request and a message");
+        assert_eq!(
+            stored_and_unread(&mut conn, &user).await,
+            (2, Some(2)),
+            "{user}: a request and a message"
+        );
     }
     assert_eq!(stack.events("notification-events").await.len(), 2 * USERS);
     // The same batch again is all duplicates, in the same budget.
@@ -392,13 +400,11 @@ async fn a_large_batch_applied_in_parts_keeps_the_parts_that_worked_and_a_redeli
     );
     for r in 0..RECIPIENTS {
         let user = crowd_member(r);
-        let (stored, unread): (usize, Option<i64>) = redis::pipe()
-            .llen(devconnect::keys::notifications(&user))
-            .hget(devconnect::keys::notification_state(&user), "unread")
-            .query_async(&mut conn)
-            .await
-            .expect("redis");
-        assert_eq!((stored, unread), (SENDERS, Some(SENDERS as i64)), "{user}");
+        assert_eq!(
+            stored_and_unread(&mut conn, &user).await,
+            (SENDERS, Some(SENDERS as i64)),
+            "{user}"
+        );
     }
     // Each recipient's notifications in the order their events came, newest first.
     let list: Vec<String> = redis::cmd("LRANGE")

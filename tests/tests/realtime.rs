@@ -222,13 +222,7 @@ async fn a_vanished_connection_is_removed_on_410_and_the_others_still_get_the_fr
     // The batch removes stale ids after its fan-out, which may finish just after the frame lands.
     let mut sockets: Vec<String> = Vec::new();
     for _ in 0..40 {
-        sockets = redis::cmd("ZRANGE")
-            .arg(devconnect::keys::sockets(&b.id))
-            .arg(0)
-            .arg(-1)
-            .query_async(&mut stack.state.store.conn())
-            .await
-            .unwrap();
+        sockets = sockets_of(&stack, &b.id).await;
         if sockets.len() == 1 {
             break;
         }
@@ -433,12 +427,17 @@ async fn the_pusher_checks_sessions_only_for_targets_with_a_socket_open() {
         trips, 3,
         "the counts, the session check of the one with a socket open, the removal of the gone connection"
     );
-    let left: Vec<String> = redis::cmd("ZRANGE")
-        .arg(devconnect::keys::sockets(&b.id))
+    let left = sockets_of(&stack, &b.id).await;
+    assert!(left.is_empty(), "the gone connection was pushed to and removed: {left:?}");
+}
+
+/// The connection ids of `user`'s open sockets, as the realtime functions index them.
+async fn sockets_of(stack: &Stack, user: &str) -> Vec<String> {
+    redis::cmd("ZRANGE")
+        .arg(devconnect::keys::sockets(user))
         .arg(0)
         .arg(-1)
         .query_async(&mut stack.state.store.conn())
         .await
-        .unwrap();
-    assert!(left.is_empty(), "the gone connection was pushed to and removed: {left:?}");
+        .unwrap()
 }
