@@ -276,10 +276,9 @@ impl Metrics {
         let requests = self.recorder.register_counter(&requests, &METADATA);
         let mut routes = self.routes.0.write().unwrap_or_else(|e| e.into_inner());
         let entry = routes.entry(route.to_string()).or_insert_with(|| RouteMetrics {
-            latency: self.recorder.register_histogram(
-                &Key::from_parts(LATENCY, vec![self.function_label(), label]),
-                &METADATA,
-            ),
+            latency: self
+                .recorder
+                .register_histogram(&Key::from_parts(LATENCY, vec![self.function_label(), label]), &METADATA),
             requests: Default::default(),
         });
         entry.requests[class] = Some(requests.clone());

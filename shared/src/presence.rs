@@ -101,7 +101,9 @@ pub async fn heartbeat(store: &Store, user_id: &str, now_ms: i64, timeout_ms: i6
     let mut record = HEARTBEAT.key(keys::presence(user_id));
     record.arg(now_ms).arg(timeout_ms);
     let mut pipe = redis::pipe();
-    pipe.ignore_errors().invoke_script(&record).zadd(keys::ONLINE, user_id, now_ms);
+    pipe.ignore_errors()
+        .invoke_script(&record)
+        .zadd(keys::ONLINE, user_id, now_ms);
     let replies: Vec<redis::Value> = pipe.query_async(&mut store.conn()).await?;
     let mut replies = replies.into_iter();
     let mut recorded = replies.next().unwrap_or(redis::Value::Nil);
@@ -111,7 +113,11 @@ pub async fn heartbeat(store: &Store, user_id: &str, now_ms: i64, timeout_ms: i6
         // the whole pipeline): the ZADD has run, and whether it added the user, which the
         // undo below needs, is known only from this first reply.
         let mut again = redis::pipe();
-        again.ignore_errors().load_script(&HEARTBEAT).ignore().invoke_script(&record);
+        again
+            .ignore_errors()
+            .load_script(&HEARTBEAT)
+            .ignore()
+            .invoke_script(&record);
         let replies: Vec<redis::Value> = again.query_async(&mut store.conn()).await?;
         recorded = replies.into_iter().next().unwrap_or(redis::Value::Nil);
     }
@@ -164,10 +170,18 @@ pub fn lookup_reads(pipe: &mut redis::Pipeline, me: &str, ids: &[String], now_ms
     for id in ids {
         // The two fields read, not HGETALL: half the reply to parse, and no map per user.
         let mut fields = redis::Cmd::with_capacity(4, 112);
-        fields.arg("HMGET").arg(keys::presence(id)).arg("online").arg("lastSeen");
+        fields
+            .arg("HMGET")
+            .arg(keys::presence(id))
+            .arg("online")
+            .arg("lastSeen");
         pipe.add_command(fields);
         let mut sockets = redis::Cmd::with_capacity(4, 112);
-        sockets.arg("ZCOUNT").arg(keys::sockets(id)).arg(since.as_str()).arg("+inf");
+        sockets
+            .arg("ZCOUNT")
+            .arg(keys::sockets(id))
+            .arg(since.as_str())
+            .arg("+inf");
         pipe.add_command(sockets);
     }
 }

@@ -472,7 +472,12 @@ mod tests {
     #[test]
     fn the_profile_fields_are_every_stored_field_but_the_password_hash() {
         let user = User::new("a@b.c".into(), "hash".into(), "A".into(), "B".into());
-        let stored: Vec<&str> = user.to_fields().iter().map(|(k, _)| *k).filter(|k| *k != "passwordHash").collect();
+        let stored: Vec<&str> = user
+            .to_fields()
+            .iter()
+            .map(|(k, _)| *k)
+            .filter(|k| *k != "passwordHash")
+            .collect();
         assert_eq!(stored, PROFILE_FIELDS);
     }
 

@@ -109,81 +109,83 @@ struct Run {
 
 /// Drives `CONNECTIONS` concurrent request loops for `secs` on a thread of its own.
 fn drive(base: String, requests: Arc<Vec<Request>>, secs: f64) -> Run {
-    std::thread::Builder::new().name("load".into()).spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        rt.block_on(async move {
-            let http = reqwest::Client::builder()
-                .pool_max_idle_per_host(CONNECTIONS)
+    std::thread::Builder::new()
+        .name("load".into())
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
                 .build()
-                .expect("client");
-            let next = Arc::new(AtomicU64::new(0));
-            let errors = Arc::new(AtomicU64::new(0));
-            let cpu0 = stat_cpu("/proc/thread-self/stat");
-            let started = Instant::now();
-            let deadline = started + Duration::from_secs_f64(secs);
-            let loops = (0..CONNECTIONS).map(|_| {
-                let (http, base, requests, next, errors) = (
-                    http.clone(),
-                    base.clone(),
-                    Arc::clone(&requests),
-                    Arc::clone(&next),
-                    Arc::clone(&errors),
-                );
-                async move {
-                    let mut latencies = Vec::new();
-                    while Instant::now() < deadline {
-                        let i = next.fetch_add(1, Ordering::Relaxed) as usize;
-                        let (method, path, body, token) = &requests[i % requests.len()];
-                        let t = Instant::now();
-                        let ok = http
-                            .request(method.clone(), format!("{base}{path}"))
-                            .bearer_auth(token)
-                            .header("content-type", "application/json")
-                            .body(body.clone())
-                            .timeout(Duration::from_secs(10))
-                            .send()
-                            .await
-                            .map(|r| (r.status().as_u16(), r));
-                        match ok {
-                            Ok((200..=299, r)) => {
-                                let _ = r.bytes().await;
-                            }
-                            Ok((status, r)) => {
-                                if errors.fetch_add(1, Ordering::Relaxed) == 0 {
-                                    let body = r.text().await.unwrap_or_default();
-                                    eprintln!("first non-2xx on {path}: {status} {body}");
+                .expect("runtime");
+            rt.block_on(async move {
+                let http = reqwest::Client::builder()
+                    .pool_max_idle_per_host(CONNECTIONS)
+                    .build()
+                    .expect("client");
+                let next = Arc::new(AtomicU64::new(0));
+                let errors = Arc::new(AtomicU64::new(0));
+                let cpu0 = stat_cpu("/proc/thread-self/stat");
+                let started = Instant::now();
+                let deadline = started + Duration::from_secs_f64(secs);
+                let loops = (0..CONNECTIONS).map(|_| {
+                    let (http, base, requests, next, errors) = (
+                        http.clone(),
+                        base.clone(),
+                        Arc::clone(&requests),
+                        Arc::clone(&next),
+                        Arc::clone(&errors),
+                    );
+                    async move {
+                        let mut latencies = Vec::new();
+                        while Instant::now() < deadline {
+                            let i = next.fetch_add(1, Ordering::Relaxed) as usize;
+                            let (method, path, body, token) = &requests[i % requests.len()];
+                            let t = Instant::now();
+                            let ok = http
+                                .request(method.clone(), format!("{base}{path}"))
+                                .bearer_auth(token)
+                                .header("content-type", "application/json")
+                                .body(body.clone())
+                                .timeout(Duration::from_secs(10))
+                                .send()
+                                .await
+                                .map(|r| (r.status().as_u16(), r));
+                            match ok {
+                                Ok((200..=299, r)) => {
+                                    let _ = r.bytes().await;
+                                }
+                                Ok((status, r)) => {
+                                    if errors.fetch_add(1, Ordering::Relaxed) == 0 {
+                                        let body = r.text().await.unwrap_or_default();
+                                        eprintln!("first non-2xx on {path}: {status} {body}");
+                                    }
+                                }
+                                Err(e) => {
+                                    if errors.fetch_add(1, Ordering::Relaxed) == 0 {
+                                        eprintln!("first failed request on {path}: {e}");
+                                    }
                                 }
                             }
-                            Err(e) => {
-                                if errors.fetch_add(1, Ordering::Relaxed) == 0 {
-                                    eprintln!("first failed request on {path}: {e}");
-                                }
-                            }
+                            latencies.push(t.elapsed());
                         }
-                        latencies.push(t.elapsed());
+                        latencies
                     }
-                    latencies
+                });
+                let mut latencies: Vec<Duration> = futures::future::join_all(loops).await.concat();
+                let secs = started.elapsed().as_secs_f64();
+                let load_cpu = stat_cpu("/proc/thread-self/stat") - cpu0;
+                latencies.sort();
+                Run {
+                    requests: latencies.len() as u64,
+                    errors: errors.load(Ordering::Relaxed),
+                    secs,
+                    load_cpu,
+                    p99: latencies.get(latencies.len() * 99 / 100).copied().unwrap_or_default(),
                 }
-            });
-            let mut latencies: Vec<Duration> = futures::future::join_all(loops).await.concat();
-            let secs = started.elapsed().as_secs_f64();
-            let load_cpu = stat_cpu("/proc/thread-self/stat") - cpu0;
-            latencies.sort();
-            Run {
-                requests: latencies.len() as u64,
-                errors: errors.load(Ordering::Relaxed),
-                secs,
-                load_cpu,
-                p99: latencies.get(latencies.len() * 99 / 100).copied().unwrap_or_default(),
-            }
+            })
         })
-    })
-    .expect("load thread")
-    .join()
-    .expect("load thread")
+        .expect("load thread")
+        .join()
+        .expect("load thread")
 }
 
 impl Run {
@@ -212,9 +214,13 @@ async fn main() {
     }
     let overrides = std::env::var(local_gateway::template::PARAMETER_OVERRIDES_VAR).unwrap_or_default();
     // BENCH_ROUTES: only some routes, without the idle and broker measurements.
-    let only: Option<Vec<String>> = std::env::var("BENCH_ROUTES")
-        .ok()
-        .map(|r| r.split(',').map(str::trim).filter(|w| !w.is_empty()).map(String::from).collect());
+    let only: Option<Vec<String>> = std::env::var("BENCH_ROUTES").ok().map(|r| {
+        r.split(',')
+            .map(str::trim)
+            .filter(|w| !w.is_empty())
+            .map(String::from)
+            .collect()
+    });
     let full = only.is_none();
     let stack = Stack::start_full(&LIMITS).await;
     let tansu = match full {
@@ -255,13 +261,13 @@ async fn main() {
     let idle_line = match full {
         false => "idle: not measured (BENCH_ROUTES)".to_string(),
         true => format!(
-        "idle (before the load) over {idle} s: gateway {:.2}% of a core, broker {:.2}%, total {:.2}%; \
+            "idle (before the load) over {idle} s: gateway {:.2}% of a core, broker {:.2}%, total {:.2}%; \
          the triggers sent the broker {:.1} watermark refreshes/s and {:.1} record fetches/s",
-        100.0 * (p1 - p0) / idle,
-        100.0 * broker_idle_cpu / idle,
-        100.0 * (p1 - p0 + broker_idle_cpu) / idle,
-        (q1.refreshes - q0.refreshes) as f64 / idle,
-        (q1.fetches - q0.fetches) as f64 / idle,
+            100.0 * (p1 - p0) / idle,
+            100.0 * broker_idle_cpu / idle,
+            100.0 * (p1 - p0 + broker_idle_cpu) / idle,
+            (q1.refreshes - q0.refreshes) as f64 / idle,
+            (q1.fetches - q0.fetches) as f64 / idle,
         ),
     };
 
@@ -362,7 +368,10 @@ async fn main() {
     println!("|---|---|---|---|");
     let mut broker_per_message = None;
     let mut drained_note = String::new();
-    let selected = |name: &str| only.as_ref().is_none_or(|words| words.iter().any(|w| name.contains(w.as_str())));
+    let selected = |name: &str| {
+        only.as_ref()
+            .is_none_or(|words| words.iter().any(|w| name.contains(w.as_str())))
+    };
     for (name, requests) in routes.into_iter().filter(|(name, _)| selected(name)) {
         // Let the previous route's consumers finish.
         tokio::time::sleep(Duration::from_secs(2)).await;

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use devconnect::events::EventType;
-use devconnect_realtime::{pusher::Pusher, push_batch, Realtime};
+use devconnect_realtime::{push_batch, pusher::Pusher, Realtime};
 use devconnect_tests::{
     kafka,
     socket::{frame_of, open, with_token, Socket},
@@ -411,7 +411,9 @@ async fn the_pusher_checks_sessions_only_for_targets_with_a_socket_open() {
         pusher: Pusher::local(&stack.base_url),
     };
 
-    let (outcome, trips) = proxy.measure(push_batch(&rt, messages_to(&a.id, &[&b.id, &c.id]))).await;
+    let (outcome, trips) = proxy
+        .measure(push_batch(&rt, messages_to(&a.id, &[&b.id, &c.id])))
+        .await;
     assert_eq!(outcome.report.applied, 0, "{outcome:?}");
     assert_eq!(trips, 1, "nobody has a socket open: one count per target, no script");
 
@@ -421,14 +423,19 @@ async fn the_pusher_checks_sessions_only_for_targets_with_a_socket_open() {
     // Warm: the first run of the session check loads the script (NOSCRIPT, then a resend).
     push_batch(&rt, messages_to(&a.id, &[&c.id, &b.id])).await;
     register_socket(&stack, b.client.token(), "dropped-connection").await;
-    let (outcome, trips) = proxy.measure(push_batch(&rt, messages_to(&a.id, &[&c.id, &b.id]))).await;
+    let (outcome, trips) = proxy
+        .measure(push_batch(&rt, messages_to(&a.id, &[&c.id, &b.id])))
+        .await;
     assert_eq!(outcome.response.batch_item_failures.len(), 0, "{outcome:?}");
     assert_eq!(
         trips, 3,
         "the counts, the session check of the one with a socket open, the removal of the gone connection"
     );
     let left = sockets_of(&stack, &b.id).await;
-    assert!(left.is_empty(), "the gone connection was pushed to and removed: {left:?}");
+    assert!(
+        left.is_empty(),
+        "the gone connection was pushed to and removed: {left:?}"
+    );
 }
 
 /// The connection ids of `user`'s open sockets, as the realtime functions index them.

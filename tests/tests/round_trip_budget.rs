@@ -111,7 +111,14 @@ async fn a_presence_lookup_costs_one_round_trip_and_a_heartbeat_two() {
     stack.connect(&a, &b).await;
     // Warm: the first heartbeat loads the script (NOSCRIPT -> SCRIPT LOAD and a resend).
     assert_eq!(b.client.post("/presence/heartbeat", json!({})).await.status, 200);
-    let (status, n) = trips(&stack, "POST", "/presence/heartbeat", json!(null), Some(b.client.token())).await;
+    let (status, n) = trips(
+        &stack,
+        "POST",
+        "/presence/heartbeat",
+        json!(null),
+        Some(b.client.token()),
+    )
+    .await;
     assert_eq!((status, n), (200, 2), "authenticate + rate limit, then the heartbeat");
 
     let path = format!("/presence?userIds={},{}", b.id, stranger.id);

@@ -263,9 +263,11 @@ pub async fn live_of_users(
     Ok(users
         .iter()
         .cloned()
-        .zip(lists.into_iter().map(|l| {
-            script::reply::<(Vec<String>, Vec<String>)>(l).map(|(live, dead)| Sockets { live, dead })
-        }))
+        .zip(
+            lists
+                .into_iter()
+                .map(|l| script::reply::<(Vec<String>, Vec<String>)>(l).map(|(live, dead)| Sockets { live, dead })),
+        )
         .collect())
 }
 

@@ -538,7 +538,8 @@ async fn deliver(
     failures: &mut Vec<(usize, Failure)>,
 ) -> (usize, Vec<(String, String)>) {
     let targets: Vec<String> = frames_for_user.keys().cloned().collect();
-    let sockets = match connections::live_of_targets(&rt.app.store, &targets, rt.app.config.session_idle_timeout).await {
+    let sockets = match connections::live_of_targets(&rt.app.store, &targets, rt.app.config.session_idle_timeout).await
+    {
         Ok(sockets) => sockets,
         Err(e) => {
             let failure = Failure::from(&e);

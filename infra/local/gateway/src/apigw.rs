@@ -296,7 +296,8 @@ fn plain_host(host: &str) -> bool {
     let dns = labels.iter().all(|l| {
         !l.is_empty()
             && !l.starts_with("xn--")
-            && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && l.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
     }) && labels.last().is_some_and(|l| l.bytes().any(|b| b.is_ascii_lowercase()));
     let quad = labels.len() == 4
         && labels.iter().all(|l| {
@@ -452,19 +453,52 @@ mod tests {
             let event = typed_event(&call).unwrap();
             assert!(plain_uri(&event).is_some(), "{host}{path}");
             let by_lambda_http: Request = LambdaRequest::ApiGatewayV2(event.clone()).into();
-            assert_eq!(seen(&into_request(event)), seen(&by_lambda_http), "{host}{path}?{query}");
+            assert_eq!(
+                seen(&into_request(event)),
+                seen(&by_lambda_http),
+                "{host}{path}?{query}"
+            );
         }
     }
 
     #[test]
     fn what_the_url_parser_would_rewrite_goes_through_lambda_http() {
-        for host in ["LOCALHOST", "127.1", "0x7f.0.0.1", "127.000.0.1", "h.example:443", "h:0080", "xn--zz", "a.123", "", "h:"] {
+        for host in [
+            "LOCALHOST",
+            "127.1",
+            "0x7f.0.0.1",
+            "127.000.0.1",
+            "h.example:443",
+            "h:0080",
+            "xn--zz",
+            "a.123",
+            "",
+            "h:",
+        ] {
             assert!(!plain_host(host), "{host}");
         }
-        for host in ["localhost", "localhost:3000", "127.0.0.1:8080", "api.example.com", "a-b.c1"] {
+        for host in [
+            "localhost",
+            "localhost:3000",
+            "127.0.0.1:8080",
+            "api.example.com",
+            "a-b.c1",
+        ] {
             assert!(plain_host(host), "{host}");
         }
-        for path in ["/a/../b", "/a/./b", "/..", "/%2e%2E/x", "/a%2", "/a b", "/{x}", "/a|b", "/a\\b", "a", "/\"q"] {
+        for path in [
+            "/a/../b",
+            "/a/./b",
+            "/..",
+            "/%2e%2E/x",
+            "/a%2",
+            "/a b",
+            "/{x}",
+            "/a|b",
+            "/a\\b",
+            "a",
+            "/\"q",
+        ] {
             assert!(!plain_path(path), "{path}");
         }
         // One of them all the way: the parser removes the dot segment, and so does the request.

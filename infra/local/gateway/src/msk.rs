@@ -790,7 +790,9 @@ async fn invoke_chunk(source: &MskSource, invoke: &Invoke, chunk: &Chunk) -> Res
     let first = chunk.records.first().map(|r| (r.partition, r.record.offset));
     tracing::info!(function = %source.function, topic = %source.topic, records = chunk.records.len(),
         attempt = chunk.retries + 1, first = ?first, "invoking consumer");
-    let result = invoke(chunk_event(&source.topic, chunk)).await.map_err(|e| format!("{e:#}"));
+    let result = invoke(chunk_event(&source.topic, chunk))
+        .await
+        .map_err(|e| format!("{e:#}"));
     if let Err(e) = &result {
         tracing::warn!(function = %source.function, error = %e, "function error");
     }

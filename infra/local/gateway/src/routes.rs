@@ -155,8 +155,14 @@ mod tests {
     #[test]
     fn parameters_are_extracted_and_empty_or_extra_segments_do_not_match() {
         let pattern = PathPattern::new("/users/{userId}");
-        assert_eq!(pattern.params("/users/abc"), Some(vec![("userId".into(), "abc".into())]));
-        assert_eq!(pattern.params("/users/abc/"), Some(vec![("userId".into(), "abc".into())]));
+        assert_eq!(
+            pattern.params("/users/abc"),
+            Some(vec![("userId".into(), "abc".into())])
+        );
+        assert_eq!(
+            pattern.params("/users/abc/"),
+            Some(vec![("userId".into(), "abc".into())])
+        );
         assert_eq!(pattern.params("/users/"), None);
         assert_eq!(pattern.params("/users/a/b"), None);
         assert_eq!(pattern.params("/user/a"), None);

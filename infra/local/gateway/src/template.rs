@@ -1028,9 +1028,14 @@ Resources:
         let none = BTreeSet::new();
         let default = Template::parse_with(&text, &none, "").unwrap().http_throttle.unwrap();
         let overrides = "HttpApiThrottlingRateLimit=100000 HttpApiThrottlingBurstLimit=200000";
-        let t = Template::parse_with(&text, &none, overrides).unwrap().http_throttle.unwrap();
+        let t = Template::parse_with(&text, &none, overrides)
+            .unwrap()
+            .http_throttle
+            .unwrap();
         assert_eq!((t.rate, t.burst), (100000.0, 200000.0), "default was {default:?}");
-        let error = Template::parse_with(&text, &none, "NoSuchParameter=1").unwrap_err().to_string();
+        let error = Template::parse_with(&text, &none, "NoSuchParameter=1")
+            .unwrap_err()
+            .to_string();
         assert!(error.contains("NoSuchParameter"), "{error}");
         assert!(Template::parse_with(&text, &none, "HttpApiThrottlingRateLimit").is_err());
     }

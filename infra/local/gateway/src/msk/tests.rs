@@ -278,8 +278,10 @@ fn retry_backoff_is_short_and_bounded() {
 #[test]
 fn the_invoked_event_is_lambdas_json_shape_read_as_a_kafka_event() {
     let mut with_headers = record(1, 8, 0);
-    with_headers.record.record.headers =
-        BTreeMap::from([("eventType".to_string(), b"MESSAGE_SENT".to_vec()), ("x".to_string(), vec![0xff, 1])]);
+    with_headers.record.record.headers = BTreeMap::from([
+        ("eventType".to_string(), b"MESSAGE_SENT".to_vec()),
+        ("x".to_string(), vec![0xff, 1]),
+    ]);
     with_headers.record.record.key = None;
     let c = Chunk {
         records: vec![record(0, 5, 3), record(0, 6, 0), with_headers],
@@ -306,7 +308,10 @@ fn the_invoked_event_is_lambdas_json_shape_read_as_a_kafka_event() {
     for (key, records) in &mut parsed.records {
         for (i, r) in records.iter_mut().enumerate() {
             let ours = &built.records[key][i].timestamp;
-            assert_eq!(Some(ours.0.timestamp_millis()), json["records"][key][i]["timestamp"].as_i64());
+            assert_eq!(
+                Some(ours.0.timestamp_millis()),
+                json["records"][key][i]["timestamp"].as_i64()
+            );
             r.timestamp = ours.clone();
         }
     }
