@@ -60,17 +60,6 @@ impl Publisher {
         &self.metrics
     }
 
-    /// Produces many events, each `(key, correlation id, payload)`, in one go (one produce
-    /// request per partition), parking them all in the outbox if the broker does not take
-    /// them in time.
-    pub async fn publish_all(&self, events: Vec<(String, String, Event)>) -> Result<Delivery, AppError> {
-        let records: Vec<OutgoingRecord> = events
-            .into_iter()
-            .map(|(key, correlation_id, event)| self.record(Envelope::of(self.source, &key, &correlation_id, event)?))
-            .collect::<Result<_, _>>()?;
-        self.send_or_park(records).await
-    }
-
     /// Sends already-built records (e.g. dead letters), parking them all, in order, if the
     /// broker does not take them (one oversized record parks the whole batch; the relay
     /// then sends the others one by one and quarantines it).

@@ -149,15 +149,6 @@ impl RateDecision {
             Ok(decision)
         }
     }
-
-    /// The headers every response to a counted request carries.
-    pub fn headers(&self) -> [(&'static str, String); 3] {
-        [
-            ("x-ratelimit-limit", self.limit.to_string()),
-            ("x-ratelimit-remaining", self.remaining.to_string()),
-            ("x-ratelimit-reset", self.reset_secs.to_string()),
-        ]
-    }
 }
 
 /// The index of the fixed window containing `now` (seconds since the epoch).

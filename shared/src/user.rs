@@ -389,19 +389,13 @@ pub async fn get(store: &Store, user_id: &str) -> Result<Option<User>, AppError>
     User::from_fields(fields)
 }
 
-/// The public profile, cache-aside: one round trip on a hit, three on a miss.
-pub async fn public_profile(store: &Store, user_id: &str, ttl: Duration) -> Result<Option<PublicProfile>, AppError> {
-    let cached: Option<String> = store.conn().get(keys::public_profile(user_id)).await?;
-    public_profile_from(store, user_id, ttl, cached).await
-}
-
-/// Adds the cache read of [`public_profile`] to a pipeline the caller sends anyway (GET
+/// Adds the cache read of the public profile (cache-aside) to a pipeline the caller sends anyway (GET
 /// /users/{userId}: the authentication round trip); hand its reply to [`public_profile_from`].
 pub fn read_cached_profile(pipe: &mut redis::Pipeline, user_id: &str) {
     pipe.get(keys::public_profile(user_id));
 }
 
-/// [`public_profile`] given the cache's reply (`cached`, from [`read_cached_profile`]): none
+/// The public profile given the cache's reply (`cached`, from [`read_cached_profile`]): none
 /// more on a hit, two on a miss (the record, then the cache fill).
 pub async fn public_profile_from(
     store: &Store,

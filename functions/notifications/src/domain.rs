@@ -3,7 +3,7 @@
 use devconnect::{
     clock,
     events::EnvelopeHead,
-    payloads::{Event, MessageRef, NotificationCreated, NotificationDetail, RequestRef, Welcome},
+    payloads::{Event, MessageRef, NotificationDetail, RequestRef, Welcome},
 };
 use serde::{ser::SerializeStruct, Serialize, Serializer};
 use serde_json::value::RawValue;
@@ -86,9 +86,11 @@ impl Notification {
         self.detail.kind()
     }
 
-    /// What is stored, published as NOTIFICATION_CREATED and returned by GET /notifications.
-    pub fn view(&self) -> NotificationCreated {
-        NotificationCreated {
+    /// The typed NOTIFICATION_CREATED payload: the oracle the tests hold `view_json` (what is
+    /// stored, published and returned by GET /notifications) against.
+    #[cfg(test)]
+    pub fn view(&self) -> devconnect::payloads::NotificationCreated {
+        devconnect::payloads::NotificationCreated {
             id: self.source_event_id.clone(),
             recipient_id: self.recipient.clone(),
             actor_id: self.actor.clone(),
@@ -98,7 +100,7 @@ impl Notification {
     }
 }
 
-/// [`NotificationCreated`] written with its keys in sorted order, straight from the parts
+/// [`devconnect::payloads::NotificationCreated`] written with its keys in sorted order, straight from the parts
 /// (no `serde_json::Value` in between). The details' own keys are sorted already.
 struct SortedView<'a> {
     actor: &'a str,
