@@ -455,6 +455,11 @@ pub struct BatchOutcome {
 /// of µs, a few records' worth.
 pub const PARALLEL_DECODE_RECORDS: usize = 1_000;
 
+/// Whether this process may run on two cores: read once (on Linux, std reads the cgroup's
+/// CPU quota from /proc on every call, which a batch need not pay).
+static TWO_CORES: std::sync::LazyLock<bool> =
+    std::sync::LazyLock::new(|| std::thread::available_parallelism().is_ok_and(|n| n.get() >= 2));
+
 /// One batch in the making: decoded records, and what became of each. A consumer
 /// decodes it, records each failure with [`Batch::fail`], and calls [`Batch::finish`],
 /// which dead-letters permanent failures and reports transient ones back to Lambda.
@@ -503,8 +508,7 @@ impl Batch {
             }
             (good, poison, derived)
         };
-        let two_cores = std::thread::available_parallelism().is_ok_and(|n| n.get() >= 2);
-        let parts = if two_cores && batch.delivered.len() >= PARALLEL_DECODE_RECORDS {
+        let parts = if *TWO_CORES && batch.delivered.len() >= PARALLEL_DECODE_RECORDS {
             let (first, second) = batch.delivered.split_at(batch.delivered.len() / 2);
             std::thread::scope(|scope| {
                 let helper = std::thread::Builder::new().spawn_scoped(scope, || decode_part(second));
@@ -649,16 +653,6 @@ impl Batch {
             response,
         }
     }
-}
-
-/// Runs a batch's parts at once, on the calling task, and gives their outcomes in the
-/// parts' order. Each part's Redis call is sent when the part is first polled, so all of
-/// them are on their way before any reply is read; what a part does with its reply (and
-/// its produce) overlaps Redis's work on the parts after it. Joined on one task rather
-/// than spawned: a part borrows the batch and keeps the invocation's trace, and cancelling
-/// the invocation cancels them.
-pub async fn run_parts<F: Future>(parts: impl IntoIterator<Item = F>) -> Vec<F::Output> {
-    futures::future::join_all(parts).await
 }
 
 /// Runs a Kafka-triggered function until the runtime stops: each batch goes to `consume`

@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use aws_lambda_events::event::kafka::KafkaEvent;
 use devconnect::{
     api,
-    consumer::{self, Batch, BatchOutcome, Failure},
+    consumer::{Batch, BatchOutcome, Failure},
     events::EventType,
     producer::OutgoingRecord,
     AppState,
@@ -71,8 +71,13 @@ pub async fn consume(state: &AppState, event: KafkaEvent) -> BatchOutcome {
         .filter_map(|(i, n)| n.map(|n| (i, n)))
         .collect();
     batch.report.skipped += batch.records.len() - planned.len();
-    let parts = parts(planned);
-    for part in consumer::run_parts(parts.into_iter().map(|part| apply_part(state, part))).await {
+    // The parts run at once on this task, outcomes in the parts' order: each part's Redis
+    // call is sent when it is first polled, so all are on their way before any reply is
+    // read, and what a part does with its reply (and its produce) overlaps Redis's work on
+    // the parts after it. Joined, not spawned: a part borrows the state and keeps the
+    // invocation's trace, and cancelling the invocation cancels them.
+    let parts = parts(planned).into_iter().map(|part| apply_part(state, part));
+    for part in futures::future::join_all(parts).await {
         batch.report.applied += part.applied;
         batch.report.duplicates += part.duplicates;
         batch.report.skipped += part.skipped;
