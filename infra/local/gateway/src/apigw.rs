@@ -268,7 +268,8 @@ fn plain_uri(event: &ApiGatewayV2httpRequest) -> Option<lambda_http::http::Uri> 
     if !plain_host(host) || !plain_path(path) {
         return None;
     }
-    let query = event.raw_query_string.as_deref().unwrap_or_default();
+    // Without the raw query lambda_http reads `queryStringParameters`; so does its path.
+    let query = event.raw_query_string.as_deref()?;
     let mut uri = String::with_capacity(8 + host.len() + path.len() + 1 + query.len());
     uri.push_str("https://");
     uri.push_str(host);
@@ -513,5 +514,26 @@ mod tests {
             source_ip: "10.0.0.1".into(),
         };
         assert_eq!(into_request(typed_event(&call).unwrap()).uri().path(), "/a/b");
+    }
+
+    #[test]
+    fn an_event_without_a_raw_query_string_keeps_its_query_parameters() {
+        let call = HttpCall {
+            route_key: "GET /presence".into(),
+            method: "GET",
+            path: "/presence",
+            query: "",
+            headers: vec![("host".into(), "localhost:3000".into())],
+            path_params: Vec::new(),
+            body: b"",
+            source_ip: "10.0.0.1".into(),
+        };
+        let mut event = typed_event(&call).unwrap();
+        event.raw_query_string = None;
+        event.query_string_parameters = "userIds=a,b".parse().unwrap();
+        let by_lambda_http: Request = LambdaRequest::ApiGatewayV2(event.clone()).into();
+        let request = into_request(event);
+        assert_eq!(request.query_string_parameters().first("userIds"), Some("a,b"));
+        assert_eq!(seen(&request), seen(&by_lambda_http));
     }
 }
