@@ -282,7 +282,7 @@ async fn check<'c, 'a>(
     let mut replies = replies.into_iter();
     let mut fresh = Vec::new();
     for of_kind in by_kind {
-        match take(&mut replies)?.map(|v| parse::<Vec<bool>>(v, "milestones reached")) {
+        match take(&mut replies)?.map(|v| store::parse::<Vec<bool>>(v, "milestones reached")) {
             Ok(Ok(reached)) if reached.len() == of_kind.len() => {
                 fresh.extend(of_kind.into_iter().zip(reached).filter(|(_, r)| !r).map(|(c, _)| c));
             }
@@ -292,7 +292,7 @@ async fn check<'c, 'a>(
     fresh.sort_by_key(|c| c.record);
     let mut open = Vec::new();
     for day in due {
-        let marker: Option<String> = parse(take(&mut replies)??, "close marker")?;
+        let marker: Option<String> = store::parse(take(&mut replies)??, "close marker")?;
         if marker.is_none() {
             open.push(*day);
         }
@@ -320,10 +320,6 @@ fn take(
     replies
         .next()
         .ok_or_else(|| AppError::bug("derived events pipeline returned too few replies"))
-}
-
-fn parse<T: redis::FromRedisValue>(value: redis::Value, what: &'static str) -> Result<T, AppError> {
-    redis::from_redis_value(value).map_err(|e| AppError::internal(what, e))
 }
 
 /// The milestone script's invocation for `ready` (candidates with their outbox entries).

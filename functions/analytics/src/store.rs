@@ -253,7 +253,8 @@ pub async fn day_with_milestones(
     read_day(store, day, true).await
 }
 
-fn reply<T: redis::FromRedisValue>(value: redis::Value, what: &'static str) -> Result<T, AppError> {
+/// A pipeline's reply as `T`; one that is not names `what` in the error.
+pub(crate) fn parse<T: redis::FromRedisValue>(value: redis::Value, what: &'static str) -> Result<T, AppError> {
     redis::from_redis_value(value).map_err(|e| AppError::internal(what, e))
 }
 
@@ -284,14 +285,14 @@ async fn read_day(
                 .next()
                 .ok_or_else(|| AppError::bug("analytics day pipeline returned too few replies"))
         };
-        let counters: HashMap<String, i64> = reply(next()?, "analytics day counters")?;
-        let dau: i64 = reply(next()?, "analytics DAU")?;
-        let mau: i64 = reply(next()?, "analytics MAU")?;
+        let counters: HashMap<String, i64> = parse(next()?, "analytics day counters")?;
+        let dau: i64 = parse(next()?, "analytics DAU")?;
+        let mau: i64 = parse(next()?, "analytics MAU")?;
         let milestones: HashMap<String, u64> = match with_milestones {
-            true => reply(next()?, "milestone counts")?,
+            true => parse(next()?, "milestone counts")?,
             false => HashMap::new(),
         };
-        let seen = Pointer::from_reply(reply(next()?, "analytics pointer")?)?;
+        let seen = Pointer::from_reply(parse(next()?, "analytics pointer")?)?;
         store.generations().observe(Projection::Analytics, assumed, seen);
         if seen.live == g || redirects == projection::MAX_REDIRECTS {
             return Ok(((counters, dau, mau), milestones));
