@@ -10,7 +10,9 @@
 //! retries from there (bounded by the mapping's retry settings). Consumers dedupe by
 //! eventId, so a retry changes nothing twice. A consumer never fails the invocation.
 //!
-//! [`serve`] is every Kafka-triggered bootstrap's runtime loop.
+//! [`serve`] is the runtime loop of the notifications, analytics and realtime-pusher
+//! bootstraps. The channels router and the two senders still write the same loop out
+//! themselves.
 
 use std::{
     borrow::Cow,
