@@ -27,6 +27,17 @@ pub fn free_port() -> u16 {
         .expect("no free port")
 }
 
+/// A free port for a Redis Cluster node: redis-server also listens on the port 10,000
+/// above it (the cluster bus) and refuses to start on a port above 55,535, which
+/// [`free_port`] hands out about one time in five here (the kernel's ephemeral range
+/// reaches 60,999).
+pub fn free_cluster_port() -> u16 {
+    (0..1_000)
+        .map(|_| free_port())
+        .find(|&port| port <= 55_535 && TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok())
+        .expect("no free port with a free cluster bus port 10,000 above it")
+}
+
 /// Fresh ports a server start tries before giving up, each one found taken.
 pub const START_ATTEMPTS: usize = 5;
 
@@ -328,7 +339,8 @@ impl Server<Redis> {
     }
 
     async fn start_node(cluster_enabled: bool) -> anyhow::Result<Self> {
-        Self::launch_on(Redis { cluster_enabled }, free_port).await
+        let ports = if cluster_enabled { free_cluster_port } else { free_port };
+        Self::launch_on(Redis { cluster_enabled }, ports).await
     }
 
     /// `redis://127.0.0.1:<port>`.
@@ -530,6 +542,17 @@ mod tests {
         let info: String = redis::cmd("INFO").arg("server").query_async(&mut conn).await.unwrap();
         let line = info.lines().find_map(|l| l.strip_prefix("process_id:")).unwrap();
         line.trim().parse().unwrap()
+    }
+
+    #[test]
+    fn cluster_node_ports_leave_room_for_a_free_cluster_bus_port() {
+        for _ in 0..50 {
+            let port = free_cluster_port();
+            assert!(
+                port <= 55_535,
+                "{port}: redis-server refuses a cluster node above 55,535"
+            );
+        }
     }
 
     #[tokio::test]
