@@ -41,7 +41,7 @@ use connections::Opener;
 use devconnect::{
     consumer::{Batch, BatchOutcome, Failure},
     keys, metrics,
-    payloads::{Event, UserLogout},
+    payloads::{Event, MessageSent, NotificationCreated, UserLogout},
     presence,
     session::{self, WithUser},
     user, AppError, AppState,
@@ -353,42 +353,74 @@ async fn answer(
     }
 }
 
-/// Who gets a frame for an event, before looking up sockets.
-enum Audience {
+/// What a record pushes. The frame's content also names who gets it, so a record's
+/// audience and its frame come from one match and cannot disagree.
+enum Push<'a> {
+    /// MESSAGE_SENT, to its receiver.
+    Message(&'a MessageSent),
+    /// NOTIFICATION_CREATED, to its recipient.
+    Notification(&'a NotificationCreated),
+    /// USER_ONLINE / USER_OFFLINE of `user_id` (the record's key), to their connections.
+    Presence {
+        user_id: &'a str,
+        online: bool,
+        at: &'a str,
+    },
+}
+
+/// Who gets a frame, before looking up sockets.
+enum Audience<'a> {
     /// One user.
-    User(String),
+    User(&'a str),
     /// The user's connections (never strangers).
-    ConnectionsOf(String),
+    ConnectionsOf(&'a str),
 }
 
-/// Who gets a frame for `event` (keyed `key`), if anyone does.
-fn audience_of(event: &Event, key: &str) -> Option<Audience> {
-    match event {
-        Event::MessageSent(message) => Some(Audience::User(message.to_user_id.clone())),
-        Event::NotificationCreated(notification) => Some(Audience::User(notification.recipient_id.clone())),
-        Event::UserOnline(_) | Event::UserOffline(_) => Some(Audience::ConnectionsOf(key.to_string())),
-        _ => None,
+impl<'a> Push<'a> {
+    /// What `event` (keyed `key`) pushes, if anything.
+    fn of(event: &'a Event, key: &'a str) -> Option<Self> {
+        Some(match event {
+            Event::MessageSent(message) => Push::Message(message),
+            Event::NotificationCreated(notification) => Push::Notification(notification),
+            Event::UserOnline(online) => Push::Presence {
+                user_id: key,
+                online: true,
+                at: &online.at,
+            },
+            Event::UserOffline(offline) => Push::Presence {
+                user_id: key,
+                online: false,
+                at: &offline.last_seen,
+            },
+            _ => return None,
+        })
     }
-}
 
-/// The frame `event` is pushed as (for the events [`audience_of`] gives an audience).
-fn frame_of(event: &Event, key: &str) -> Option<ServerFrame> {
-    let presence = |online, at: &str| ServerFrame::Presence {
-        user_id: key.to_string(),
-        online,
-        at: at.to_string(),
-    };
-    Some(match event {
-        Event::MessageSent(message) => ServerFrame::Message {
-            message: message.clone(),
-        },
-        Event::NotificationCreated(notification) => ServerFrame::Notification {
-            notification: notification.clone(),
-        },
-        Event::UserOnline(online) => presence(true, &online.at),
-        Event::UserOffline(offline) => presence(false, &offline.last_seen),
-        _ => return None,
-    })
+    fn audience(&self) -> Audience<'a> {
+        match self {
+            Push::Message(message) => Audience::User(&message.to_user_id),
+            Push::Notification(notification) => Audience::User(&notification.recipient_id),
+            Push::Presence { user_id, .. } => Audience::ConnectionsOf(user_id),
+        }
+    }
+
+    /// The frame's bytes; built only for a record with a socket to go to.
+    fn frame(&self) -> Vec<u8> {
+        let frame = match self {
+            Push::Message(message) => ServerFrame::Message {
+                message: (*message).clone(),
+            },
+            Push::Notification(notification) => ServerFrame::Notification {
+                notification: (*notification).clone(),
+            },
+            Push::Presence { user_id, online, at } => ServerFrame::Presence {
+                user_id: user_id.to_string(),
+                online: *online,
+                at: at.to_string(),
+            },
+        };
+        frame.to_value().to_string().into_bytes()
+    }
 }
 
 /// The sessions a USER_LOGOUT ended. `None` if the user id is malformed; session ids
@@ -420,11 +452,12 @@ fn ended_sessions(logout: &UserLogout) -> Option<(String, Vec<String>)> {
 pub async fn push_batch(rt: &Realtime, event: KafkaEvent) -> BatchOutcome {
     let app = &rt.app;
     let mut batch = Batch::decode(FUNCTION_NAME, event);
-    let routed: Vec<(usize, Audience)> = batch
+    // (record index, what it pushes).
+    let routed: Vec<(usize, Push)> = batch
         .records
         .iter()
         .enumerate()
-        .filter_map(|(i, r)| audience_of(&r.event, &r.envelope.key).map(|audience| (i, audience)))
+        .filter_map(|(i, r)| Push::of(&r.event, &r.envelope.key).map(|push| (i, push)))
         .collect();
     let mut ended: HashMap<String, Vec<String>> = HashMap::new();
     let mut logouts: Vec<(usize, String)> = Vec::new();
@@ -441,8 +474,8 @@ pub async fn push_batch(rt: &Realtime, event: KafkaEvent) -> BatchOutcome {
     let mut failures: Vec<(usize, Failure)> = Vec::new();
     let presence_users: Vec<String> = routed
         .iter()
-        .filter_map(|(_, a)| match a {
-            Audience::ConnectionsOf(u) => Some(u.clone()),
+        .filter_map(|(_, push)| match push.audience() {
+            Audience::ConnectionsOf(u) => Some(u.to_string()),
             Audience::User(_) => None,
         })
         .collect::<HashSet<_>>()
@@ -471,10 +504,11 @@ pub async fn push_batch(rt: &Realtime, event: KafkaEvent) -> BatchOutcome {
             (0, Vec::new())
         }
         Ok(friends) => {
+            // User -> positions in `routed` of the frames they get.
             let mut frames_for_user: BTreeMap<String, Vec<usize>> = BTreeMap::new();
-            for (i, audience) in &routed {
-                let users = match audience {
-                    Audience::User(u) => vec![u.clone()],
+            for (p, (i, push)) in routed.iter().enumerate() {
+                let users = match push.audience() {
+                    Audience::User(u) => vec![u.to_string()],
                     Audience::ConnectionsOf(u) => match &friends[u] {
                         Ok(list) => list.clone(),
                         Err(e) => {
@@ -484,15 +518,10 @@ pub async fn push_batch(rt: &Realtime, event: KafkaEvent) -> BatchOutcome {
                     },
                 };
                 for u in users {
-                    frames_for_user.entry(u).or_default().push(*i);
+                    frames_for_user.entry(u).or_default().push(p);
                 }
             }
-            let records = &batch.records;
-            let frame = |i: usize| {
-                let r = &records[i];
-                frame_of(&r.event, &r.envelope.key).map_or_else(Vec::new, |f| f.to_value().to_string().into_bytes())
-            };
-            deliver(rt, frames_for_user, &frame, &mut to_close, &mut failures).await
+            deliver(rt, &routed, frames_for_user, &mut to_close, &mut failures).await
         }
     };
     close_and_forget(rt, to_close, stale).await;
@@ -525,15 +554,15 @@ async fn close_and_forget(rt: &Realtime, to_close: BTreeSet<(String, String)>, m
     }
 }
 
-/// Pushes each user's frames (the batch's record indices; `frame` builds a record's
-/// frame) to each of their sockets whose session is still valid, up to the batch's bound;
+/// Pushes each user's frames (positions in `routed`, the batch's (record index, push)
+/// pairs) to each of their sockets whose session is still valid, up to the batch's bound;
 /// returns how many sockets got theirs, and the stale ones (410). Sockets whose session
 /// has ended join `to_close` and get nothing. A frame is built only for a record with a
 /// socket to go to, once however many sockets get it: most targets have none open.
 async fn deliver(
     rt: &Realtime,
+    routed: &[(usize, Push<'_>)],
     frames_for_user: BTreeMap<String, Vec<usize>>,
-    frame: &(dyn Fn(usize) -> Vec<u8> + Sync),
     to_close: &mut BTreeSet<(String, String)>,
     failures: &mut Vec<(usize, Failure)>,
 ) -> (usize, Vec<(String, String)>) {
@@ -543,7 +572,12 @@ async fn deliver(
         Ok(sockets) => sockets,
         Err(e) => {
             let failure = Failure::from(&e);
-            failures.extend(frames_for_user.values().flatten().map(|i| (*i, failure.clone())));
+            failures.extend(
+                frames_for_user
+                    .values()
+                    .flatten()
+                    .map(|p| (routed[*p].0, failure.clone())),
+            );
             return (0, Vec::new());
         }
     };
@@ -553,7 +587,7 @@ async fn deliver(
     let mut jobs = Vec::new();
     for (user_id, frames) in &frames_for_user {
         match &sockets[user_id] {
-            Err(e) => failures.extend(frames.iter().map(|i| (*i, Failure::from(e)))),
+            Err(e) => failures.extend(frames.iter().map(|p| (routed[*p].0, Failure::from(e)))),
             Ok(found) => {
                 to_close.extend(found.dead.iter().map(|c| (user_id.clone(), c.clone())));
                 for c in &found.live {
@@ -564,7 +598,7 @@ async fn deliver(
                     frames_to.insert(c.clone(), frames.len() as u64);
                     let bytes = frames
                         .iter()
-                        .map(|i| built.entry(*i).or_insert_with(|| frame(*i)).clone())
+                        .map(|p| built.entry(*p).or_insert_with(|| routed[*p].1.frame()).clone())
                         .collect();
                     jobs.push((c.clone(), bytes));
                 }
