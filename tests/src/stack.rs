@@ -179,9 +179,13 @@ impl Stack {
         else {
             panic!("no route for {method} {path}");
         };
-        let mut headers = vec![("content-type".to_string(), "application/json".to_string())];
+        let mut headers = lambda_http::http::HeaderMap::new();
+        headers.insert(
+            "content-type",
+            lambda_http::http::HeaderValue::from_static("application/json"),
+        );
         if let Some(t) = token {
-            headers.push(("authorization".into(), format!("Bearer {t}")));
+            headers.insert("authorization", format!("Bearer {t}").parse().expect("token header"));
         }
         let call = HttpCall {
             route_key: route_key.to_string(),

@@ -431,7 +431,7 @@ mod loud_gaps {
             method: "GET",
             path: "/users/someone",
             query: "",
-            headers: vec![],
+            headers: Default::default(),
             path_params: vec![("userId".into(), "someone".into())],
             body: b"",
             source_ip: "127.0.0.1".into(),

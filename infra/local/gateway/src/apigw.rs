@@ -37,8 +37,8 @@ pub struct HttpCall<'a> {
     pub path: &'a str,
     /// Raw query string, without `?`.
     pub query: &'a str,
-    /// Headers as (name, value) ([`typed_event_received`] takes the received ones instead).
-    pub headers: Vec<(String, String)>,
+    /// Headers as received (names lower case, a repeated header once per value).
+    pub headers: HeaderMap,
     /// Extracted path parameters.
     pub path_params: Vec<(String, String)>,
     /// Body bytes.
@@ -60,41 +60,13 @@ const NOT_IN_PAYLOAD_V2: [&str; 7] = [
 ];
 
 /// The API Gateway v2 event for `call`, as `lambda_http` reads it from API Gateway's JSON:
-/// lower-case header names, repeated headers joined with `,` (cookies go to `cookies`),
-/// query parameters likewise, percent-decoded path parameters, a non-UTF-8 body base64.
-/// `Err` for a header HTTP cannot carry (where parsing the JSON would fail too).
-pub fn typed_event(call: &HttpCall<'_>) -> anyhow::Result<ApiGatewayV2httpRequest> {
-    let mut merged: Vec<(String, String)> = Vec::with_capacity(call.headers.len());
-    let mut cookies = Vec::new();
-    for (name, value) in &call.headers {
-        let name = name.to_ascii_lowercase();
-        if name == "cookie" {
-            cookies.extend(value.split(';').map(|c| c.trim().to_string()));
-            continue;
-        }
-        match merged.iter_mut().find(|(n, _)| *n == name) {
-            Some((_, prev)) => {
-                prev.push(',');
-                prev.push_str(value);
-            }
-            None => merged.push((name, value.clone())),
-        }
-    }
+/// lower-case header names in name order, repeated headers joined with `,` (cookies go to
+/// `cookies`), query parameters likewise, percent-decoded path parameters, a non-UTF-8 body
+/// base64. Each header value moves over as it is (a shared buffer, not a copy); only
+/// repeated ones are joined.
+pub fn typed_event(call: &HttpCall<'_>) -> ApiGatewayV2httpRequest {
+    let received = &call.headers;
     // In name order, as the JSON object (a sorted map) hands them to the deserializer.
-    merged.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-    let mut headers = HeaderMap::with_capacity(merged.len());
-    for (name, value) in merged {
-        headers.insert(HeaderName::from_bytes(name.as_bytes())?, HeaderValue::from_str(&value)?);
-    }
-    let user_agent = headers_value(&call.headers, "user-agent");
-    Ok(build(call, headers, cookies, user_agent))
-}
-
-/// [`typed_event`] for a request that came over HTTP, whose headers are `received` (the
-/// call's own `headers` are not read): names are lower case and values valid already,
-/// so each header moves over as it is (a shared buffer, not a copy), and only repeated
-/// ones are joined. The same event as [`typed_event`] of those headers as text.
-pub fn typed_event_received(call: &HttpCall<'_>, received: &HeaderMap) -> ApiGatewayV2httpRequest {
     let mut names: Vec<&HeaderName> = received.keys().filter(|n| **n != COOKIE).collect();
     names.sort_unstable_by(|a, b| a.as_str().cmp(b.as_str()));
     let mut headers = HeaderMap::with_capacity(names.len());
@@ -199,10 +171,9 @@ fn build(call: &HttpCall<'_>, headers: HeaderMap, cookies: Vec<String>, user_age
     event
 }
 
-/// The API Gateway v2 event JSON for `call` ([`typed_event`] as API Gateway writes it);
-/// `null` for a call whose headers HTTP cannot carry, which [`request`] refuses.
+/// The API Gateway v2 event JSON for `call` ([`typed_event`] as API Gateway writes it).
 pub fn event(call: &HttpCall<'_>) -> Value {
-    typed_event(call).map_or(Value::Null, |event| to_json(&event))
+    to_json(&typed_event(call))
 }
 
 /// A typed event as the JSON API Gateway sends (what Lambda's payload quota measures).
@@ -346,14 +317,6 @@ pub fn response_json(response: &Response<Body>) -> Value {
     json!({"statusCode": response.status().as_u16(), "headers": headers, "body": body})
 }
 
-fn headers_value(headers: &[(String, String)], name: &str) -> String {
-    headers
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.clone())
-        .unwrap_or_default()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -367,44 +330,59 @@ mod tests {
         json
     }
 
-    #[test]
-    fn received_headers_give_the_same_event_as_the_same_headers_as_text() {
-        let pairs = [
-            ("Host", "localhost:3000"),
-            ("X-Trace", "a"),
-            ("user-agent", "bench/1"),
-            ("cookie", "session=abc; theme=dark"),
-            ("x-trace", "b"),
-            ("Cookie", "other=1"),
-            ("accept", "application/json"),
-        ];
-        let mut received = HeaderMap::new();
+    /// Headers as HTTP receives them: lower-case names, one entry per value.
+    fn received(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
         for (name, value) in pairs {
-            received.append(
+            headers.append(
                 HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()).unwrap(),
-                HeaderValue::from_static(value),
+                HeaderValue::from_str(value).unwrap(),
             );
         }
-        let call = HttpCall {
+        headers
+    }
+
+    fn users_call() -> HttpCall<'static> {
+        HttpCall {
             route_key: "GET /users/{userId}".into(),
             method: "GET",
             path: "/users/u%201",
             query: "a=1&a=2&b=x",
-            headers: pairs.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect(),
+            headers: received(&[
+                ("Host", "localhost:3000"),
+                ("X-Trace", "a"),
+                ("user-agent", "bench/1"),
+                ("cookie", "session=abc; theme=dark"),
+                ("x-trace", "b"),
+                ("Cookie", "other=1"),
+                ("accept", "application/json"),
+            ]),
             path_params: vec![("userId".into(), "u%201".into())],
             body: b"{}",
             source_ip: "10.0.0.1".into(),
-        };
-        let text = typed_event(&call).unwrap();
-        let fast = typed_event_received(&call, &received);
-        assert_eq!(comparable(&fast), comparable(&text));
-        assert_eq!(fast.headers["x-trace"], "a,b");
+        }
+    }
+
+    #[test]
+    fn repeated_headers_are_joined_and_cookies_listed_as_api_gateway_sends_them() {
+        let event = typed_event(&users_call());
+        assert_eq!(event.headers["x-trace"], "a,b");
         assert_eq!(
-            fast.cookies.as_deref(),
+            event.cookies.as_deref(),
             Some(&["session=abc".to_string(), "theme=dark".into(), "other=1".into()][..])
         );
-        let names: Vec<&str> = fast.headers.keys().map(HeaderName::as_str).collect();
+        let names: Vec<&str> = event.headers.keys().map(HeaderName::as_str).collect();
         assert_eq!(names, ["accept", "host", "user-agent", "x-trace"], "in name order");
+        assert_eq!(event.request_context.http.user_agent.as_deref(), Some("bench/1"));
+        assert_eq!(event.path_parameters["userId"], "u 1", "percent-decoded");
+    }
+
+    #[test]
+    fn the_typed_event_reads_back_from_its_json_unchanged() {
+        let event = typed_event(&users_call());
+        let parsed: ApiGatewayV2httpRequest = serde_json::from_value(to_json(&event)).unwrap();
+        assert_eq!(comparable(&parsed), comparable(&event));
+        assert_eq!(parsed.headers, event.headers);
     }
 
     /// What a handler can read of a request, to compare two conversions.
@@ -441,17 +419,17 @@ mod tests {
                 method: "POST",
                 path,
                 query,
-                headers: vec![
-                    ("Host".into(), host.into()),
-                    ("cookie".into(), "a=1; b=2".into()),
-                    ("x-multi".into(), "1".into()),
-                    ("X-Multi".into(), "2".into()),
-                ],
+                headers: received(&[
+                    ("Host", host),
+                    ("cookie", "a=1; b=2"),
+                    ("x-multi", "1"),
+                    ("X-Multi", "2"),
+                ]),
                 path_params: vec![("proxy".into(), path.trim_start_matches('/').into())],
                 body,
                 source_ip: "10.0.0.1".into(),
             };
-            let event = typed_event(&call).unwrap();
+            let event = typed_event(&call);
             assert!(plain_uri(&event).is_some(), "{host}{path}");
             let by_lambda_http: Request = LambdaRequest::ApiGatewayV2(event.clone()).into();
             assert_eq!(
@@ -508,12 +486,12 @@ mod tests {
             method: "GET",
             path: "/a/./b",
             query: "",
-            headers: vec![("host".into(), "localhost:3000".into())],
+            headers: received(&[("host", "localhost:3000")]),
             path_params: Vec::new(),
             body: b"",
             source_ip: "10.0.0.1".into(),
         };
-        assert_eq!(into_request(typed_event(&call).unwrap()).uri().path(), "/a/b");
+        assert_eq!(into_request(typed_event(&call)).uri().path(), "/a/b");
     }
 
     #[test]
@@ -523,12 +501,12 @@ mod tests {
             method: "GET",
             path: "/presence",
             query: "",
-            headers: vec![("host".into(), "localhost:3000".into())],
+            headers: received(&[("host", "localhost:3000")]),
             path_params: Vec::new(),
             body: b"",
             source_ip: "10.0.0.1".into(),
         };
-        let mut event = typed_event(&call).unwrap();
+        let mut event = typed_event(&call);
         event.raw_query_string = None;
         event.query_string_parameters = "userIds=a,b".parse().unwrap();
         let by_lambda_http: Request = LambdaRequest::ApiGatewayV2(event.clone()).into();

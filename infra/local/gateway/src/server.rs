@@ -253,7 +253,7 @@ async fn route(gateway: Arc<Gateway>, req: AxumRequest) -> AxumResponse {
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip().to_string())
         .unwrap_or_else(|| "127.0.0.1".into());
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
     let method = parts.method.as_str();
     let path = parts.uri.path();
     let (route, route_key, params) = match gateway.routes.find(method, path) {
@@ -281,12 +281,12 @@ async fn route(gateway: Arc<Gateway>, req: AxumRequest) -> AxumResponse {
         method,
         path,
         query: parts.uri.query().unwrap_or_default(),
-        headers: Vec::new(),
+        headers: std::mem::take(&mut parts.headers),
         path_params: params,
         body: &bytes,
         source_ip,
     };
-    let event = apigw::typed_event_received(&call, &parts.headers);
+    let event = apigw::typed_event(&call);
     // JSON escaping grows a body at most sixfold, so only a body past a sixth of the quota
     // can make the event too large: the common small request is never written as JSON.
     if bytes.len() > MAX_LAMBDA_REQUEST / 6 && apigw::to_json(&event).to_string().len() > MAX_LAMBDA_REQUEST {
