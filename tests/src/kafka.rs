@@ -34,7 +34,7 @@ pub fn batch_on(topic: &str, partitions: &[(i32, Vec<Vec<u8>>)]) -> KafkaEvent {
             (*partition, records)
         })
         .collect();
-    local_gateway::msk::kafka_event(topic, &batch).expect("kafka event")
+    local_gateway::msk::kafka_event(topic, &batch)
 }
 
 /// An envelope's wire bytes.

@@ -417,29 +417,9 @@ pub fn retry_backoff(retries: u32) -> Duration {
     }
 }
 
-/// One record as Lambda puts it in a `KafkaEvent`.
-fn record_json(topic: &str, partition: i32, r: &RecordAndOffset) -> Value {
-    let headers: Vec<Value> = r
-        .record
-        .headers
-        .iter()
-        .map(|(k, v)| json!({ k: v.iter().map(|b| *b as i8).collect::<Vec<i8>>() }))
-        .collect();
-    json!({
-        "topic": topic,
-        "partition": partition,
-        "offset": r.offset,
-        "timestamp": r.record.timestamp.timestamp_millis(),
-        "timestampType": "CREATE_TIME",
-        "key": r.record.key.as_ref().map(|k| STANDARD.encode(k)),
-        "value": r.record.value.as_ref().map(|v| STANDARD.encode(v)),
-        "headers": headers,
-    })
-}
-
-/// One record as the function receives it: [`record_json`]'s fields, built straight into
-/// the struct the consumer reads (the JSON tree in between cost an allocation per field
-/// and a parse, per record and mapping). The timestamp keeps Lambda's millisecond precision.
+/// One record as the function receives it, built straight into the struct the consumer
+/// reads (a JSON tree in between cost an allocation per field and a parse, per record and
+/// mapping). The timestamp keeps Lambda's millisecond precision.
 fn kafka_record(topic: &str, partition: i32, r: &RecordAndOffset) -> KafkaRecord {
     let mut record = KafkaRecord::default();
     record.topic = Some(topic.to_string());
@@ -459,12 +439,20 @@ fn kafka_record(topic: &str, partition: i32, r: &RecordAndOffset) -> KafkaRecord
     record
 }
 
+/// [`kafka_record`] as the JSON Lambda writes it. The crate writes the timestamp as a
+/// string of milliseconds; Lambda writes the number.
+fn record_json(record: &KafkaRecord) -> Value {
+    let mut json = serde_json::to_value(record).unwrap_or(Value::Null);
+    json["timestamp"] = json!(record.timestamp.timestamp_millis());
+    json
+}
+
 /// Builds the `KafkaEvent` Lambda would receive for these records.
-pub fn kafka_event(topic: &str, batch: &[(i32, Vec<RecordAndOffset>)]) -> anyhow::Result<KafkaEvent> {
+pub fn kafka_event(topic: &str, batch: &[(i32, Vec<RecordAndOffset>)]) -> KafkaEvent {
     let records = batch
         .iter()
         .flat_map(|(partition, items)| items.iter().map(move |r| (*partition, r)));
-    Ok(event_of(topic, records))
+    event_of(topic, records)
 }
 
 /// The `KafkaEvent` of a chunk.
@@ -497,7 +485,7 @@ pub fn on_failure_message(source: &MskSource, give_up: &GiveUp, now: DateTime<Ut
         "bootstrapServers": BOOTSTRAP_SERVERS,
         "eventSource": "aws:kafka",
         "eventSourceArn": EVENT_SOURCE_ARN,
-        "records": { format!("{}-{}", source.topic, r.partition): [record_json(&source.topic, r.partition, &r.record)] },
+        "records": { format!("{}-{}", source.topic, r.partition): [record_json(&kafka_record(&source.topic, r.partition, &r.record))] },
     });
     let mut message = json!({
         "requestContext": {

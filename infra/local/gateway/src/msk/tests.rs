@@ -275,47 +275,57 @@ fn retry_backoff_is_short_and_bounded() {
     assert_eq!(retry_backoff(10_000), MAX_BACKOFF);
 }
 
-#[test]
-fn the_invoked_event_is_lambdas_json_shape_read_as_a_kafka_event() {
+/// Two records at a fixed time (its milliseconds survive the crate's float parse), one
+/// without a key and with headers, and the JSON Lambda sends for them, written out.
+fn records_and_lambdas_json() -> (Chunk, Value) {
+    let at = DateTime::from_timestamp_millis(1_764_345_600_500).unwrap();
+    let mut keyed = record(0, 5, 0);
+    keyed.record.record.timestamp = at;
     let mut with_headers = record(1, 8, 0);
+    with_headers.record.record.timestamp = at;
+    with_headers.record.record.key = None;
     with_headers.record.record.headers = BTreeMap::from([
         ("eventType".to_string(), b"MESSAGE_SENT".to_vec()),
         ("x".to_string(), vec![0xff, 1]),
     ]);
-    with_headers.record.record.key = None;
-    let c = Chunk {
-        records: vec![record(0, 5, 3), record(0, 6, 0), with_headers],
+    let chunk = Chunk {
+        records: vec![keyed, with_headers],
         retries: 0,
     };
-    let built = chunk_event("user-events", &c);
-    let mut grouped: BTreeMap<String, Vec<Value>> = BTreeMap::new();
-    for r in &c.records {
-        grouped
-            .entry(format!("user-events-{}", r.partition))
-            .or_default()
-            .push(record_json("user-events", r.partition, &r.record));
-    }
+    let signed = |bytes: &[u8]| bytes.iter().map(|b| *b as i8).collect::<Vec<i8>>();
     let json = json!({
         "eventSource": "aws:kafka",
         "eventSourceArn": EVENT_SOURCE_ARN,
-        "bootstrapServers": BOOTSTRAP_SERVERS,
-        "records": grouped,
+        "bootstrapServers": "local",
+        "records": {
+            "user-events-0": [{
+                "topic": "user-events", "partition": 0, "offset": 5, "timestamp": 1_764_345_600_500_i64,
+                "timestampType": "CREATE_TIME", "key": STANDARD.encode("user-5"), "value": STANDARD.encode("{}"),
+                "headers": [],
+            }],
+            "user-events-1": [{
+                "topic": "user-events", "partition": 1, "offset": 8, "timestamp": 1_764_345_600_500_i64,
+                "timestampType": "CREATE_TIME", "key": null, "value": STANDARD.encode("{}"),
+                "headers": [{"eventType": signed(b"MESSAGE_SENT")}, {"x": [-1, 1]}],
+            }],
+        },
     });
-    // What the function reads from the JSON Lambda sends, field for field. The crate parses
-    // a millisecond timestamp through a float, which can come out a millisecond early, so
-    // the timestamps are compared with the JSON's integer instead.
-    let mut parsed: KafkaEvent = serde_json::from_value(json.clone()).unwrap();
-    for (key, records) in &mut parsed.records {
-        for (i, r) in records.iter_mut().enumerate() {
-            let ours = &built.records[key][i].timestamp;
-            assert_eq!(
-                Some(ours.0.timestamp_millis()),
-                json["records"][key][i]["timestamp"].as_i64()
-            );
-            r.timestamp = ours.clone();
-        }
+    (chunk, json)
+}
+
+#[test]
+fn the_invoked_event_is_what_the_function_reads_from_lambdas_json() {
+    let (chunk, lambda) = records_and_lambdas_json();
+    let parsed: KafkaEvent = serde_json::from_value(lambda).unwrap();
+    assert_eq!(chunk_event("user-events", &chunk), parsed);
+}
+
+#[test]
+fn a_record_given_up_on_is_written_as_lambda_writes_it() {
+    let (chunk, lambda) = records_and_lambdas_json();
+    for r in &chunk.records {
+        let key = format!("user-events-{}", r.partition);
+        let written = record_json(&kafka_record("user-events", r.partition, &r.record));
+        assert_eq!(written, lambda["records"][&key][0], "{key}");
     }
-    assert_eq!(built, parsed);
-    let header = &built.records["user-events-1"][0].headers[1]["x"];
-    assert_eq!(header, &vec![-1i8, 1], "header bytes as Java's signed bytes");
 }
