@@ -139,14 +139,15 @@ pub fn unit(name: &str) -> Unit {
     }
 }
 
-/// The `2xx`/`4xx`/`5xx` value of [`STATUS_CLASS`] for an HTTP status.
-pub fn status_class(status: u16) -> &'static str {
-    match status {
-        100..=199 => "1xx",
-        200..=299 => "2xx",
-        300..=399 => "3xx",
-        400..=499 => "4xx",
-        _ => "5xx",
+/// The values of [`STATUS_CLASS`], indexed by [`class_index`].
+const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// The index of an HTTP status's [`STATUS_CLASS`] value in [`STATUS_CLASSES`]: 1xx..4xx
+/// by hundreds, anything else 5xx.
+fn class_index(status: u16) -> usize {
+    match status / 100 {
+        hundreds @ 1..=4 => usize::from(hundreds) - 1,
+        _ => STATUS_CLASSES.len() - 1,
     }
 }
 
@@ -175,7 +176,7 @@ struct RouteMetrics {
     latency: Histogram,
     /// [`REQUESTS`] by status class (1xx..5xx), each registered on its first use: a
     /// registered counter is a metric (zero or not), so no class is made up in advance.
-    requests: [Option<Counter>; 5],
+    requests: [Option<Counter>; STATUS_CLASSES.len()],
 }
 
 /// The request metric handles of one function, by route key.
@@ -242,16 +243,12 @@ impl Metrics {
     /// One answered HTTP request: [`REQUESTS`] by route and status class, [`LATENCY`] by
     /// route, and [`RATE_LIMITED`] (429) or [`AUTH_REFUSED`] (401).
     pub fn request(&self, route: &str, status: u16, elapsed: Duration) {
-        // The index of `status_class(status)`: 1xx..4xx by hundreds, anything else 5xx.
-        let class = match status / 100 {
-            hundreds @ 1..=4 => usize::from(hundreds) - 1,
-            _ => 4,
-        };
+        let class = class_index(status);
         let cached = self.routes.0.read().ok().and_then(|routes| {
             let r = routes.get(route)?;
             Some((r.latency.clone(), r.requests[class].clone()?))
         });
-        let (latency, requests) = cached.unwrap_or_else(|| self.register_route(route, status, class));
+        let (latency, requests) = cached.unwrap_or_else(|| self.register_route(route, class));
         requests.increment(1);
         latency.record(elapsed.as_secs_f64() * 1000.0);
         match status {
@@ -261,16 +258,16 @@ impl Metrics {
         }
     }
 
-    /// Registers `route`'s latency and its [`REQUESTS`] counter for `status`'s class, and
+    /// Registers `route`'s latency and its [`REQUESTS`] counter for the status class `class`, and
     /// keeps the handles for the route's next requests.
-    fn register_route(&self, route: &str, status: u16, class: usize) -> (Histogram, Counter) {
+    fn register_route(&self, route: &str, class: usize) -> (Histogram, Counter) {
         let label = Label::new(ROUTE, route.to_string());
         let requests = Key::from_parts(
             REQUESTS,
             vec![
                 self.function_label(),
                 label.clone(),
-                Label::new(STATUS_CLASS, status_class(status)),
+                Label::new(STATUS_CLASS, STATUS_CLASSES[class]),
             ],
         );
         let requests = self.recorder.register_counter(&requests, &METADATA);
