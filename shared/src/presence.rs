@@ -98,30 +98,15 @@ return false
 /// recorded (it did happen) and the request still fails loudly: a broken index breaks
 /// every heartbeat, which is an outage to fix, not something to hide.
 pub async fn heartbeat(store: &Store, user_id: &str, now_ms: i64, timeout_ms: i64) -> Result<bool, AppError> {
-    let mut record = HEARTBEAT.key(keys::presence(user_id));
-    record.arg(now_ms).arg(timeout_ms);
     let mut pipe = redis::pipe();
     pipe.ignore_errors()
-        .invoke_script(&record)
+        .invoke_script(HEARTBEAT.key(keys::presence(user_id)).arg(now_ms).arg(timeout_ms))
         .zadd(keys::ONLINE, user_id, now_ms);
-    let replies: Vec<redis::Value> = pipe.query_async(&mut store.conn()).await?;
-    let mut replies = replies.into_iter();
-    let mut recorded = replies.next().unwrap_or(redis::Value::Nil);
+    // After NOSCRIPT only the script goes again: the ZADD's one reply (whether it added
+    // the user) is what the undo below needs.
+    let mut replies = script::query_loaded(store, &pipe, &[&HEARTBEAT]).await?.into_iter();
+    let recorded = script::reply::<i64>(replies.next().unwrap_or(redis::Value::Nil));
     let indexed = script::reply::<i64>(replies.next().unwrap_or(redis::Value::Nil));
-    if script::is_noscript(&recorded) {
-        // Only the script goes again, loaded first (not `script::query_loaded`, which repeats
-        // the whole pipeline): the ZADD has run, and whether it added the user, which the
-        // undo below needs, is known only from this first reply.
-        let mut again = redis::pipe();
-        again
-            .ignore_errors()
-            .load_script(&HEARTBEAT)
-            .ignore()
-            .invoke_script(&record);
-        let replies: Vec<redis::Value> = again.query_async(&mut store.conn()).await?;
-        recorded = replies.into_iter().next().unwrap_or(redis::Value::Nil);
-    }
-    let recorded = script::reply::<i64>(recorded);
     match (recorded, indexed) {
         (Ok(became_online), Ok(_)) => Ok(became_online == 1),
         (Err(e), Ok(added)) => {
@@ -144,7 +129,7 @@ pub async fn offline(store: &Store, user_id: &str, now_ms: i64) -> Result<bool, 
     pipe.ignore_errors()
         .invoke_script(OFFLINE.key(keys::presence(user_id)).arg(now_ms))
         .zrem(keys::ONLINE, user_id);
-    // Sent again after NOSCRIPT: the ZREM repeats, which changes nothing.
+    // After NOSCRIPT only the script goes again (the ZREM ran once).
     let mut replies = script::query_loaded(store, &pipe, &[&OFFLINE]).await?.into_iter();
     let was_online: i64 = script::reply(replies.next().unwrap_or(redis::Value::Nil))?;
     script::reply::<i64>(replies.next().unwrap_or(redis::Value::Nil))?;

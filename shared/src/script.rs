@@ -13,7 +13,7 @@
 //! -- writes only from here on
 //! ```
 
-use redis::{Pipeline, Script, ServerErrorKind, Value};
+use redis::{Arg, Cmd, Pipeline, Script, ServerErrorKind, Value};
 
 use crate::{store::Store, AppError};
 
@@ -70,26 +70,58 @@ pub fn expect_type(key: &str, actual: &str, expected: &str) -> Result<(), AppErr
     }
 }
 
+/// An EVALSHA of `script` with `numkeys` keys, for the caller to append the keys and
+/// arguments to; send it with [`query_loaded`]. Written straight into one command: a
+/// `ScriptInvocation` would hold each argument in a buffer of its own and copy them all
+/// again into the command, which counts in a batch call of thousands of arguments.
+pub fn evalsha(script: &Script, numkeys: usize) -> Cmd {
+    let mut cmd = redis::cmd("EVALSHA");
+    cmd.arg(script.get_hash()).arg(numkeys);
+    cmd
+}
+
 /// Sends `pipe` (built with `ignore_errors` and no ignored commands; EVALSHAs of `scripts`
 /// among its commands) and returns one reply per command, error replies as
 /// `Value::ServerError`. No `SCRIPT LOAD` rides along (hashing the script text costs
-/// Redis on every call): only if a node answers NOSCRIPT (a new server, a failover) is
-/// the pipeline sent again with the scripts loaded in front, so every other command in
-/// it must be harmless to repeat.
+/// Redis on every call). An EVALSHA a node answers NOSCRIPT (a new server, a failover)
+/// did nothing, so only those are sent again, in a second round trip behind the loads of
+/// their scripts, and their replies take the NOSCRIPT ones' places. Every other command
+/// ran once and is not repeated (an INCR beside a script counts once); a command placed
+/// after a re-sent script therefore ran before it, not after.
 pub async fn query_loaded(store: &Store, pipe: &Pipeline, scripts: &[&Script]) -> Result<Vec<Value>, AppError> {
-    let replies: Vec<Value> = pipe.query_async(&mut store.conn()).await?;
-    if !replies.iter().any(is_noscript) {
+    let mut replies: Vec<Value> = pipe.query_async(&mut store.conn()).await?;
+    let missed: Vec<usize> = (0..replies.len()).filter(|&i| is_noscript(&replies[i])).collect();
+    if missed.is_empty() {
         return Ok(replies);
+    }
+    let commands: Vec<&Cmd> = pipe.cmd_iter().collect();
+    if commands.len() != replies.len() {
+        return Err(AppError::bug("query_loaded: a pipeline with ignored commands"));
     }
     let mut again = redis::pipe();
     again.ignore_errors();
     for script in scripts {
-        again.load_script(script).ignore();
+        let hash = script.get_hash().as_bytes();
+        if missed.iter().any(|&i| sha_of(commands[i]) == Some(hash)) {
+            again.load_script(script).ignore();
+        }
     }
-    for cmd in pipe.cmd_iter() {
-        again.add_command(cmd.clone());
+    for &i in &missed {
+        again.add_command(commands[i].clone());
     }
-    Ok(again.query_async(&mut store.conn()).await?)
+    let retried: Vec<Value> = again.query_async(&mut store.conn()).await?;
+    for (i, reply) in missed.into_iter().zip(retried) {
+        replies[i] = reply;
+    }
+    Ok(replies)
+}
+
+/// The script hash an EVALSHA names (its first argument).
+fn sha_of(cmd: &Cmd) -> Option<&[u8]> {
+    match cmd.args_iter().nth(1)? {
+        Arg::Simple(bytes) => Some(bytes),
+        _ => None,
+    }
 }
 
 /// True for the reply of an EVALSHA whose script the node does not hold (a new server,

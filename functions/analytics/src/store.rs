@@ -152,7 +152,11 @@ async fn forget(store: &Store, generation: u64, records: &[&Incoming]) {
 }
 
 /// Counts a batch into `generation` (the live consumer's and the rebuild's one apply
-/// path): one round trip, which also reads the pointer and returns it.
+/// path): one round trip, which also reads the pointer and returns it. After Redis lost
+/// the script (a failover), the days are counted in a second round trip
+/// ([`script::query_loaded`]), which may reach Redis after a day's summary read that
+/// [`crate::derived`] sent meanwhile: that summary then misses the batch, as it misses
+/// an event arriving after the day closed.
 pub async fn count(store: &Store, generation: u64, records: &[&Incoming]) -> Result<(CountedDays, Pointer), AppError> {
     // Grouped by date (formatting a day key per record would cost more than counting it).
     let mut by_date: BTreeMap<chrono::NaiveDate, Vec<&Incoming>> = BTreeMap::new();
@@ -165,18 +169,10 @@ pub async fn count(store: &Store, generation: u64, records: &[&Incoming]) -> Res
         .collect();
     let mut pipe = redis::pipe();
     pipe.ignore_errors();
-    if !by_day.is_empty() {
-        pipe.load_script(&COUNT).ignore();
-    }
     for (day, events) in &by_day {
         let month = &day[..7];
-        // EVALSHA written straight into one command (the pipeline's SCRIPT LOAD comes
-        // first): a ScriptInvocation would hold each of the 3 arguments per event in a
-        // buffer of its own and copy them all again into the command.
-        let mut call = redis::cmd("EVALSHA");
-        call.arg(COUNT.get_hash())
-            .arg(4)
-            .arg(keys::analytics_dedupe_in(generation, month, day))
+        let mut call = script::evalsha(&COUNT, 4);
+        call.arg(keys::analytics_dedupe_in(generation, month, day))
             .arg(keys::analytics_mau_in(generation, month))
             .arg(keys::analytics_day_in(generation, month, day))
             .arg(keys::analytics_dau_in(generation, month, day))
@@ -193,19 +189,19 @@ pub async fn count(store: &Store, generation: u64, records: &[&Incoming]) -> Res
         pipe.add_command(call);
     }
     projection::read_pointer(&mut pipe, Projection::Analytics);
-    let mut results: Vec<redis::RedisResult<redis::Value>> = pipe.query_async(&mut store.conn()).await?;
+    let mut results = script::query_loaded(store, &pipe, &[&COUNT]).await?;
     let pointer = results
         .pop()
-        .ok_or_else(|| AppError::bug("analytics pipeline returned no pointer"))??;
-    let pointer = Pointer::from_reply(
-        redis::from_redis_value(pointer).map_err(|e| AppError::internal("analytics pointer reply", e))?,
-    )?;
+        .ok_or_else(|| AppError::bug("analytics pipeline returned no pointer"))?;
+    let pointer = Pointer::from_reply(parse(
+        script::reply::<redis::Value>(pointer)?,
+        "analytics pointer reply",
+    )?)?;
     let days = by_day
         .into_keys()
         .zip(results)
         .map(|(day, result)| {
-            let counted = result
-                .map_err(AppError::from)
+            let counted = script::reply::<redis::Value>(result)
                 .and_then(|v| {
                     redis::from_redis_value::<(usize, usize)>(v)
                         .map_err(|e| AppError::internal("analytics count reply", e))

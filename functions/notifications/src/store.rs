@@ -282,15 +282,8 @@ async fn run(
     let timeout_ms = config.presence_timeout.as_millis() as i64;
     let mut pipe = redis::pipe();
     pipe.ignore_errors();
-    if !calls.is_empty() {
-        pipe.load_script(&APPLY).ignore();
-    }
     for call in calls {
-        // EVALSHA written straight into one command (the pipeline's SCRIPT LOAD comes
-        // first): a ScriptInvocation would hold each of the ~4 arguments per notification
-        // in a buffer of its own and copy them all again into the command.
-        let mut invocation = redis::cmd("EVALSHA");
-        invocation.arg(APPLY.get_hash()).arg(call.len() * 5);
+        let mut invocation = script::evalsha(&APPLY, call.len() * 5);
         for (recipient, _) in *call {
             invocation
                 .arg(keys::notifications_in(generation, recipient))
@@ -323,15 +316,16 @@ async fn run(
         pipe.add_command(invocation);
     }
     projection::read_pointer(&mut pipe, Projection::Notifications);
-    let mut results: Vec<redis::RedisResult<redis::Value>> = pipe.query_async(&mut store.conn()).await?;
+    let mut results = script::query_loaded(store, &pipe, &[&APPLY]).await?;
     let pointer = results
         .pop()
-        .ok_or_else(|| AppError::bug("notifications pipeline returned no pointer"))??;
+        .ok_or_else(|| AppError::bug("notifications pipeline returned no pointer"))?;
     let pointer = Pointer::from_reply(
-        redis::from_redis_value(pointer).map_err(|e| AppError::internal("notifications pointer reply", e))?,
+        redis::from_redis_value(script::reply::<redis::Value>(pointer)?)
+            .map_err(|e| AppError::internal("notifications pointer reply", e))?,
     )?;
     for (call, result) in calls.iter().zip(results) {
-        let replies = result.map_err(AppError::from).and_then(|v| match v {
+        let replies = script::reply::<redis::Value>(result).and_then(|v| match v {
             redis::Value::Array(replies) if replies.len() == call.len() => Ok(replies),
             other => Err(AppError::bug(format!("notifications apply reply {other:?}"))),
         });
