@@ -136,7 +136,7 @@ async fn apply_part(state: &AppState, part: Vec<(usize, Notification)>) -> Part 
     let (indexes, planned): (Vec<usize>, Vec<Notification>) = part.into_iter().unzip();
     // Every notification's NOTIFICATION_CREATED is written while Redis applies the part;
     // those not created now (duplicates, messages to users online) are dropped after.
-    let (applied, mut records) = tokio::join!(
+    let (applied, records) = tokio::join!(
         store::apply_live(&state.store, &state.config, &planned),
         created_records(state, &planned)
     );
@@ -144,12 +144,17 @@ async fn apply_part(state: &AppState, part: Vec<(usize, Notification)>) -> Part 
     let mut events = Vec::new();
     match applied {
         Ok(applied) => {
-            for (((n, i), fate), record) in planned.iter().zip(&indexes).zip(&applied.fates).zip(&mut records) {
+            for (((n, i), fate), record) in planned.iter().zip(&indexes).zip(&applied.fates).zip(records) {
                 match fate {
-                    Fate::Created => {
-                        outcome.applied += 1;
-                        events.extend(record.take());
-                    }
+                    Fate::Created => match record {
+                        Ok(event) => {
+                            outcome.applied += 1;
+                            events.push(event);
+                        }
+                        // Stored, but its event can never be produced: dead-lettered (and
+                        // counted as such) so the gap is visible, not only logged.
+                        Err(reason) => outcome.failures.push((*i, Failure::Permanent(reason))),
+                    },
                     Fate::Duplicate => outcome.duplicates += 1,
                     // Messages to a user who is online need no notification.
                     Fate::Unneeded => outcome.skipped += 1,
@@ -157,9 +162,11 @@ async fn apply_part(state: &AppState, part: Vec<(usize, Notification)>) -> Part 
                 }
             }
         }
-        Err(e) => outcome.failures.extend(indexes.iter().map(|i| (*i, Failure::from(&e)))),
+        Err(e) => {
+            drop(records);
+            outcome.failures.extend(indexes.iter().map(|i| (*i, Failure::from(&e))));
+        }
     }
-    drop(records);
     if let Err(e) = state.publisher.send_or_park(events).await {
         // Neither the broker nor the outbox took them; the notifications themselves are stored.
         tracing::error!(error = %e, "NOTIFICATION_CREATED events lost: broker and Redis both unavailable");
@@ -168,22 +175,24 @@ async fn apply_part(state: &AppState, part: Vec<(usize, Notification)>) -> Part 
 }
 
 /// The NOTIFICATION_CREATED record of each planned notification, its view embedded as
-/// written for Redis. Yields first, so the Redis call polled beside it is on its way and
-/// the records are written while Redis works.
-async fn created_records(state: &AppState, planned: &[Notification]) -> Vec<Option<OutgoingRecord>> {
+/// written for Redis, or why it could not be written. Yields first, so the Redis call
+/// polled beside it is on its way and the records are written while Redis works.
+async fn created_records(state: &AppState, planned: &[Notification]) -> Vec<Result<OutgoingRecord, String>> {
     tokio::task::yield_now().await;
     planned
         .iter()
         .map(|n| {
-            let record = state.publisher.record_with_data(
-                EventType::NotificationCreated,
-                &n.recipient,
-                &n.source_event_id,
-                n.view_json.raw(),
-            );
-            record
-                .inspect_err(|e| tracing::error!(error = %e, "a NOTIFICATION_CREATED event could not be written"))
-                .ok()
+            state
+                .publisher
+                .record_with_data(
+                    EventType::NotificationCreated,
+                    &n.recipient,
+                    &n.source_event_id,
+                    n.view_json.raw(),
+                )
+                .map_err(|e| {
+                    format!("notification stored, but its NOTIFICATION_CREATED event could not be written: {e}")
+                })
         })
         .collect()
 }
