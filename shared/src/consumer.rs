@@ -15,7 +15,7 @@
 //! themselves.
 
 use std::{
-    borrow::Cow,
+    borrow::{Borrow, Cow},
     collections::{BTreeMap, HashMap},
     future::Future,
     time::Instant,
@@ -90,42 +90,99 @@ impl Poison {
 /// Decodes a batch: good records in (topic, partition, offset) order, so each key's
 /// events are applied in the order they were produced; and the poison ones.
 pub fn decode_batch(event: &KafkaEvent) -> (Vec<Incoming>, Vec<Poison>) {
-    let mut records: Vec<&KafkaRecord> = event.records.values().flatten().collect();
-    records.sort_by(|a, b| delivery_order(a, b));
-    let mut good = Vec::with_capacity(records.len());
-    let mut poison = Vec::new();
-    // One buffer for every record's decoded bytes: nothing decoded borrows from it.
-    let mut bytes = Vec::new();
-    for record in records {
-        decode_into(record, &mut bytes, &mut good, &mut poison);
+    let records = in_delivery_order(event.records.values().flatten());
+    let decoded = decode_all(&records, &|_| ());
+    (decoded.good, decoded.poison)
+}
+
+/// `records` in (topic, partition, offset) order: the order each key's events were
+/// produced in.
+fn in_delivery_order<R: Borrow<KafkaRecord>>(records: impl IntoIterator<Item = R>) -> Vec<R> {
+    let mut records: Vec<R> = records.into_iter().collect();
+    records.sort_by(|a, b| {
+        let (a, b) = (a.borrow(), b.borrow());
+        (a.topic.as_deref(), a.partition, a.offset).cmp(&(b.topic.as_deref(), b.partition, b.offset))
+    });
+    records
+}
+
+/// Smallest batch decoded on two threads: starting one costs tens of µs, a few
+/// records' worth.
+pub const PARALLEL_DECODE_RECORDS: usize = 1_000;
+
+/// Whether this process may run on two cores: read once (on Linux, std reads the cgroup's
+/// CPU quota from /proc on every call, which a batch need not pay).
+static TWO_CORES: std::sync::LazyLock<bool> =
+    std::sync::LazyLock::new(|| std::thread::available_parallelism().is_ok_and(|n| n.get() >= 2));
+
+/// Records decoded, in the order they were given: the good ones with what a consumer
+/// made of each (same order), and the poison ones.
+struct Decoded<T> {
+    good: Vec<Incoming>,
+    derived: Vec<T>,
+    poison: Vec<Poison>,
+}
+
+/// The one decoding path: decodes `records` (in delivery order) and applies `derive` to
+/// each good one in the same pass, on two threads for [`PARALLEL_DECODE_RECORDS`] or
+/// more where the machine has two cores. Decoding is a large share of a consumer's own
+/// CPU time, and at the start of a batch nothing else (Redis, the broker) has work from
+/// it yet, so a second core is free.
+fn decode_all<R, T>(records: &[R], derive: &(impl Fn(&Incoming) -> T + Sync)) -> Decoded<T>
+where
+    R: Borrow<KafkaRecord> + Sync,
+    T: Send,
+{
+    let decode_part = |records: &[R]| {
+        let mut part = Decoded {
+            good: Vec::with_capacity(records.len()),
+            derived: Vec::with_capacity(records.len()),
+            poison: Vec::new(),
+        };
+        // One buffer for every record's decoded bytes: nothing decoded borrows from it.
+        let mut bytes = Vec::new();
+        for record in records {
+            match decode_record(record.borrow(), &mut bytes) {
+                Ok(incoming) => {
+                    part.derived.push(derive(&incoming));
+                    part.good.push(incoming);
+                }
+                Err(poison) => part.poison.push(poison),
+            }
+        }
+        part
+    };
+    if !(*TWO_CORES && records.len() >= PARALLEL_DECODE_RECORDS) {
+        return decode_part(records);
     }
-    (good, poison)
+    let (first, second) = records.split_at(records.len() / 2);
+    let (mut first, second) = std::thread::scope(|scope| {
+        let helper = std::thread::Builder::new().spawn_scoped(scope, || decode_part(second));
+        let first = decode_part(first);
+        // Without a thread (the OS refused one) this thread decodes both halves.
+        let second = match helper {
+            Ok(helper) => helper.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+            Err(_) => decode_part(second),
+        };
+        (first, second)
+    });
+    first.good.extend(second.good);
+    first.derived.extend(second.derived);
+    first.poison.extend(second.poison);
+    first
 }
 
-/// (topic, partition, offset) order: the order each key's events were produced in.
-fn delivery_order(a: &KafkaRecord, b: &KafkaRecord) -> std::cmp::Ordering {
-    (a.topic.as_deref(), a.partition, a.offset).cmp(&(b.topic.as_deref(), b.partition, b.offset))
-}
-
-/// Decodes `record` onto the good or the poison list.
-fn decode_into(record: &KafkaRecord, bytes: &mut Vec<u8>, good: &mut Vec<Incoming>, poison: &mut Vec<Poison>) {
-    let topic = record.topic.clone().unwrap_or_default();
+/// Decodes one record: the typed event, or the poison record saying why not.
+fn decode_record(record: &KafkaRecord, bytes: &mut Vec<u8>) -> Result<Incoming, Poison> {
     match decode(record, bytes) {
-        Ok((envelope, event)) => good.push(Incoming {
-            topic,
+        Ok((envelope, event)) => Ok(Incoming {
+            topic: record.topic.clone().unwrap_or_default(),
             partition: record.partition,
             offset: record.offset,
             envelope,
             event,
         }),
-        Err(reason) => poison.push(Poison {
-            topic,
-            partition: record.partition,
-            offset: record.offset,
-            reason,
-            key: record.key.clone(),
-            value: record.value.clone(),
-        }),
+        Err(reason) => Err(Poison::rejected(record, reason)),
     }
 }
 
@@ -453,15 +510,6 @@ pub struct BatchOutcome {
     pub response: KafkaBatchResponse,
 }
 
-/// Smallest batch [`Batch::decode_with`] decodes on two threads: starting one costs tens
-/// of µs, a few records' worth.
-pub const PARALLEL_DECODE_RECORDS: usize = 1_000;
-
-/// Whether this process may run on two cores: read once (on Linux, std reads the cgroup's
-/// CPU quota from /proc on every call, which a batch need not pay).
-static TWO_CORES: std::sync::LazyLock<bool> =
-    std::sync::LazyLock::new(|| std::thread::available_parallelism().is_ok_and(|n| n.get() >= 2));
-
 /// One batch in the making: decoded records, and what became of each. A consumer
 /// decodes it, records each failure with [`Batch::fail`], and calls [`Batch::finish`],
 /// which dead-letters permanent failures and reports transient ones back to Lambda.
@@ -487,66 +535,32 @@ impl Batch {
     }
 
     /// Decodes `event` and gives `derive` of each good record (in [`Batch::records`]
-    /// order): what a consumer makes of a record is worked out in the same pass, on two
-    /// threads for a batch of [`PARALLEL_DECODE_RECORDS`] or more where the machine has
-    /// two cores. Decoding is a large share of a consumer's own CPU time, and at the start
-    /// of a batch nothing else (Redis, the broker) has work from it yet, so a second core
-    /// is free.
+    /// order): what a consumer makes of a record is worked out in the same pass as its
+    /// decoding, on two threads for a large batch (see [`PARALLEL_DECODE_RECORDS`]).
     pub fn decode_with<T: Send>(
         consumer: &'static str,
         event: KafkaEvent,
         derive: impl Fn(&Incoming) -> T + Sync,
     ) -> (Self, Vec<T>) {
         let mut batch = Self::open(consumer, event);
-        let derive = &derive;
-        let decode_part = move |records: &[KafkaRecord]| {
-            let (mut good, mut poison, mut derived) = (Vec::with_capacity(records.len()), Vec::new(), Vec::new());
-            let mut bytes = Vec::new();
-            for record in records {
-                decode_into(record, &mut bytes, &mut good, &mut poison);
-                if good.len() > derived.len() {
-                    derived.extend(good.last().map(derive));
-                }
-            }
-            (good, poison, derived)
-        };
-        let parts = if *TWO_CORES && batch.delivered.len() >= PARALLEL_DECODE_RECORDS {
-            let (first, second) = batch.delivered.split_at(batch.delivered.len() / 2);
-            std::thread::scope(|scope| {
-                let helper = std::thread::Builder::new().spawn_scoped(scope, || decode_part(second));
-                let first = decode_part(first);
-                // Without a thread (the OS refused one) this thread decodes both halves.
-                let second = match helper {
-                    Ok(helper) => helper.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
-                    Err(_) => decode_part(second),
-                };
-                vec![first, second]
-            })
-        } else {
-            vec![decode_part(&batch.delivered)]
-        };
-        let mut derived = Vec::with_capacity(batch.delivered.len());
-        for (good, poison, part) in parts {
-            batch.records.extend(good);
-            batch.poison.extend(poison);
-            derived.extend(part);
-        }
-        (batch, derived)
+        let decoded = decode_all(&batch.delivered, &derive);
+        batch.records = decoded.good;
+        batch.poison = decoded.poison;
+        (batch, decoded.derived)
     }
 
     /// `event`'s records in delivery order, none decoded yet; the report counts them all
     /// as received.
     fn open(consumer: &'static str, event: KafkaEvent) -> Self {
         let started = Instant::now();
-        let mut delivered: Vec<KafkaRecord> = event.records.into_values().flatten().collect();
-        delivered.sort_by(delivery_order);
+        let delivered = in_delivery_order(event.records.into_values().flatten());
         let report = BatchReport {
             received: delivered.len(),
             ..BatchReport::default()
         };
         Self {
             consumer,
-            records: Vec::with_capacity(delivered.len()),
+            records: Vec::new(),
             delivered,
             poison: Vec::new(),
             failures: BTreeMap::new(),
