@@ -127,17 +127,26 @@ struct Candidate<'a> {
     with: &'a str,
 }
 
-/// Announces what a batch's records make due: milestones, and the summaries of the days
-/// the stream has moved past (as of `now`). Returns the records that must fail: those whose
-/// milestones could not be written, and, if a close failed, the record that made it due
-/// (so the event source delivers it again and the close is retried).
+/// The days a batch made due and found open, and the record that made them due: closed
+/// by [`Due::close`] once the batch is counted.
+#[derive(Debug, Default)]
+#[must_use = "the due days are closed only by Due::close"]
+pub struct Due {
+    open: Vec<NaiveDate>,
+    trigger: Option<(usize, DateTime<Utc>)>,
+}
+
+/// Announces what a batch's records make due: milestones now, and which days the stream
+/// has moved past (as of `now`) are still open, to be closed by [`Due::close`] after the
+/// batch is counted. Returns the records whose milestones could not be written (those
+/// must fail), and the due days.
 ///
 /// One round trip asks which of the batch's candidate milestones are not reached yet and
 /// which due days are not closed; only the new milestones get an outbox entry and the
 /// script (a second round trip), so a batch of users who reached theirs long ago (most
 /// of them, once the product has run a while) costs one round trip and writes no entry.
 /// The script checks each milestone again, so one reached meanwhile is not announced twice.
-pub async fn announce(state: &AppState, records: &[Incoming], now: DateTime<Utc>) -> Vec<(usize, Failure)> {
+pub async fn announce(state: &AppState, records: &[Incoming], now: DateTime<Utc>) -> (Vec<(usize, Failure)>, Due) {
     let candidates = candidates(records);
     let trigger = records
         .iter()
@@ -147,14 +156,14 @@ pub async fn announce(state: &AppState, records: &[Incoming], now: DateTime<Utc>
     let due = trigger.map(|(_, latest)| due_days(latest)).unwrap_or_default();
     let mut failures = Vec::new();
     if candidates.is_empty() && due.is_empty() {
-        return failures;
+        return (failures, Due::default());
     }
     let (fresh, open) = match check(state, &candidates, &due).await {
         Ok(checked) => checked,
         Err(e) => {
             failures.extend(candidates.iter().map(|c| (c.record, Failure::from(&e))));
             failures.extend(trigger.map(|(i, _)| (i, Failure::from(&e))));
-            return failures;
+            return (failures, Due::default());
         }
     };
     let mut ready = Vec::with_capacity(fresh.len());
@@ -167,12 +176,24 @@ pub async fn announce(state: &AppState, records: &[Incoming], now: DateTime<Utc>
     if let Err(e) = reach(state, records, &ready).await {
         failures.extend(ready.iter().map(|(c, _)| (c.record, Failure::from(&e))));
     }
-    if let Err(e) = close(state, open, now, records, trigger).await {
+    (failures, Due { open, trigger })
+}
+
+impl Due {
+    /// Closes the due days, summing each from what is counted now: call it after the
+    /// batch's count has returned. Overlapping the two could read a day before the batch
+    /// lands in it: when a rebuild switched generations, the count is sent again into the
+    /// new live one, which a read sent meanwhile would find without the batch. Returns the
+    /// record that made the days due if the close must be retried.
+    pub async fn close(self, state: &AppState, records: &[Incoming], now: DateTime<Utc>) -> Vec<(usize, Failure)> {
+        let Err(e) = close(state, self.open, now, records, self.trigger).await else {
+            return Vec::new();
+        };
         match Failure::from(&e) {
             // Redis or the broker was away: the record that made the days due comes back.
             failure @ Failure::Transient(_) => {
                 tracing::warn!(error = %e, "days not closed; the record that made them due will be retried");
-                failures.extend(trigger.map(|(i, _)| (i, failure)));
+                self.trigger.map(|(i, _)| (i, failure)).into_iter().collect()
             }
             // A day's keys can never be summed (e.g. a DAU key that is no HyperLogLog). The
             // trigger was counted fine, so it is not dead-lettered; the day stays open, every
@@ -180,10 +201,10 @@ pub async fn announce(state: &AppState, records: &[Incoming], now: DateTime<Utc>
             Failure::Permanent(reason) => {
                 state.metrics.count(metrics::SUMMARIES_FAILED, 1);
                 tracing::error!(%reason, "a due day cannot be summarised; it stays open until its keys are repaired");
+                Vec::new()
             }
         }
     }
-    failures
 }
 
 /// The days an event stamped `latest` makes due, oldest first: the [`LOOKBACK_DAYS`] before

@@ -53,12 +53,14 @@ pub async fn consume_at(state: &AppState, event: KafkaEvent, now: chrono::DateTi
     let records: Vec<&Incoming> = batch.records.iter().collect();
     // The derived events' first round trip (which milestones are new, which due days are
     // open) goes out just before the counting one, so new milestones' outbox entries are
-    // written while Redis counts. Both are sent before either reply is read, so a day the
-    // batch makes due is read for its summary (after those replies) with the batch counted.
-    let (announced, counted) = tokio::join!(
+    // written while Redis counts. The due days are closed only after the count returned
+    // (it may count the batch a second time, into a generation a rebuild just made live),
+    // so a day the batch makes due is summed with the batch in it.
+    let ((announced, due), counted) = tokio::join!(
         derived::announce(state, &batch.records, now),
         store::count_live(&state.store, &records)
     );
+    let closed = due.close(state, &batch.records, now).await;
     let failures: Vec<(usize, Failure)> = match counted {
         Ok(days) => {
             for counted in days.values().flatten() {
@@ -81,7 +83,7 @@ pub async fn consume_at(state: &AppState, event: KafkaEvent, now: chrono::DateTi
     for (i, failure) in failures {
         batch.fail(i, failure);
     }
-    for (i, failure) in announced {
+    for (i, failure) in announced.into_iter().chain(closed) {
         batch.fail(i, failure);
     }
     batch.finish(&state.publisher).await

@@ -348,3 +348,34 @@ async fn on_the_local_stack_a_first_connection_reaches_analytics_events_by_itsel
     }
     assert_eq!(reached, [1, 1], "one firstConnection each within 10 s");
 }
+
+/// A rebuild switches readers to a new generation while a batch is counted: the batch is
+/// counted again into the new generation, and the day it closes is summed after that, so
+/// the day's summary has the batch.
+#[tokio::test]
+async fn a_day_closed_by_a_batch_counted_across_a_generation_switch_has_that_batch_in_its_summary() {
+    let stack = Stack::start().await;
+    let state = analytics(&stack);
+    let day = (Utc::now().date_naive() - Duration::days(3))
+        .and_time(NaiveTime::MIN)
+        .and_utc();
+    // The days before `day` are closed already, so the batch closes `day` alone.
+    consume_at(&state, mixed_batch(0, day - Duration::days(1)), Utc::now()).await;
+    // This container still names generation 0's keys; a rebuild has just made 1 live,
+    // which does not hold the batch yet.
+    let _: () = redis::cmd("HSET")
+        .arg(devconnect::projection::Projection::Analytics.pointer_key())
+        .arg("live")
+        .arg(1)
+        .query_async(&mut stack.state.store.conn())
+        .await
+        .expect("pointer moved");
+    // One signup on `day`, and an event the next day that closes it.
+    let outcome = consume_at(&state, mixed_batch(1, day), Utc::now()).await;
+    assert!(outcome.response.batch_item_failures.is_empty(), "{outcome:?}");
+
+    let events = derived_events(&stack).await;
+    let summary = summaries(&events, &day.date_naive().to_string());
+    assert_eq!(summary.len(), 1, "{events:#?}");
+    assert_eq!(summary[0].funnel.signups, 1, "{:?}", summary[0]);
+}
