@@ -10,9 +10,8 @@
 //! retries from there (bounded by the mapping's retry settings). Consumers dedupe by
 //! eventId, so a retry changes nothing twice. A consumer never fails the invocation.
 //!
-//! [`serve`] is the runtime loop of the notifications, analytics and realtime-pusher
-//! bootstraps. The channels router and the two senders still write the same loop out
-//! themselves.
+//! [`serve`] is the runtime loop of every Kafka-triggered bootstrap (notifications,
+//! analytics, realtime pusher, channels router, email and SMS senders).
 
 use std::{
     borrow::{Borrow, Cow},

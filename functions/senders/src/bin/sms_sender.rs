@@ -1,24 +1,19 @@
 //! Lambda bootstrap for the SMS sender (MSK event source on sms-events).
 
-use aws_lambda_events::event::kafka::KafkaEvent;
-use devconnect::{config::Config, delivery::Channel, metrics::Emf, telemetry, AppState};
+use devconnect::{config::Config, consumer, delivery::Channel, metrics::Emf, telemetry, AppState};
 use devconnect_senders::{aws, consume, sms, SMS_FUNCTION};
-use lambda_runtime::{run_concurrent, service_fn, Error, LambdaEvent};
+use lambda_runtime::Error;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     telemetry::init();
     let (emf, metrics) = Emf::install(env!("CARGO_BIN_NAME"))?;
     let state = AppState::connect(Config::from_env()?, SMS_FUNCTION).await?;
-    // Process-long, shared by the invocations that run at once (AWS_LAMBDA_MAX_CONCURRENCY).
-    let state: &'static AppState = Box::leak(Box::new(state.with_metrics(metrics)));
-    let sns: &'static sms::SnsSms = Box::leak(Box::new(sms::SnsSms::new(&aws::from_env().await)));
-    run_concurrent(service_fn(move |event: LambdaEvent<KafkaEvent>| async move {
-        let trace = event.context.xray_trace_id.clone();
-        // A partial batch response; metrics flushed to stdout (EMF) once per batch.
-        let outcome =
-            telemetry::in_invocation(trace, emf.invocation(consume(state, sns, Channel::Sms, event.payload))).await;
-        Ok::<_, Error>(outcome.response)
-    }))
+    let sns = sms::SnsSms::new(&aws::from_env().await);
+    consumer::serve(
+        emf,
+        (state.with_metrics(metrics), sns),
+        |(state, sns): &'static (AppState, sms::SnsSms), event| consume(state, sns, Channel::Sms, event),
+    )
     .await
 }
