@@ -55,6 +55,10 @@ pub const EVENTS_PARKED: &str = "EventsParked";
 pub const EVENTS_RELAYED: &str = "EventsRelayed";
 /// Count: parked events moved to the quarantine list (can never be produced).
 pub const EVENTS_QUARANTINED: &str = "EventsQuarantined";
+/// Count: events neither produced nor parked (the broker and the Redis outbox both
+/// failed) that no redelivery brings back: the NOTIFICATION_CREATED events of
+/// notifications the consumer had already stored. Alarmed (`EventsLostAlarm`).
+pub const EVENTS_LOST: &str = "EventsLost";
 /// Count (gauge, sampled by the relay): events waiting in the outbox.
 pub const OUTBOX_BACKLOG: &str = "OutboxBacklog";
 
@@ -109,6 +113,7 @@ pub const ALL: &[&str] = &[
     EVENTS_PARKED,
     EVENTS_RELAYED,
     EVENTS_QUARANTINED,
+    EVENTS_LOST,
     OUTBOX_BACKLOG,
     RECORDS_APPLIED,
     RECORDS_DUPLICATE,

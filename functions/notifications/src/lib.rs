@@ -18,6 +18,7 @@ use devconnect::{
     api,
     consumer::{Batch, BatchOutcome, Failure},
     events::EventType,
+    metrics,
     producer::OutgoingRecord,
     AppState,
 };
@@ -167,9 +168,12 @@ async fn apply_part(state: &AppState, part: Vec<(usize, Notification)>) -> Part 
             outcome.failures.extend(indexes.iter().map(|i| (*i, Failure::from(&e))));
         }
     }
+    let produced = events.len() as u64;
     if let Err(e) = state.publisher.send_or_park(events).await {
-        // Neither the broker nor the outbox took them; the notifications themselves are stored.
-        tracing::error!(error = %e, "NOTIFICATION_CREATED events lost: broker and Redis both unavailable");
+        // Neither the broker nor the outbox took them, and the notifications are stored: a
+        // redelivery finds them duplicates and writes no event. Counted and alarmed.
+        state.metrics.count(metrics::EVENTS_LOST, produced);
+        tracing::error!(error = %e, lost = produced, "NOTIFICATION_CREATED events lost: broker and Redis both unavailable");
     }
     outcome
 }

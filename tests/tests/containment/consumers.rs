@@ -198,6 +198,39 @@ async fn a_record_that_fails_transiently_several_times_is_applied_exactly_once_w
     assert_eq!(stack.events("notification-events").await.len(), 1);
 }
 
+#[tokio::test]
+async fn notification_events_neither_the_broker_nor_the_outbox_takes_are_counted_as_lost() {
+    if devconnect_tests::stack::skip_outage_test_on_cluster("notification_events_neither_the_broker") {
+        return;
+    }
+    let mut stack = Stack::start_with(&[("KAFKA_PRODUCE_TIMEOUT_MS", "300")]).await;
+    // The outbox refuses the park (WRONGTYPE) while the broker is down.
+    let _: () = redis_cmd(&stack, &["SET", keys::OUTBOX, "not a list"]).await;
+    stack.broker.stop();
+
+    let outcome = invoke(
+        &stack,
+        "NotificationsConsumerFunction",
+        batch("connection-events", &[request(A, B, "r1")]),
+    )
+    .await;
+
+    assert_eq!(outcome["applied"].as_u64(), Some(1), "{outcome}");
+    assert_eq!(
+        notification_count(&stack, B).await,
+        1,
+        "the notification itself is stored"
+    );
+    let metrics = stack.client().get("/_local/metrics").await.body;
+    let lost = metrics["counters"].as_array().and_then(|counters| {
+        counters.iter().find(|c| {
+            c["name"] == devconnect::metrics::EVENTS_LOST
+                && c["dimensions"] == json!({"Function": "notifications-consumer"})
+        })
+    });
+    assert_eq!(lost.map(|c| c["value"].clone()), Some(json!(1)), "{metrics}");
+}
+
 fn login_on(day_offset: i64, user: &str) -> Vec<u8> {
     let mut e = envelope(EventType::UserLogin, user, json!({"userId": user}));
     e.timestamp += chrono::Duration::days(day_offset);
