@@ -152,11 +152,9 @@ async fn forget(store: &Store, generation: u64, records: &[&Incoming]) {
 }
 
 /// Counts a batch into `generation` (the live consumer's and the rebuild's one apply
-/// path): one round trip, which also reads the pointer and returns it. After Redis lost
-/// the script (a failover), the days are counted in a second round trip
-/// ([`script::query_loaded`]), which may reach Redis after a day's summary read that
-/// [`crate::derived`] sent meanwhile: that summary then misses the batch, as it misses
-/// an event arriving after the day closed.
+/// path): one round trip, which also reads the pointer and returns it; after Redis lost
+/// the script (a failover), a second one ([`script::query_loaded`]). Due days are closed
+/// only after this returns ([`crate::derived::Due::close`]), so a summary always has the batch.
 pub async fn count(store: &Store, generation: u64, records: &[&Incoming]) -> Result<(CountedDays, Pointer), AppError> {
     // Grouped by date (formatting a day key per record would cost more than counting it).
     let mut by_date: BTreeMap<chrono::NaiveDate, Vec<&Incoming>> = BTreeMap::new();
