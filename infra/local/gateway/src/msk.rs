@@ -63,6 +63,7 @@ use crate::{server::Gateway, template::MskSource};
 mod feed;
 mod watch;
 
+pub use feed::Fetched;
 use feed::{Feed, ReadError};
 use watch::Watermarks;
 
@@ -202,8 +203,8 @@ impl Condition {
 pub struct InFlight {
     /// Its partition.
     pub partition: i32,
-    /// The record and its offset.
-    pub record: RecordAndOffset,
+    /// The record, its offset, and what the function receives for it.
+    pub record: Arc<Fetched>,
     /// Invocations that carried it so far.
     pub invocations: u32,
 }
@@ -219,7 +220,7 @@ pub struct Chunk {
 
 impl Chunk {
     /// A freshly fetched batch: partitions in the order given, offsets ascending.
-    pub fn fetched(batch: Vec<(i32, Vec<RecordAndOffset>)>) -> Self {
+    pub fn fetched(batch: Vec<(i32, Vec<Arc<Fetched>>)>) -> Self {
         let records = batch
             .into_iter()
             .flat_map(|(partition, records)| {
@@ -449,25 +450,38 @@ fn record_json(record: &KafkaRecord) -> Value {
 
 /// Builds the `KafkaEvent` Lambda would receive for these records.
 pub fn kafka_event(topic: &str, batch: &[(i32, Vec<RecordAndOffset>)]) -> KafkaEvent {
-    let records = batch
-        .iter()
-        .flat_map(|(partition, items)| items.iter().map(move |r| (*partition, r)));
+    let records = batch.iter().flat_map(|(partition, items)| {
+        items
+            .iter()
+            .map(move |r| (*partition, kafka_record(topic, *partition, r)))
+    });
     event_of(topic, records)
 }
 
-/// The `KafkaEvent` of a chunk.
+/// The `KafkaEvent` of a chunk: a copy of each record's shared `KafkaRecord`.
 fn chunk_event(topic: &str, chunk: &Chunk) -> KafkaEvent {
-    event_of(topic, chunk.records.iter().map(|r| (r.partition, &r.record)))
+    event_of(
+        topic,
+        chunk.records.iter().map(|r| (r.partition, r.record.kafka.clone())),
+    )
 }
 
-fn event_of<'a>(topic: &str, records: impl Iterator<Item = (i32, &'a RecordAndOffset)>) -> KafkaEvent {
+/// The event of these records, grouped by "topic-partition".
+fn event_of(topic: &str, records: impl Iterator<Item = (i32, KafkaRecord)>) -> KafkaEvent {
     let mut event = KafkaEvent::default();
-    for (partition, r) in records {
-        event
-            .records
-            .entry(format!("{topic}-{partition}"))
-            .or_default()
-            .push(kafka_record(topic, partition, r));
+    // A chunk holds each partition's records together: its key is written once per run.
+    let mut run: Option<(i32, String)> = None;
+    for (partition, record) in records {
+        if run.as_ref().is_none_or(|(p, _)| *p != partition) {
+            run = Some((partition, format!("{topic}-{partition}")));
+        }
+        let Some((_, key)) = &run else { continue };
+        match event.records.get_mut(key) {
+            Some(list) => list.push(record),
+            None => {
+                event.records.insert(key.clone(), vec![record]);
+            }
+        }
     }
     event.event_source = Some("aws:kafka".to_string());
     event.event_source_arn = Some(EVENT_SOURCE_ARN.to_string());
@@ -485,7 +499,7 @@ pub fn on_failure_message(source: &MskSource, give_up: &GiveUp, now: DateTime<Ut
         "bootstrapServers": BOOTSTRAP_SERVERS,
         "eventSource": "aws:kafka",
         "eventSourceArn": EVENT_SOURCE_ARN,
-        "records": { format!("{}-{}", source.topic, r.partition): [record_json(&kafka_record(&source.topic, r.partition, &r.record))] },
+        "records": { format!("{}-{}", source.topic, r.partition): [record_json(&r.record.kafka)] },
     });
     let mut message = json!({
         "requestContext": {
@@ -689,7 +703,7 @@ async fn fetch_batch(
     feed: &Feed,
     readers: &mut [Reader],
     marks: &watch::Marks,
-) -> anyhow::Result<Vec<(i32, Vec<RecordAndOffset>)>> {
+) -> anyhow::Result<Vec<(i32, Vec<Arc<Fetched>>)>> {
     // The watermark of each partition with records past the mapping's offset.
     let ahead: Vec<Option<i64>> = readers
         .iter()
@@ -728,7 +742,7 @@ async fn fetch_batch(
                 continue;
             }
         };
-        let take: Vec<RecordAndOffset> = records.into_iter().take(room).collect();
+        let take: Vec<Arc<Fetched>> = records.into_iter().take(room).collect();
         room -= take.len();
         if !take.is_empty() {
             batch.push((reader.client.partition(), take));

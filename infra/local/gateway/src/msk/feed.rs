@@ -9,6 +9,11 @@
 //! buffer ends, while the others wait for it). A mapping outside the buffer (restarted
 //! behind it, or started ahead of it) reads for itself.
 //!
+//! What a function receives for a record (its `KafkaRecord`: base64 key and value, headers
+//! as signed bytes) is the same for every mapping of the topic, so it is built once, when
+//! the record is fetched, and the mappings share it ([`Fetched`]); each invocation takes a
+//! copy of it instead of encoding the record again.
+//!
 //! A fetch's `max_wait` is its read budget: the tansu the installers provide (the PyPI
 //! wheel's build) stops listing and reading when `max_wait` is over and answers with what
 //! it has, which is nothing once listing the partition takes longer than the wait (a 1 ms
@@ -26,7 +31,11 @@ use std::{
     },
 };
 
-use rskafka::{client::partition::PartitionClient, record::RecordAndOffset};
+use aws_lambda_events::event::kafka::KafkaRecord;
+use rskafka::{
+    client::partition::PartitionClient,
+    record::{Record, RecordAndOffset},
+};
 
 /// Bytes asked of one partition per fetch.
 const FETCH_BYTES: i32 = 4 * 1024 * 1024;
@@ -46,6 +55,28 @@ pub enum ReadError {
     OutOfRange,
     /// Any other broker error.
     Broker(rskafka::client::error::Error),
+}
+
+/// A fetched record, and the `KafkaRecord` every mapping's function receives for it.
+#[derive(Debug, PartialEq)]
+pub struct Fetched {
+    /// Its offset.
+    pub offset: i64,
+    /// The record as the broker has it.
+    pub record: Record,
+    /// The record as the function receives it ([`super::kafka_record`]).
+    pub kafka: KafkaRecord,
+}
+
+impl Fetched {
+    /// A record of `topic`'s `partition`, with its `KafkaRecord` built.
+    pub fn new(topic: &str, partition: i32, r: RecordAndOffset) -> Arc<Self> {
+        Arc::new(Self {
+            kafka: super::kafka_record(topic, partition, &r),
+            offset: r.offset,
+            record: r.record,
+        })
+    }
 }
 
 /// Record fetches sent to the broker by this process's feeds.
@@ -84,7 +115,7 @@ pub fn cut_short(reached: i64, bytes: usize, seen: Option<i64>) -> bool {
 /// stands.
 #[derive(Default)]
 struct Buffer {
-    records: VecDeque<RecordAndOffset>,
+    records: VecDeque<Arc<Fetched>>,
     start: i64,
     end: i64,
     bytes: usize,
@@ -92,8 +123,9 @@ struct Buffer {
     positions: BTreeMap<String, i64>,
 }
 
-fn size(r: &RecordAndOffset) -> usize {
-    r.record.approximate_size()
+/// A record's bytes as the broker has them (what [`BUFFER_BYTES`] counts).
+fn size(r: &Record) -> usize {
+    r.approximate_size()
 }
 
 impl Buffer {
@@ -104,7 +136,7 @@ impl Buffer {
             if first.offset >= lowest && self.bytes <= BUFFER_BYTES {
                 break;
             }
-            self.bytes -= size(first);
+            self.bytes -= size(&first.record);
             self.start = first.offset + 1;
             self.records.pop_front();
         }
@@ -112,16 +144,16 @@ impl Buffer {
     }
 
     /// Up to `max` records from `offset` on.
-    fn after(&self, offset: i64, max: usize) -> Vec<RecordAndOffset> {
+    fn after(&self, offset: i64, max: usize) -> Vec<Arc<Fetched>> {
         let first = self.records.partition_point(|r| r.offset < offset);
         self.records.range(first..).take(max).cloned().collect()
     }
 
-    fn append(&mut self, records: Vec<RecordAndOffset>) {
+    fn append(&mut self, records: Vec<Arc<Fetched>>) {
         for r in records {
             if r.offset >= self.end {
                 self.end = r.offset + 1;
-                self.bytes += size(&r);
+                self.bytes += size(&r.record);
                 self.records.push_back(r);
             }
         }
@@ -145,7 +177,7 @@ impl Feed {
         offset: i64,
         max: usize,
         seen: Option<i64>,
-    ) -> Result<Vec<RecordAndOffset>, ReadError> {
+    ) -> Result<Vec<Arc<Fetched>>, ReadError> {
         let buffer = self.buffer(client.partition());
         let mut b = buffer.lock().await;
         b.positions.insert(group.to_string(), offset);
@@ -156,7 +188,10 @@ impl Feed {
         }
         if offset < b.start || offset > b.end {
             drop(b);
-            return Ok(self.fetch(client, offset, seen).await?.into_iter().take(max).collect());
+            let records = self.fetch(client, offset, seen).await?.into_iter().take(max);
+            return Ok(records
+                .map(|r| Fetched::new(client.topic(), client.partition(), r))
+                .collect());
         }
         let buffered = b.after(offset, max);
         if !buffered.is_empty() {
@@ -164,7 +199,13 @@ impl Feed {
         }
         let end = b.end;
         match self.fetch(client, end, seen).await {
-            Ok(records) => b.append(records),
+            Ok(records) => b.append(
+                records
+                    .into_iter()
+                    .filter(|r| r.offset >= end)
+                    .map(|r| Fetched::new(client.topic(), client.partition(), r))
+                    .collect(),
+            ),
             Err(e) => {
                 // The records may be gone (broker restarted): keep nothing.
                 *b = Buffer::default();
@@ -198,7 +239,7 @@ impl Feed {
                 }) => return Err(ReadError::OutOfRange),
                 Err(e) => return Err(ReadError::Broker(e)),
             };
-            let bytes = fetched.iter().map(size).sum();
+            let bytes = fetched.iter().map(|r| size(&r.record)).sum();
             records.extend(fetched.into_iter().filter(|r| r.offset >= from));
             from = records.last().map_or(from, |r| r.offset + 1);
             // A watermark below the one seen: the broker lost records (restarted), which
@@ -223,23 +264,22 @@ impl Feed {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rskafka::record::Record;
 
-    fn records(offsets: std::ops::Range<i64>, bytes: usize) -> Vec<RecordAndOffset> {
+    fn records(offsets: std::ops::Range<i64>, bytes: usize) -> Vec<Arc<Fetched>> {
         offsets
-            .map(|offset| RecordAndOffset {
-                record: Record {
+            .map(|offset| {
+                let record = Record {
                     key: None,
                     value: Some(vec![b'x'; bytes]),
                     headers: BTreeMap::new(),
                     timestamp: chrono::Utc::now(),
-                },
-                offset,
+                };
+                Fetched::new("t", 0, RecordAndOffset { record, offset })
             })
             .collect()
     }
 
-    fn offsets(records: &[RecordAndOffset]) -> Vec<i64> {
+    fn offsets(records: &[Arc<Fetched>]) -> Vec<i64> {
         records.iter().map(|r| r.offset).collect()
     }
 

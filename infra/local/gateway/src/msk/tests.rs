@@ -19,17 +19,23 @@ fn source(report: bool, bisect: bool, retries: Option<u32>) -> MskSource {
 }
 
 fn record(partition: i32, offset: i64, age_secs: i64) -> InFlight {
+    in_flight(
+        partition,
+        offset,
+        Record {
+            key: Some(format!("user-{offset}").into_bytes()),
+            value: Some(b"{}".to_vec()),
+            headers: BTreeMap::new(),
+            timestamp: Utc::now() - chrono::Duration::seconds(age_secs),
+        },
+    )
+}
+
+/// A user-events record in flight, invoked once.
+fn in_flight(partition: i32, offset: i64, record: Record) -> InFlight {
     InFlight {
         partition,
-        record: RecordAndOffset {
-            record: Record {
-                key: Some(format!("user-{offset}").into_bytes()),
-                value: Some(b"{}".to_vec()),
-                headers: BTreeMap::new(),
-                timestamp: Utc::now() - chrono::Duration::seconds(age_secs),
-            },
-            offset,
-        },
+        record: Fetched::new("user-events", partition, RecordAndOffset { record, offset }),
         invocations: 1,
     }
 }
@@ -278,16 +284,29 @@ fn retry_backoff_is_short_and_bounded() {
 /// Two records at a fixed time (its milliseconds survive the crate's float parse), one
 /// without a key and with headers, and the JSON Lambda sends for them, written out.
 fn records_and_lambdas_json() -> (Chunk, Value) {
-    let at = DateTime::from_timestamp_millis(1_764_345_600_500).unwrap();
-    let mut keyed = record(0, 5, 0);
-    keyed.record.record.timestamp = at;
-    let mut with_headers = record(1, 8, 0);
-    with_headers.record.record.timestamp = at;
-    with_headers.record.record.key = None;
-    with_headers.record.record.headers = BTreeMap::from([
+    let timestamp = DateTime::from_timestamp_millis(1_764_345_600_500).unwrap();
+    let value = Some(b"{}".to_vec());
+    let keyed = Record {
+        key: Some(b"user-5".to_vec()),
+        value: value.clone(),
+        headers: BTreeMap::new(),
+        timestamp,
+    };
+    let headers = BTreeMap::from([
         ("eventType".to_string(), b"MESSAGE_SENT".to_vec()),
         ("x".to_string(), vec![0xff, 1]),
     ]);
+    let keyed = in_flight(0, 5, keyed);
+    let with_headers = in_flight(
+        1,
+        8,
+        Record {
+            key: None,
+            value,
+            headers,
+            timestamp,
+        },
+    );
     let chunk = Chunk {
         records: vec![keyed, with_headers],
         retries: 0,
@@ -325,7 +344,7 @@ fn a_record_given_up_on_is_written_as_lambda_writes_it() {
     let (chunk, lambda) = records_and_lambdas_json();
     for r in &chunk.records {
         let key = format!("user-events-{}", r.partition);
-        let written = record_json(&kafka_record("user-events", r.partition, &r.record));
+        let written = record_json(&r.record.kafka);
         assert_eq!(written, lambda["records"][&key][0], "{key}");
     }
 }
