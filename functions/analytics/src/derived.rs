@@ -28,8 +28,8 @@
 //! **Round trips per batch**, besides counting (one, which the first of these travels
 //! beside): one asking which of the batch's milestones are new and which due days are
 //! open; one for the milestone script, only when some are new; and only when a day is due
-//! and not closed yet, one read of its counters (per such day, at most [`LOOKBACK_DAYS`])
-//! and one for the closing scripts.
+//! and not closed yet, one read of the due days' counters and one for their closing
+//! scripts. After Redis lost its scripts (a failover), each script costs one more, once.
 //!
 //! Markers are not projections: a rebuild of the analytics counters (which applies records
 //! with `store::count`, not through here) keeps them, and they outlive topic retention, so
@@ -322,16 +322,19 @@ async fn check<'c, 'a>(
 }
 
 /// One round trip, when any milestone is new: the milestone script for `ready`
-/// (candidates with their outbox entries).
+/// (candidates with their outbox entries); a second one only if Redis lost the script.
 async fn reach(state: &AppState, records: &[Incoming], ready: &[(&Candidate<'_>, String)]) -> Result<u64, AppError> {
     if ready.is_empty() {
         return Ok(0);
     }
     let mut pipe = redis::pipe();
-    pipe.load_script(&MILESTONES).ignore();
-    pipe.invoke_script(&milestones_call(records, ready));
-    let (reached,): (u64,) = pipe.query_async(&mut state.store.conn()).await?;
-    Ok(reached)
+    pipe.ignore_errors().add_command(milestones_call(records, ready));
+    let mut replies = script::query_loaded(&state.store, &pipe, &[&MILESTONES]).await?;
+    script::reply(
+        replies
+            .pop()
+            .ok_or_else(|| AppError::bug("milestone script returned no reply"))?,
+    )
 }
 
 /// The next reply of a pipeline, in order.
@@ -343,13 +346,8 @@ fn take(
         .ok_or_else(|| AppError::bug("derived events pipeline returned too few replies"))
 }
 
-/// The milestone script's invocation for `ready` (candidates with their outbox entries).
-fn milestones_call(records: &[Incoming], ready: &[(&Candidate<'_>, String)]) -> redis::ScriptInvocation<'static> {
-    let mut call = MILESTONES.prepare_invoke();
-    call.key(keys::OUTBOX);
-    for kind in MilestoneKind::ALL {
-        call.key(keys::milestone_reached(kind.as_str()));
-    }
+/// The milestone script's call for `ready` (candidates with their outbox entries).
+fn milestones_call(records: &[Incoming], ready: &[(&Candidate<'_>, String)]) -> redis::Cmd {
     let set_index = |kind: MilestoneKind| 2 + MilestoneKind::ALL.iter().position(|k| *k == kind).unwrap_or(0);
     let day_of = |c: &Candidate| store::day_of(&records[c.record]);
     let days: BTreeSet<String> = ready.iter().map(|(c, _)| day_of(c)).collect();
@@ -359,8 +357,13 @@ fn milestones_call(records: &[Incoming], ready: &[(&Candidate<'_>, String)]) -> 
         .enumerate()
         .map(|(i, d)| (d.as_str(), first_day + i))
         .collect();
+    let mut call = script::evalsha(&MILESTONES, 1 + MilestoneKind::ALL.len() + days.len());
+    call.arg(keys::OUTBOX);
+    for kind in MilestoneKind::ALL {
+        call.arg(keys::milestone_reached(kind.as_str()));
+    }
     for day in &days {
-        call.key(keys::milestones_of_day(day));
+        call.arg(keys::milestones_of_day(day));
     }
     call.arg(store::RETENTION.as_millis() as i64);
     for (c, entry) in ready {
@@ -373,9 +376,9 @@ fn milestones_call(records: &[Incoming], ready: &[(&Candidate<'_>, String)]) -> 
     call
 }
 
-/// Closes the open days: reads each one's counters and milestone counts (one round trip
-/// per day, from the live generation, after this batch's counts and milestones), then runs
-/// one close script per day, pipelined (one round trip).
+/// Closes the open days: reads their counters and milestone counts (one round trip, from
+/// the live generation, after this batch's counts and milestones), then runs one close
+/// script per day, pipelined (one round trip; a second only if Redis lost the script).
 async fn close(
     state: &AppState,
     open: Vec<NaiveDate>,
@@ -389,28 +392,32 @@ async fn close(
     let correlation = trigger
         .map(|(i, _)| records[i].envelope.event_id.to_string())
         .unwrap_or_default();
+    let dates: Vec<String> = open.iter().map(NaiveDate::to_string).collect();
+    let dates: Vec<&str> = dates.iter().map(String::as_str).collect();
+    let read = store::days_with_milestones(&state.store, &dates).await?;
     let mut pipe = redis::pipe();
-    pipe.load_script(&CLOSE).ignore();
-    for day in &open {
-        let date = day.to_string();
-        let ((counters, dau, _mau), milestones) = store::day_with_milestones(&state.store, &date).await?;
-        let (marker, entry) = match summary(&date, &counters, dau, &milestones, now) {
+    pipe.ignore_errors();
+    for (date, ((counters, dau, _mau), milestones)) in dates.iter().zip(read) {
+        let (marker, entry) = match summary(date, &counters, dau, &milestones, now) {
             Some(summary) => {
                 let envelope = Envelope::of(FUNCTION_NAME, SUMMARY_KEY, &correlation, summary)?;
                 (envelope.event_id.to_string(), state.publisher.outbox_entry(envelope)?)
             }
             None => (EMPTY_DAY.to_string(), String::new()),
         };
-        pipe.invoke_script(
-            CLOSE
-                .key(keys::OUTBOX)
-                .key(keys::daily_summary_closed(&date))
-                .arg(store::RETENTION.as_millis() as i64)
-                .arg(marker)
-                .arg(entry),
-        );
+        let mut call = script::evalsha(&CLOSE, 2);
+        call.arg(keys::OUTBOX)
+            .arg(keys::daily_summary_closed(date))
+            .arg(store::RETENTION.as_millis() as i64)
+            .arg(marker)
+            .arg(entry);
+        pipe.add_command(call);
     }
-    let closed: Vec<i64> = pipe.query_async(&mut state.store.conn()).await?;
+    let closed = script::query_loaded(&state.store, &pipe, &[&CLOSE])
+        .await?
+        .into_iter()
+        .map(script::reply::<i64>)
+        .collect::<Result<Vec<i64>, AppError>>()?;
     tracing::info!(days = ?open, closed = ?closed, "due days closed");
     Ok(())
 }

@@ -232,19 +232,25 @@ pub fn day_of(record: &Incoming) -> String {
     clock::day_key(&record.envelope.timestamp)
 }
 
-/// One day's raw numbers in the live generation: its counter hash, DAU and the month's
-/// MAU. One round trip (two once per container after a rebuild switched generations).
-pub async fn day(store: &Store, day: &str) -> Result<(HashMap<String, i64>, i64, i64), AppError> {
-    Ok(read_day(store, day, false).await?.0)
+/// A day's raw numbers in the live generation: its counter hash, DAU and the month's MAU.
+pub type DayCounts = (HashMap<String, i64>, i64, i64);
+
+/// One day's raw numbers. One round trip (two once per container after a rebuild switched
+/// generations).
+pub async fn day(store: &Store, day: &str) -> Result<DayCounts, AppError> {
+    let mut read = read_days(store, &[day], false).await?;
+    read.pop()
+        .map(|(counts, _)| counts)
+        .ok_or_else(|| AppError::bug("analytics day read returned no day"))
 }
 
-/// [`day`], and the day's milestone counts (kept outside the projection generations) read
-/// in the same round trip: what a day's summary is made of.
-pub async fn day_with_milestones(
+/// Each of `days`' raw numbers and milestone counts (kept outside the projection
+/// generations), all in one round trip: what the days' summaries are made of.
+pub async fn days_with_milestones(
     store: &Store,
-    day: &str,
-) -> Result<((HashMap<String, i64>, i64, i64), HashMap<String, u64>), AppError> {
-    read_day(store, day, true).await
+    days: &[&str],
+) -> Result<Vec<(DayCounts, HashMap<String, u64>)>, AppError> {
+    read_days(store, days, true).await
 }
 
 /// A pipeline's reply as `T`; one that is not names `what` in the error.
@@ -252,22 +258,24 @@ pub(crate) fn parse<T: redis::FromRedisValue>(value: redis::Value, what: &'stati
     redis::from_redis_value(value).map_err(|e| AppError::internal(what, e))
 }
 
-async fn read_day(
+async fn read_days(
     store: &Store,
-    day: &str,
+    days: &[&str],
     with_milestones: bool,
-) -> Result<((HashMap<String, i64>, i64, i64), HashMap<String, u64>), AppError> {
-    let month = &day[..7];
+) -> Result<Vec<(DayCounts, HashMap<String, u64>)>, AppError> {
     let mut assumed = store.generations().cached(Projection::Analytics);
     let mut redirects = 0;
     loop {
         let g = assumed.live;
         let mut pipe = redis::pipe();
-        pipe.hgetall(keys::analytics_day_in(g, month, day))
-            .pfcount(keys::analytics_dau_in(g, month, day))
-            .pfcount(keys::analytics_mau_in(g, month));
-        if with_milestones {
-            pipe.hgetall(keys::milestones_of_day(day));
+        for day in days {
+            let month = &day[..7];
+            pipe.hgetall(keys::analytics_day_in(g, month, day))
+                .pfcount(keys::analytics_dau_in(g, month, day))
+                .pfcount(keys::analytics_mau_in(g, month));
+            if with_milestones {
+                pipe.hgetall(keys::milestones_of_day(day));
+            }
         }
         projection::read_pointer(&mut pipe, Projection::Analytics);
         let mut replies: std::vec::IntoIter<redis::Value> = pipe
@@ -279,17 +287,21 @@ async fn read_day(
                 .next()
                 .ok_or_else(|| AppError::bug("analytics day pipeline returned too few replies"))
         };
-        let counters: HashMap<String, i64> = parse(next()?, "analytics day counters")?;
-        let dau: i64 = parse(next()?, "analytics DAU")?;
-        let mau: i64 = parse(next()?, "analytics MAU")?;
-        let milestones: HashMap<String, u64> = match with_milestones {
-            true => parse(next()?, "milestone counts")?,
-            false => HashMap::new(),
-        };
+        let mut read = Vec::with_capacity(days.len());
+        for _ in days {
+            let counters: HashMap<String, i64> = parse(next()?, "analytics day counters")?;
+            let dau: i64 = parse(next()?, "analytics DAU")?;
+            let mau: i64 = parse(next()?, "analytics MAU")?;
+            let milestones: HashMap<String, u64> = match with_milestones {
+                true => parse(next()?, "milestone counts")?,
+                false => HashMap::new(),
+            };
+            read.push(((counters, dau, mau), milestones));
+        }
         let seen = Pointer::from_reply(parse(next()?, "analytics pointer")?)?;
         store.generations().observe(Projection::Analytics, assumed, seen);
         if seen.live == g || redirects == projection::MAX_REDIRECTS {
-            return Ok(((counters, dau, mau), milestones));
+            return Ok(read);
         }
         assumed = seen;
         redirects += 1;
