@@ -195,6 +195,80 @@ impl Run {
     }
 }
 
+/// Redis's `INFO commandstats` as (command, calls, µs) rows, biggest µs first.
+async fn command_stats(stack: &Stack) -> Vec<(String, u64, f64)> {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut stack.state.store.conn())
+        .await
+        .expect("INFO commandstats");
+    let mut rows: Vec<(String, u64, f64)> = info
+        .lines()
+        .filter_map(|line| {
+            let (name, rest) = line.strip_prefix("cmdstat_")?.split_once(':')?;
+            let field = |key: &str| rest.split(',').find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='));
+            Some((
+                name.to_string(),
+                field("calls")?.parse().ok()?,
+                field("usec")?.parse().ok()?,
+            ))
+        })
+        .collect();
+    rows.sort_by(|a, b| b.2.total_cmp(&a.2));
+    rows
+}
+
+/// A connection without the store's command timeout: the slow log is a big reply.
+async fn slow_log_reader(stack: &Stack) -> redis::aio::MultiplexedConnection {
+    let client = redis::Client::open(stack.redis.url()).expect("redis url");
+    let config = redis::AsyncConnectionConfig::new().set_response_timeout(Some(Duration::from_secs(120)));
+    client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
+        .expect("redis")
+}
+
+/// The slow log's EVALSHAs (every call, with the threshold at 0) as (first key, calls,
+/// µs) rows, biggest µs first; turns the slow log off again.
+async fn script_stats(stack: &Stack) -> Vec<(String, u64, f64)> {
+    let (entries,): (Vec<redis::Value>,) = redis::pipe()
+        .cmd("SLOWLOG")
+        .arg("GET")
+        .arg(-1)
+        .cmd("CONFIG")
+        .arg("SET")
+        .arg("slowlog-log-slower-than")
+        .arg(-1)
+        .ignore()
+        .query_async(&mut slow_log_reader(stack).await)
+        .await
+        .expect("SLOWLOG GET");
+    let mut by_key: std::collections::BTreeMap<String, (u64, f64)> = Default::default();
+    for entry in entries {
+        // [id, time, µs, [command, args...], client, name]
+        let Ok((_, _, usec, args)) =
+            redis::from_redis_value::<(i64, i64, i64, Vec<String>)>(entry.clone()).or_else(|_| {
+                redis::from_redis_value::<(i64, i64, i64, Vec<String>, String, String)>(entry)
+                    .map(|(a, b, c, d, _, _)| (a, b, c, d))
+            })
+        else {
+            continue;
+        };
+        if args.first().is_some_and(|c| c.eq_ignore_ascii_case("EVALSHA")) {
+            // The first key's name up to its hash tag, and the script's hash, name the script.
+            let first_key = args.get(3).map_or("-", |k| k.split('{').next().unwrap_or(k));
+            let sha = args.get(1).map_or("", |h| &h[..h.len().min(8)]);
+            let key = format!("{first_key}… ({sha})");
+            let row = by_key.entry(key).or_default();
+            row.0 += 1;
+            row.1 += usec as f64;
+        }
+    }
+    let mut rows: Vec<(String, u64, f64)> = by_key.into_iter().map(|(k, (n, us))| (k, n, us)).collect();
+    rows.sort_by(|a, b| b.2.total_cmp(&a.2));
+    rows
+}
+
 fn us(secs: f64, per: u64) -> f64 {
     secs * 1e6 / per.max(1) as f64
 }
@@ -214,6 +288,7 @@ async fn main() {
     }
     let overrides = std::env::var(local_gateway::template::PARAMETER_OVERRIDES_VAR).unwrap_or_default();
     // BENCH_ROUTES: only some routes, without the idle and broker measurements.
+    let commandstats = std::env::var_os("COMMANDSTATS").is_some();
     let only: Option<Vec<String>> = std::env::var("BENCH_ROUTES").ok().map(|r| {
         r.split(',')
             .map(str::trim)
@@ -375,6 +450,22 @@ async fn main() {
     for (name, requests) in routes.into_iter().filter(|(name, _)| selected(name)) {
         // Let the previous route's consumers finish.
         tokio::time::sleep(Duration::from_secs(2)).await;
+        if commandstats {
+            let _: () = redis::pipe()
+                .cmd("CONFIG")
+                .arg("RESETSTAT")
+                .cmd("CONFIG")
+                .arg("SET")
+                .arg("slowlog-log-slower-than")
+                .arg(0)
+                .arg("slowlog-max-len")
+                .arg(1_000_000)
+                .cmd("SLOWLOG")
+                .arg("RESET")
+                .query_async(&mut stack.state.store.conn())
+                .await
+                .expect("CONFIG RESETSTAT, slow log on");
+        }
         let (process0, redis0) = (stat_cpu("/proc/self/stat"), stack.redis_cpu_seconds().await);
         let (broker0, requests0) = (broker_cpu(tansu), broker_requests());
         let window = Instant::now();
@@ -417,6 +508,23 @@ async fn main() {
             }
             false => String::new(),
         };
+        if commandstats {
+            eprintln!("{name}: Redis commands per request served ({ok} requests, consumers included)");
+            for (command, calls, usec) in command_stats(&stack).await {
+                eprintln!(
+                    "  {command}: {:.2} calls, {:.1} µs",
+                    calls as f64 / ok.max(1) as f64,
+                    usec / ok.max(1) as f64
+                );
+            }
+            for (first_key, calls, usec) in script_stats(&stack).await {
+                eprintln!(
+                    "  script on {first_key}: {:.2} calls, {:.1} µs",
+                    calls as f64 / ok.max(1) as f64,
+                    usec / ok.max(1) as f64
+                );
+            }
+        }
         let errors = match run.errors {
             0 => String::new(),
             n => format!(" [{n} of {} non-2xx]", run.requests),
