@@ -170,6 +170,37 @@ async fn the_same_notification_created_twice_requests_one_email() {
 }
 
 #[tokio::test]
+async fn a_produced_email_leaves_the_outbox_and_the_entries_waiting_before_it_stay() {
+    let stack = Stack::start().await;
+    let b = stack.user("bob").await;
+    // What a broker outage left for the relay, ahead of the router's entry.
+    let waiting: Vec<String> = (0..3).map(|i| format!("{{\"waiting\":{i}}}")).collect();
+    let mut conn = stack.state.store.conn();
+    let _: () = redis::AsyncCommands::rpush(&mut conn, devconnect::keys::OUTBOX, &waiting)
+        .await
+        .unwrap();
+    let created = notification(&b.id, &b.id, "connection_request");
+
+    let routed = route_at(&stack, "2026-01-15T12:00:00Z", &[&created]).await;
+
+    assert_eq!(routed["applied"].as_u64(), Some(1), "{routed}");
+    let id = created.data["id"].as_str().unwrap();
+    let emails = requested(&stack, "email-events", &b.id).await;
+    assert_eq!(
+        emails.iter().filter(|d| d.notification_id == id).count(),
+        1,
+        "{emails:?}"
+    );
+    let outbox: Vec<String> = redis::AsyncCommands::lrange(&mut conn, devconnect::keys::OUTBOX, 0, -1)
+        .await
+        .unwrap();
+    assert_eq!(
+        outbox, waiting,
+        "the produced entry is gone, the waiting ones untouched"
+    );
+}
+
+#[tokio::test]
 async fn quiet_hours_hold_the_sms_until_the_window_ends() {
     let stack = Stack::start().await;
     let b = stack.user("bob").await;
