@@ -5,9 +5,33 @@
 //! sessions, rate-limit counter and cached public profile all carry `{u:<id>}`, which
 //! lets authentication + rate limit + profile read be one script in one slot.
 
+use std::fmt;
+
+/// A hash tag, `{<kind>:<id>}` or, for a pair, `{<kind>:<lo>:<hi>}`, written straight into
+/// the key that carries it (one allocation per key, not one more for the tag).
+#[derive(Debug, PartialEq)]
+struct Tag<'a> {
+    kind: &'static str,
+    id: &'a str,
+    other: Option<&'a str>,
+}
+
+impl fmt::Display for Tag<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.other {
+            None => write!(f, "{{{}:{}}}", self.kind, self.id),
+            Some(other) => write!(f, "{{{}:{}:{other}}}", self.kind, self.id),
+        }
+    }
+}
+
 /// The hash tag that keeps everything of one user in one slot.
-fn user_tag(user_id: &str) -> String {
-    format!("{{u:{user_id}}}")
+fn user_tag(user_id: &str) -> Tag<'_> {
+    Tag {
+        kind: "u",
+        id: user_id,
+        other: None,
+    }
 }
 
 /// Hash: the user's record (profile fields, password hash, tier).
@@ -61,9 +85,13 @@ pub fn login_failures_from(normalized_email: &str, ip: &str) -> String {
 /// The hash tag of a pair of users: the pair record, their conversation and its
 /// unread counters share it, so "are they connected?" and "append a message" are
 /// one script. Order-independent: `pair_tag(a, b) == pair_tag(b, a)`.
-fn pair_tag(a: &str, b: &str) -> String {
+fn pair_tag<'a>(a: &'a str, b: &'a str) -> Tag<'a> {
     let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
-    format!("{{p:{lo}:{hi}}}")
+    Tag {
+        kind: "p",
+        id: lo,
+        other: Some(hi),
+    }
 }
 
 /// Hash: the one connection request between two users, whoever sent it (status, id, from, to).
@@ -110,10 +138,22 @@ pub fn presence(user_id: &str) -> String {
 /// written before rebuilds existed stays readable), generation N > 0 appends `@N`. The
 /// generation sits outside the hash tag, so every generation of a key keeps its slot.
 /// See [`crate::projection`].
-fn generational(prefix: &str, generation: u64) -> String {
-    match generation {
-        0 => prefix.to_string(),
-        g => format!("{prefix}@{g}"),
+fn generational(prefix: &'static str, generation: u64) -> Generational {
+    Generational { prefix, generation }
+}
+
+/// [`generational`]'s prefix, written straight into the key.
+struct Generational {
+    prefix: &'static str,
+    generation: u64,
+}
+
+impl fmt::Display for Generational {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.generation {
+            0 => f.write_str(self.prefix),
+            g => write!(f, "{}@{g}", self.prefix),
+        }
     }
 }
 
@@ -124,13 +164,21 @@ pub fn notifications_in(generation: u64, user_id: &str) -> String {
 
 /// Hash: a user's notification state (`unread`) in one projection generation.
 pub fn notification_state_in(generation: u64, user_id: &str) -> String {
-    format!("{}:state", notifications_in(generation, user_id))
+    format!(
+        "{}:{}:state",
+        generational("notifications", generation),
+        user_tag(user_id)
+    )
 }
 
 /// Sorted set: event ids the notifications consumer applied for a user in one projection
 /// generation (dedupe; score = ms). Per generation, so a rebuild applies every record again.
 pub fn notification_dedupe_in(generation: u64, user_id: &str) -> String {
-    format!("{}:seen", notifications_in(generation, user_id))
+    format!(
+        "{}:{}:seen",
+        generational("notifications", generation),
+        user_tag(user_id)
+    )
 }
 
 /// [`notifications_in`] generation 0.
@@ -168,8 +216,12 @@ pub fn notification_channel(user_id: &str) -> String {
 
 /// The hash tag of one month of analytics (`YYYY-MM`): a day's counters, its DAU, the
 /// month's MAU and the dedupe set are updated by one script in this slot.
-fn month_tag(month: &str) -> String {
-    format!("{{a:{month}}}")
+fn month_tag(month: &str) -> Tag<'_> {
+    Tag {
+        kind: "a",
+        id: month,
+        other: None,
+    }
 }
 
 /// Hash: one day's counters in one projection generation: `<TYPE>` per day, `<HH>:<TYPE>`
@@ -369,6 +421,23 @@ pub fn channel_digest(user_id: &str, day: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Key names are stored data: a renamed key is data a deploy no longer finds.
+    #[test]
+    fn key_names_stay_what_is_stored() {
+        let (u, v) = ("id-2", "id-1");
+        assert_eq!(user(u), "user:{u:id-2}");
+        assert_eq!(pair(u, v), "pair:{p:id-1:id-2}");
+        assert_eq!(notifications_in(0, u), "notifications:{u:id-2}");
+        assert_eq!(notification_state_in(3, u), "notifications@3:{u:id-2}:state");
+        assert_eq!(notification_dedupe_in(0, u), "notifications:{u:id-2}:seen");
+        assert_eq!(notifications_pattern(3), "notifications@3:{u:*");
+        assert_eq!(
+            analytics_day_in(2, "2026-01", "2026-01-15"),
+            "analytics@2:{a:2026-01}:day:2026-01-15"
+        );
+        assert_eq!(analytics_mau_in(0, "2026-01"), "analytics:{a:2026-01}:mau");
+    }
 
     #[test]
     fn a_users_keys_share_one_hash_tag() {
