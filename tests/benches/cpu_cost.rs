@@ -195,29 +195,6 @@ impl Run {
     }
 }
 
-/// Redis's `INFO commandstats` as (command, calls, µs) rows, biggest µs first.
-async fn command_stats(stack: &Stack) -> Vec<(String, u64, f64)> {
-    let info: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query_async(&mut stack.state.store.conn())
-        .await
-        .expect("INFO commandstats");
-    let mut rows: Vec<(String, u64, f64)> = info
-        .lines()
-        .filter_map(|line| {
-            let (name, rest) = line.strip_prefix("cmdstat_")?.split_once(':')?;
-            let field = |key: &str| rest.split(',').find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='));
-            Some((
-                name.to_string(),
-                field("calls")?.parse().ok()?,
-                field("usec")?.parse().ok()?,
-            ))
-        })
-        .collect();
-    rows.sort_by(|a, b| b.2.total_cmp(&a.2));
-    rows
-}
-
 /// A connection without the store's command timeout: the slow log is a big reply.
 async fn slow_log_reader(stack: &Stack) -> redis::aio::MultiplexedConnection {
     let client = redis::Client::open(stack.redis.url()).expect("redis url");
@@ -510,7 +487,9 @@ async fn main() {
         };
         if commandstats {
             eprintln!("{name}: Redis commands per request served ({ok} requests, consumers included)");
-            for (command, calls, usec) in command_stats(&stack).await {
+            let mut commands: Vec<(String, (u64, f64))> = stack.command_stats().await.into_iter().collect();
+            commands.sort_by(|a, b| b.1 .1.total_cmp(&a.1 .1));
+            for (command, (calls, usec)) in commands {
                 eprintln!(
                     "  {command}: {:.2} calls, {:.1} µs",
                     calls as f64 / ok.max(1) as f64,

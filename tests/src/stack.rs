@@ -308,6 +308,26 @@ impl Stack {
             .sum()
     }
 
+    /// Redis's calls and CPU µs per command since its stats were last reset, from
+    /// `INFO commandstats`. On a cluster, the node the connection reaches.
+    pub async fn command_stats(&self) -> BTreeMap<String, (u64, f64)> {
+        let info: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query_async(&mut self.state.store.conn())
+            .await
+            .expect("INFO commandstats");
+        info.lines()
+            .filter_map(|line| {
+                let (name, rest) = line.strip_prefix("cmdstat_")?.split_once(':')?;
+                let field = |key: &str| rest.split(',').find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='));
+                Some((
+                    name.to_string(),
+                    (field("calls")?.parse().ok()?, field("usec")?.parse().ok()?),
+                ))
+            })
+            .collect()
+    }
+
     /// Every Redis key that holds data, with its type and contents: rate-limit counters
     /// are left out, since counting a refused request is the limiter's job.
     /// On a cluster every master is asked for its own keys.

@@ -217,19 +217,6 @@ async fn consume(stack: &Stack, function: &str, records: &[Vec<u8>]) -> serde_js
         .expect("consume")
 }
 
-/// Calls Redis has served of each command since its stats were reset, from `INFO commandstats`.
-async fn command_calls(stack: &Stack) -> std::collections::BTreeMap<String, u64> {
-    let info: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query_async(&mut stack.state.store.conn())
-        .await
-        .expect("INFO commandstats");
-    info.lines()
-        .filter_map(|l| l.strip_prefix("cmdstat_")?.split_once(":calls="))
-        .filter_map(|(name, rest)| Some((name.to_string(), rest.split(',').next()?.parse().ok()?)))
-        .collect()
-}
-
 const CONSUMERS: [&str; 2] = ["AnalyticsConsumerFunction", "NotificationsConsumerFunction"];
 
 #[tokio::test]
@@ -251,7 +238,12 @@ async fn a_warm_consumer_batch_does_not_load_its_scripts_again() {
         let report = consume(&stack, function, &social_records(2)).await;
         assert_eq!(report["applied"], 2, "{function}: {report}");
     }
-    let calls = command_calls(&stack).await;
+    let calls: std::collections::BTreeMap<String, u64> = stack
+        .command_stats()
+        .await
+        .into_iter()
+        .map(|(command, (calls, _))| (command, calls))
+        .collect();
     assert_eq!(calls.get("script|load"), None, "{calls:?}");
     assert_eq!(
         calls.get("evalsha"),
