@@ -292,16 +292,22 @@ impl Stack {
         out
     }
 
+    /// One section of Redis's `INFO`, from the node the connection reaches.
+    async fn info(&self, section: &str) -> String {
+        redis::cmd("INFO")
+            .arg(section)
+            .query_async(&mut self.state.store.conn())
+            .await
+            .expect("INFO")
+    }
+
     /// Redis's own CPU time so far in seconds (user + system, from `INFO cpu`): the benches
     /// divide its growth by the work done, since Redis's CPU is what sizes the cluster.
     /// On a cluster, the node the connection reaches.
     pub async fn redis_cpu_seconds(&self) -> f64 {
-        let info: String = redis::cmd("INFO")
-            .arg("cpu")
-            .query_async(&mut self.state.store.conn())
+        self.info("cpu")
             .await
-            .expect("INFO cpu");
-        info.lines()
+            .lines()
             .filter_map(|l| l.split_once(':'))
             .filter(|(k, _)| *k == "used_cpu_user" || *k == "used_cpu_sys")
             .filter_map(|(_, v)| v.trim().parse::<f64>().ok())
@@ -311,12 +317,9 @@ impl Stack {
     /// Redis's calls and CPU µs per command since its stats were last reset, from
     /// `INFO commandstats`. On a cluster, the node the connection reaches.
     pub async fn command_stats(&self) -> BTreeMap<String, (u64, f64)> {
-        let info: String = redis::cmd("INFO")
-            .arg("commandstats")
-            .query_async(&mut self.state.store.conn())
+        self.info("commandstats")
             .await
-            .expect("INFO commandstats");
-        info.lines()
+            .lines()
             .filter_map(|line| {
                 let (name, rest) = line.strip_prefix("cmdstat_")?.split_once(':')?;
                 let field = |key: &str| rest.split(',').find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='));
