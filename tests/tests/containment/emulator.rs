@@ -6,7 +6,8 @@
 //! reported offset while the others go on; mappings sharing a topic (and the records
 //! read for it) each get every record once, in order, at their own batch size; a
 //! partition of thousands of one-record batches (one per message sent) is read, not
-//! stalled on tansu's read budget.
+//! stalled on tansu's read budget; a record this process produces after a quiet spell
+//! is delivered at once, not at the idle watch's pace.
 
 use std::{
     sync::{Arc, Mutex},
@@ -72,7 +73,9 @@ async fn produce(stack: &Stack, partition: i32, records: Vec<Record>) -> Vec<i64
         .partition_client(TOPIC, partition, UnknownTopicHandling::Retry)
         .await
         .expect("partition");
-    pc.produce(records, Compression::NoCompression).await.expect("produce")
+    let offsets = pc.produce(records, Compression::NoCompression).await.expect("produce");
+    devconnect::producer::announce_produced();
+    offsets
 }
 
 /// Every message on dead-letter-events: (record key, JSON value).
@@ -561,4 +564,47 @@ async fn a_partition_of_thousands_of_one_record_batches_is_delivered_in_order_on
         .collect();
     assert_eq!(delivered, offsets, "every record once, in offset order");
     assert!(calls.iter().all(|(_, o)| o.len() <= 1_000), "a batch over BatchSize");
+}
+
+#[tokio::test]
+async fn a_record_this_process_produces_after_a_quiet_spell_is_delivered_at_once() {
+    // Idle, the watch asks the broker once a second; a produce in this process wakes it.
+    let stack = Stack::start().await;
+    let source = MskSource {
+        batching_window: Duration::ZERO,
+        ..source("emulator-woken", 10, 2, false)
+    };
+    let calls = Calls::default();
+    let poller = spawn(&stack, &source, failing_on(&calls, Vec::new()));
+    let deadline = Instant::now() + DEADLINE;
+    while committed(&stack, &source, 0).await.is_none() {
+        assert!(Instant::now() < deadline, "the mapping never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Quiet for longer than the watch's 2 s before it slows down.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+
+    let sent = Instant::now();
+    stack
+        .state
+        .producer
+        .send(devconnect::producer::OutgoingRecord {
+            topic: TOPIC.into(),
+            key: "k".into(),
+            value: b"after a quiet spell".to_vec(),
+            headers: Default::default(),
+        })
+        .await
+        .expect("produce");
+    while calls.lock().expect("calls").is_empty() {
+        assert!(Instant::now() < deadline, "the record was never delivered");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    poller.abort();
+
+    let delivered_after = calls.lock().expect("calls")[0].0 - sent;
+    assert!(
+        delivered_after < Duration::from_millis(400),
+        "delivered {delivered_after:?} after the produce; the idle pace alone would take up to 1 s"
+    );
 }

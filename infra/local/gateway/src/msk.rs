@@ -587,6 +587,7 @@ impl Destination {
         tokio::time::timeout(DESTINATION_TIMEOUT, futures::future::try_join_all(sends))
             .await
             .map_err(|_| anyhow::anyhow!("writing to {} timed out", self.topic))??;
+        devconnect::producer::announce_produced();
         Ok(())
     }
 }

@@ -10,7 +10,10 @@
 //! per partition per mapping are what kept the broker busy when idle.) Refreshes come every
 //! [`ACTIVE_INTERVAL_MS`] while the watermarks move and slow down to
 //! [`IDLE_INTERVAL_MS`] once nothing has moved for [`IDLE_AFTER`]: each refresh costs the
-//! broker CPU per watched partition, which is the idle stack's cost.
+//! broker CPU per watched partition, which is the idle stack's cost. Every function of the
+//! local stack produces in this process, so a produce brings the next refresh forward (to
+//! [`ACTIVE_INTERVAL_MS`] after the last one): the first record after a quiet spell is seen
+//! at once, and only records from another process wait for the idle pace.
 
 use std::{
     collections::BTreeMap,
@@ -30,17 +33,21 @@ pub type Marks = BTreeMap<(String, i32), i64>;
 /// Refresh interval while records arrive (`LOCAL_MSK_WATCH_MS` overrides it): how late a
 /// record is seen at most, before the batching window.
 const ACTIVE_INTERVAL_MS: u64 = 50;
-/// Refresh interval once nothing has moved for [`IDLE_AFTER`]: the first record after a
-/// quiet spell is seen this late at most (`LOCAL_MSK_IDLE_WATCH_MS` overrides it).
-const IDLE_INTERVAL_MS: u64 = 200;
+/// Refresh interval once nothing has moved for [`IDLE_AFTER`]: how late the first record
+/// another process produces after a quiet spell is seen at most (`LOCAL_MSK_IDLE_WATCH_MS`
+/// overrides it; this process's own produces wake the watch).
+const IDLE_INTERVAL_MS: u64 = 1_000;
 /// How long the watermarks must stand still before refreshes slow down.
 const IDLE_AFTER: Duration = Duration::from_secs(2);
 /// How long a watermark read (no bytes asked) waits on the broker: tansu answers a fetch
 /// with no wait at all without reading, and waits the whole `max_wait` out when it finds
 /// no bytes, so 1 ms. Fetches for records have their own budget (see [`super::feed`]).
 pub const READ_WAIT_MS: i32 = 1;
-/// Longest an idle mapping waits for a wake before reading again anyway.
-const IDLE_RECHECK: Duration = Duration::from_secs(10);
+/// Longest an idle mapping waits for a wake before reading again anyway (the watch knows
+/// every partition it watches, so this is only a backstop).
+const IDLE_RECHECK: Duration = Duration::from_secs(60);
+/// How often the watch lists the topics again while one of them has no partitions yet.
+const RELIST_MISSING: Duration = Duration::from_secs(10);
 
 fn env_ms(name: &str, default: u64) -> Duration {
     let ms = std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default);
@@ -220,11 +227,19 @@ async fn watch(
         .collect();
     // tansu waits `max_wait` out before answering a fetch that finds no bytes: a 1 ms
     // wait and our own pace give watermarks as of the answer, not as of the interval's start.
+    let missing = partitions.iter().find(|(_, p)| p.is_empty()).map(|(t, _)| t.clone());
+    let listed_at = Instant::now();
     let request = fetch_watermarks_request(&partitions, READ_WAIT_MS);
+    let mut produced = devconnect::producer::subscribe_produced();
     let mut correlation = 0i32;
     let mut moved = Instant::now();
     let mut previous = Instant::now();
     while alive.strong_count() > 0 {
+        if let Some(topic) = missing.as_ref().filter(|_| listed_at.elapsed() >= RELIST_MISSING) {
+            anyhow::bail!("topic {topic} had no partitions: listing again");
+        }
+        // Produces from here on are after this refresh's question: they wake the next one.
+        produced.mark_unchanged();
         correlation = correlation.wrapping_add(1);
         let mut framed = request.clone();
         framed[8..12].copy_from_slice(&correlation.to_be_bytes());
@@ -247,7 +262,11 @@ async fn watch(
         if changed {
             moved = Instant::now();
         }
-        tokio::time::sleep(next_interval(moved.elapsed(), intervals())).await;
+        let (active, idle) = intervals();
+        tokio::select! {
+            () = tokio::time::sleep(next_interval(moved.elapsed(), (active, idle))) => {}
+            Ok(()) = produced.changed() => tokio::time::sleep_until(sent + active).await,
+        }
     }
     Ok(())
 }
