@@ -17,9 +17,13 @@ use redis::{Arg, Cmd, Pipeline, Script, ServerErrorKind, Value};
 
 use crate::{store::Store, AppError};
 
-/// Lua helpers every script may call before its first write. Each returns `nil`
-/// when the precondition holds, or the error text (starting with `WRONGTYPE`, so
-/// callers classify it like Redis's own type errors).
+/// Lua helpers every script may call before its first write. `wrong_types`,
+/// `not_hyperloglogs` and `not_integers` return `nil` when the precondition holds, or the
+/// error text (starting with `WRONGTYPE`, so callers classify it like Redis's own type
+/// errors). `read(cmd, key, ...)` is a read that is also its key's type check (Redis
+/// refuses a read of the wrong type, so a script whose reads all come before its first
+/// write needs no TYPE per key) and `integer(key, field, value)` checks a value read;
+/// both raise the same kind of error, naming the key.
 const PRECONDITIONS: &str = r#"
 local function wrong_types(spec)
   for i = 1, #spec, 2 do
@@ -38,6 +42,21 @@ local function not_hyperloglogs(keys)
     end
   end
   return nil
+end
+local function read(cmd, key, ...)
+  local ok, reply = pcall(redis.call, cmd, key, ...)
+  if ok then return reply end
+  local why = type(reply) == 'table' and reply.err or tostring(reply)
+  if string.sub(why, 1, 9) == 'WRONGTYPE' then
+    why = 'WRONGTYPE ' .. key .. ' holds the wrong kind of value for ' .. cmd
+  end
+  error(redis.error_reply(why))
+end
+local function integer(key, field, value)
+  if value and not string.match(value, '^%-?%d+$') then
+    error(redis.error_reply('WRONGTYPE ' .. key .. ' field ' .. field .. ' is not an integer'))
+  end
+  return tonumber(value or '0')
 end
 local function not_integers(key, fields)
   if #fields == 0 then return nil end

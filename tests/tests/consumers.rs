@@ -89,6 +89,35 @@ async fn a_batch_delivered_twice_leaves_the_same_notifications_counters_and_even
 }
 
 #[tokio::test]
+async fn an_event_applied_longer_ago_than_the_dedupe_window_is_applied_again_and_a_recent_one_is_not() {
+    let stack = Stack::start().await;
+    let request = envelope(
+        EventType::ConnectionRequestSent,
+        A,
+        json!({"id": R1, "fromUserId": A, "toUserId": B, "status": "interested", "createdAt": "2026-01-01T00:00:00.000Z"}),
+    );
+    let window_ms = devconnect_notifications::store::DEDUPE_WINDOW.as_millis() as i64;
+    let applied_at = devconnect::clock::now_ms() - window_ms - 60_000;
+    let _: () = redis::cmd("ZADD")
+        .arg(devconnect::keys::notification_dedupe(B))
+        .arg(applied_at)
+        .arg(request.event_id.to_string())
+        .query_async(&mut stack.state.store.conn())
+        .await
+        .expect("ZADD");
+
+    let first = notify(&stack, batch("connection-events", &[bytes(&request)])).await;
+    let again = notify(&stack, batch("connection-events", &[bytes(&request)])).await;
+
+    assert_eq!(first["applied"], 1, "remembered past the window: {first}");
+    assert_eq!(
+        (again["applied"].as_u64(), again["duplicates"].as_u64()),
+        (Some(0), Some(1)),
+        "{again}"
+    );
+}
+
+#[tokio::test]
 async fn a_batch_retried_after_a_partial_application_ends_as_one_delivery() {
     let values = social_batch();
     // Reference: one clean delivery.

@@ -47,31 +47,37 @@ pub const RECIPIENTS_PER_CALL: usize = 100;
 /// A notification counts as unread only if its event is newer than the user's last
 /// "mark all read" (RFC 3339 UTC millis compare as strings): a rule that gives a rebuild
 /// the same unread count as the live consumer, although reading is in no topic.
-/// Checks every key's type and the unread counter of a recipient before its first write,
-/// so an error leaves nothing half-applied for them (a dedupe marker without its
-/// notification would turn the retry into a silent "duplicate"); a recipient whose keys
-/// fail is reported, and the call goes on with the others.
-/// A recipient's writes are one command each (ZMSCORE finds the known ids, then one ZADD,
-/// one LPUSH, one HINCRBY), not one per notification.
+/// Reads everything it needs of a recipient (presence, read-at, unread counter, list
+/// length, known ids) before its first write; each read is also its key's type check
+/// (`read`), so an error leaves nothing half-applied for them (a dedupe marker without
+/// its notification would turn the retry into a silent "duplicate"); a recipient whose
+/// keys fail is reported, and the call goes on with the others.
+/// A recipient's writes are one command each (one ZADD, one LPUSH, one HINCRBY), not one
+/// per notification; the dedupe set and the list are trimmed only when they grew, and
+/// the unread counter is clamped to the list's length (trimming drops unread ones too)
+/// from the values read and written, without reading them again.
 static APPLY: LazyLock<Script> = LazyLock::new(|| {
     script::atomic(
         r#"
 local now, timeout, cap = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local horizon, max_ids = now - tonumber(ARGV[4]), tonumber(ARGV[5])
 local function apply(list, state, seen, presence, read_key, channel, first, n)
-  local p = redis.call('HMGET', presence, 'online', 'lastSeen')
-  local online = p[1] == '1' and (now - tonumber(p[2] or '0')) <= timeout
-  local read_at = redis.call('GET', read_key) or ''
-  redis.call('ZREMRANGEBYSCORE', seen, '-inf', horizon)
+  local p = read('HMGET', presence, 'online', 'lastSeen')
+  local last_seen = integer(presence, 'lastSeen', p[2])
+  local online = p[1] == '1' and now - last_seen <= timeout
+  local read_at = read('GET', read_key) or ''
+  local unread = integer(state, 'unread', read('HGET', state, 'unread'))
+  local len = read('LLEN', list)
   local known = {}
   for c = 0, n - 1, 1000 do
     local ids = {}
     for j = c, math.min(c + 999, n - 1) do ids[#ids + 1] = ARGV[first + 4 * j] end
-    local scores = redis.call('ZMSCORE', seen, unpack(ids))
-    for j = 1, #ids do known[c + j] = scores[j] ~= false end
+    local scores = read('ZMSCORE', seen, unpack(ids))
+    for j = 1, #ids do known[c + j] = scores[j] ~= false and tonumber(scores[j]) > horizon end
   end
+  -- Writes only from here on.
   local marks, views, fates, fresh = {}, {}, {}, {}
-  local unread = 0
+  local new_unread = 0
   for j = 1, n do
     local i = first + 4 * (j - 1)
     local id = ARGV[i]
@@ -83,44 +89,43 @@ local function apply(list, state, seen, presence, read_key, channel, first, n)
       marks[#marks + 1] = id
       if not (ARGV[i + 1] == '1' and online) then
         views[#views + 1] = ARGV[i + 2]
-        if ARGV[i + 3] > read_at then unread = unread + 1 end
+        if ARGV[i + 3] > read_at then new_unread = new_unread + 1 end
         fates[j] = 'c'
       else
         fates[j] = 'u'
       end
     end
   end
-  for c = 1, #marks, 1000 do redis.call('ZADD', seen, unpack(marks, c, math.min(c + 999, #marks))) end
-  for c = 1, #views, 1000 do redis.call('LPUSH', list, unpack(views, c, math.min(c + 999, #views))) end
-  if unread > 0 then redis.call('HINCRBY', state, 'unread', unread) end
+  if #marks > 0 then
+    redis.call('ZREMRANGEBYSCORE', seen, '-inf', horizon)
+    for c = 1, #marks, 1000 do redis.call('ZADD', seen, unpack(marks, c, math.min(c + 999, #marks))) end
+    redis.call('ZREMRANGEBYRANK', seen, 0, -(max_ids + 1))
+  end
+  for c = 1, #views, 1000 do len = redis.call('LPUSH', list, unpack(views, c, math.min(c + 999, #views))) end
+  if len > cap then
+    redis.call('LTRIM', list, 0, cap - 1)
+    len = cap
+  end
+  if new_unread > 0 then unread = redis.call('HINCRBY', state, 'unread', new_unread) end
+  if unread > len then redis.call('HSET', state, 'unread', len) end
   if channel ~= '' then
     for _, view in ipairs(views) do redis.call('PUBLISH', channel, view) end
   end
-  redis.call('ZREMRANGEBYRANK', seen, 0, -(max_ids + 1))
-  redis.call('LTRIM', list, 0, cap - 1)
-  local len = redis.call('LLEN', list)
-  if tonumber(redis.call('HGET', state, 'unread') or '0') > len then redis.call('HSET', state, 'unread', len) end
   return table.concat(fates)
 end
 local out = {}
 local a = 6
 for k = 1, #KEYS, 5 do
-  local list, state, seen, presence, read_key = KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4]
   local channel, n = ARGV[a], tonumber(ARGV[a + 1])
   local first = a + 2
   a = first + 4 * n
-  local bad = wrong_types({list, 'list', state, 'hash', seen, 'zset', presence, 'hash', read_key, 'string'})
-    or not_integers(state, {'unread'}) or not_integers(presence, {'lastSeen'})
-  if bad then
-    out[#out + 1] = bad
+  -- An error stays with its recipient (before their first write, by the reads above);
+  -- the others go on.
+  local ok, fates = pcall(apply, KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4], channel, first, n)
+  if ok then
+    out[#out + 1] = {fates}
   else
-    -- An error no check foresaw stays with its recipient; the others go on.
-    local ok, fates = pcall(apply, list, state, seen, presence, read_key, channel, first, n)
-    if ok then
-      out[#out + 1] = {fates}
-    else
-      out[#out + 1] = type(fates) == 'table' and (fates.err or 'script error') or tostring(fates)
-    end
+    out[#out + 1] = type(fates) == 'table' and (fates.err or 'script error') or tostring(fates)
   end
 end
 return out

@@ -118,6 +118,75 @@ async fn a_wrong_type_key_under_one_recipient_dead_letters_only_that_record_and_
 }
 
 #[tokio::test]
+async fn any_key_of_a_recipient_holding_the_wrong_type_dead_letters_their_record_naming_it_and_writes_nothing() {
+    let stack = Stack::start().await;
+    let user = |i: usize| format!("0190c3a4-0000-7000-8000-0000000001{i:02}");
+    // (the broken key, how it is broken)
+    let broken: Vec<(String, Vec<String>)> = [
+        (keys::notifications(&user(1)), vec!["SET", "not a list"]),
+        (keys::notification_state(&user(2)), vec!["SET", "not a hash"]),
+        (keys::notification_state(&user(3)), vec!["HSET", "unread", "many"]),
+        (keys::notification_dedupe(&user(4)), vec!["SET", "not a sorted set"]),
+        (keys::presence(&user(5)), vec!["SET", "not a hash"]),
+        (keys::presence(&user(6)), vec!["HSET", "lastSeen", "soon"]),
+        (
+            keys::notifications_read_at(&user(7)),
+            vec!["HSET", "at", "not a string"],
+        ),
+    ]
+    .into_iter()
+    .map(|(key, how)| (key, how.into_iter().map(String::from).collect()))
+    .collect();
+    for (key, how) in &broken {
+        let mut args = vec![how[0].as_str(), key.as_str()];
+        args.extend(how[1..].iter().map(String::as_str));
+        let _: () = redis_cmd(&stack, &args).await;
+    }
+    let values: Vec<Vec<u8>> = (1..=broken.len())
+        .map(|i| request(A, &user(i), &format!("r{i}")))
+        .chain([request(A, B, "r99")])
+        .collect();
+
+    let outcome = invoke(
+        &stack,
+        "NotificationsConsumerFunction",
+        batch("connection-events", &values),
+    )
+    .await;
+
+    assert_eq!(
+        (outcome["applied"].as_u64(), outcome["deadLettered"].as_u64()),
+        (Some(1), Some(broken.len() as u64)),
+        "{outcome}"
+    );
+    assert_eq!(notification_count(&stack, B).await, 1, "the healthy recipient");
+    let reasons: Vec<String> = dead_letters(&stack, "notifications")
+        .await
+        .iter()
+        .map(|d| d["reason"].as_str().unwrap_or_default().to_string())
+        .collect();
+    for (i, (key, _)) in broken.iter().enumerate() {
+        assert!(
+            reasons
+                .iter()
+                .any(|r| r.contains("WRONGTYPE") && r.contains(key.as_str())),
+            "no dead letter names {key}: {reasons:?}"
+        );
+        let u = user(i + 1);
+        for written in [
+            keys::notifications(&u),
+            keys::notification_state(&u),
+            keys::notification_dedupe(&u),
+        ] {
+            if written != *key {
+                let exists: i64 = redis_cmd(&stack, &["EXISTS", &written]).await;
+                assert_eq!(exists, 0, "{written} half-written while {key} is broken");
+            }
+        }
+    }
+}
+
+#[tokio::test]
 async fn a_record_that_fails_for_redis_reasons_mid_batch_leaves_the_rest_of_its_partition_applied_once() {
     let stack = Stack::start().await;
     // A counter that is not a number: the script must refuse before its first write.
