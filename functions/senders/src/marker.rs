@@ -49,13 +49,12 @@ fn key(notification_id: &str, channel: ChannelName) -> String {
 }
 
 /// KEYS: marker. ARGV: `sending:<token>`, lease ms. Returns the previous value, or nil
-/// when the claim is ours. A key of another type is refused before any write.
+/// when the claim is ours. A key of another type is refused before any write (the GET
+/// is the type check).
 static CLAIM: LazyLock<Script> = LazyLock::new(|| {
     script::atomic(
         r#"
-local bad = wrong_types({KEYS[1], 'string'})
-if bad then return redis.error_reply(bad) end
-local current = redis.call('GET', KEYS[1])
+local current = read('GET', KEYS[1])
 if current then return current end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return false
@@ -67,9 +66,7 @@ return false
 static RELEASE: LazyLock<Script> = LazyLock::new(|| {
     script::atomic(
         r#"
-local bad = wrong_types({KEYS[1], 'string'})
-if bad then return redis.error_reply(bad) end
-if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+if read('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
 return 1
 "#,
     )

@@ -349,6 +349,37 @@ async fn an_email_the_provider_rejects_is_dead_lettered_with_its_reason() {
 }
 
 #[tokio::test]
+async fn a_delivery_whose_marker_is_not_a_string_is_dead_lettered_naming_it_without_a_provider_call() {
+    let stack = Stack::start().await;
+    let provider = Scripted::new(Vec::new());
+    let delivery = email_to("grace@example.com", "0190c3a4-0000-7000-8000-0000000000ea");
+    let marker = devconnect::keys::delivery(&delivery.notification_id, "email");
+    let _: () = redis::cmd("HSET")
+        .arg(&marker)
+        .arg("not")
+        .arg("a string")
+        .query_async(&mut stack.state.store.conn())
+        .await
+        .expect("HSET");
+
+    let outcome = consume(&stack, &provider, ChannelName::Email, email_batch(&[&delivery])).await;
+
+    assert_eq!(
+        (outcome["deadLettered"].as_u64(), provider.calls()),
+        (Some(1), 0),
+        "{outcome}"
+    );
+    let reason = dead_letters(&stack, "email-sender").await[0]["reason"].to_string();
+    assert!(reason.contains("WRONGTYPE") && reason.contains(&marker), "{reason}");
+    let kind: String = redis::cmd("TYPE")
+        .arg(&marker)
+        .query_async(&mut stack.state.store.conn())
+        .await
+        .expect("TYPE");
+    assert_eq!(kind, "hash", "the broken marker is left as it was");
+}
+
+#[tokio::test]
 async fn a_delivery_to_a_malformed_address_is_dead_lettered_without_a_provider_call() {
     let stack = Stack::start().await;
     let provider = Scripted::new(Vec::new());
