@@ -7,7 +7,8 @@
 //! read for it) each get every record once, in order, at their own batch size; a
 //! partition of thousands of one-record batches (one per message sent) is read, not
 //! stalled on tansu's read budget; a record this process produces after a quiet spell
-//! is delivered at once, not at the idle watch's pace.
+//! is delivered at once, not at the idle watch's pace; a mapping whose topic is created
+//! after the stack started gets its records.
 
 use std::{
     sync::{Arc, Mutex},
@@ -607,4 +608,38 @@ async fn a_record_this_process_produces_after_a_quiet_spell_is_delivered_at_once
         delivered_after < Duration::from_millis(400),
         "delivered {delivered_after:?} after the produce; the idle pace alone would take up to 1 s"
     );
+}
+
+#[tokio::test]
+async fn a_mapping_whose_topic_is_created_after_it_started_gets_its_records() {
+    let stack = Stack::start().await;
+    let source = MskSource {
+        topic: "created-later".into(),
+        batching_window: Duration::ZERO,
+        ..source("emulator-created-later", 10, 2, false)
+    };
+    let calls = Calls::default();
+    let poller = spawn(&stack, &source, failing_on(&calls, Vec::new()));
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+
+    let client = stack.broker.client().await.expect("kafka client");
+    let controller = client.controller_client().expect("controller");
+    controller
+        .create_topic("created-later", 1, 1, 5_000)
+        .await
+        .expect("create topic");
+    let pc = client
+        .partition_client("created-later", 0, UnknownTopicHandling::Retry)
+        .await
+        .expect("partition");
+    let zero = chrono::Duration::zero();
+    let offset = pc
+        .produce(vec![record("k", b"late", zero)], Compression::NoCompression)
+        .await
+        .expect("produce")[0];
+    devconnect::producer::announce_produced();
+
+    wait_committed(&stack, &source, 0, offset + 1).await;
+    poller.abort();
+    assert_eq!(carrying(&calls, (0, offset)).len(), 1);
 }

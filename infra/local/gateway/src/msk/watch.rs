@@ -47,7 +47,7 @@ pub const READ_WAIT_MS: i32 = 1;
 /// every partition it watches, so this is only a backstop).
 const IDLE_RECHECK: Duration = Duration::from_secs(60);
 /// How often the watch lists the topics again while one of them has no partitions yet.
-const RELIST_MISSING: Duration = Duration::from_secs(10);
+const RELIST_MISSING: Duration = Duration::from_secs(5);
 
 fn env_ms(name: &str, default: u64) -> Duration {
     let ms = std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default);
@@ -212,31 +212,18 @@ async fn watch(
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(broker).await?;
     stream.set_nodelay(true)?;
-    let listed = kafka.client_builder().build().await?.list_topics().await?;
-    let partitions: Vec<(String, Vec<i32>)> = topics
-        .iter()
-        .map(|t| {
-            let found = listed.iter().find(|l| &l.name == t);
-            (
-                t.clone(),
-                found
-                    .map(|l| l.partitions.iter().copied().collect())
-                    .unwrap_or_default(),
-            )
-        })
-        .collect();
     // tansu waits `max_wait` out before answering a fetch that finds no bytes: a 1 ms
     // wait and our own pace give watermarks as of the answer, not as of the interval's start.
-    let missing = partitions.iter().find(|(_, p)| p.is_empty()).map(|(t, _)| t.clone());
-    let listed_at = Instant::now();
-    let request = fetch_watermarks_request(&partitions, READ_WAIT_MS);
+    let (mut request, mut complete) = watermarks_request(kafka, topics).await?;
+    let mut listed_at = Instant::now();
     let mut produced = devconnect::producer::subscribe_produced();
     let mut correlation = 0i32;
     let mut moved = Instant::now();
     let mut previous = Instant::now();
     while alive.strong_count() > 0 {
-        if let Some(topic) = missing.as_ref().filter(|_| listed_at.elapsed() >= RELIST_MISSING) {
-            anyhow::bail!("topic {topic} had no partitions: listing again");
+        if !complete && listed_at.elapsed() >= RELIST_MISSING {
+            (request, complete) = watermarks_request(kafka, topics).await?;
+            listed_at = Instant::now();
         }
         // Produces from here on are after this refresh's question: they wake the next one.
         produced.mark_unchanged();
@@ -269,6 +256,26 @@ async fn watch(
         }
     }
     Ok(())
+}
+
+/// The watermarks request for `topics`' partitions as the broker lists them now, and
+/// whether every topic had partitions (a topic created later is watched once listed again).
+async fn watermarks_request(kafka: &KafkaConnection, topics: &[String]) -> anyhow::Result<(Vec<u8>, bool)> {
+    let listed = kafka.client_builder().build().await?.list_topics().await?;
+    let partitions: Vec<(String, Vec<i32>)> = topics
+        .iter()
+        .map(|t| {
+            let found = listed.iter().find(|l| &l.name == t);
+            (
+                t.clone(),
+                found
+                    .map(|l| l.partitions.iter().copied().collect())
+                    .unwrap_or_default(),
+            )
+        })
+        .collect();
+    let complete = partitions.iter().all(|(_, p)| !p.is_empty());
+    Ok((fetch_watermarks_request(&partitions, READ_WAIT_MS), complete))
 }
 
 /// A Fetch v4 request (size-prefixed, correlation id at bytes 8..12) for the partitions
