@@ -58,11 +58,13 @@ pub const RELEASE_BATCH: usize = 500;
 /// KEYS: outbox, dedupe, quiet, digests, then one digest list per digest action.
 /// ARGV: now ms, dedupe window ms, dedupe max, digest max, then per action
 /// (op, marker, payload, score, digest key index, digest member).
-/// Returns the markers written now (the others were already there).
+/// Returns the markers written now (the others were already there). The dedupe set's
+/// type is checked by reading the markers' scores (one ZMSCORE), which also says which
+/// are new: one ZADD writes them all, and the set is trimmed only when it grew.
 static APPLY: LazyLock<Script> = LazyLock::new(|| {
     script::atomic(
         r#"
-local spec = {KEYS[1], 'list', KEYS[2], 'zset', KEYS[3], 'zset', KEYS[4], 'zset'}
+local spec = {KEYS[1], 'list', KEYS[3], 'zset', KEYS[4], 'zset'}
 for i = 5, #KEYS do
   table.insert(spec, KEYS[i])
   table.insert(spec, 'list')
@@ -70,11 +72,23 @@ end
 local bad = wrong_types(spec)
 if bad then return redis.error_reply(bad) end
 local now = tonumber(ARGV[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - tonumber(ARGV[2]))
-local fresh = {}
-for i = 5, #ARGV, 6 do
+local horizon = now - tonumber(ARGV[2])
+local markers = {}
+for i = 5, #ARGV, 6 do markers[#markers + 1] = ARGV[i + 1] end
+local known = {}
+for c = 1, #markers, 1000 do
+  local scores = read('ZMSCORE', KEYS[2], unpack(markers, c, math.min(c + 999, #markers)))
+  for j = 1, #scores do known[c + j - 1] = scores[j] ~= false and tonumber(scores[j]) > horizon end
+end
+-- Writes only from here on.
+local fresh, marks, seen = {}, {}, {}
+for n = 1, #markers do
+  local i = 5 + (n - 1) * 6
   local op, marker, payload, score = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
-  if redis.call('ZADD', KEYS[2], 'NX', now, marker) == 1 then
+  if not known[n] and not seen[marker] then
+    seen[marker] = true
+    marks[#marks + 1] = now
+    marks[#marks + 1] = marker
     if op == 'send' then
       redis.call('RPUSH', KEYS[1], payload)
     elseif op == 'hold' then
@@ -87,7 +101,11 @@ for i = 5, #ARGV, 6 do
     table.insert(fresh, marker)
   end
 end
-redis.call('ZREMRANGEBYRANK', KEYS[2], 0, -(tonumber(ARGV[3]) + 1))
+if #marks > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', horizon)
+  for c = 1, #marks, 1000 do redis.call('ZADD', KEYS[2], unpack(marks, c, math.min(c + 999, #marks))) end
+  redis.call('ZREMRANGEBYRANK', KEYS[2], 0, -(tonumber(ARGV[3]) + 1))
+end
 return fresh
 "#,
     )

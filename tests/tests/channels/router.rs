@@ -317,3 +317,39 @@ async fn a_recipient_with_unreadable_preferences_fails_only_their_own_record() {
     assert_eq!(requested(&stack, "email-events", &a.id).await.len(), 1);
     assert!(requested(&stack, "email-events", &b.id).await.is_empty());
 }
+
+#[tokio::test]
+async fn a_delivery_dedupe_set_of_the_wrong_type_writes_no_delivery_and_names_the_key() {
+    let stack = Stack::start().await;
+    let b = stack.user("bob").await;
+    let _: () = redis::cmd("SET")
+        .arg(devconnect::keys::CHANNEL_DEDUPE)
+        .arg("not a sorted set")
+        .query_async(&mut stack.state.store.conn())
+        .await
+        .unwrap();
+    let created = notification(&b.id, &b.id, "connection_request");
+
+    let outcome = route_at(&stack, "2026-01-15T12:00:00Z", &[&created]).await;
+
+    assert_eq!(outcome["applied"].as_u64(), Some(0), "{outcome}");
+    let waiting: i64 = redis::cmd("LLEN")
+        .arg(devconnect::keys::OUTBOX)
+        .query_async(&mut stack.state.store.conn())
+        .await
+        .unwrap();
+    assert_eq!(waiting, 0, "no delivery parked in the outbox");
+    assert!(requested(&stack, "email-events", &b.id).await.is_empty());
+    let reasons: Vec<String> = stack
+        .dead_letters()
+        .await
+        .iter()
+        .map(|d| d["reason"].to_string())
+        .collect();
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("WRONGTYPE") && r.contains(devconnect::keys::CHANNEL_DEDUPE)),
+        "{reasons:?}"
+    );
+}
