@@ -28,6 +28,16 @@ async fn invoke(stack: &Stack, function: &str, event: aws_lambda_events::event::
         .expect("a consumer never fails the invocation")
 }
 
+/// The notifications consumer's answer to one batch of `values` on connection-events.
+async fn notify_connections(stack: &Stack, values: &[Vec<u8>]) -> Value {
+    invoke(
+        stack,
+        "NotificationsConsumerFunction",
+        batch("connection-events", values),
+    )
+    .await
+}
+
 /// A CONNECTION_REQUEST_SENT; `id` "rN" becomes a UUID (consumers refuse malformed ids).
 fn request(from: &str, to: &str, id: &str) -> Vec<u8> {
     let id = format!("0190c3a4-0000-7000-9000-{:0>12}", id.trim_start_matches('r'));
@@ -147,12 +157,7 @@ async fn any_key_of_a_recipient_holding_the_wrong_type_dead_letters_their_record
         .chain([request(A, B, "r99")])
         .collect();
 
-    let outcome = invoke(
-        &stack,
-        "NotificationsConsumerFunction",
-        batch("connection-events", &values),
-    )
-    .await;
+    let outcome = notify_connections(&stack, &values).await;
 
     assert_eq!(
         (outcome["applied"].as_u64(), outcome["deadLettered"].as_u64()),
@@ -193,18 +198,8 @@ async fn a_record_that_fails_for_redis_reasons_mid_batch_leaves_the_rest_of_its_
     let _: () = redis_cmd(&stack, &["HSET", &keys::notification_state(C), "unread", "many"]).await;
     let values = vec![request(A, B, "r1"), request(A, C, "r2"), request(A, D, "r3")];
 
-    let first = invoke(
-        &stack,
-        "NotificationsConsumerFunction",
-        batch("connection-events", &values),
-    )
-    .await;
-    let again = invoke(
-        &stack,
-        "NotificationsConsumerFunction",
-        batch("connection-events", &values),
-    )
-    .await;
+    let first = notify_connections(&stack, &values).await;
+    let again = notify_connections(&stack, &values).await;
 
     assert_eq!(first["applied"], 2, "{first}");
     assert_eq!(
@@ -229,12 +224,7 @@ async fn a_record_that_fails_transiently_several_times_is_applied_exactly_once_w
     let values = vec![request(A, B, "r1")];
     stack.redis.stop();
     for _ in 0..3 {
-        let outcome = invoke(
-            &stack,
-            "NotificationsConsumerFunction",
-            batch("connection-events", &values),
-        )
-        .await;
+        let outcome = notify_connections(&stack, &values).await;
         assert_eq!(
             outcome["batchItemFailures"],
             json!([{"itemIdentifier": {"partition": "connection-events-0", "offset": 0}}])
@@ -243,12 +233,7 @@ async fn a_record_that_fails_transiently_several_times_is_applied_exactly_once_w
     stack.redis.restart().await.unwrap();
     let mut applied = 0;
     for _ in 0..50 {
-        let outcome = invoke(
-            &stack,
-            "NotificationsConsumerFunction",
-            batch("connection-events", &values),
-        )
-        .await;
+        let outcome = notify_connections(&stack, &values).await;
         applied += outcome["applied"].as_u64().unwrap_or(0);
         if outcome["batchItemFailures"] == json!([]) {
             break;
@@ -256,12 +241,7 @@ async fn a_record_that_fails_transiently_several_times_is_applied_exactly_once_w
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // The event source may redeliver a record it already committed; still one effect.
-    let redelivered = invoke(
-        &stack,
-        "NotificationsConsumerFunction",
-        batch("connection-events", &values),
-    )
-    .await;
+    let redelivered = notify_connections(&stack, &values).await;
     assert_eq!((applied, redelivered["duplicates"].as_u64()), (1, Some(1)));
     assert_eq!(notification_count(&stack, B).await, 1);
     assert_eq!(stack.events("notification-events").await.len(), 1);
@@ -277,12 +257,7 @@ async fn notification_events_neither_the_broker_nor_the_outbox_takes_are_counted
     let _: () = redis_cmd(&stack, &["SET", keys::OUTBOX, "not a list"]).await;
     stack.broker.stop();
 
-    let outcome = invoke(
-        &stack,
-        "NotificationsConsumerFunction",
-        batch("connection-events", &[request(A, B, "r1")]),
-    )
-    .await;
+    let outcome = notify_connections(&stack, &[request(A, B, "r1")]).await;
 
     assert_eq!(outcome["applied"].as_u64(), Some(1), "{outcome}");
     assert_eq!(
