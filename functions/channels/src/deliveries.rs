@@ -24,6 +24,7 @@ use std::{
 use chrono::{DateTime, Utc};
 use devconnect::{
     config::Topics,
+    consumer::Failure,
     delivery::{Channel, Delivery},
     events::Envelope,
     keys, outbox,
@@ -55,50 +56,82 @@ pub const MAX_DIGEST_ITEMS: usize = 100;
 /// Due held SMS and due digests handled per scheduler run (the rest wait for the next minute).
 pub const RELEASE_BATCH: usize = 500;
 
-/// KEYS: outbox, dedupe, quiet, digests, then one digest list per digest action.
-/// ARGV: now ms, dedupe window ms, dedupe max, digest max, then per action
-/// (op, marker, payload, score, digest key index, digest member).
-/// Returns the markers written now (the others were already there). The dedupe set's
-/// type is checked by reading the markers' scores (one ZMSCORE), which also says which
-/// are new: one ZADD writes them all, and the set is trimmed only when it grew.
+/// Most recipients one script call applies: starting a script costs Redis more than a
+/// recipient's few writes, and one call per recipient made the router's calls a third of
+/// the scripts Redis ran per message sent. A pipeline of such calls is still one round
+/// trip. (Every key here is in the `{events}` slot, so a call may hold many recipients on
+/// a cluster too.)
+pub const RECIPIENTS_PER_CALL: usize = 100;
+
+/// KEYS: outbox, dedupe, quiet, digests, then the digest lists the actions name.
+/// ARGV: now ms, dedupe window ms, dedupe max, digest max, then per recipient: how many
+/// actions, then per action (op, marker, payload, score, digest key index, digest member).
+/// Returns per recipient the markers written now (the others were already there), or why
+/// their keys cannot be written (a string starting with WRONGTYPE; nothing of theirs is
+/// written). The shared keys' types are checked first (a wrong one fails the call, and
+/// nothing is written); the markers' scores are read in one ZMSCORE, which is also the
+/// dedupe set's type check and says which are new: one ZADD writes them all at the end,
+/// and the set is trimmed only when it grew.
 static APPLY: LazyLock<Script> = LazyLock::new(|| {
     script::atomic(
         r#"
-local spec = {KEYS[1], 'list', KEYS[3], 'zset', KEYS[4], 'zset'}
-for i = 5, #KEYS do
-  table.insert(spec, KEYS[i])
-  table.insert(spec, 'list')
-end
-local bad = wrong_types(spec)
+local bad = wrong_types({KEYS[1], 'list', KEYS[3], 'zset', KEYS[4], 'zset'})
 if bad then return redis.error_reply(bad) end
 local now = tonumber(ARGV[1])
 local horizon = now - tonumber(ARGV[2])
 local markers = {}
-for i = 5, #ARGV, 6 do markers[#markers + 1] = ARGV[i + 1] end
+local a = 5
+while a <= #ARGV do
+  local n = tonumber(ARGV[a])
+  for j = 0, n - 1 do markers[#markers + 1] = ARGV[a + 2 + 6 * j] end
+  a = a + 1 + 6 * n
+end
 local known = {}
 for c = 1, #markers, 1000 do
   local scores = read('ZMSCORE', KEYS[2], unpack(markers, c, math.min(c + 999, #markers)))
   for j = 1, #scores do known[c + j - 1] = scores[j] ~= false and tonumber(scores[j]) > horizon end
 end
--- Writes only from here on.
-local fresh, marks, seen = {}, {}, {}
-for n = 1, #markers do
-  local i = 5 + (n - 1) * 6
-  local op, marker, payload, score = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
-  if not known[n] and not seen[marker] then
-    seen[marker] = true
-    marks[#marks + 1] = now
-    marks[#marks + 1] = marker
-    if op == 'send' then
-      redis.call('RPUSH', KEYS[1], payload)
-    elseif op == 'hold' then
-      redis.call('ZADD', KEYS[3], score, payload)
-    else
-      local list = KEYS[tonumber(ARGV[i + 4])]
-      if redis.call('LLEN', list) < tonumber(ARGV[4]) then redis.call('RPUSH', list, payload) end
-      redis.call('ZADD', KEYS[4], 'NX', score, ARGV[i + 5])
+local out, marks, seen = {}, {}, {}
+local m = 0
+a = 5
+while a <= #ARGV do
+  local n = tonumber(ARGV[a])
+  local first = a + 1
+  a = first + 6 * n
+  local lists = {}
+  for i = first, a - 1, 6 do
+    if ARGV[i] == 'digest' then
+      lists[#lists + 1] = KEYS[tonumber(ARGV[i + 4])]
+      lists[#lists + 1] = 'list'
     end
-    table.insert(fresh, marker)
+  end
+  local broken = wrong_types(lists)
+  if broken then
+    out[#out + 1] = broken
+    m = m + n
+  else
+    -- Writes only from here on (for this recipient).
+    local fresh = {}
+    for i = first, a - 1, 6 do
+      m = m + 1
+      local op, marker, payload, score = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+      if not known[m] and not seen[marker] then
+        seen[marker] = true
+        marks[#marks + 1] = now
+        marks[#marks + 1] = marker
+        if op == 'send' then
+          redis.call('RPUSH', KEYS[1], payload)
+        elseif op == 'hold' then
+          redis.call('ZADD', KEYS[3], score, payload)
+        else
+          local list = KEYS[tonumber(ARGV[i + 4])]
+          if redis.call('LLEN', list) < tonumber(ARGV[4]) then redis.call('RPUSH', list, payload) end
+          redis.call('ZADD', KEYS[4], 'NX', score, ARGV[i + 5])
+        end
+        fresh[#fresh + 1] = marker
+      end
+    end
+    out[#out + 1] = fresh
   end
 end
 if #marks > 0 then
@@ -106,7 +139,7 @@ if #marks > 0 then
   for c = 1, #marks, 1000 do redis.call('ZADD', KEYS[2], unpack(marks, c, math.min(c + 999, #marks))) end
   redis.call('ZREMRANGEBYRANK', KEYS[2], 0, -(tonumber(ARGV[3]) + 1))
 end
-return fresh
+return out
 "#,
     )
 });
@@ -214,56 +247,101 @@ pub struct Applied {
     pub sent: Vec<Outgoing>,
 }
 
-/// Applies every recipient's actions: one script per recipient, all in one pipeline
-/// (one round trip). `Err` if Redis could not be used at all; otherwise each
-/// recipient's own result, so one recipient's broken keys fail only their records.
+/// Applies every recipient's actions: script calls of up to [`RECIPIENTS_PER_CALL`]
+/// recipients, all in one pipeline (one round trip). `Err` if Redis could not be used at
+/// all; otherwise each recipient's own result, so one recipient's broken keys fail only
+/// their records.
 pub async fn apply(
     store: &Store,
     topics: &Topics,
     by_recipient: &BTreeMap<String, Vec<Action>>,
     now: DateTime<Utc>,
-) -> Result<BTreeMap<String, Result<Applied, AppError>>, AppError> {
-    if by_recipient.is_empty() {
+) -> Result<BTreeMap<String, Result<Applied, Failure>>, AppError> {
+    let recipients: Vec<(&String, &Vec<Action>)> = by_recipient.iter().collect();
+    let calls: Vec<&[(&String, &Vec<Action>)]> = recipients.chunks(RECIPIENTS_PER_CALL).collect();
+    if calls.is_empty() {
         return Ok(BTreeMap::new());
     }
-    let now_ms = now.timestamp_millis();
     let mut pipe = redis::pipe();
     pipe.ignore_errors();
-    pipe.load_script(&APPLY).ignore();
-    let mut sends: Vec<HashMap<String, Outgoing>> = Vec::new();
-    for (recipient, actions) in by_recipient {
-        let mut call = APPLY.key(keys::OUTBOX);
-        call.key(keys::CHANNEL_DEDUPE)
-            .key(keys::CHANNEL_QUIET)
-            .key(keys::CHANNEL_DIGESTS)
-            .arg(now_ms)
-            .arg(DEDUPE_WINDOW.as_millis() as i64)
-            .arg(DEDUPE_MAX)
-            .arg(MAX_DIGEST_ITEMS);
-        let mut digest_keys: Vec<String> = Vec::new();
+    let mut sends: Vec<HashMap<String, Outgoing>> = Vec::with_capacity(recipients.len());
+    for call in &calls {
+        pipe.add_command(apply_call(topics, call, now, &mut sends)?);
+    }
+    let replies = script::query_loaded(store, &pipe, &[&APPLY]).await?;
+    let mut results = BTreeMap::new();
+    let mut sends = sends.into_iter();
+    for (call, reply) in calls.iter().zip(replies) {
+        let per_recipient: Result<Vec<redis::Value>, AppError> = script::reply(reply).and_then(|v| match v {
+            redis::Value::Array(items) if items.len() == call.len() => Ok(items),
+            other => Err(AppError::bug(format!("channels apply reply {other:?}"))),
+        });
+        for (i, (recipient, _)) in call.iter().enumerate() {
+            let mut send = sends.next().unwrap_or_default();
+            let applied = match &per_recipient {
+                Err(e) => Err(Failure::from(e)),
+                Ok(items) => fresh_of(&items[i])
+                    .map(|fresh| {
+                        let sent = fresh.iter().filter_map(|m| send.remove(m)).collect();
+                        Applied { fresh, sent }
+                    })
+                    .map_err(|e| Failure::from(&e)),
+            };
+            results.insert((*recipient).clone(), applied);
+        }
+    }
+    Ok(results)
+}
+
+/// One EVALSHA of [`APPLY`] for `call`'s recipients; their deliveries to produce at once
+/// go to `sends`, one map per recipient, in order.
+fn apply_call(
+    topics: &Topics,
+    call: &[(&String, &Vec<Action>)],
+    now: DateTime<Utc>,
+    sends: &mut Vec<HashMap<String, Outgoing>>,
+) -> Result<redis::Cmd, AppError> {
+    // KEYS come first: the digest lists the call writes, each once.
+    let mut digest_keys: Vec<String> = Vec::new();
+    for (recipient, actions) in call {
+        for action in actions.iter() {
+            if let Action::Digest { day, .. } = action {
+                let key = keys::channel_digest(recipient, day);
+                if !digest_keys.contains(&key) {
+                    digest_keys.push(key);
+                }
+            }
+        }
+    }
+    let mut cmd = script::evalsha(&APPLY, 4 + digest_keys.len());
+    cmd.arg(keys::OUTBOX)
+        .arg(keys::CHANNEL_DEDUPE)
+        .arg(keys::CHANNEL_QUIET)
+        .arg(keys::CHANNEL_DIGESTS)
+        .arg(&digest_keys)
+        .arg(now.timestamp_millis())
+        .arg(DEDUPE_WINDOW.as_millis() as i64)
+        .arg(DEDUPE_MAX)
+        .arg(MAX_DIGEST_ITEMS);
+    for (recipient, actions) in call {
+        cmd.arg(actions.len());
         let mut send = HashMap::new();
-        for action in actions {
+        for action in actions.iter() {
             let marker = action.marker();
             match action {
                 Action::Send(delivery) => {
                     let out = outgoing(topics, delivery)?;
-                    call.arg("send").arg(&marker).arg(&out.entry).arg(0).arg(0).arg("");
+                    cmd.arg("send").arg(&marker).arg(&out.entry).arg(0).arg(0).arg("");
                     send.insert(marker, out);
                 }
                 Action::Hold { due_ms, delivery } => {
                     let out = outgoing(topics, delivery)?;
-                    call.arg("hold").arg(&marker).arg(&out.entry).arg(due_ms).arg(0).arg("");
+                    cmd.arg("hold").arg(&marker).arg(&out.entry).arg(due_ms).arg(0).arg("");
                 }
                 Action::Digest { day, due_ms, item } => {
                     let key = keys::channel_digest(recipient, day);
-                    let index = match digest_keys.iter().position(|k| *k == key) {
-                        Some(i) => i,
-                        None => {
-                            digest_keys.push(key);
-                            digest_keys.len() - 1
-                        }
-                    };
-                    call.arg("digest")
+                    let index = digest_keys.iter().position(|k| *k == key).unwrap_or_default();
+                    cmd.arg("digest")
                         .arg(&marker)
                         .arg(serde_json::to_string(item)?)
                         .arg(due_ms)
@@ -272,25 +350,23 @@ pub async fn apply(
                 }
             }
         }
-        for key in &digest_keys {
-            call.key(key);
-        }
-        pipe.invoke_script(&call);
         sends.push(send);
     }
-    let results: Vec<redis::RedisResult<Vec<String>>> = pipe.query_async(&mut store.conn()).await?;
-    Ok(by_recipient
-        .keys()
-        .zip(results.into_iter().zip(sends))
-        .map(|(recipient, (result, mut send))| {
-            let applied = result.map_err(AppError::from).map(|fresh| {
-                let fresh: BTreeSet<String> = fresh.into_iter().collect();
-                let sent = fresh.iter().filter_map(|m| send.remove(m)).collect();
-                Applied { fresh, sent }
-            });
-            (recipient.clone(), applied)
-        })
-        .collect())
+    Ok(cmd)
+}
+
+/// One recipient's part of an [`APPLY`] reply: the markers written now, or why their keys
+/// could not be written (a permanent failure: the script refused before their first write).
+fn fresh_of(item: &redis::Value) -> Result<BTreeSet<String>, AppError> {
+    match item {
+        redis::Value::Array(markers) => markers
+            .iter()
+            .map(redis::from_redis_value_ref::<String>)
+            .collect::<Result<_, _>>()
+            .map_err(|e| AppError::internal("channels apply reply", e)),
+        redis::Value::BulkString(reason) => Err(AppError::bug(String::from_utf8_lossy(reason).into_owned())),
+        other => Err(AppError::bug(format!("channels apply reply {other:?}"))),
+    }
 }
 
 /// Produces deliveries already in the outbox and removes their entries: one produce

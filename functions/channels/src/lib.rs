@@ -233,7 +233,7 @@ async fn route(
                 match results.get(*recipient) {
                     Some(Ok(applied)) if markers.iter().any(|m| applied.fresh.contains(m)) => batch.report.applied += 1,
                     Some(Ok(_)) => batch.report.duplicates += 1,
-                    Some(Err(e)) => failures.push((*i, Failure::from(e))),
+                    Some(Err(failure)) => failures.push((*i, failure.clone())),
                     None => failures.push((*i, Failure::Permanent("recipient missing from the results".into()))),
                 }
             }

@@ -353,3 +353,44 @@ async fn a_delivery_dedupe_set_of_the_wrong_type_writes_no_delivery_and_names_th
         "{reasons:?}"
     );
 }
+
+#[tokio::test]
+async fn a_recipient_whose_digest_list_is_broken_fails_alone_in_a_call_shared_with_others() {
+    let stack = Stack::start().await;
+    let a = stack.user("ada").await;
+    let b = stack.user("bob").await;
+    set_preferences(&b.client, json!({"kinds": {"CONNECTION_ACCEPTED": {"email": true}}})).await;
+    let digest = devconnect::keys::channel_digest(&b.id, "2026-01-15");
+    let _: () = redis::cmd("SET")
+        .arg(&digest)
+        .arg("not a list")
+        .query_async(&mut stack.state.store.conn())
+        .await
+        .unwrap();
+    let for_ada = notification(&a.id, &b.id, "connection_request");
+    let for_bob = notification(&b.id, &a.id, "connection_accepted");
+
+    let outcome = route_at(&stack, "2026-01-15T12:00:00Z", &[&for_ada, &for_bob]).await;
+
+    assert_eq!(
+        (outcome["applied"].as_u64(), outcome["deadLettered"].as_u64()),
+        (Some(1), Some(1)),
+        "{outcome}"
+    );
+    assert_eq!(requested(&stack, "email-events", &a.id).await.len(), 1);
+    let reasons: Vec<String> = stack
+        .dead_letters()
+        .await
+        .iter()
+        .map(|d| d["reason"].to_string())
+        .collect();
+    assert!(reasons.iter().any(|r| r.contains(&digest)), "{reasons:?}");
+    // Nothing of Bob's was marked: once the list is repaired, the replay digests it.
+    let _: () = redis::cmd("DEL")
+        .arg(&digest)
+        .query_async(&mut stack.state.store.conn())
+        .await
+        .unwrap();
+    let replay = route_at(&stack, "2026-01-15T12:00:05Z", &[&for_bob]).await;
+    assert_eq!(replay["applied"].as_u64(), Some(1), "{replay}");
+}
