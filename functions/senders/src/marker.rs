@@ -15,7 +15,9 @@
 
 use std::{sync::LazyLock, time::Duration};
 
-use devconnect::{delivery::Channel as ChannelName, keys, script, store::Store, AppError};
+use devconnect::{
+    delivery::Channel as ChannelName, error::is_transient_redis_error, keys, script, store::Store, AppError,
+};
 use redis::Script;
 
 /// How long a claim holds: longer than one record can take from claim to `sent`
@@ -48,20 +50,6 @@ fn key(notification_id: &str, channel: ChannelName) -> String {
     )
 }
 
-/// KEYS: marker. ARGV: `sending:<token>`, lease ms. Returns the previous value, or nil
-/// when the claim is ours. A key of another type is refused before any write (the GET
-/// is the type check).
-static CLAIM: LazyLock<Script> = LazyLock::new(|| {
-    script::atomic(
-        r#"
-local current = read('GET', KEYS[1])
-if current then return current end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-return false
-"#,
-    )
-});
-
 /// KEYS: marker. ARGV: `sending:<token>`. Deletes the marker only if it is still our claim.
 static RELEASE: LazyLock<Script> = LazyLock::new(|| {
     script::atomic(
@@ -72,15 +60,25 @@ return 1
     )
 });
 
-/// Claims the delivery of `notification_id` on `channel`: one round trip.
+/// Claims the delivery of `notification_id` on `channel`: one command, no script.
+/// `SET NX GET` (Redis 7.0+) sets our claim only if there is no marker and returns what
+/// was there; on a marker that is no string it fails (WRONGTYPE) without writing.
 pub async fn claim(store: &Store, notification_id: &str, channel: ChannelName) -> Result<Claim, AppError> {
+    let key = key(notification_id, channel);
     let token = format!("sending:{}", uuid::Uuid::new_v4());
-    let previous: Option<String> = CLAIM
-        .key(key(notification_id, channel))
+    let previous: Option<String> = redis::cmd("SET")
+        .arg(&key)
         .arg(&token)
+        .arg("NX")
+        .arg("PX")
         .arg(LEASE.as_millis() as u64)
-        .invoke_async(&mut store.conn())
-        .await?;
+        .arg("GET")
+        .query_async(&mut store.conn())
+        .await
+        .map_err(|e| match is_transient_redis_error(&e) {
+            true => AppError::from(e),
+            false => AppError::bug(format!("delivery marker {key}: {e}")),
+        })?;
     Ok(match previous {
         None => Claim::Claimed(token),
         Some(value) => match value.strip_prefix("sent:") {
