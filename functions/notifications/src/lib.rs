@@ -2,7 +2,7 @@
 //! notifications, and the HTTP routes that read them.
 //!
 //! Which event notifies whom is decided in [`domain`]; [`store`] applies a batch's
-//! notifications in one Redis round trip per part (one script per recipient, pipelined;
+//! notifications in one Redis round trip per part (script calls of up to 100 recipients, pipelined;
 //! a large batch goes in a few parts that overlap, see [`consume`]), deduping by eventId
 //! so a redelivered batch changes nothing twice.
 #![warn(missing_docs)]
@@ -60,7 +60,7 @@ pub const MIN_PART_NOTIFICATIONS: usize = 250;
 /// once: while Redis applies one part, the process writes the NOTIFICATION_CREATED
 /// records of the parts before and the broker takes those, instead of each waiting for
 /// the whole batch. A recipient's notifications all go in one part, so they are applied
-/// (and their events produced) in batch order, one script call per recipient as before;
+/// (and their events produced) in batch order, as before;
 /// parts hold different recipients, so their order does not matter. A part that fails
 /// fails only its own recipients' records (other parts' effects stay, and a redelivery
 /// finds them duplicates).
