@@ -238,7 +238,7 @@ pub fn outgoing(topics: &Topics, delivery: &Delivery) -> Result<Outgoing, AppErr
     })
 }
 
-/// What one recipient's script did.
+/// What was applied for one recipient.
 #[derive(Debug, Default)]
 pub struct Applied {
     /// Markers written now: their actions took effect.
