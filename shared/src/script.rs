@@ -52,19 +52,23 @@ local function read(cmd, key, ...)
   end
   error(redis.error_reply(why))
 end
-local function integer(key, field, value)
+local function not_integer(key, field, value)
   if value and not string.match(value, '^%-?%d+$') then
-    error(redis.error_reply('WRONGTYPE ' .. key .. ' field ' .. field .. ' is not an integer'))
+    return 'WRONGTYPE ' .. key .. ' field ' .. field .. ' is not an integer'
   end
+  return nil
+end
+local function integer(key, field, value)
+  local bad = not_integer(key, field, value)
+  if bad then error(redis.error_reply(bad)) end
   return tonumber(value or '0')
 end
 local function not_integers(key, fields)
   if #fields == 0 then return nil end
   local values = redis.call('HMGET', key, unpack(fields))
   for i, v in ipairs(values) do
-    if v and not string.match(v, '^%-?%d+$') then
-      return 'WRONGTYPE ' .. key .. ' field ' .. fields[i] .. ' is not an integer'
-    end
+    local bad = not_integer(key, fields[i], v)
+    if bad then return bad end
   end
   return nil
 end
@@ -140,6 +144,29 @@ fn sha_of(cmd: &Cmd) -> Option<&[u8]> {
     match cmd.args_iter().nth(1)? {
         Arg::Simple(bytes) => Some(bytes),
         _ => None,
+    }
+}
+
+/// The parts of a reply of a script call that applies many recipients, one per recipient
+/// in order: a recipient's result (an array), or the reason their keys could not be
+/// written (a string: the script refused before their first write, so the failure is
+/// theirs alone and permanent). An error reply, or a reply of another shape, fails the
+/// whole call; `what` names the script in that error.
+pub fn recipient_parts(
+    call_reply: Value,
+    recipients: usize,
+    what: &str,
+) -> Result<Vec<Result<Vec<Value>, AppError>>, AppError> {
+    match reply::<Value>(call_reply)? {
+        Value::Array(parts) if parts.len() == recipients => Ok(parts
+            .into_iter()
+            .map(|part| match part {
+                Value::Array(values) => Ok(values),
+                Value::BulkString(reason) => Err(AppError::bug(String::from_utf8_lossy(&reason).into_owned())),
+                other => Err(AppError::bug(format!("{what} reply part {other:?}"))),
+            })
+            .collect()),
+        other => Err(AppError::bug(format!("{what} reply {other:?}"))),
     }
 }
 

@@ -272,21 +272,19 @@ pub async fn apply(
     let mut results = BTreeMap::new();
     let mut sends = sends.into_iter();
     for (call, reply) in calls.iter().zip(replies) {
-        let per_recipient: Result<Vec<redis::Value>, AppError> = script::reply(reply).and_then(|v| match v {
-            redis::Value::Array(items) if items.len() == call.len() => Ok(items),
-            other => Err(AppError::bug(format!("channels apply reply {other:?}"))),
-        });
-        for (i, (recipient, _)) in call.iter().enumerate() {
-            let mut send = sends.next().unwrap_or_default();
-            let applied = match &per_recipient {
-                Err(e) => Err(Failure::from(e)),
-                Ok(items) => fresh_of(&items[i])
-                    .map(|fresh| {
-                        let sent = fresh.iter().filter_map(|m| send.remove(m)).collect();
-                        Applied { fresh, sent }
-                    })
-                    .map_err(|e| Failure::from(&e)),
+        let parts: Vec<Result<Vec<redis::Value>, Failure>> =
+            match script::recipient_parts(reply, call.len(), "channels apply") {
+                Ok(parts) => parts.into_iter().map(|p| p.map_err(|e| Failure::from(&e))).collect(),
+                Err(e) => vec![Err(Failure::from(&e)); call.len()],
             };
+        for ((recipient, _), part) in call.iter().zip(parts) {
+            let mut send = sends.next().unwrap_or_default();
+            let applied = part
+                .and_then(|markers| fresh_of(markers).map_err(|e| Failure::from(&e)))
+                .map(|fresh| {
+                    let sent = fresh.iter().filter_map(|m| send.remove(m)).collect();
+                    Applied { fresh, sent }
+                });
             results.insert((*recipient).clone(), applied);
         }
     }
@@ -355,18 +353,14 @@ fn apply_call(
     Ok(cmd)
 }
 
-/// One recipient's part of an [`APPLY`] reply: the markers written now, or why their keys
-/// could not be written (a permanent failure: the script refused before their first write).
-fn fresh_of(item: &redis::Value) -> Result<BTreeSet<String>, AppError> {
-    match item {
-        redis::Value::Array(markers) => markers
-            .iter()
-            .map(redis::from_redis_value_ref::<String>)
-            .collect::<Result<_, _>>()
-            .map_err(|e| AppError::internal("channels apply reply", e)),
-        redis::Value::BulkString(reason) => Err(AppError::bug(String::from_utf8_lossy(reason).into_owned())),
-        other => Err(AppError::bug(format!("channels apply reply {other:?}"))),
-    }
+/// One recipient's part of an [`APPLY`] reply (see [`script::recipient_parts`]): the
+/// markers written now.
+fn fresh_of(markers: Vec<redis::Value>) -> Result<BTreeSet<String>, AppError> {
+    markers
+        .into_iter()
+        .map(redis::from_redis_value::<String>)
+        .collect::<Result<_, _>>()
+        .map_err(|e| AppError::internal("channels apply reply", e))
 }
 
 /// Produces deliveries already in the outbox and removes their entries: one produce

@@ -157,12 +157,11 @@ pub struct Applied {
     pub failed: BTreeMap<String, Failure>,
 }
 
-/// One recipient's reply: its notifications' fates, or the reason its keys could not be
-/// written (a permanent failure: the script refused before its first write).
-fn fates_of(reply: redis::Value, count: usize) -> Result<Vec<Fate>, AppError> {
-    let letters = match reply {
-        redis::Value::Array(mut fates) if fates.len() == 1 => fates.pop(),
-        redis::Value::BulkString(reason) => return Err(AppError::bug(String::from_utf8_lossy(&reason).into_owned())),
+/// One recipient's part of the reply (see [`script::recipient_parts`]): their
+/// notifications' fates, one letter each, in one string.
+fn fates_of(mut part: Vec<redis::Value>, count: usize) -> Result<Vec<Fate>, AppError> {
+    let letters = match part.len() {
+        1 => part.pop(),
         _ => None,
     };
     let letters: String = letters
@@ -330,12 +329,8 @@ async fn run(
             .map_err(|e| AppError::internal("notifications pointer reply", e))?,
     )?;
     for (call, result) in calls.iter().zip(results) {
-        let replies = script::reply::<redis::Value>(result).and_then(|v| match v {
-            redis::Value::Array(replies) if replies.len() == call.len() => Ok(replies),
-            other => Err(AppError::bug(format!("notifications apply reply {other:?}"))),
-        });
-        let replies = match replies {
-            Ok(replies) => replies,
+        let parts = match script::recipient_parts(result, call.len(), "notifications apply") {
+            Ok(parts) => parts,
             Err(e) => {
                 let failure = Failure::from(&e);
                 for (recipient, _) in *call {
@@ -344,8 +339,8 @@ async fn run(
                 continue;
             }
         };
-        for ((recipient, items), reply) in call.iter().zip(replies) {
-            match fates_of(reply, items.len()) {
+        for ((recipient, items), part) in call.iter().zip(parts) {
+            match part.and_then(|values| fates_of(values, items.len())) {
                 Ok(fates) => {
                     for (&i, fate) in items.iter().zip(fates) {
                         applied.fates[i] = fate;
