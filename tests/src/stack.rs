@@ -252,6 +252,18 @@ impl Stack {
             .collect()
     }
 
+    /// Runs one raw command against the stack's Redis, e.g. `["SET", key, "garbage"]` to
+    /// break a key, and returns its reply (`()` ignores it).
+    pub async fn command<T: redis::FromRedisValue>(&self, args: &[&str]) -> T {
+        let mut cmd = redis::cmd(args[0]);
+        for a in &args[1..] {
+            cmd.arg(*a);
+        }
+        cmd.query_async(&mut self.state.store.conn())
+            .await
+            .expect("redis command")
+    }
+
     /// Every dead letter so far (dead-letter-events, all partitions), as JSON.
     pub async fn dead_letters(&self) -> Vec<Value> {
         self.records("dead-letter-events")

@@ -100,6 +100,16 @@ pub(crate) async fn verify_phone(stack: &Stack, client: &Client, user: &str, num
 }
 
 /// How many SMS were requested for notification `id`.
+/// The reason of every dead letter so far.
+async fn dead_letter_reasons(stack: &Stack) -> Vec<String> {
+    stack
+        .dead_letters()
+        .await
+        .iter()
+        .map(|d| d["reason"].to_string())
+        .collect()
+}
+
 async fn texts_for(stack: &Stack, user: &str, id: &str) -> usize {
     requested(stack, "sms-events", user)
         .await
@@ -325,30 +335,18 @@ async fn a_recipient_with_unreadable_preferences_fails_only_their_own_record() {
 async fn a_delivery_dedupe_set_of_the_wrong_type_writes_no_delivery_and_names_the_key() {
     let stack = Stack::start().await;
     let b = stack.user("bob").await;
-    let _: () = redis::cmd("SET")
-        .arg(devconnect::keys::CHANNEL_DEDUPE)
-        .arg("not a sorted set")
-        .query_async(&mut stack.state.store.conn())
-        .await
-        .unwrap();
+    let _: () = stack
+        .command(&["SET", devconnect::keys::CHANNEL_DEDUPE, "not a sorted set"])
+        .await;
     let created = notification(&b.id, &b.id, "connection_request");
 
     let outcome = route_at(&stack, "2026-01-15T12:00:00Z", &[&created]).await;
 
     assert_eq!(outcome["applied"].as_u64(), Some(0), "{outcome}");
-    let waiting: i64 = redis::cmd("LLEN")
-        .arg(devconnect::keys::OUTBOX)
-        .query_async(&mut stack.state.store.conn())
-        .await
-        .unwrap();
+    let waiting: i64 = stack.command(&["LLEN", devconnect::keys::OUTBOX]).await;
     assert_eq!(waiting, 0, "no delivery parked in the outbox");
     assert!(requested(&stack, "email-events", &b.id).await.is_empty());
-    let reasons: Vec<String> = stack
-        .dead_letters()
-        .await
-        .iter()
-        .map(|d| d["reason"].to_string())
-        .collect();
+    let reasons = dead_letter_reasons(&stack).await;
     assert!(
         reasons
             .iter()
@@ -364,12 +362,7 @@ async fn a_recipient_whose_digest_list_is_broken_fails_alone_in_a_call_shared_wi
     let b = stack.user("bob").await;
     set_preferences(&b.client, json!({"kinds": {"CONNECTION_ACCEPTED": {"email": true}}})).await;
     let digest = devconnect::keys::channel_digest(&b.id, "2026-01-15");
-    let _: () = redis::cmd("SET")
-        .arg(&digest)
-        .arg("not a list")
-        .query_async(&mut stack.state.store.conn())
-        .await
-        .unwrap();
+    let _: () = stack.command(&["SET", &digest, "not a list"]).await;
     let for_ada = notification(&a.id, &b.id, "connection_request");
     let for_bob = notification(&b.id, &a.id, "connection_accepted");
 
@@ -381,19 +374,10 @@ async fn a_recipient_whose_digest_list_is_broken_fails_alone_in_a_call_shared_wi
         "{outcome}"
     );
     assert_eq!(requested(&stack, "email-events", &a.id).await.len(), 1);
-    let reasons: Vec<String> = stack
-        .dead_letters()
-        .await
-        .iter()
-        .map(|d| d["reason"].to_string())
-        .collect();
+    let reasons = dead_letter_reasons(&stack).await;
     assert!(reasons.iter().any(|r| r.contains(&digest)), "{reasons:?}");
     // Nothing of Bob's was marked: once the list is repaired, the replay digests it.
-    let _: () = redis::cmd("DEL")
-        .arg(&digest)
-        .query_async(&mut stack.state.store.conn())
-        .await
-        .unwrap();
+    let _: () = stack.command(&["DEL", &digest]).await;
     let replay = route_at(&stack, "2026-01-15T12:00:05Z", &[&for_bob]).await;
     assert_eq!(replay["applied"].as_u64(), Some(1), "{replay}");
 }

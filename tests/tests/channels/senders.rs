@@ -354,13 +354,7 @@ async fn a_delivery_whose_marker_is_not_a_string_is_dead_lettered_naming_it_with
     let provider = Scripted::new(Vec::new());
     let delivery = email_to("grace@example.com", "0190c3a4-0000-7000-8000-0000000000ea");
     let marker = devconnect::keys::delivery(&delivery.notification_id, "email");
-    let _: () = redis::cmd("HSET")
-        .arg(&marker)
-        .arg("not")
-        .arg("a string")
-        .query_async(&mut stack.state.store.conn())
-        .await
-        .expect("HSET");
+    let _: () = stack.command(&["HSET", &marker, "not", "a string"]).await;
 
     let outcome = consume(&stack, &provider, ChannelName::Email, email_batch(&[&delivery])).await;
 
@@ -371,11 +365,7 @@ async fn a_delivery_whose_marker_is_not_a_string_is_dead_lettered_naming_it_with
     );
     let reason = dead_letters(&stack, "email-sender").await[0]["reason"].to_string();
     assert!(reason.contains("WRONGTYPE") && reason.contains(&marker), "{reason}");
-    let kind: String = redis::cmd("TYPE")
-        .arg(&marker)
-        .query_async(&mut stack.state.store.conn())
-        .await
-        .expect("TYPE");
+    let kind: String = stack.command(&["TYPE", &marker]).await;
     assert_eq!(kind, "hash", "the broken marker is left as it was");
 }
 

@@ -48,27 +48,19 @@ fn request(from: &str, to: &str, id: &str) -> Vec<u8> {
     ))
 }
 
-async fn redis_cmd<T: redis::FromRedisValue>(stack: &Stack, args: &[&str]) -> T {
-    let mut cmd = redis::cmd(args[0]);
-    for a in &args[1..] {
-        cmd.arg(*a);
-    }
-    cmd.query_async(&mut stack.state.store.conn()).await.expect("redis")
-}
-
 async fn dead_letters(stack: &Stack, consumer: &str) -> Vec<Value> {
     let all = stack.dead_letters().await;
     all.into_iter().filter(|v| v["consumer"] == consumer).collect()
 }
 
 async fn notification_count(stack: &Stack, user: &str) -> usize {
-    redis_cmd::<usize>(stack, &["LLEN", &keys::notifications(user)]).await
+    stack.command::<usize>(&["LLEN", &keys::notifications(user)]).await
 }
 
 #[tokio::test]
 async fn a_wrong_type_key_under_one_recipient_dead_letters_only_that_record_and_writes_none_of_it() {
     let stack = Stack::start().await;
-    let _: () = redis_cmd(&stack, &["SET", &keys::notifications(C), "not a list"]).await;
+    let _: () = stack.command(&["SET", &keys::notifications(C), "not a list"]).await;
     let partition_0 = vec![request(A, B, "r1"), request(A, C, "r2"), request(A, D, "r3")];
     let partition_1 = vec![bytes(&envelope(
         EventType::UserSignup,
@@ -92,11 +84,7 @@ async fn a_wrong_type_key_under_one_recipient_dead_letters_only_that_record_and_
         assert_eq!(notification_count(&stack, user).await, 1, "{user}");
     }
     for key in [keys::notification_dedupe(C), keys::notification_state(C)] {
-        assert_eq!(
-            redis_cmd::<i64>(&stack, &["EXISTS", &key]).await,
-            0,
-            "{key} half-written"
-        );
+        assert_eq!(stack.command::<i64>(&["EXISTS", &key]).await, 0, "{key} half-written");
     }
     let dead = dead_letters(&stack, "notifications").await;
     assert_eq!(dead.len(), 1, "{dead:?}");
@@ -118,7 +106,7 @@ async fn a_wrong_type_key_under_one_recipient_dead_letters_only_that_record_and_
 
     // Once an operator repairs the key, replaying the record delivers it: it was never
     // marked as seen, so it is not mistaken for a duplicate.
-    let _: () = redis_cmd(&stack, &["DEL", &keys::notifications(C)]).await;
+    let _: () = stack.command(&["DEL", &keys::notifications(C)]).await;
     let replay = invoke(&stack, "NotificationsConsumerFunction", event).await;
     assert_eq!(
         (replay["applied"].as_u64(), replay["duplicates"].as_u64()),
@@ -150,7 +138,7 @@ async fn any_key_of_a_recipient_holding_the_wrong_type_dead_letters_their_record
     for (key, how) in &broken {
         let mut args = vec![how[0].as_str(), key.as_str()];
         args.extend(how[1..].iter().map(String::as_str));
-        let _: () = redis_cmd(&stack, &args).await;
+        let _: () = stack.command(&args).await;
     }
     let values: Vec<Vec<u8>> = (1..=broken.len())
         .map(|i| request(A, &user(i), &format!("r{i}")))
@@ -184,7 +172,7 @@ async fn any_key_of_a_recipient_holding_the_wrong_type_dead_letters_their_record
             keys::notification_dedupe(&u),
         ] {
             if written != *key {
-                let exists: i64 = redis_cmd(&stack, &["EXISTS", &written]).await;
+                let exists: i64 = stack.command(&["EXISTS", &written]).await;
                 assert_eq!(exists, 0, "{written} half-written while {key} is broken");
             }
         }
@@ -195,7 +183,9 @@ async fn any_key_of_a_recipient_holding_the_wrong_type_dead_letters_their_record
 async fn a_record_that_fails_for_redis_reasons_mid_batch_leaves_the_rest_of_its_partition_applied_once() {
     let stack = Stack::start().await;
     // A counter that is not a number: the script must refuse before its first write.
-    let _: () = redis_cmd(&stack, &["HSET", &keys::notification_state(C), "unread", "many"]).await;
+    let _: () = stack
+        .command(&["HSET", &keys::notification_state(C), "unread", "many"])
+        .await;
     let values = vec![request(A, B, "r1"), request(A, C, "r2"), request(A, D, "r3")];
 
     let first = notify_connections(&stack, &values).await;
@@ -207,7 +197,7 @@ async fn a_record_that_fails_for_redis_reasons_mid_batch_leaves_the_rest_of_its_
         (Some(0), Some(2))
     );
     assert_eq!(
-        redis_cmd::<i64>(&stack, &["EXISTS", &keys::notification_dedupe(C)]).await,
+        stack.command::<i64>(&["EXISTS", &keys::notification_dedupe(C)]).await,
         0
     );
     assert_eq!(notification_count(&stack, C).await, 0);
@@ -254,7 +244,7 @@ async fn notification_events_neither_the_broker_nor_the_outbox_takes_are_counted
     }
     let mut stack = Stack::start_with(&[("KAFKA_PRODUCE_TIMEOUT_MS", "300")]).await;
     // The outbox refuses the park (WRONGTYPE) while the broker is down.
-    let _: () = redis_cmd(&stack, &["SET", keys::OUTBOX, "not a list"]).await;
+    let _: () = stack.command(&["SET", keys::OUTBOX, "not a list"]).await;
     stack.broker.stop();
 
     let outcome = notify_connections(&stack, &[request(A, B, "r1")]).await;
@@ -290,7 +280,9 @@ async fn analytics_dead_letters_the_records_of_a_day_whose_keys_are_broken_and_c
     let stack = Stack::start().await;
     let (yesterday, today) = (day(-1), day(0));
     // A DAU key that is a plain string, not a HyperLogLog.
-    let _: () = redis_cmd(&stack, &["SET", &keys::analytics_dau(&yesterday[..7], &yesterday), "x"]).await;
+    let _: () = stack
+        .command(&["SET", &keys::analytics_dau(&yesterday[..7], &yesterday), "x"])
+        .await;
     let values = vec![login_on(-1, A), login_on(0, B), login_on(-1, C), login_on(0, D)];
 
     let outcome = invoke(&stack, "AnalyticsConsumerFunction", batch("user-events", &values)).await;
@@ -305,17 +297,11 @@ async fn analytics_dead_letters_the_records_of_a_day_whose_keys_are_broken_and_c
         keys::analytics_dedupe(&yesterday[..7], &yesterday),
     ];
     for key in broken_day {
-        assert_eq!(
-            redis_cmd::<i64>(&stack, &["EXISTS", &key]).await,
-            0,
-            "{key} half-written"
-        );
+        assert_eq!(stack.command::<i64>(&["EXISTS", &key]).await, 0, "{key} half-written");
     }
-    let logins: i64 = redis_cmd(
-        &stack,
-        &["HGET", &keys::analytics_day(&today[..7], &today), "USER_LOGIN"],
-    )
-    .await;
+    let logins: i64 = stack
+        .command(&["HGET", &keys::analytics_day(&today[..7], &today), "USER_LOGIN"])
+        .await;
     assert_eq!(logins, 2);
     let dead = dead_letters(&stack, "analytics").await;
     assert_eq!(dead.len(), 2);
@@ -331,7 +317,7 @@ async fn analytics_refuses_a_day_whose_counter_is_not_a_number_before_writing_an
     let stack = Stack::start().await;
     let today = day(0);
     let day_key = keys::analytics_day(&today[..7], &today);
-    let _: () = redis_cmd(&stack, &["HSET", &day_key, "USER_LOGIN", "lots"]).await;
+    let _: () = stack.command(&["HSET", &day_key, "USER_LOGIN", "lots"]).await;
 
     let outcome = invoke(
         &stack,
@@ -341,17 +327,13 @@ async fn analytics_refuses_a_day_whose_counter_is_not_a_number_before_writing_an
     .await;
 
     assert_eq!(outcome["deadLettered"], 1, "{outcome}");
-    let fields: i64 = redis_cmd(&stack, &["HLEN", &day_key]).await;
+    let fields: i64 = stack.command(&["HLEN", &day_key]).await;
     assert_eq!(fields, 1, "no other counter was incremented");
     for key in [
         keys::analytics_dedupe(&today[..7], &today),
         keys::analytics_dau(&today[..7], &today),
     ] {
-        assert_eq!(
-            redis_cmd::<i64>(&stack, &["EXISTS", &key]).await,
-            0,
-            "{key} half-written"
-        );
+        assert_eq!(stack.command::<i64>(&["EXISTS", &key]).await, 0, "{key} half-written");
     }
 }
 
@@ -361,7 +343,7 @@ async fn the_pusher_dead_letters_a_record_whose_recipient_has_a_broken_socket_li
     let stack = Stack::start().await;
     let b = stack.user("reader").await;
     let mut socket = devconnect_tests::socket::open(&stack, &b).await;
-    let _: () = redis_cmd(&stack, &["SET", &keys::sockets(C), "not a zset"]).await;
+    let _: () = stack.command(&["SET", &keys::sockets(C), "not a zset"]).await;
     let message = |to: &str, id: &str| {
         bytes(&envelope(
             EventType::MessageSent,

@@ -13,18 +13,6 @@ use devconnect_tests::{
 };
 use serde_json::json;
 
-/// Runs one raw command against the stack's Redis, e.g. `["SET", key, "garbage"]`.
-async fn redis(stack: &Stack, args: &[&str]) {
-    let mut cmd = redis::cmd(args[0]);
-    for a in &args[1..] {
-        cmd.arg(*a);
-    }
-    let _: redis::Value = cmd
-        .query_async(&mut stack.state.store.conn())
-        .await
-        .expect("redis command");
-}
-
 /// Every produced event, on every topic.
 async fn event_count(stack: &Stack) -> usize {
     let mut n = 0;
@@ -85,7 +73,7 @@ async fn connected(stack: &Stack) -> (User, User) {
 #[tokio::test]
 async fn a_signup_whose_feed_index_is_not_a_sorted_set_leaves_no_account_behind() {
     let stack = Stack::start().await;
-    redis(&stack, &["SET", keys::USERS, "garbage"]).await;
+    stack.command::<()>(&["SET", keys::USERS, "garbage"]).await;
     let before = Before::take(&stack).await;
     let r = stack
         .client()
@@ -105,7 +93,7 @@ async fn login_with_a_broken_key(commands: &[&[&str]], what: &str) {
     stack.user("ada").await;
     stack.user("other").await;
     for command in commands {
-        redis(&stack, command).await;
+        stack.command::<()>(command).await;
     }
     let before = Before::take(&stack).await;
     let client = stack.client();
@@ -142,7 +130,7 @@ async fn an_authenticated_request_whose_rate_counter_is_not_a_number_fails_and_c
     let window = stack.state.config.rate_limits.window;
     let now = rate_limit::window_index(rate_limit::now_secs(), window);
     for w in [now, now + 1] {
-        redis(&stack, &["SET", &keys::user_rate(&a.id, w), "lots"]).await;
+        stack.command::<()>(&["SET", &keys::user_rate(&a.id, w), "lots"]).await;
     }
     let before = Before::take(&stack).await;
     let r = a.client.patch("/profile", json!({"about": "changed"})).await;
@@ -156,8 +144,8 @@ async fn a_request_of_a_user_whose_record_is_not_a_hash_fails_and_changes_nothin
     let stack = Stack::start().await;
     let a = stack.user("ada").await;
     let key = keys::user(&a.id);
-    redis(&stack, &["DEL", &key]).await;
-    redis(&stack, &["SET", &key, "garbage"]).await;
+    stack.command::<()>(&["DEL", &key]).await;
+    stack.command::<()>(&["SET", &key, "garbage"]).await;
     let before = Before::take(&stack).await;
     let r = a.client.patch("/profile", json!({"about": "changed"})).await;
     assert_internal(&r, "PATCH /profile");
@@ -170,7 +158,7 @@ async fn a_public_profile_whose_cache_is_not_a_string_fails_and_changes_nothing(
     let a = stack.user("ada").await;
     let b = stack.user("bob").await;
     let key = keys::public_profile(&b.id);
-    redis(&stack, &["HSET", &key, "x", "y"]).await;
+    stack.command::<()>(&["HSET", &key, "x", "y"]).await;
     let before = Before::take(&stack).await;
     let r = a.client.get(&format!("/users/{}", b.id)).await;
     assert_internal(&r, "GET /users/{id}");
@@ -186,7 +174,9 @@ async fn a_heartbeat_whose_last_seen_is_not_a_number_changes_nothing() {
     let a = stack.user("ada").await;
     let b = stack.user("bob").await;
     let key = keys::presence(&a.id);
-    redis(&stack, &["HSET", &key, "online", "0", "lastSeen", "yesterday"]).await;
+    stack
+        .command::<()>(&["HSET", &key, "online", "0", "lastSeen", "yesterday"])
+        .await;
     let before = Before::take(&stack).await;
     let r = a.client.post("/presence/heartbeat", json!({})).await;
     assert_internal(&r, "heartbeat");
@@ -200,7 +190,7 @@ async fn going_offline_with_a_presence_record_that_is_not_a_hash_changes_nothing
     let stack = Stack::start().await;
     let a = stack.user("ada").await;
     let key = keys::presence(&a.id);
-    redis(&stack, &["SET", &key, "garbage"]).await;
+    stack.command::<()>(&["SET", &key, "garbage"]).await;
     let before = Before::take(&stack).await;
     let r = a.client.post("/presence/offline", json!({})).await;
     assert_internal(&r, "offline");
@@ -234,14 +224,14 @@ async fn a_message_to_a_user_whose_conversation_keys_are_broken_changes_nothing(
         ),
     ];
     for (what, key, mut command) in cases {
-        redis(&stack, &["DEL", &key]).await;
+        stack.command::<()>(&["DEL", &key]).await;
         command[1] = &key;
-        redis(&stack, &command).await;
+        stack.command::<()>(&command).await;
         let before = Before::take(&stack).await;
         let r = a.message(&b.id, "hello").await;
         assert_internal(&r, what);
         before.assert_unchanged(&stack, what).await;
-        redis(&stack, &["DEL", &key]).await;
+        stack.command::<()>(&["DEL", &key]).await;
     }
     let ok = a.message(&c.id, "hello").await;
     assert_eq!(ok.status, 201, "a message to another user: {}", ok.body);
@@ -251,7 +241,9 @@ async fn a_message_to_a_user_whose_conversation_keys_are_broken_changes_nothing(
 async fn a_message_to_a_user_whose_conversation_list_is_broken_is_stored_once_and_its_event_produced() {
     let stack = Stack::start().await;
     let (a, b) = connected(&stack).await;
-    redis(&stack, &["SET", &keys::conversations(&b.id), "garbage"]).await;
+    stack
+        .command::<()>(&["SET", &keys::conversations(&b.id), "garbage"])
+        .await;
     let sent = a.message(&b.id, "hello").await;
     assert_eq!(
         sent.status, 201,
@@ -286,7 +278,9 @@ async fn marking_read_a_conversation_whose_unread_counter_is_not_a_number_change
     let (a, b) = connected(&stack).await;
     assert_eq!(a.message(&b.id, "hello").await.status, 201);
     let key = keys::conversation(&a.id, &b.id);
-    redis(&stack, &["HSET", &key, &format!("unread:{}", b.id), "lots"]).await;
+    stack
+        .command::<()>(&["HSET", &key, &format!("unread:{}", b.id), "lots"])
+        .await;
     let before = Before::take(&stack).await;
     let r = b.client.post(&format!("/messages/{}/read", a.id), json!({})).await;
     assert_internal(&r, "mark read");
@@ -298,7 +292,7 @@ async fn reading_a_history_that_is_not_a_stream_fails_and_changes_nothing() {
     let stack = Stack::start().await;
     let (a, b) = connected(&stack).await;
     let key = keys::messages(&a.id, &b.id);
-    redis(&stack, &["SET", &key, "garbage"]).await;
+    stack.command::<()>(&["SET", &key, "garbage"]).await;
     let before = Before::take(&stack).await;
     let r = a.client.get(&format!("/messages/{}", b.id)).await;
     assert_internal(&r, "history");
@@ -314,7 +308,7 @@ async fn a_request_whose_pair_record_is_not_a_hash_fails_and_changes_nothing() {
     let b = stack.user("bob").await;
     let c = stack.user("cy").await;
     let key = keys::pair(&a.id, &b.id);
-    redis(&stack, &["SET", &key, "garbage"]).await;
+    stack.command::<()>(&["SET", &key, "garbage"]).await;
     let before = Before::take(&stack).await;
     let r = a.send_request("interested", &b.id).await;
     assert_internal(&r, "send request");
@@ -333,12 +327,12 @@ async fn a_request_to_a_user_whose_inbox_or_seen_set_is_broken_creates_no_pair_r
         (keys::inbox(&b.id), "the receiver's inbox"),
         (keys::seen(&a.id), "the sender's seen set"),
     ] {
-        redis(&stack, &["SET", &key, "garbage"]).await;
+        stack.command::<()>(&["SET", &key, "garbage"]).await;
         let before = Before::take(&stack).await;
         let r = a.send_request("interested", &b.id).await;
         assert_internal(&r, what);
         before.assert_unchanged(&stack, what).await;
-        redis(&stack, &["DEL", &key]).await;
+        stack.command::<()>(&["DEL", &key]).await;
     }
     let ok = a.send_request("interested", &b.id).await;
     assert_eq!(
@@ -357,13 +351,15 @@ async fn accepting_a_request_whose_sender_has_broken_connections_leaves_it_pendi
     let b = stack.user("bob").await;
     let sent = a.send_request("interested", &b.id).await;
     let id = sent.body["request"]["id"].as_str().expect("request id").to_string();
-    redis(&stack, &["SET", &keys::connections(&a.id), "garbage"]).await;
+    stack
+        .command::<()>(&["SET", &keys::connections(&a.id), "garbage"])
+        .await;
     let before = Before::take(&stack).await;
     let path = format!("/requests/review/accepted/{id}");
     let accept = || b.client.post(&path, json!({}));
     assert_internal(&accept().await, "accept");
     before.assert_unchanged(&stack, "accept").await;
-    redis(&stack, &["DEL", &keys::connections(&a.id)]).await;
+    stack.command::<()>(&["DEL", &keys::connections(&a.id)]).await;
     let retried = accept().await;
     assert_eq!(
         retried.status, 200,
@@ -381,8 +377,8 @@ async fn reviewing_a_request_whose_pair_record_is_not_a_hash_fails_and_changes_n
     assert_eq!(sent.status, 201, "{}", sent.body);
     let id = sent.body["request"]["id"].as_str().expect("request id").to_string();
     let key = keys::pair(&a.id, &b.id);
-    redis(&stack, &["DEL", &key]).await;
-    redis(&stack, &["SET", &key, "garbage"]).await;
+    stack.command::<()>(&["DEL", &key]).await;
+    stack.command::<()>(&["SET", &key, "garbage"]).await;
     let before = Before::take(&stack).await;
     let r = b
         .client
