@@ -311,12 +311,9 @@ async fn a_recipient_with_unreadable_preferences_fails_only_their_own_record() {
     let a = stack.user("ada").await;
     let b = stack.user("bob").await;
     // A bug or a hand edit left Bob's preferences as a string instead of a hash.
-    let _: () = redis::cmd("SET")
-        .arg(devconnect::keys::channel_preferences(&b.id))
-        .arg("oops")
-        .query_async(&mut stack.state.store.conn())
-        .await
-        .unwrap();
+    let _: () = stack
+        .command(&["SET", &devconnect::keys::channel_preferences(&b.id), "oops"])
+        .await;
     let for_ada = notification(&a.id, &b.id, "connection_request");
     let for_bob = notification(&b.id, &a.id, "connection_request");
 
