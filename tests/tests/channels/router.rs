@@ -378,3 +378,35 @@ async fn a_recipient_whose_digest_list_is_broken_fails_alone_in_a_call_shared_wi
     let replay = route_at(&stack, "2026-01-15T12:00:05Z", &[&for_bob]).await;
     assert_eq!(replay["applied"].as_u64(), Some(1), "{replay}");
 }
+
+#[tokio::test]
+async fn with_redis_hung_the_batch_is_handed_back_and_routed_once_when_redis_answers_again() {
+    if devconnect_tests::stack::skip_outage_test_on_cluster("router_with_redis_hung") {
+        return;
+    }
+    let stack = Stack::start_with(&[("REDIS_TIMEOUT_MS", "300")]).await;
+    let b = stack.user("bob").await;
+    let created = notification(&b.id, &b.id, "connection_request");
+    stack.redis.pause().expect("SIGSTOP redis");
+
+    let outcome = route_at(&stack, "2026-01-15T12:00:00Z", &[&created]).await;
+
+    stack.redis.resume().expect("SIGCONT redis");
+    assert_eq!(
+        outcome["batchItemFailures"],
+        json!([{"itemIdentifier": {"partition": "notification-events-0", "offset": 0}}]),
+        "{outcome}"
+    );
+    assert!(dead_letter_reasons(&stack).await.is_empty(), "nothing dead-lettered");
+    let mut applied = 0;
+    for _ in 0..50 {
+        let retry = route_at(&stack, "2026-01-15T12:00:05Z", &[&created]).await;
+        applied += retry["applied"].as_u64().unwrap_or(0);
+        if retry["batchItemFailures"] == json!([]) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(applied, 1);
+    assert_eq!(requested(&stack, "email-events", &b.id).await.len(), 1);
+}
