@@ -48,6 +48,17 @@ pub const READ_WAIT_MS: i32 = 1;
 const IDLE_RECHECK: Duration = Duration::from_secs(60);
 /// How often the watch lists the topics again while one of them has no partitions yet.
 const RELIST_MISSING: Duration = Duration::from_secs(5);
+/// Longest the watch waits on the broker for a connection, a listing or one refresh's
+/// answer; past it the watch starts over on a new connection (a hung broker would
+/// otherwise hold it forever, and the mappings with it until their backstop read).
+const BROKER_DEADLINE: Duration = Duration::from_secs(5);
+
+/// `step` against the broker, or an error naming `what` after [`BROKER_DEADLINE`].
+async fn within<T>(what: &str, step: impl std::future::Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+    tokio::time::timeout(BROKER_DEADLINE, step)
+        .await
+        .map_err(|_| anyhow::anyhow!("{what}: no answer from the broker within {BROKER_DEADLINE:?}"))?
+}
 
 fn env_ms(name: &str, default: u64) -> Duration {
     let ms = std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default);
@@ -210,11 +221,14 @@ async fn watch(
     alive: &Weak<()>,
 ) -> anyhow::Result<()> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(broker).await?;
+    let mut stream = within("connecting", async {
+        Ok(tokio::net::TcpStream::connect(broker).await?)
+    })
+    .await?;
     stream.set_nodelay(true)?;
     // tansu waits `max_wait` out before answering a fetch that finds no bytes: a 1 ms
     // wait and our own pace give watermarks as of the answer, not as of the interval's start.
-    let (mut request, mut complete) = watermarks_request(kafka, topics).await?;
+    let (mut request, mut complete) = within("listing topics", watermarks_request(kafka, topics)).await?;
     let mut listed_at = Instant::now();
     let mut produced = devconnect::producer::subscribe_produced();
     let mut correlation = 0i32;
@@ -222,7 +236,7 @@ async fn watch(
     let mut previous = Instant::now();
     while alive.strong_count() > 0 {
         if !complete && listed_at.elapsed() >= RELIST_MISSING {
-            (request, complete) = watermarks_request(kafka, topics).await?;
+            (request, complete) = within("listing topics", watermarks_request(kafka, topics)).await?;
             listed_at = Instant::now();
         }
         // Produces from here on are after this refresh's question: they wake the next one.
@@ -231,12 +245,16 @@ async fn watch(
         let mut framed = request.clone();
         framed[8..12].copy_from_slice(&correlation.to_be_bytes());
         let sent = Instant::now();
-        stream.write_all(&framed).await?;
         REFRESHES.fetch_add(1, Ordering::Relaxed);
-        let size = stream.read_i32().await?;
-        anyhow::ensure!((4..64 << 20).contains(&size), "bad response size {size}");
-        let mut body = vec![0u8; size as usize];
-        stream.read_exact(&mut body).await?;
+        let body = within("refreshing watermarks", async {
+            stream.write_all(&framed).await?;
+            let size = stream.read_i32().await?;
+            anyhow::ensure!((4..64 << 20).contains(&size), "bad response size {size}");
+            let mut body = vec![0u8; size as usize];
+            stream.read_exact(&mut body).await?;
+            Ok(body)
+        })
+        .await?;
         let marks = parse_watermarks(&body, correlation)?;
         let changed = tx.send_if_modified(|old| {
             let changed = old.marks != marks;
