@@ -82,6 +82,15 @@ impl Stack {
         Self::start_inner(vars, true).await
     }
 
+    /// The round-trip counter of a [`Stack::start_counting`] stack, or `None` (after saying
+    /// so) on a Redis Cluster: its clients talk to every master directly, past one proxy.
+    pub fn round_trip_counter(&self) -> Option<&CountingProxy> {
+        if self.round_trips.is_none() {
+            eprintln!("round trips are counted on one redis-server only");
+        }
+        self.round_trips.as_ref()
+    }
+
     /// Starts everything plus what `./infra/local/run` adds: the emulated MSK triggers
     /// (consumers receive every event) and the schedules (every `schedule_secs`).
     pub async fn start_full(vars: &[(&str, &str)]) -> Self {

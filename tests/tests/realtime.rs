@@ -403,7 +403,9 @@ fn messages_to(from: &str, receivers: &[&str]) -> aws_lambda_events::event::kafk
 #[tokio::test]
 async fn the_pusher_checks_sessions_only_for_targets_with_a_socket_open() {
     let stack = Stack::start_counting(&[]).await;
-    let proxy = stack.round_trips.as_ref().expect("counting");
+    let Some(proxy) = stack.round_trip_counter() else {
+        return;
+    };
     let a = stack.user("pusher-a").await;
     let (b, c) = (stack.user("pusher-b").await, stack.user("pusher-c").await);
     let rt = Realtime {

@@ -148,13 +148,16 @@ return out
 /// unique, and the router pushed them moments ago, so they sit at the tail). Searching from
 /// the head instead cost a scan of the whole outbox per entry: with 10,000 entries waiting
 /// (a broker outage) one batch of 100 kept Redis busy 42 ms, from the tail 0.6 ms.
+/// ARGV is in the order the entries were pushed, and the newest goes first: each search
+/// then finds its entry at the tail, instead of passing over the rest of its batch (the
+/// oldest first made a batch of n cost ~n²/2 comparisons).
 static REMOVE_PRODUCED: LazyLock<Script> = LazyLock::new(|| {
     script::atomic(
         r#"
 local bad = wrong_types({KEYS[1], 'list'})
 if bad then return redis.error_reply(bad) end
 local removed = 0
-for i = 1, #ARGV do removed = removed + redis.call('LREM', KEYS[1], -1, ARGV[i]) end
+for i = #ARGV, 1, -1 do removed = removed + redis.call('LREM', KEYS[1], -1, ARGV[i]) end
 return removed
 "#,
     )
@@ -363,8 +366,8 @@ fn fresh_of(markers: Vec<redis::Value>) -> Result<BTreeSet<String>, AppError> {
         .map_err(|e| AppError::internal("channels apply reply", e))
 }
 
-/// Produces deliveries already in the outbox and removes their entries: one produce
-/// request per partition, one Redis round trip. If the broker does not take them they
+/// Produces deliveries already in the outbox (`sent` in the order they were pushed) and
+/// removes their entries: one produce request per partition, one Redis round trip. If the broker does not take them they
 /// stay in the outbox for the relay (nothing is lost, so this never fails).
 pub async fn produce_now(store: &Store, producer: &Producer, sent: Vec<Outgoing>) -> bool {
     if sent.is_empty() {
