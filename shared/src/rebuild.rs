@@ -23,8 +23,8 @@
 //!
 //! Limits: a notification for a message is created only if the receiver is offline; the
 //! rebuild decides that with presence at replay time (past presence is in no topic).
-//! Deleting the old generation needs SCAN on one node; on a Redis Cluster its keys are
-//! left in place (logged).
+//! On a Redis Cluster the old generation is deleted on every primary (SCAN sees only
+//! the keys of the node it runs on).
 
 use std::{
     collections::VecDeque,
@@ -103,7 +103,7 @@ pub struct Report {
     pub drained: u64,
     /// Records the apply code refused for good (the live consumer dead-lettered them).
     pub rejected: u64,
-    /// Keys of the old generation deleted; `None` if they were left (cluster, deadline).
+    /// Keys of the old generation deleted; `None` if the run stopped before deleting them.
     pub deleted_keys: Option<u64>,
     /// How long the run took.
     pub elapsed_ms: u64,
@@ -304,7 +304,7 @@ impl Run<'_> {
             return Ok(());
         }
         tokio::time::sleep(grace).await;
-        self.report.deleted_keys = self.delete_generation(pointer.live).await?;
+        self.report.deleted_keys = Some(self.delete_generation(pointer.live).await?);
         Ok(())
     }
 
@@ -515,44 +515,32 @@ impl Run<'_> {
         }
     }
 
-    /// Deletes every key of `generation`: SCAN in batches of 500, UNLINK each batch.
-    async fn delete_generation(&self, generation: u64) -> Result<Option<u64>, RebuildError> {
+    /// Deletes every key of `generation`: SCAN in batches of 500, UNLINK each batch, on
+    /// every node that holds keys (each primary of a cluster).
+    async fn delete_generation(&self, generation: u64) -> Result<u64, RebuildError> {
         let name = self.projection.name();
-        if self.state.store.is_cluster() {
-            tracing::warn!(
-                projection = name,
-                generation,
-                "cluster: old generation keys left in place"
-            );
-            return Ok(None);
-        }
         let pattern = self.projection.pattern(generation);
-        let mut cursor: u64 = 0;
+        let store = &self.state.store;
         let mut deleted = 0;
-        loop {
-            self.keep_going("deleting the old generation").await?;
-            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(500)
-                .query_async(&mut self.state.store.conn())
-                .await?;
-            if !keys.is_empty() {
-                let n: u64 = redis::cmd("UNLINK")
-                    .arg(&keys)
-                    .query_async(&mut self.state.store.conn())
-                    .await?;
-                deleted += n;
-                self.state.metrics.count(metrics::REBUILD_KEYS_DELETED, n);
+        for node in store.scan_nodes().await? {
+            let mut cursor: u64 = 0;
+            loop {
+                self.keep_going("deleting the old generation").await?;
+                let (next, keys) = store.scan_page(&node, cursor, &pattern, 500).await?;
+                if !keys.is_empty() {
+                    // The keys of one node; on a cluster the client splits them by slot.
+                    let n: u64 = redis::cmd("UNLINK").arg(&keys).query_async(&mut store.conn()).await?;
+                    deleted += n;
+                    self.state.metrics.count(metrics::REBUILD_KEYS_DELETED, n);
+                }
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
             }
-            if next == 0 {
-                tracing::info!(projection = name, generation, deleted, "old generation deleted");
-                return Ok(Some(deleted));
-            }
-            cursor = next;
         }
+        tracing::info!(projection = name, generation, deleted, "old generation deleted");
+        Ok(deleted)
     }
 }
 

@@ -23,7 +23,7 @@ use redis::{
     aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig},
     cluster::ClusterClientBuilder,
     cluster_async::ClusterConnection,
-    cluster_routing::Slot,
+    cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo, SingleNodeRoutingInfo, Slot},
     Arg, Cmd, Pipeline, RedisFuture, Value,
 };
 
@@ -93,6 +93,64 @@ impl Store {
     pub fn is_cluster(&self) -> bool {
         matches!(self.conn, StoreConnection::Cluster(_))
     }
+
+    /// The nodes a `SCAN` must visit to see every key: SCAN walks only the keys of the
+    /// node it runs on, so on a cluster that is every primary (asked of the cluster now,
+    /// one round trip), on a single endpoint the endpoint.
+    pub async fn scan_nodes(&self) -> redis::RedisResult<Vec<ScanNode>> {
+        let StoreConnection::Cluster(c) = &self.conn else {
+            return Ok(vec![ScanNode(None)]);
+        };
+        let every_primary = RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, None));
+        let replies = c.clone().route_command(redis::cmd("PING"), every_primary).await?;
+        let Value::Map(by_address) = replies else {
+            return Err(scan_error("PING on every primary: no reply per node"));
+        };
+        by_address
+            .into_iter()
+            .map(|(address, _)| {
+                let address: String = redis::from_redis_value(address)?;
+                let (host, port) = address
+                    .rsplit_once(':')
+                    .and_then(|(host, port)| Some((host.to_string(), port.parse().ok()?)))
+                    .ok_or_else(|| scan_error("a cluster node address without a port"))?;
+                Ok(ScanNode(Some((host, port))))
+            })
+            .collect()
+    }
+
+    /// One `SCAN cursor MATCH pattern COUNT count` page on `node` (see [`Store::scan_nodes`]):
+    /// the next cursor (0 when the node is done) and the keys of this page.
+    pub async fn scan_page(
+        &self,
+        node: &ScanNode,
+        cursor: u64,
+        pattern: &str,
+        count: usize,
+    ) -> redis::RedisResult<(u64, Vec<String>)> {
+        let mut scan = redis::cmd("SCAN");
+        scan.arg(cursor).arg("MATCH").arg(pattern).arg("COUNT").arg(count);
+        match (&self.conn, &node.0) {
+            (StoreConnection::Cluster(c), Some((host, port))) => {
+                let on_node = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
+                    host: host.clone(),
+                    port: *port,
+                });
+                Ok(redis::from_redis_value(c.clone().route_command(scan, on_node).await?)?)
+            }
+            (StoreConnection::Single(_), None) => scan.query_async(&mut self.conn()).await,
+            _ => Err(scan_error("a scan node of another kind of store")),
+        }
+    }
+}
+
+/// One node a key scan visits (see [`Store::scan_nodes`]): a cluster primary's address,
+/// or `None` for the one endpoint.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScanNode(Option<(String, u16)>);
+
+fn scan_error(what: &'static str) -> redis::RedisError {
+    redis::RedisError::from((redis::ErrorKind::Client, "redis scan", what.to_string()))
 }
 
 impl ConnectionLike for StoreConnection {
