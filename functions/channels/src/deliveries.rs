@@ -367,8 +367,9 @@ fn fresh_of(markers: Vec<redis::Value>) -> Result<BTreeSet<String>, AppError> {
 }
 
 /// Produces deliveries already in the outbox (`sent` in the order they were pushed) and
-/// removes their entries: one produce request per partition, one Redis round trip. If the broker does not take them they
-/// stay in the outbox for the relay (nothing is lost, so this never fails).
+/// removes their entries: one produce request per partition, one Redis round trip. If the
+/// broker does not take them they stay in the outbox for the relay (nothing is lost, so
+/// this never fails).
 pub async fn produce_now(store: &Store, producer: &Producer, sent: Vec<Outgoing>) -> bool {
     if sent.is_empty() {
         return true;
