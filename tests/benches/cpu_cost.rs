@@ -478,6 +478,8 @@ async fn main() {
         let (process1, redis1) = (stat_cpu("/proc/self/stat"), stack.redis_cpu_seconds().await);
         let gateway = process1 - process0 - run.load_cpu;
         let ok = run.ok();
+        // Mostly errors: the row is refused below, and nothing of it is per message served.
+        let refused = run.errors * 2 >= run.requests;
         let extra = match name.starts_with("POST /messages") {
             true => {
                 // The triggers work the messages off after the load: wait until the
@@ -507,7 +509,7 @@ async fn main() {
                     (requests.fetches - requests0.fetches) as f64 / ok.max(1) as f64,
                 ));
                 // The broker ratio (issue 14 target 3) is the first row's, as it always was.
-                if let (Some(b0), Some(b1), None) = (broker0, last, &broker_per_message) {
+                if let (Some(b0), Some(b1), None, false) = (broker0, last, &broker_per_message, refused) {
                     broker_per_message = Some((us(b1 - b0 - elapsed * broker_idle, ok), drained));
                 }
                 format!(" (p99 {:.0} ms)", run.p99.as_secs_f64() * 1e3)
@@ -537,12 +539,11 @@ async fn main() {
             0 => String::new(),
             n => format!(" [{n} of {} non-2xx]", run.requests),
         };
-        if run.errors * 2 >= run.requests {
+        if refused {
             println!(
                 "| {name} | REFUSED: {} of {} answers non-2xx, the figures would not be per request served | - | - |",
                 run.errors, run.requests
             );
-            broker_per_message = None;
             continue;
         }
         println!(
