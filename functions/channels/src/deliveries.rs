@@ -144,25 +144,6 @@ return out
     )
 });
 
-/// Removes entries the router produced itself (the last equal entry of each: entries are
-/// unique, and the router pushed them moments ago, so they sit at the tail). Searching from
-/// the head instead cost a scan of the whole outbox per entry: with 10,000 entries waiting
-/// (a broker outage) one batch of 100 kept Redis busy 42 ms, from the tail 0.6 ms.
-/// ARGV is in the order the entries were pushed, and the newest goes first: each search
-/// then finds its entry at the tail, instead of passing over the rest of its batch (the
-/// oldest first made a batch of n cost ~n²/2 comparisons).
-static REMOVE_PRODUCED: LazyLock<Script> = LazyLock::new(|| {
-    script::atomic(
-        r#"
-local bad = wrong_types({KEYS[1], 'list'})
-if bad then return redis.error_reply(bad) end
-local removed = 0
-for i = #ARGV, 1, -1 do removed = removed + redis.call('LREM', KEYS[1], -1, ARGV[i]) end
-return removed
-"#,
-    )
-});
-
 /// KEYS: outbox, quiet, digests, dedupe, then one digest list per digest.
 /// ARGV: now ms, number of held SMS, the held SMS (outbox entries), then per digest
 /// (member, items read, outbox entry or '', marker). A held SMS moves to the outbox if
@@ -379,11 +360,19 @@ pub async fn produce_now(store: &Store, producer: &Producer, sent: Vec<Outgoing>
         tracing::warn!(error = %e, count = entries.len(), "deliveries left in the outbox for the relay");
         return false;
     }
-    let mut call = REMOVE_PRODUCED.key(keys::OUTBOX);
-    for entry in &entries {
-        call.arg(entry);
+    // One `LREM outbox -1 entry` each, the last equal entry: entries are unique, and the
+    // router pushed them moments ago, so they sit at the tail (from the head, each removal
+    // scanned the whole outbox: 42 ms of Redis for 100 entries with 10,000 waiting, as after
+    // a broker outage). Newest first, so each is found at the tail instead of behind the rest
+    // of its batch (~n²/2 comparisons for a batch of n). Plain commands in one pipeline, not a
+    // script: each removal stands alone (an entry left behind is produced again by the relay,
+    // and the senders dedupe), and a script cost Redis twice the CPU per entry
+    // (docs/bench/other-vm/router_remove_produced_redis_cpu.txt).
+    let mut removals = redis::pipe();
+    for entry in entries.iter().rev() {
+        removals.lrem(keys::OUTBOX, -1, entry).ignore();
     }
-    if let Err(e) = call.invoke_async::<i64>(&mut store.conn()).await {
+    if let Err(e) = removals.query_async::<()>(&mut store.conn()).await {
         // The relay will produce them again; the senders dedupe.
         tracing::warn!(error = %e, "produced deliveries not removed from the outbox");
     }

@@ -211,6 +211,32 @@ async fn a_produced_email_leaves_the_outbox_and_the_entries_waiting_before_it_st
 }
 
 #[tokio::test]
+async fn every_email_a_batch_produces_leaves_the_outbox() {
+    let stack = Stack::start().await;
+    let waiting: Vec<String> = (0..3).map(|i| format!("{{\"waiting\":{i}}}")).collect();
+    let mut conn = stack.state.store.conn();
+    let _: () = redis::AsyncCommands::rpush(&mut conn, devconnect::keys::OUTBOX, &waiting)
+        .await
+        .unwrap();
+    let mut created = Vec::new();
+    for i in 0..5 {
+        let user = stack.user(&format!("batch{i}")).await;
+        created.push(notification(&user.id, &user.id, "connection_request"));
+    }
+
+    let routed = route_at(&stack, "2026-01-15T12:00:00Z", &created.iter().collect::<Vec<_>>()).await;
+
+    assert_eq!(routed["applied"].as_u64(), Some(5), "{routed}");
+    let outbox: Vec<String> = redis::AsyncCommands::lrange(&mut conn, devconnect::keys::OUTBOX, 0, -1)
+        .await
+        .unwrap();
+    assert_eq!(
+        outbox, waiting,
+        "all five produced entries are gone, the waiting ones untouched"
+    );
+}
+
+#[tokio::test]
 async fn quiet_hours_hold_the_sms_until_the_window_ends() {
     let stack = Stack::start().await;
     let b = stack.user("bob").await;
