@@ -179,16 +179,20 @@ async fn the_same_notification_created_twice_requests_one_email() {
     );
 }
 
+/// What a broker outage left in the outbox for the relay, ahead of the router's entries.
+async fn park_waiting_entries(stack: &Stack) -> Vec<String> {
+    let waiting: Vec<String> = (0..3).map(|i| format!("{{\"waiting\":{i}}}")).collect();
+    let mut push = vec!["RPUSH", devconnect::keys::OUTBOX];
+    push.extend(waiting.iter().map(String::as_str));
+    stack.command::<i64>(&push).await;
+    waiting
+}
+
 #[tokio::test]
 async fn a_produced_email_leaves_the_outbox_and_the_entries_waiting_before_it_stay() {
     let stack = Stack::start().await;
     let b = stack.user("bob").await;
-    // What a broker outage left for the relay, ahead of the router's entry.
-    let waiting: Vec<String> = (0..3).map(|i| format!("{{\"waiting\":{i}}}")).collect();
-    let mut conn = stack.state.store.conn();
-    let _: () = redis::AsyncCommands::rpush(&mut conn, devconnect::keys::OUTBOX, &waiting)
-        .await
-        .unwrap();
+    let waiting = park_waiting_entries(&stack).await;
     let created = notification(&b.id, &b.id, "connection_request");
 
     let routed = route_at(&stack, "2026-01-15T12:00:00Z", &[&created]).await;
@@ -201,11 +205,11 @@ async fn a_produced_email_leaves_the_outbox_and_the_entries_waiting_before_it_st
         1,
         "{emails:?}"
     );
-    let outbox: Vec<String> = redis::AsyncCommands::lrange(&mut conn, devconnect::keys::OUTBOX, 0, -1)
-        .await
-        .unwrap();
     assert_eq!(
-        outbox, waiting,
+        stack
+            .command::<Vec<String>>(&["LRANGE", devconnect::keys::OUTBOX, "0", "-1"])
+            .await,
+        waiting,
         "the produced entry is gone, the waiting ones untouched"
     );
 }
@@ -213,11 +217,7 @@ async fn a_produced_email_leaves_the_outbox_and_the_entries_waiting_before_it_st
 #[tokio::test]
 async fn every_email_a_batch_produces_leaves_the_outbox() {
     let stack = Stack::start().await;
-    let waiting: Vec<String> = (0..3).map(|i| format!("{{\"waiting\":{i}}}")).collect();
-    let mut conn = stack.state.store.conn();
-    let _: () = redis::AsyncCommands::rpush(&mut conn, devconnect::keys::OUTBOX, &waiting)
-        .await
-        .unwrap();
+    let waiting = park_waiting_entries(&stack).await;
     let mut created = Vec::new();
     for i in 0..5 {
         let user = stack.user(&format!("batch{i}")).await;
@@ -227,11 +227,11 @@ async fn every_email_a_batch_produces_leaves_the_outbox() {
     let routed = route_at(&stack, "2026-01-15T12:00:00Z", &created.iter().collect::<Vec<_>>()).await;
 
     assert_eq!(routed["applied"].as_u64(), Some(5), "{routed}");
-    let outbox: Vec<String> = redis::AsyncCommands::lrange(&mut conn, devconnect::keys::OUTBOX, 0, -1)
-        .await
-        .unwrap();
     assert_eq!(
-        outbox, waiting,
+        stack
+            .command::<Vec<String>>(&["LRANGE", devconnect::keys::OUTBOX, "0", "-1"])
+            .await,
+        waiting,
         "all five produced entries are gone, the waiting ones untouched"
     );
 }
