@@ -23,7 +23,11 @@ use crate::{store::Store, AppError};
 /// errors). `read(cmd, key, ...)` is a read that is also its key's type check (Redis
 /// refuses a read of the wrong type, so a script whose reads all come before its first
 /// write needs no TYPE per key) and `integer(key, field, value)` checks a value read;
-/// both raise the same kind of error, naming the key.
+/// both raise the same kind of error, naming the key. Dedupe sets (a sorted set of ids
+/// scored by when each was applied): `seen_since(set, ids, horizon)` says which ids it
+/// holds newer than `horizon` (a read: also the set's type check), and, after the
+/// checks, `remember(set, marks, horizon, max)` adds `marks` (score, id, score, id, ...)
+/// and trims the set to the window and to its newest `max` ids, only when it grew.
 const PRECONDITIONS: &str = r#"
 local function wrong_types(spec)
   for i = 1, #spec, 2 do
@@ -51,6 +55,20 @@ local function read(cmd, key, ...)
     why = 'WRONGTYPE ' .. key .. ' holds the wrong kind of value for ' .. cmd
   end
   error(redis.error_reply(why))
+end
+local function seen_since(set, ids, horizon)
+  local known = {}
+  for c = 1, #ids, 1000 do
+    local scores = read('ZMSCORE', set, unpack(ids, c, math.min(c + 999, #ids)))
+    for j = 1, #scores do known[c + j - 1] = scores[j] ~= false and tonumber(scores[j]) > horizon end
+  end
+  return known
+end
+local function remember(set, marks, horizon, max)
+  if #marks == 0 then return end
+  redis.call('ZREMRANGEBYSCORE', set, '-inf', horizon)
+  for c = 1, #marks, 1000 do redis.call('ZADD', set, unpack(marks, c, math.min(c + 999, #marks))) end
+  redis.call('ZREMRANGEBYRANK', set, 0, -(max + 1))
 end
 local function not_integer(key, field, value)
   if value and not string.match(value, '^%-?%d+$') then

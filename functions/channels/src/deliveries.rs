@@ -86,11 +86,7 @@ while a <= #ARGV do
   for j = 0, n - 1 do markers[#markers + 1] = ARGV[a + 2 + 6 * j] end
   a = a + 1 + 6 * n
 end
-local known = {}
-for c = 1, #markers, 1000 do
-  local scores = read('ZMSCORE', KEYS[2], unpack(markers, c, math.min(c + 999, #markers)))
-  for j = 1, #scores do known[c + j - 1] = scores[j] ~= false and tonumber(scores[j]) > horizon end
-end
+local known = seen_since(KEYS[2], markers, horizon)
 local out, marks, seen = {}, {}, {}
 local m = 0
 a = 5
@@ -134,11 +130,7 @@ while a <= #ARGV do
     out[#out + 1] = fresh
   end
 end
-if #marks > 0 then
-  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', horizon)
-  for c = 1, #marks, 1000 do redis.call('ZADD', KEYS[2], unpack(marks, c, math.min(c + 999, #marks))) end
-  redis.call('ZREMRANGEBYRANK', KEYS[2], 0, -(tonumber(ARGV[3]) + 1))
-end
+remember(KEYS[2], marks, horizon, tonumber(ARGV[3]))
 return out
 "#,
     )

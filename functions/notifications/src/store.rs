@@ -68,13 +68,9 @@ local function apply(list, state, seen, presence, read_key, channel, first, n)
   local read_at = read('GET', read_key) or ''
   local unread = integer(state, 'unread', read('HGET', state, 'unread'))
   local len = read('LLEN', list)
-  local known = {}
-  for c = 0, n - 1, 1000 do
-    local ids = {}
-    for j = c, math.min(c + 999, n - 1) do ids[#ids + 1] = ARGV[first + 4 * j] end
-    local scores = read('ZMSCORE', seen, unpack(ids))
-    for j = 1, #ids do known[c + j] = scores[j] ~= false and tonumber(scores[j]) > horizon end
-  end
+  local ids = {}
+  for j = 0, n - 1 do ids[#ids + 1] = ARGV[first + 4 * j] end
+  local known = seen_since(seen, ids, horizon)
   -- Writes only from here on.
   local marks, views, fates, fresh = {}, {}, {}, {}
   local new_unread = 0
@@ -96,11 +92,7 @@ local function apply(list, state, seen, presence, read_key, channel, first, n)
       end
     end
   end
-  if #marks > 0 then
-    redis.call('ZREMRANGEBYSCORE', seen, '-inf', horizon)
-    for c = 1, #marks, 1000 do redis.call('ZADD', seen, unpack(marks, c, math.min(c + 999, #marks))) end
-    redis.call('ZREMRANGEBYRANK', seen, 0, -(max_ids + 1))
-  end
+  remember(seen, marks, horizon, max_ids)
   for c = 1, #views, 1000 do len = redis.call('LPUSH', list, unpack(views, c, math.min(c + 999, #views))) end
   if len > cap then
     redis.call('LTRIM', list, 0, cap - 1)
