@@ -275,18 +275,26 @@ fn apply_call(
     now: DateTime<Utc>,
     sends: &mut Vec<HashMap<String, Outgoing>>,
 ) -> Result<redis::Cmd, AppError> {
-    // KEYS come first: the digest lists the call writes, each once.
+    // KEYS come first: the digest lists the call writes, each once; `digest_index` holds,
+    // for each digest action in order, its list's position among them.
     let mut digest_keys: Vec<String> = Vec::new();
+    let mut digest_index: Vec<usize> = Vec::new();
     for (recipient, actions) in call {
         for action in actions.iter() {
             if let Action::Digest { day, .. } = action {
                 let key = keys::channel_digest(recipient, day);
-                if !digest_keys.contains(&key) {
-                    digest_keys.push(key);
-                }
+                let index = match digest_keys.iter().position(|k| *k == key) {
+                    Some(index) => index,
+                    None => {
+                        digest_keys.push(key);
+                        digest_keys.len() - 1
+                    }
+                };
+                digest_index.push(index);
             }
         }
     }
+    let mut digest_index = digest_index.into_iter();
     let mut cmd = script::evalsha(&APPLY, 4 + digest_keys.len());
     cmd.arg(keys::OUTBOX)
         .arg(keys::CHANNEL_DEDUPE)
@@ -313,8 +321,9 @@ fn apply_call(
                     cmd.arg("hold").arg(&marker).arg(&out.entry).arg(due_ms).arg(0).arg("");
                 }
                 Action::Digest { day, due_ms, item } => {
-                    let key = keys::channel_digest(recipient, day);
-                    let index = digest_keys.iter().position(|k| *k == key).unwrap_or_default();
+                    let index = digest_index
+                        .next()
+                        .ok_or_else(|| AppError::bug("channels apply: a digest action without its list"))?;
                     cmd.arg("digest")
                         .arg(&marker)
                         .arg(serde_json::to_string(item)?)
