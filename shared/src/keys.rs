@@ -418,6 +418,14 @@ pub fn channel_digest(user_id: &str, day: &str) -> String {
     format!("channels:{{events}}:digest:{user_id}:{day}")
 }
 
+/// String with a TTL: while it exists, messages from `actor_id` alert `user_id` in-app
+/// only (no email or SMS); set when one such message was emailed or texted, for the
+/// channels router's message alert cooldown. In the `{events}` slot, so the script that
+/// writes that delivery's marker starts the cooldown with it.
+pub fn channel_message_cooldown(user_id: &str, actor_id: &str) -> String {
+    format!("channels:{{events}}:cooldown:{user_id}:{actor_id}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,8 +4,9 @@
 //! Everything here lives in the outbox's `{events}` slot ([`keys::OUTBOX`]), so one
 //! script writes a delivery's dedupe marker ([`keys::CHANNEL_DEDUPE`], one per
 //! notification and channel) together with its effect: the outbox entry of its
-//! EMAIL_REQUESTED/SMS_REQUESTED, a held SMS ([`keys::CHANNEL_QUIET`]) or a digest
-//! line ([`keys::channel_digest`]). A redelivered NOTIFICATION_CREATED finds its
+//! EMAIL_REQUESTED/SMS_REQUESTED, a held SMS ([`keys::CHANNEL_QUIET`]), a digest
+//! line ([`keys::channel_digest`]) or a conversation's message alert cooldown
+//! ([`keys::channel_message_cooldown`]). A redelivered NOTIFICATION_CREATED finds its
 //! markers and writes nothing; a script that fails writes nothing either (types are
 //! checked first), so a marker never exists without its effect.
 //!
@@ -63,9 +64,10 @@ pub const RELEASE_BATCH: usize = 500;
 /// a cluster too.)
 pub const RECIPIENTS_PER_CALL: usize = 100;
 
-/// KEYS: outbox, dedupe, quiet, digests, then the digest lists the actions name.
-/// ARGV: now ms, dedupe window ms, dedupe max, digest max, then per recipient: how many
-/// actions, then per action (op, marker, payload, score, digest key index, digest member).
+/// KEYS: outbox, dedupe, quiet, digests, then the digest lists and cooldown keys the
+/// actions name. ARGV: now ms, dedupe window ms, dedupe max, digest max, then per
+/// recipient: how many actions, then per action (op, marker, payload, score, key index,
+/// digest member); a cooldown's score is its length in ms.
 /// Returns per recipient the markers written now (the others were already there), or why
 /// their keys cannot be written (a string starting with WRONGTYPE; nothing of theirs is
 /// written). The shared keys' types are checked first (a wrong one fails the call, and
@@ -119,6 +121,9 @@ while a <= #ARGV do
           redis.call('RPUSH', KEYS[1], payload)
         elseif op == 'hold' then
           redis.call('ZADD', KEYS[3], score, payload)
+        elseif op == 'cool' then
+          -- A plain SET replaces a key of any type: it cannot fail.
+          redis.call('SET', KEYS[tonumber(ARGV[i + 4])], now, 'PX', score)
         else
           local list = KEYS[tonumber(ARGV[i + 4])]
           if redis.call('LLEN', list) < tonumber(ARGV[4]) then redis.call('RPUSH', list, payload) end
@@ -275,32 +280,41 @@ fn apply_call(
     now: DateTime<Utc>,
     sends: &mut Vec<HashMap<String, Outgoing>>,
 ) -> Result<redis::Cmd, AppError> {
-    // KEYS come first: the digest lists the call writes, each once; `digest_index` holds,
-    // for each digest action in order, its list's position among them.
-    let mut digest_keys: Vec<String> = Vec::new();
-    let mut digest_index: Vec<usize> = Vec::new();
+    // KEYS come first: the digest lists and cooldown keys the call writes, each once;
+    // `key_index` holds, for each digest and cooldown action in order, its key's position
+    // among them.
+    let mut own_keys: Vec<String> = Vec::new();
+    let mut key_index: Vec<usize> = Vec::new();
     for (recipient, actions) in call {
         for action in actions.iter() {
-            if let Action::Digest { day, .. } = action {
-                let key = keys::channel_digest(recipient, day);
-                let index = match digest_keys.iter().position(|k| *k == key) {
-                    Some(index) => index,
-                    None => {
-                        digest_keys.push(key);
-                        digest_keys.len() - 1
-                    }
-                };
-                digest_index.push(index);
-            }
+            let key = match action {
+                Action::Digest { day, .. } => keys::channel_digest(recipient, day),
+                Action::Cooldown { actor_id, .. } => keys::channel_message_cooldown(recipient, actor_id),
+                Action::Send(_) | Action::Hold { .. } => continue,
+            };
+            let index = match own_keys.iter().position(|k| *k == key) {
+                Some(index) => index,
+                None => {
+                    own_keys.push(key);
+                    own_keys.len() - 1
+                }
+            };
+            key_index.push(index);
         }
     }
-    let mut digest_index = digest_index.into_iter();
-    let mut cmd = script::evalsha(&APPLY, 4 + digest_keys.len());
+    let mut key_index = key_index.into_iter();
+    let mut next_key = || {
+        key_index
+            .next()
+            .map(|index| 5 + index)
+            .ok_or_else(|| AppError::bug("channels apply: an action without its key"))
+    };
+    let mut cmd = script::evalsha(&APPLY, 4 + own_keys.len());
     cmd.arg(keys::OUTBOX)
         .arg(keys::CHANNEL_DEDUPE)
         .arg(keys::CHANNEL_QUIET)
         .arg(keys::CHANNEL_DIGESTS)
-        .arg(&digest_keys)
+        .arg(&own_keys)
         .arg(now.timestamp_millis())
         .arg(DEDUPE_WINDOW.as_millis() as i64)
         .arg(DEDUPE_MAX)
@@ -321,15 +335,15 @@ fn apply_call(
                     cmd.arg("hold").arg(&marker).arg(&out.entry).arg(due_ms).arg(0).arg("");
                 }
                 Action::Digest { day, due_ms, item } => {
-                    let index = digest_index
-                        .next()
-                        .ok_or_else(|| AppError::bug("channels apply: a digest action without its list"))?;
                     cmd.arg("digest")
                         .arg(&marker)
                         .arg(serde_json::to_string(item)?)
                         .arg(due_ms)
-                        .arg(5 + index)
+                        .arg(next_key()?)
                         .arg(format!("{recipient}:{day}"));
+                }
+                Action::Cooldown { ms, .. } => {
+                    cmd.arg("cool").arg(&marker).arg("").arg(ms).arg(next_key()?).arg("");
                 }
             }
         }
@@ -492,6 +506,7 @@ mod tests {
             keys::CHANNEL_QUIET.to_string(),
             keys::CHANNEL_DIGESTS.to_string(),
             keys::channel_digest(user, "2026-01-15"),
+            keys::channel_message_cooldown(user, user),
         ] {
             assert!(key.contains("{events}"), "{key}");
             assert_eq!(key.matches('{').count(), 1, "{key}: one hash tag");

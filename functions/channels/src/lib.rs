@@ -23,7 +23,7 @@ pub mod settings;
 pub mod store;
 pub mod unsubscribe;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use aws_lambda_events::event::kafka::KafkaEvent;
 use chrono::{DateTime, Utc};
@@ -89,6 +89,8 @@ struct Known {
     emails: HashMap<String, String>,
     /// User id -> display name.
     names: HashMap<String, String>,
+    /// (recipient, actor) conversations whose message alert cooldown is running.
+    cooling: HashSet<(String, String)>,
 }
 
 /// One reply of a pipeline read as `T` (a key of the wrong type is a permanent error).
@@ -96,7 +98,12 @@ fn parse<T: redis::FromRedisValue>(value: redis::Value) -> Result<T, AppError> {
     T::from_redis_value(value).map_err(|e| AppError::from(redis::RedisError::from(e)))
 }
 
-async fn read_known(ch: &Channels, recipients: &[&str], actors: &[&str]) -> Result<Known, AppError> {
+async fn read_known(
+    ch: &Channels,
+    recipients: &[&str],
+    actors: &[&str],
+    conversations: &[(&str, &str)],
+) -> Result<Known, AppError> {
     let mut pipe = redis::pipe();
     for id in recipients {
         pipe.hgetall(keys::channel_preferences(id));
@@ -105,6 +112,9 @@ async fn read_known(ch: &Channels, recipients: &[&str], actors: &[&str]) -> Resu
     for id in actors {
         pipe.cmd("HMGET").arg(keys::user(id)).arg("firstName").arg("lastName");
     }
+    for (recipient, actor) in conversations {
+        pipe.exists(keys::channel_message_cooldown(recipient, actor));
+    }
     pipe.ignore_errors();
     let replies: Vec<redis::RedisResult<redis::Value>> = pipe.query_async(&mut ch.app.store.conn()).await?;
     let mut known = Known {
@@ -112,6 +122,7 @@ async fn read_known(ch: &Channels, recipients: &[&str], actors: &[&str]) -> Resu
         unreadable: HashMap::new(),
         emails: HashMap::new(),
         names: HashMap::new(),
+        cooling: HashSet::new(),
     };
     let mut replies = replies.into_iter();
     let mut next = || replies.next().unwrap_or(Ok(redis::Value::Nil)).map_err(AppError::from);
@@ -140,11 +151,18 @@ async fn read_known(ch: &Channels, recipients: &[&str], actors: &[&str]) -> Resu
         let full = [name.0.unwrap_or_default(), name.1.unwrap_or_default()].join(" ");
         known.names.insert(id.to_string(), full.trim().to_string());
     }
+    for (recipient, actor) in conversations {
+        // EXISTS cannot fail on a key's type; an unreadable reply at worst alerts once more.
+        if next().and_then(parse::<bool>).unwrap_or(false) {
+            known.cooling.insert((recipient.to_string(), actor.to_string()));
+        }
+    }
     Ok(known)
 }
 
 /// Routes one batch as if at `now`: one round trip reads every recipient's preferences
-/// and email and every actor's name, one pipeline writes every recipient's deliveries
+/// and email, every actor's name and which conversations' message alerts are cooling
+/// down, one pipeline writes every recipient's deliveries
 /// with their markers, then one produce per partition and one round trip to clear the
 /// produced entries. Three Redis round trips per batch, whatever its size.
 pub async fn consume_at(ch: &Channels, event: KafkaEvent, now: DateTime<Utc>) -> BatchOutcome {
@@ -173,10 +191,21 @@ pub async fn consume_at(ch: &Channels, event: KafkaEvent, now: DateTime<Utc>) ->
         .collect();
     actors.sort_unstable();
     actors.dedup();
+    let mut conversations: Vec<(&str, &str)> = if ch.settings.message_cooldown.is_zero() {
+        Vec::new()
+    } else {
+        parsed
+            .iter()
+            .filter(|(_, n)| router::is_message(n) && !n.actor_id.is_empty())
+            .map(|(_, n)| (n.recipient_id.as_str(), n.actor_id.as_str()))
+            .collect()
+    };
+    conversations.sort_unstable();
+    conversations.dedup();
 
     let mut sent = Vec::new();
     if !parsed.is_empty() {
-        match read_known(ch, &recipients, &actors).await {
+        match read_known(ch, &recipients, &actors, &conversations).await {
             Err(e) => failures.extend(parsed.iter().map(|(i, _)| (*i, Failure::from(&e)))),
             Ok(known) => route(ch, &known, &parsed, now, &mut batch, &mut failures, &mut sent).await,
         }
@@ -199,6 +228,8 @@ async fn route(
     sent: &mut Vec<deliveries::Outgoing>,
 ) {
     let defaults = Preferences::from_fields(HashMap::new());
+    // Grows as this batch's messages alert, so a burst within one batch alerts once too.
+    let mut cooling: HashSet<(&str, &str)> = known.cooling.iter().map(|(r, a)| (r.as_str(), a.as_str())).collect();
     let mut by_recipient: BTreeMap<String, Vec<Action>> = BTreeMap::new();
     let mut planned: Vec<(usize, &str, Vec<String>)> = Vec::new();
     for (i, n) in parsed {
@@ -217,8 +248,13 @@ async fn route(
             actor_name: known.names.get(&n.actor_id).map_or("", String::as_str),
             unsubscribe_base: &ch.settings.public_api_url,
             signer: &ch.settings.signer,
+            message_cooldown: ch.settings.message_cooldown,
+            cooling_down: cooling.contains(&(n.recipient_id.as_str(), n.actor_id.as_str())),
         };
         let actions = router::plan(n, &ctx, now);
+        if actions.iter().any(|a| matches!(a, Action::Cooldown { .. })) {
+            cooling.insert((&n.recipient_id, &n.actor_id));
+        }
         if actions.is_empty() {
             batch.report.skipped += 1;
             continue;

@@ -7,6 +7,12 @@
 //! - SMS: only to a verified number, only for kinds the user turned on; inside quiet
 //!   hours it is held until the window ends. Quiet hours hold SMS only: an email
 //!   waits in an inbox without waking anyone.
+//! - Messages alert by email or SMS once per conversation burst: the message that
+//!   alerts starts a cooldown ([`Context::message_cooldown`]) during which the same
+//!   sender's further messages stay in-app only. A chat of twenty lines is one email,
+//!   not twenty (nor twenty paid SMS); the in-app notifications are all there.
+
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use devconnect::{
@@ -34,6 +40,12 @@ pub struct Context<'a> {
     pub unsubscribe_base: &'a str,
     /// Signs the unsubscribe token.
     pub signer: &'a crate::unsubscribe::Signer,
+    /// How long an alerted message silences the same sender's next ones (zero: every
+    /// message alerts).
+    pub message_cooldown: Duration,
+    /// Whether a message from this actor alerted the recipient less than
+    /// `message_cooldown` ago (in an earlier batch or earlier in this one).
+    pub cooling_down: bool,
 }
 
 /// One item of a daily digest, as stored until the day ends.
@@ -71,6 +83,16 @@ pub enum Action {
         /// The line.
         item: DigestItem,
     },
+    /// Start the conversation's message alert cooldown: until `ms` from now, messages
+    /// from `actor_id` alert the recipient in-app only.
+    Cooldown {
+        /// The message notification that alerted.
+        notification_id: String,
+        /// Whose messages are silenced.
+        actor_id: String,
+        /// How long, ms.
+        ms: i64,
+    },
 }
 
 impl Action {
@@ -79,6 +101,7 @@ impl Action {
         let (id, channel) = match self {
             Action::Send(d) | Action::Hold { delivery: d, .. } => (d.notification_id.as_str(), d.channel),
             Action::Digest { item, .. } => (item.notification_id.as_str(), Channel::Email),
+            Action::Cooldown { notification_id, .. } => return format!("{notification_id}:cooldown"),
         };
         format!("{id}:{}", channel_name(channel))
     }
@@ -127,11 +150,21 @@ pub fn unsubscribe_url(ctx: &Context<'_>, user_id: &str, kind: Kind) -> String {
     )
 }
 
-/// The deliveries `n` causes at `now`; empty when every channel is off.
+/// Whether `n` is about a message (the kind the alert cooldown applies to).
+pub fn is_message(n: &Notification) -> bool {
+    Kind::of_notification(n.detail.kind()) == Some(Kind::Message)
+}
+
+/// The deliveries `n` causes at `now`; empty when every channel is off, or when `n` is
+/// a message whose conversation is cooling down.
 pub fn plan(n: &Notification, ctx: &Context<'_>, now: DateTime<Utc>) -> Vec<Action> {
     let Some(kind) = Kind::of_notification(n.detail.kind()) else {
         return Vec::new();
     };
+    let is_message = kind == Kind::Message;
+    if is_message && ctx.cooling_down {
+        return Vec::new();
+    }
     let prefs = ctx.preferences;
     let (subject, text) = wording(kind, ctx.actor_name, &n.detail);
     let mut actions = Vec::new();
@@ -181,6 +214,13 @@ pub fn plan(n: &Notification, ctx: &Context<'_>, now: DateTime<Utc>) -> Vec<Acti
             }),
             None => actions.push(Action::Send(sms)),
         }
+    }
+    if is_message && !actions.is_empty() && !ctx.message_cooldown.is_zero() {
+        actions.push(Action::Cooldown {
+            notification_id: n.id.clone(),
+            actor_id: n.actor_id.clone(),
+            ms: ctx.message_cooldown.as_millis() as i64,
+        });
     }
     actions
 }
@@ -247,6 +287,10 @@ mod tests {
     }
 
     fn plan_with(fields: &[(&str, &str)], kind: &str, now: &str) -> Vec<Action> {
+        plan_cooling(fields, kind, now, false)
+    }
+
+    fn plan_cooling(fields: &[(&str, &str)], kind: &str, now: &str, cooling_down: bool) -> Vec<Action> {
         let prefs = Preferences::from_fields(
             fields
                 .iter()
@@ -260,6 +304,8 @@ mod tests {
             actor_name: "Grace Hopper",
             unsubscribe_base: "http://localhost",
             signer: &signer,
+            message_cooldown: Duration::from_secs(600),
+            cooling_down,
         };
         let now = DateTime::parse_from_rfc3339(now).unwrap().with_timezone(&Utc);
         plan(&notification(kind), &ctx, now)
@@ -340,6 +386,42 @@ mod tests {
             "2026-01-15T12:00:00Z",
         );
         let markers: Vec<String> = actions.iter().map(Action::marker).collect();
-        assert_eq!(markers, ["n1:email", "n1:sms"]);
+        assert_eq!(markers, ["n1:email", "n1:sms", "n1:cooldown"]);
+    }
+
+    #[test]
+    fn a_message_that_alerts_starts_its_conversations_cooldown() {
+        let actions = plan_with(&[], "message", "2026-01-15T12:00:00Z");
+        assert!(
+            matches!(&actions[0], Action::Send(d) if d.channel == Channel::Email),
+            "{actions:?}"
+        );
+        assert!(
+            matches!(&actions[1..], [Action::Cooldown { actor_id, ms: 600_000, .. }] if actor_id == USER),
+            "{actions:?}"
+        );
+    }
+
+    #[test]
+    fn a_message_in_a_cooling_conversation_alerts_in_app_only() {
+        let actions = plan_cooling(
+            &[("sms:MESSAGE", "1"), ("phone", "+33612345678")],
+            "message",
+            "2026-01-15T12:00:00Z",
+            true,
+        );
+        assert_eq!(actions, []);
+    }
+
+    #[test]
+    fn the_cooldown_silences_messages_only() {
+        let actions = plan_cooling(&[], "connection_request", "2026-01-15T12:00:00Z", true);
+        assert!(matches!(&actions[..], [Action::Send(_)]), "{actions:?}");
+    }
+
+    #[test]
+    fn a_message_with_every_channel_off_starts_no_cooldown() {
+        let actions = plan_with(&[("email:MESSAGE", "0")], "message", "2026-01-15T12:00:00Z");
+        assert_eq!(actions, []);
     }
 }

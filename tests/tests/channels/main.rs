@@ -2,6 +2,7 @@
 //! SMS senders (E2), against a real redis-server and a real broker (tansu); the AWS
 //! providers are the moto double.
 
+mod cooldown;
 mod preferences;
 mod router;
 mod senders;
