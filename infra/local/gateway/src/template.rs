@@ -200,6 +200,9 @@ impl RouteResponses {
 /// (space-separated `Name=Value`, like `sam local --parameter-overrides`).
 pub const PARAMETER_OVERRIDES_VAR: &str = "LOCAL_PARAMETER_OVERRIDES";
 
+/// Function environment variables the local stack points at the servers it starts.
+const STARTED_LOCALLY: &[&str] = &["REDIS_URL", "REDIS_AUTH_TOKEN", "KAFKA_BROKERS"];
+
 impl Template {
     /// The function's timeout: its template `Timeout`, else Lambda's default.
     pub fn timeout(&self, function: &str) -> Duration {
@@ -229,13 +232,30 @@ impl Template {
 
     /// [`Template::parse_ignoring`] with `overrides` (`Name=Value Name=Value`, as
     /// `sam local --parameter-overrides` takes them) replacing those parameters' Defaults.
-    /// A name the template does not declare is an error.
+    /// A name the template does not declare is an error, and so is a parameter that only
+    /// sets functions' environment variables: the local stack takes its functions'
+    /// environment from its own, not from the template, so the override would do nothing.
     pub fn parse_with(text: &str, ignored: &BTreeSet<String>, overrides: &str) -> anyhow::Result<Self> {
         let mut doc: Value = serde_yaml::from_str(text).context("template.yaml is not YAML")?;
         for pair in overrides.split_whitespace() {
             let (name, value) = pair
                 .split_once('=')
                 .with_context(|| format!("{PARAMETER_OVERRIDES_VAR}: {pair:?} is not Name=Value"))?;
+            let uses = ParameterUses::of(&doc, name);
+            if uses.elsewhere == 0 && !uses.environment.is_empty() {
+                let vars: Vec<&str> = uses.environment.iter().map(String::as_str).collect();
+                let instead = if vars.iter().all(|v| STARTED_LOCALLY.contains(v)) {
+                    "the local stack connects its functions to the servers it starts".to_string()
+                } else {
+                    let set: Vec<String> = vars.iter().map(|var| format!("{var}={value}")).collect();
+                    format!("set {} in the environment of ./infra/local/run instead", set.join(" "))
+                };
+                bail!(
+                    "{PARAMETER_OVERRIDES_VAR}: {name} only sets functions' environment ({}), which the local \
+                     stack does not take from the template: {instead}",
+                    vars.join(", ")
+                );
+            }
             let parameter = doc
                 .get_mut("Parameters")
                 .and_then(|p| p.get_mut(name))
@@ -349,6 +369,67 @@ impl Template {
 
 /// Resolves `!Ref` (a parameter's Default), `!If`, `!Equals`, `!Not` and `!Join` the way
 /// a deploy without parameter overrides would.
+/// Where a template uses one parameter (`!Ref Name` or `${Name}` in a `!Sub`).
+#[derive(Debug, Default)]
+struct ParameterUses {
+    /// The function environment variables it sets (`...Environment.Variables.VAR`).
+    environment: BTreeSet<String>,
+    /// How many uses are anywhere else (conditions, resource properties, outputs).
+    elsewhere: usize,
+}
+
+impl ParameterUses {
+    fn of(doc: &Value, name: &str) -> Self {
+        let mut uses = Self::default();
+        if let Value::Mapping(sections) = doc {
+            for (section, value) in sections {
+                if section.as_str() != Some("Parameters") {
+                    uses.walk(value, name, &mut Vec::new());
+                }
+            }
+        }
+        uses
+    }
+
+    fn walk<'a>(&mut self, value: &'a Value, name: &str, path: &mut Vec<&'a str>) {
+        match value {
+            Value::Tagged(tagged) => {
+                let tag = tagged.tag.to_string();
+                let uses = match tag.trim_start_matches('!') {
+                    "Ref" => tagged.value.as_str() == Some(name),
+                    "Sub" => {
+                        let text = tagged.value.as_str().or_else(|| tagged.value.get(0)?.as_str());
+                        text.is_some_and(|t| t.contains(&format!("${{{name}}}")))
+                    }
+                    _ => false,
+                };
+                if uses {
+                    match path.iter().position(|p| *p == "Environment") {
+                        Some(i) if path.get(i + 1) == Some(&"Variables") && path.len() > i + 2 => {
+                            self.environment.insert(path[i + 2].to_string());
+                        }
+                        _ => self.elsewhere += 1,
+                    }
+                }
+                self.walk(&tagged.value, name, path);
+            }
+            Value::Mapping(map) => {
+                for (key, child) in map {
+                    path.push(key.as_str().unwrap_or_default());
+                    self.walk(child, name, path);
+                    path.pop();
+                }
+            }
+            Value::Sequence(items) => {
+                for item in items {
+                    self.walk(item, name, path);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
 struct Resolver<'a> {
     doc: &'a Value,
 }
@@ -1038,5 +1119,21 @@ Resources:
             .to_string();
         assert!(error.contains("NoSuchParameter"), "{error}");
         assert!(Template::parse_with(&text, &none, "HttpApiThrottlingRateLimit").is_err());
+    }
+
+    #[test]
+    fn overriding_a_parameter_that_only_sets_function_environment_names_the_variable_to_set_instead() {
+        let text = std::fs::read_to_string(crate::default_template_path()).unwrap();
+        let error = Template::parse_with(&text, &BTreeSet::new(), "MessageAlertCooldownSeconds=0")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("MessageAlertCooldownSeconds") && error.contains("MESSAGE_ALERT_COOLDOWN_SECONDS=0"),
+            "{error}"
+        );
+        let error = Template::parse_with(&text, &BTreeSet::new(), "RedisUrl=redis://elsewhere:6379")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("servers it starts"), "{error}");
     }
 }
