@@ -102,6 +102,9 @@ pub const FRAMES_GONE: &str = "FramesGone";
 pub const FRAMES_FAILED: &str = "FramesFailed";
 /// Count: WebSocket connects refused (401, 429, 503).
 pub const WEBSOCKET_CONNECTS_REFUSED: &str = "WebSocketConnectsRefused";
+/// Count: messages that alerted in-app only because their conversation's email/SMS
+/// alert cooldown was running (what the cooldown saved, to tune its length).
+pub const MESSAGE_ALERTS_SILENCED: &str = "MessageAlertsSilenced";
 
 /// Every custom metric name, for the template checks.
 pub const ALL: &[&str] = &[
@@ -133,6 +136,7 @@ pub const ALL: &[&str] = &[
     FRAMES_GONE,
     FRAMES_FAILED,
     WEBSOCKET_CONNECTS_REFUSED,
+    MESSAGE_ALERTS_SILENCED,
 ];
 
 /// Unit of a metric: [`LATENCY`], [`BATCH_LATENCY`] and [`PROVIDER_LATENCY`] are

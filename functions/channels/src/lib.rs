@@ -30,7 +30,7 @@ use chrono::{DateTime, Utc};
 use devconnect::{
     api,
     consumer::{Batch, BatchOutcome, Failure},
-    keys,
+    keys, metrics,
     payloads::Event,
     AppError, AppState,
 };
@@ -230,6 +230,7 @@ async fn route(
     let defaults = Preferences::from_fields(HashMap::new());
     // Grows as this batch's messages alert, so a burst within one batch alerts once too.
     let mut cooling: HashSet<(&str, &str)> = known.cooling.iter().map(|(r, a)| (r.as_str(), a.as_str())).collect();
+    let mut silenced = 0;
     let mut by_recipient: BTreeMap<String, Vec<Action>> = BTreeMap::new();
     let mut planned: Vec<(usize, &str, Vec<String>)> = Vec::new();
     for (i, n) in parsed {
@@ -256,11 +257,17 @@ async fn route(
             cooling.insert((&n.recipient_id, &n.actor_id));
         }
         if actions.is_empty() {
+            if ctx.cooling_down && router::is_message(n) {
+                silenced += 1;
+            }
             batch.report.skipped += 1;
             continue;
         }
         planned.push((*i, &n.recipient_id, actions.iter().map(Action::marker).collect()));
         by_recipient.entry(n.recipient_id.clone()).or_default().extend(actions);
+    }
+    if silenced > 0 {
+        ch.app.metrics.count(metrics::MESSAGE_ALERTS_SILENCED, silenced);
     }
     match deliveries::apply(&ch.app.store, &ch.app.config.topics, &by_recipient, now).await {
         Err(e) => failures.extend(planned.iter().map(|(i, _, _)| (*i, Failure::from(&e)))),

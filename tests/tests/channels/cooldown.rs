@@ -51,6 +51,22 @@ async fn a_burst_of_messages_from_one_sender_emails_the_receiver_once() {
         (Some(1), Some(2), Some(1)),
         "{first} {second}"
     );
+    assert_eq!(silenced_count(&stack).await, 3, "counted for the operators");
+}
+
+/// The router's `MessageAlertsSilenced` counter, as the local stack shows its metrics.
+async fn silenced_count(stack: &Stack) -> u64 {
+    let metrics = stack.client().get("/_local/metrics").await.body;
+    metrics["counters"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| {
+            c["name"] == devconnect::metrics::MESSAGE_ALERTS_SILENCED
+                && c["dimensions"] == serde_json::json!({"Function": "channels-router"})
+        })
+        .filter_map(|c| c["value"].as_u64())
+        .sum()
 }
 
 #[tokio::test]
