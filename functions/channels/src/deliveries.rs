@@ -47,8 +47,9 @@ use crate::{
 pub const DEDUPE_WINDOW: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// Most markers kept, whatever their age. A redelivery replays at most one batch
-/// (BatchSize 500, two channels each) from its failed offset per partition; 100,000
-/// markers cover a hundred such batches arriving at once. Members are trimmed oldest first.
+/// (BatchSize 500, at most three markers each: email, SMS and a message's cooldown) from
+/// its failed offset per partition; 100,000 markers cover over sixty such batches arriving
+/// at once. Members are trimmed oldest first.
 pub const DEDUPE_MAX: usize = 100_000;
 
 /// Lines one digest keeps; later items of that day are still marked (never re-added).

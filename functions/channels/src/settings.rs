@@ -35,8 +35,8 @@ pub struct Settings {
 
 impl Settings {
     /// Reads `UNSUBSCRIBE_SECRET`, `PUBLIC_API_URL` and `MESSAGE_ALERT_COOLDOWN_SECONDS`
-    /// (whole seconds, 0 to a day; 0 alerts every message). Outside Lambda both default (the
-    /// URL to `local_api_url`); inside Lambda (`AWS_LAMBDA_FUNCTION_NAME` set) a missing
+    /// (whole seconds, 0 to a day; 0 alerts every message). Outside Lambda the secret and
+    /// the URL default (the URL to `local_api_url`); inside Lambda (`AWS_LAMBDA_FUNCTION_NAME` set) a missing
     /// secret fails init, so no deployed link is signed with the public local secret.
     pub fn from_env(local_api_url: &str) -> Result<Self, ConfigError> {
         let var = |name| std::env::var(name).ok().filter(|v: &String| !v.is_empty());

@@ -367,8 +367,6 @@ impl Template {
     }
 }
 
-/// Resolves `!Ref` (a parameter's Default), `!If`, `!Equals`, `!Not` and `!Join` the way
-/// a deploy without parameter overrides would.
 /// Where a template uses one parameter (`!Ref Name` or `${Name}` in a `!Sub`).
 #[derive(Debug, Default)]
 struct ParameterUses {
@@ -430,6 +428,8 @@ impl ParameterUses {
     }
 }
 
+/// Resolves `!Ref` (a parameter's Default), `!If`, `!Equals`, `!Not` and `!Join` the way
+/// a deploy without parameter overrides would.
 struct Resolver<'a> {
     doc: &'a Value,
 }
