@@ -89,6 +89,31 @@ async fn a_batch_delivered_twice_leaves_the_same_notifications_counters_and_even
 }
 
 #[tokio::test]
+async fn a_message_to_a_user_who_is_online_writes_nothing_and_a_redelivery_after_they_left_notifies_them() {
+    let stack = Stack::start().await;
+    let presence = devconnect::keys::presence(B);
+    let now = devconnect::clock::now_ms().to_string();
+    let _: () = stack
+        .command(&["HSET", &presence, "online", "1", "lastSeen", &now])
+        .await;
+    let message = vec![bytes(&envelope(
+        EventType::MessageSent,
+        A,
+        json!({"id": "1-0", "fromUserId": A, "toUserId": B, "text": "hi", "sentAt": "2026-01-01T00:00:00.000Z"}),
+    ))];
+    let before = stack.data_snapshot().await;
+
+    let online = notify(&stack, batch("message-events", &message)).await;
+    assert_eq!(online["skipped"], 1, "{online}");
+    assert_eq!(stack.data_snapshot().await, before, "no notification and no marker");
+
+    // No marker stands for a notification that was never needed: a redelivery decides again.
+    let _: () = stack.command(&["HSET", &presence, "online", "0"]).await;
+    let offline = notify(&stack, batch("message-events", &message)).await;
+    assert_eq!(offline["applied"], 1, "{offline}");
+}
+
+#[tokio::test]
 async fn an_event_applied_longer_ago_than_the_dedupe_window_is_applied_again_and_a_recent_one_is_not() {
     let stack = Stack::start().await;
     let request = envelope(

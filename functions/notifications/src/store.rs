@@ -44,6 +44,10 @@ pub const RECIPIENTS_PER_CALL: usize = 100;
 /// Returns per recipient either {fates}, one letter per notification in order (c:
 /// created, d: duplicate, u: unneeded, the user being online), or, if its keys cannot
 /// be written, the reason (a string starting with WRONGTYPE).
+/// An unneeded notification writes nothing, not even its dedupe marker (a marker stands
+/// for an effect; a redelivery decides again), and a recipient who is online and only
+/// has unneeded ones is answered from the presence read alone: the common case of a
+/// message between two users in the app costs one read.
 /// A notification counts as unread only if its event is newer than the user's last
 /// "mark all read" (RFC 3339 UTC millis compare as strings): a rule that gives a rebuild
 /// the same unread count as the live consumer, although reading is in no topic.
@@ -65,6 +69,15 @@ local function apply(list, state, seen, presence, read_key, channel, first, n)
   local p = read('HMGET', presence, 'online', 'lastSeen')
   local last_seen = integer(presence, 'lastSeen', p[2])
   local online = p[1] == '1' and now - last_seen <= timeout
+  if online then
+    -- Nothing to write when every one is a message to a user who is online: no
+    -- notification, so no marker either (a redelivery decides again).
+    local needed = false
+    for j = 0, n - 1 do
+      if ARGV[first + 4 * j + 1] ~= '1' then needed = true break end
+    end
+    if not needed then return string.rep('u', n) end
+  end
   local read_at = read('GET', read_key) or ''
   local unread = integer(state, 'unread', read('HGET', state, 'unread'))
   local len = read('LLEN', list)
@@ -77,19 +90,17 @@ local function apply(list, state, seen, presence, read_key, channel, first, n)
   for j = 1, n do
     local i = first + 4 * (j - 1)
     local id = ARGV[i]
-    if known[j] or fresh[id] then
+    if ARGV[i + 1] == '1' and online then
+      fates[j] = 'u'
+    elseif known[j] or fresh[id] then
       fates[j] = 'd'
     else
       fresh[id] = true
       marks[#marks + 1] = now
       marks[#marks + 1] = id
-      if not (ARGV[i + 1] == '1' and online) then
-        views[#views + 1] = ARGV[i + 2]
-        if ARGV[i + 3] > read_at then new_unread = new_unread + 1 end
-        fates[j] = 'c'
-      else
-        fates[j] = 'u'
-      end
+      views[#views + 1] = ARGV[i + 2]
+      if ARGV[i + 3] > read_at then new_unread = new_unread + 1 end
+      fates[j] = 'c'
     end
   end
   remember(seen, marks, horizon, max_ids)
