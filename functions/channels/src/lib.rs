@@ -113,7 +113,7 @@ async fn read_known(
         pipe.cmd("HMGET").arg(keys::user(id)).arg("firstName").arg("lastName");
     }
     for (recipient, actor) in conversations {
-        pipe.exists(keys::channel_message_cooldown(recipient, actor));
+        pipe.pttl(keys::channel_message_cooldown(recipient, actor));
     }
     pipe.ignore_errors();
     let replies: Vec<redis::RedisResult<redis::Value>> = pipe.query_async(&mut ch.app.store.conn()).await?;
@@ -152,8 +152,11 @@ async fn read_known(
         known.names.insert(id.to_string(), full.trim().to_string());
     }
     for (recipient, actor) in conversations {
-        // EXISTS cannot fail on a key's type; an unreadable reply at worst alerts once more.
-        if next().and_then(parse::<bool>).unwrap_or(false) {
+        // A cooldown is a key with a TTL: PTTL is -2 without the key and -1 for a key without
+        // one (written by hand, of any type), which alerts and is then replaced by a real
+        // cooldown, instead of silencing the conversation for good. PTTL cannot fail on a
+        // key's type; an unreadable reply at worst alerts once more.
+        if next().and_then(parse::<i64>).is_ok_and(|ms| ms > 0) {
             known.cooling.insert((recipient.to_string(), actor.to_string()));
         }
     }

@@ -5,26 +5,17 @@
 use std::time::Duration;
 
 use devconnect_channels::Channels;
-use devconnect_tests::{
-    kafka::{batch, bytes},
-    Stack,
-};
-use serde_json::Value;
+use devconnect_tests::Stack;
 
-use crate::router::{at, channels, notification, requested, route_at};
+use crate::router::{channels, notification, requested, route_at, route_on};
+
+const NOW: &str = "2026-01-15T12:00:00Z";
 
 /// The router with a cooldown of `length` instead of the default.
 fn channels_cooling_for(stack: &Stack, length: Duration) -> Channels {
     let mut ch = channels(stack);
     ch.settings.message_cooldown = length;
     ch
-}
-
-async fn route_with(ch: &Channels, notifications: &[&devconnect::events::Envelope]) -> Value {
-    let values: Vec<Vec<u8>> = notifications.iter().map(|e| bytes(e)).collect();
-    let outcome =
-        devconnect_channels::consume_at(ch, batch("notification-events", &values), at("2026-01-15T12:00:00Z")).await;
-    serde_json::to_value(outcome).expect("outcome")
 }
 
 async fn emails_to(stack: &Stack, user: &str) -> usize {
@@ -113,12 +104,12 @@ async fn after_the_cooldown_the_next_message_emails_again() {
     let (ada, bob) = (stack.user("ada").await, stack.user("bob").await);
     // Redis expires the cooldown on its own clock, so this one waits for a short one.
     let ch = channels_cooling_for(&stack, Duration::from_millis(100));
-    route_with(&ch, &[&notification(&bob.id, &ada.id, "message")]).await;
-    route_with(&ch, &[&notification(&bob.id, &ada.id, "message")]).await;
+    route_on(&ch, NOW, &[&notification(&bob.id, &ada.id, "message")]).await;
+    route_on(&ch, NOW, &[&notification(&bob.id, &ada.id, "message")]).await;
     assert_eq!(emails_to(&stack, &bob.id).await, 1);
 
     tokio::time::sleep(Duration::from_millis(150)).await;
-    route_with(&ch, &[&notification(&bob.id, &ada.id, "message")]).await;
+    route_on(&ch, NOW, &[&notification(&bob.id, &ada.id, "message")]).await;
 
     assert_eq!(emails_to(&stack, &bob.id).await, 2);
 }
@@ -150,7 +141,22 @@ async fn with_a_zero_cooldown_every_message_emails() {
     let ch = channels_cooling_for(&stack, Duration::ZERO);
     let burst: Vec<_> = (0..3).map(|_| notification(&bob.id, &ada.id, "message")).collect();
 
-    route_with(&ch, &burst.iter().collect::<Vec<_>>()).await;
+    route_on(&ch, NOW, &burst.iter().collect::<Vec<_>>()).await;
 
     assert_eq!(emails_to(&stack, &bob.id).await, 3);
+}
+
+#[tokio::test]
+async fn a_cooldown_key_without_a_ttl_silences_nothing_and_is_replaced_by_a_real_cooldown() {
+    let stack = Stack::start().await;
+    let (ada, bob) = (stack.user("ada").await, stack.user("bob").await);
+    let key = devconnect::keys::channel_message_cooldown(&bob.id, &ada.id);
+    // Written by hand, and of the wrong type.
+    let _: () = stack.command(&["HSET", &key, "oops", "1"]).await;
+
+    route_at(&stack, NOW, &[&notification(&bob.id, &ada.id, "message")]).await;
+
+    assert_eq!(emails_to(&stack, &bob.id).await, 1);
+    let left: i64 = stack.command(&["PTTL", &key]).await;
+    assert!(left > 0, "{left}");
 }

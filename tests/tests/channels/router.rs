@@ -55,9 +55,13 @@ fn uuid_v7() -> String {
 
 /// Routes the notifications as one batch at `now`.
 pub(crate) async fn route_at(stack: &Stack, now: &str, notifications: &[&devconnect::events::Envelope]) -> Value {
+    route_on(&channels(stack), now, notifications).await
+}
+
+/// [`route_at`] on a router with its own settings.
+pub(crate) async fn route_on(ch: &Channels, now: &str, notifications: &[&devconnect::events::Envelope]) -> Value {
     let values: Vec<Vec<u8>> = notifications.iter().map(|e| bytes(e)).collect();
-    let outcome =
-        devconnect_channels::consume_at(&channels(stack), batch("notification-events", &values), at(now)).await;
+    let outcome = devconnect_channels::consume_at(ch, batch("notification-events", &values), at(now)).await;
     serde_json::to_value(outcome).expect("outcome")
 }
 
