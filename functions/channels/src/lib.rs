@@ -80,7 +80,7 @@ pub async fn consume(ch: &Channels, event: KafkaEvent) -> BatchOutcome {
 }
 
 /// The recipient and actor records a batch needs, read in one round trip.
-struct Known {
+struct Known<'a> {
     preferences: HashMap<String, Preferences>,
     /// Recipients whose keys could not be read (e.g. a key of the wrong type): only their
     /// records fail, the rest of the batch goes on.
@@ -90,7 +90,7 @@ struct Known {
     /// User id -> display name.
     names: HashMap<String, String>,
     /// (recipient, actor) conversations whose message alert cooldown is running.
-    cooling: HashSet<(String, String)>,
+    cooling: HashSet<(&'a str, &'a str)>,
 }
 
 /// One reply of a pipeline read as `T` (a key of the wrong type is a permanent error).
@@ -98,12 +98,12 @@ fn parse<T: redis::FromRedisValue>(value: redis::Value) -> Result<T, AppError> {
     T::from_redis_value(value).map_err(|e| AppError::from(redis::RedisError::from(e)))
 }
 
-async fn read_known(
+async fn read_known<'a>(
     ch: &Channels,
     recipients: &[&str],
     actors: &[&str],
-    conversations: &[(&str, &str)],
-) -> Result<Known, AppError> {
+    conversations: &[(&'a str, &'a str)],
+) -> Result<Known<'a>, AppError> {
     let mut pipe = redis::pipe();
     for id in recipients {
         pipe.hgetall(keys::channel_preferences(id));
@@ -157,7 +157,7 @@ async fn read_known(
         // cooldown, instead of silencing the conversation for good. PTTL cannot fail on a
         // key's type; an unreadable reply at worst alerts once more.
         if next().and_then(parse::<i64>).is_ok_and(|ms| ms > 0) {
-            known.cooling.insert((recipient.to_string(), actor.to_string()));
+            known.cooling.insert((*recipient, *actor));
         }
     }
     Ok(known)
@@ -223,7 +223,7 @@ pub async fn consume_at(ch: &Channels, event: KafkaEvent, now: DateTime<Utc>) ->
 /// Plans each parsed notification and applies the plans; fills in the report.
 async fn route(
     ch: &Channels,
-    known: &Known,
+    known: &Known<'_>,
     parsed: &[(usize, Notification)],
     now: DateTime<Utc>,
     batch: &mut Batch,
@@ -232,7 +232,7 @@ async fn route(
 ) {
     let defaults = Preferences::from_fields(HashMap::new());
     // Grows as this batch's messages alert, so a burst within one batch alerts once too.
-    let mut cooling: HashSet<(&str, &str)> = known.cooling.iter().map(|(r, a)| (r.as_str(), a.as_str())).collect();
+    let mut cooling = known.cooling.clone();
     let mut silenced = 0;
     let mut by_recipient: BTreeMap<String, Vec<Action>> = BTreeMap::new();
     let mut planned: Vec<(usize, &str, Vec<String>)> = Vec::new();
@@ -253,14 +253,14 @@ async fn route(
             unsubscribe_base: &ch.settings.public_api_url,
             signer: &ch.settings.signer,
             message_cooldown: ch.settings.message_cooldown,
-            cooling_down: cooling.contains(&(n.recipient_id.as_str(), n.actor_id.as_str())),
+            cooling_down: router::is_message(n) && cooling.contains(&(n.recipient_id.as_str(), n.actor_id.as_str())),
         };
         let actions = router::plan(n, &ctx, now);
         if actions.iter().any(|a| matches!(a, Action::Cooldown { .. })) {
             cooling.insert((&n.recipient_id, &n.actor_id));
         }
         if actions.is_empty() {
-            if ctx.cooling_down && router::is_message(n) {
+            if ctx.cooling_down {
                 silenced += 1;
             }
             batch.report.skipped += 1;

@@ -43,8 +43,8 @@ pub struct Context<'a> {
     /// How long an alerted message silences the same sender's next ones (zero: every
     /// message alerts).
     pub message_cooldown: Duration,
-    /// Whether a message from this actor alerted the recipient less than
-    /// `message_cooldown` ago (in an earlier batch or earlier in this one).
+    /// Whether the notification is a message and one from the same actor alerted the
+    /// recipient less than `message_cooldown` ago (in an earlier batch or earlier in this one).
     pub cooling_down: bool,
 }
 
