@@ -109,7 +109,7 @@ pub async fn resolve(config: &Config) -> Result<Endpoints, DiscoveryError> {
         || config.kafka_security == KafkaSecurity::Iam;
     let aws = match needs_aws {
         true => Some(
-            crate::tls::aws_config_loader()
+            crate::aws_http::config_loader()
                 .timeout_config(discovery_timeouts())
                 .load()
                 .await,

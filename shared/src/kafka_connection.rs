@@ -135,9 +135,9 @@ impl KafkaConnection {
     ) -> Result<Self, KafkaConnectionError> {
         let tls = match security {
             KafkaSecurity::Plaintext => None,
-            KafkaSecurity::Tls | KafkaSecurity::Iam => {
-                Some(tls::client_config().map_err(|e| KafkaConnectionError::Tls(security, e))?)
-            }
+            KafkaSecurity::Tls | KafkaSecurity::Iam => Some(Arc::new(
+                tls::client_config().map_err(|e| KafkaConnectionError::Tls(security, e))?,
+            )),
         };
         let signer = match security {
             KafkaSecurity::Iam => {

@@ -34,6 +34,7 @@
 
 pub mod api;
 pub mod asyncapi;
+pub mod aws_http;
 pub mod clock;
 pub mod config;
 pub mod consumer;

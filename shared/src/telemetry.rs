@@ -17,19 +17,25 @@
 //! Levels: `RUST_LOG` if set; otherwise the level Lambda passes as `AWS_LAMBDA_LOG_LEVEL`
 //! (template.yaml's `ApplicationLogLevel`), else `info`; either way the Kafka client is
 //! held at `warn` unless `RUST_LOG` says otherwise, because at `info` it logs every
-//! connection and metadata refresh.
+//! connection and metadata refresh. `RUST_LOG` takes `target=level` directives and a bare
+//! default level (`debug,rskafka=info`): tracing-subscriber's `Targets` filter, whose
+//! parser needs no regex engine (`EnvFilter`'s span and field directives would link one,
+//! about 0.2 MB of every bootstrap). A `RUST_LOG` that does not parse is reported in the
+//! logs and the default levels apply.
 
 use std::{fmt::Write as _, future::Future};
 
 use tracing::{Event, Subscriber};
 use tracing_subscriber::{
+    filter::Targets,
     fmt::{
         self,
         format::{self, FormatEvent, FormatFields, Writer},
         FmtContext,
     },
+    layer::SubscriberExt as _,
     registry::LookupSpan,
-    EnvFilter,
+    util::SubscriberInitExt as _,
 };
 
 /// Crates whose `info` lines would flood the logs (one line per broker connection and
@@ -41,10 +47,9 @@ pub const QUIET_CRATES: &[&str] = &["rskafka"];
 pub fn init() {
     let rust_log = std::env::var("RUST_LOG").ok();
     let lambda_level = std::env::var("AWS_LAMBDA_LOG_LEVEL").ok();
-    let filter = EnvFilter::new(default_directives(rust_log.as_deref(), lambda_level.as_deref()));
-    let _ = fmt::fmt()
+    let (filter, rejected) = filter(rust_log.as_deref(), lambda_level.as_deref());
+    let installed = fmt::fmt()
         .json()
-        .with_env_filter(filter)
         .event_format(WithTraceId::new(
             format::json().with_current_span(true).with_span_list(false),
             current_trace_id,
@@ -52,7 +57,26 @@ pub fn init() {
         // stderr: Lambda ships it to CloudWatch all the same, and stdout stays clean for
         // `invoke` output and the EMF metric lines.
         .with_writer(std::io::stderr)
+        .finish()
+        .with(filter)
         .try_init();
+    if let (Ok(()), Some(error)) = (installed, rejected) {
+        tracing::warn!(%error, "RUST_LOG is not a list of target=level directives; using the default levels");
+    }
+}
+
+/// The filter of [`default_directives`]; when `RUST_LOG` does not parse, the filter
+/// without it and the reason, for the caller to report.
+pub fn filter(rust_log: Option<&str>, lambda_level: Option<&str>) -> (Targets, Option<String>) {
+    match default_directives(rust_log, lambda_level).parse() {
+        Ok(filter) => (filter, None),
+        Err(error) => {
+            let fallback = default_directives(None, lambda_level)
+                .parse()
+                .unwrap_or_else(|_| Targets::new().with_default(tracing::Level::INFO));
+            (fallback, Some(error.to_string()))
+        }
+    }
 }
 
 /// The filter directives: `RUST_LOG` as given, else the Lambda level (its `FATAL`, which
@@ -188,8 +212,30 @@ mod tests {
             default_directives(Some("debug,rskafka=info"), Some("WARN")),
             "debug,rskafka=info"
         );
-        let filter = EnvFilter::new(default_directives(None, None));
-        assert!(filter.to_string().contains("rskafka=warn"), "{filter}");
+    }
+
+    #[test]
+    fn rust_log_sets_levels_per_target() {
+        let (filter, rejected) = filter(Some("warn,devconnect=debug"), Some("ERROR"));
+        assert_eq!(rejected, None);
+        assert!(filter.would_enable("devconnect::store", &tracing::Level::DEBUG));
+        assert!(!filter.would_enable("rskafka::client", &tracing::Level::INFO));
+        assert!(filter.would_enable("rskafka::client", &tracing::Level::WARN));
+    }
+
+    #[test]
+    fn the_kafka_client_is_held_at_warn_by_default() {
+        let (filter, _) = filter(None, Some("DEBUG"));
+        assert!(filter.would_enable("devconnect", &tracing::Level::DEBUG));
+        assert!(!filter.would_enable("rskafka::connection", &tracing::Level::INFO));
+    }
+
+    #[test]
+    fn a_rust_log_that_does_not_parse_is_reported_and_the_lambda_level_applies() {
+        let (filter, rejected) = filter(Some("debug,rskafka=loud"), Some("WARN"));
+        assert!(rejected.is_some());
+        assert!(filter.would_enable("devconnect", &tracing::Level::WARN));
+        assert!(!filter.would_enable("devconnect", &tracing::Level::INFO));
     }
 
     #[derive(Clone, Default)]

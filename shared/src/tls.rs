@@ -2,22 +2,14 @@
 //!
 //! ring is the only crypto provider linked: rskafka's TLS requires it, and the AWS SDK,
 //! whose default HTTPS client would link aws-lc-rs as a second one (about 2 MB more
-//! bootstrap), gets its own hyper/rustls client on ring from [`aws_http_client`]; every
-//! SDK configuration in the workspace starts from [`aws_config_loader`] or sets it.
+//! bootstrap), gets a hyper/rustls client on ring from [`crate::aws_http`].
 //! The process default is still set once, here, before any TLS client is built, so a
 //! library calling `ClientConfig::builder()` (redis does, for rediss://) never has to
-//! guess. Kafka roots are Mozilla's (webpki-roots), compiled in: Amazon's CAs are among
-//! them, and a Lambda image's CA bundle location does not matter; the SDK client keeps
-//! its own default (the system's roots), as before.
+//! guess. The roots are Mozilla's (webpki-roots), compiled in, for Kafka and AWS alike:
+//! Amazon's CAs are among them, and a Lambda image's CA bundle location does not matter.
 
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 
-use aws_config::{BehaviorVersion, ConfigLoader};
-use aws_sdk_kafka::config::SharedHttpClient;
-use aws_smithy_http_client::{
-    tls::{rustls_provider::CryptoMode, Provider},
-    Builder,
-};
 use rustls::{crypto::CryptoProvider, ClientConfig, RootCertStore};
 
 /// The provider every TLS client of this process uses.
@@ -31,8 +23,8 @@ pub fn install_crypto_provider() {
     let _ = provider().install_default();
 }
 
-/// A client config trusting the Mozilla root set, for Kafka brokers.
-pub fn client_config() -> Result<Arc<ClientConfig>, rustls::Error> {
+/// A client config trusting the Mozilla root set, for Kafka brokers and AWS endpoints.
+pub fn client_config() -> Result<ClientConfig, rustls::Error> {
     let roots = RootCertStore {
         roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
     };
@@ -40,24 +32,7 @@ pub fn client_config() -> Result<Arc<ClientConfig>, rustls::Error> {
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots)
         .with_no_client_auth();
-    Ok(Arc::new(config))
-}
-
-/// The HTTPS client of every AWS SDK call (discovery, @connections, SES, SNS): the
-/// SDK's hyper/rustls client with ring. One per process: its connection pool is shared.
-pub fn aws_http_client() -> SharedHttpClient {
-    static CLIENT: LazyLock<SharedHttpClient> = LazyLock::new(|| {
-        Builder::new()
-            .tls_provider(Provider::Rustls(CryptoMode::Ring))
-            .build_https()
-    });
-    CLIENT.clone()
-}
-
-/// `aws_config::defaults` (region and credentials from the environment) with
-/// [`aws_http_client`]: the only way this workspace loads an AWS configuration.
-pub fn aws_config_loader() -> ConfigLoader {
-    aws_config::defaults(BehaviorVersion::latest()).http_client(aws_http_client())
+    Ok(config)
 }
 
 #[cfg(test)]

@@ -161,7 +161,7 @@ async fn discovery_ms(moto: &MotoServer, runs: u64) -> Vec<f64> {
     ] {
         std::env::set_var(k, v);
     }
-    let aws = devconnect::tls::aws_config_loader().load().await;
+    let aws = devconnect::aws_http::config_loader().load().await;
     aws_sdk_elasticache::Client::new(&aws)
         .create_replication_group()
         .replication_group_id("dc-cold")

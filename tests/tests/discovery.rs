@@ -15,7 +15,7 @@ use devconnect_tests::servers::MotoServer;
 
 /// The SDK pointed at moto with dummy static credentials: nothing can reach real AWS.
 async fn aws(moto: &MotoServer) -> SdkConfig {
-    devconnect::tls::aws_config_loader()
+    devconnect::aws_http::config_loader()
         .region(Region::new("us-east-1"))
         .endpoint_url(moto.url())
         .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
@@ -175,7 +175,7 @@ async fn silent_endpoint() -> (String, tokio::task::JoinHandle<()>) {
 /// within the deadline, naming `var`, `resource` and the likely cause.
 async fn discovery_against_a_silent_endpoint_times_out(pairs: &[(&str, &str)], var: &str, resource: &str) {
     let (url, listener) = silent_endpoint().await;
-    let aws = devconnect::tls::aws_config_loader()
+    let aws = devconnect::aws_http::config_loader()
         .region(Region::new("us-east-1"))
         .endpoint_url(url)
         .credentials_provider(SharedCredentialsProvider::new(Credentials::new(

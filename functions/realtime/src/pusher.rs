@@ -64,7 +64,7 @@ impl Pusher {
                 var: "WEBSOCKET_ENDPOINT",
                 reason: "is required (the WebSocket API stage URL)".into(),
             })?;
-        let shared = devconnect::tls::aws_config_loader().load().await;
+        let shared = devconnect::aws_http::config_loader().load().await;
         let config = aws_sdk_apigatewaymanagement::config::Builder::from(&shared)
             .endpoint_url(endpoint)
             .timeout_config(timeouts())
@@ -79,7 +79,7 @@ impl Pusher {
     pub fn local(endpoint: &str) -> Self {
         let config = aws_sdk_apigatewaymanagement::Config::builder()
             .behavior_version(BehaviorVersion::latest())
-            .http_client(devconnect::tls::aws_http_client())
+            .http_client(devconnect::aws_http::client())
             .region(Region::new("local"))
             .credentials_provider(Credentials::new("local", "local", None, None, "local-gateway"))
             .endpoint_url(endpoint)

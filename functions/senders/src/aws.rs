@@ -29,7 +29,7 @@ fn timeouts() -> TimeoutConfig {
 
 /// The configuration of a Lambda container: region and credentials from the environment.
 pub async fn from_env() -> SdkConfig {
-    devconnect::tls::aws_config_loader()
+    devconnect::aws_http::config_loader()
         .timeout_config(timeouts())
         .retry_config(RetryConfig::disabled())
         .load()
@@ -41,7 +41,7 @@ pub async fn from_env() -> SdkConfig {
 pub fn local(endpoint: &str) -> SdkConfig {
     SdkConfig::builder()
         .behavior_version(BehaviorVersion::latest())
-        .http_client(devconnect::tls::aws_http_client())
+        .http_client(devconnect::aws_http::client())
         .region(Region::new("us-east-1"))
         .endpoint_url(endpoint)
         .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
