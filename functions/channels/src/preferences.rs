@@ -7,14 +7,14 @@
 //! `email:<KIND>` and `sms:<KIND>` (`1`/`0`, absent = the default), `quietHours`
 //! (JSON `{start, end, timeZone}`), `phone` (the verified E.164 number).
 
-use std::{
-    collections::{BTreeMap, HashMap},
-    str::FromStr,
-};
+use std::collections::{BTreeMap, HashMap};
 
-use chrono::{DateTime, Duration, LocalResult, NaiveDate, NaiveTime, TimeZone, Utc};
-use chrono_tz::Tz;
+use chrono::{DateTime, Datelike, Duration, NaiveDate, NaiveDateTime, NaiveTime, Timelike, Utc};
 use devconnect::AppError;
+use jiff::{
+    tz::{AmbiguousOffset, Offset, TimeZone},
+    Timestamp,
+};
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::kinds::{self, Kind};
@@ -40,7 +40,7 @@ pub const PHONE_FIELD: &str = "phone";
 pub struct QuietHours {
     start: NaiveTime,
     end: NaiveTime,
-    time_zone: Tz,
+    time_zone: TimeZone,
 }
 
 /// Quiet hours as they travel: `{"start": "22:00", "end": "07:00", "timeZone": "Europe/Paris"}`.
@@ -70,7 +70,7 @@ impl QuietHours {
         if start == end {
             return Err(AppError::Validation("quietHours.start and end must differ".into()));
         }
-        let time_zone = Tz::from_str(&raw.time_zone).map_err(|_| {
+        let time_zone = TimeZone::get(&raw.time_zone).map_err(|_| {
             AppError::Validation(format!(
                 "quietHours.timeZone must be an IANA time zone, e.g. Europe/Paris (got {:?})",
                 raw.time_zone
@@ -84,18 +84,18 @@ impl QuietHours {
         QuietHoursJson {
             start: self.start.format("%H:%M").to_string(),
             end: self.end.format("%H:%M").to_string(),
-            time_zone: self.time_zone.name().to_string(),
+            time_zone: self.time_zone.iana_name().unwrap_or("UTC").to_string(),
         }
     }
 
     /// The user's time zone.
-    pub fn time_zone(&self) -> Tz {
-        self.time_zone
+    pub fn time_zone(&self) -> &TimeZone {
+        &self.time_zone
     }
 
     /// If `at` falls inside the window, the instant it ends; `None` outside it.
     pub fn window_end(&self, at: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        let local = at.with_timezone(&self.time_zone);
+        let local = local_datetime(&self.time_zone, at);
         let t = local.time();
         let inside = if self.start < self.end {
             self.start <= t && t < self.end
@@ -106,31 +106,57 @@ impl QuietHours {
             return None;
         }
         let day = if t < self.end {
-            local.date_naive()
+            local.date()
         } else {
-            local.date_naive() + Duration::days(1)
+            local.date() + Duration::days(1)
         };
-        Some(local_instant(self.time_zone, day, self.end))
+        Some(local_instant(&self.time_zone, day, self.end))
     }
+}
+
+/// The wall clock in `tz` at `at`.
+fn local_datetime(tz: &TimeZone, at: DateTime<Utc>) -> NaiveDateTime {
+    let offset = Timestamp::from_second(at.timestamp()).map_or(Offset::UTC, |ts| tz.to_offset(ts));
+    at.naive_utc() + Duration::seconds(offset.seconds().into())
 }
 
 /// `day` at `time` in `tz`, as UTC: the earlier instant when the clock repeats, the first
 /// instant after the gap when it skips (a window ending at 02:30 on a spring-forward
 /// night ends at 03:00).
-fn local_instant(tz: Tz, day: NaiveDate, time: NaiveTime) -> DateTime<Utc> {
+fn local_instant(tz: &TimeZone, day: NaiveDate, time: NaiveTime) -> DateTime<Utc> {
     let mut naive = day.and_time(time);
     for _ in 0..4 {
-        match tz.from_local_datetime(&naive) {
-            LocalResult::Single(t) | LocalResult::Ambiguous(t, _) => return t.with_timezone(&Utc),
-            LocalResult::None => naive += Duration::minutes(30),
-        }
+        let offset = match civil(naive).map(|dt| tz.to_ambiguous_timestamp(dt).offset()) {
+            Some(AmbiguousOffset::Unambiguous { offset } | AmbiguousOffset::Fold { before: offset, .. }) => offset,
+            Some(AmbiguousOffset::Gap { .. }) => {
+                naive += Duration::minutes(30);
+                continue;
+            }
+            None => break,
+        };
+        return (naive - Duration::seconds(offset.seconds().into())).and_utc();
     }
-    Utc.from_utc_datetime(&day.and_time(time))
+    day.and_time(time).and_utc()
+}
+
+/// The same wall clock as jiff's civil time; `None` past jiff's years (-9999 to 9999).
+fn civil(naive: NaiveDateTime) -> Option<jiff::civil::DateTime> {
+    let small = |n: u32| i8::try_from(n).ok();
+    jiff::civil::DateTime::new(
+        i16::try_from(naive.year()).ok()?,
+        small(naive.month())?,
+        small(naive.day())?,
+        small(naive.hour())?,
+        small(naive.minute())?,
+        small(naive.second())?,
+        0,
+    )
+    .ok()
 }
 
 /// The user's day that `at` falls in (`YYYY-MM-DD` in `tz`) and the instant it ends.
-pub fn local_day(at: DateTime<Utc>, tz: Tz) -> (String, DateTime<Utc>) {
-    let day = at.with_timezone(&tz).date_naive();
+pub fn local_day(at: DateTime<Utc>, tz: &TimeZone) -> (String, DateTime<Utc>) {
+    let day = local_datetime(tz, at).date();
     let next = day + Duration::days(1);
     (
         day.format("%Y-%m-%d").to_string(),
@@ -184,8 +210,9 @@ impl Preferences {
     }
 
     /// The user's time zone: the quiet hours' zone, else UTC. Their digest day runs in it.
-    pub fn time_zone(&self) -> Tz {
-        self.quiet_hours.as_ref().map_or(Tz::UTC, QuietHours::time_zone)
+    pub fn time_zone(&self) -> &TimeZone {
+        static UTC: TimeZone = TimeZone::UTC;
+        self.quiet_hours.as_ref().map_or(&UTC, QuietHours::time_zone)
     }
 
     /// The body of GET /notifications/preferences; `pending_phone` is a number waiting
@@ -428,7 +455,7 @@ mod tests {
         assert!(p.email_on(Kind::ConnectionRequest));
         assert!(!p.email_on(Kind::ConnectionAccepted));
         assert!(!p.sms_on(Kind::ConnectionRequest));
-        assert_eq!(p.time_zone(), Tz::UTC);
+        assert_eq!(p.time_zone(), &TimeZone::UTC);
     }
 
     #[test]
@@ -446,9 +473,45 @@ mod tests {
     }
 
     #[test]
+    fn a_window_ending_in_the_spring_forward_gap_ends_when_the_clock_resumes() {
+        // Paris skips 02:00-03:00 on 29 March 2026: 02:30 never happens, 03:00 CEST is 01:00 UTC.
+        let q = paris("01:00", "02:30");
+        assert_eq!(
+            q.window_end(utc("2026-03-29T00:15:00Z")),
+            Some(utc("2026-03-29T01:00:00Z"))
+        );
+    }
+
+    #[test]
+    fn a_window_ending_in_the_repeated_hour_ends_at_its_first_occurrence() {
+        // Paris repeats 02:00-03:00 on 25 October 2026: 02:30 is first 00:30 UTC (CEST).
+        let q = paris("01:00", "02:30");
+        assert_eq!(
+            q.window_end(utc("2026-10-24T23:15:00Z")),
+            Some(utc("2026-10-25T00:30:00Z"))
+        );
+    }
+
+    #[test]
+    fn a_time_zone_is_found_in_any_case_and_named_as_iana_spells_it() {
+        let q = QuietHours::parse(&QuietHoursJson {
+            start: "22:00".into(),
+            end: "07:00".into(),
+            time_zone: "america/new_york".into(),
+        })
+        .unwrap();
+        assert_eq!(q.to_json().time_zone, "America/New_York");
+        assert_eq!(
+            q.window_end(utc("2026-07-01T03:00:00Z")),
+            Some(utc("2026-07-01T11:00:00Z")),
+            "EDT is UTC-4 in July"
+        );
+    }
+
+    #[test]
     fn the_user_day_ends_at_local_midnight() {
-        let tz = Tz::from_str("Europe/Paris").unwrap();
-        let (day, end) = local_day(utc("2026-01-15T23:30:00Z"), tz);
+        let tz = TimeZone::get("Europe/Paris").unwrap();
+        let (day, end) = local_day(utc("2026-01-15T23:30:00Z"), &tz);
         assert_eq!(day, "2026-01-16");
         assert_eq!(end, utc("2026-01-16T23:00:00Z"));
     }
