@@ -9,8 +9,8 @@
 #
 # Knobs (environment or `make VAR=...`):
 #   LAMBDA_ARCH       arm64 (default, as template.yaml's Architectures) or x86_64
-#   LAMBDA_PROFILE    cargo profile (default: lambda); `release` adds thin LTO: ~10 % smaller
-#                     bootstraps for ~75 s more CPU per bootstrap on every build
+#   LAMBDA_PROFILE    cargo profile (default: lambda); `release` adds fat LTO: the smallest
+#                     bootstraps (arm64 5.5-6.6 MB) for ~40 s more per bootstrap on every build
 #   LAMBDA_RUSTFLAGS  extra rustc flags for the bootstraps (default: none), added to RUSTFLAGS
 #                     for this cargo run only (not build scripts or proc macros). Measured option:
 #                     `-C relocation-model=static` builds non-PIE executables, which need no
