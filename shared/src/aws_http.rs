@@ -46,6 +46,7 @@ pub fn client() -> SharedHttpClient {
     CLIENT.clone()
 }
 
+/// hyper's pooled HTTP/1.1 client: TLS (rustls on ring) for https://, plain TCP for http://.
 fn pool() -> Pool {
     let mut tcp = TcpConnector::new();
     tcp.enforce_http(false);

@@ -61,13 +61,13 @@ pub fn init() {
         .with(filter)
         .try_init();
     if let (Ok(()), Some(error)) = (installed, rejected) {
-        tracing::warn!(%error, "RUST_LOG is not a list of target=level directives; using the default levels");
+        tracing::warn!(%error, rust_log = rust_log.as_deref().unwrap_or_default(), "RUST_LOG is not a list of target=level directives; using the default levels");
     }
 }
 
 /// The filter of [`default_directives`]; when `RUST_LOG` does not parse, the filter
 /// without it and the reason, for the caller to report.
-pub fn filter(rust_log: Option<&str>, lambda_level: Option<&str>) -> (Targets, Option<String>) {
+fn filter(rust_log: Option<&str>, lambda_level: Option<&str>) -> (Targets, Option<String>) {
     match default_directives(rust_log, lambda_level).parse() {
         Ok(filter) => (filter, None),
         Err(error) => {
