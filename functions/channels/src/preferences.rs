@@ -386,13 +386,16 @@ pub fn parse_phone(raw: &str) -> Result<String, AppError> {
 mod tests {
     use super::*;
 
-    fn paris(start: &str, end: &str) -> QuietHours {
+    fn quiet(start: &str, end: &str, time_zone: &str) -> Result<QuietHours, AppError> {
         QuietHours::parse(&QuietHoursJson {
             start: start.into(),
             end: end.into(),
-            time_zone: "Europe/Paris".into(),
+            time_zone: time_zone.into(),
         })
-        .unwrap()
+    }
+
+    fn paris(start: &str, end: &str) -> QuietHours {
+        quiet(start, end, "Europe/Paris").unwrap()
     }
 
     fn utc(s: &str) -> DateTime<Utc> {
@@ -435,14 +438,7 @@ mod tests {
 
     #[test]
     fn bad_times_zones_and_empty_windows_are_refused() {
-        let bad = |start: &str, end: &str, tz: &str| {
-            QuietHours::parse(&QuietHoursJson {
-                start: start.into(),
-                end: end.into(),
-                time_zone: tz.into(),
-            })
-            .is_err()
-        };
+        let bad = |start: &str, end: &str, tz: &str| quiet(start, end, tz).is_err();
         assert!(bad("25:00", "07:00", "Europe/Paris"));
         assert!(bad("7:00", "08:00", "Europe/Paris"));
         assert!(bad("22:00", "07:00", "Mars/Olympus"));
@@ -494,12 +490,7 @@ mod tests {
 
     #[test]
     fn a_time_zone_is_found_in_any_case_and_named_as_iana_spells_it() {
-        let q = QuietHours::parse(&QuietHoursJson {
-            start: "22:00".into(),
-            end: "07:00".into(),
-            time_zone: "america/new_york".into(),
-        })
-        .unwrap();
+        let q = quiet("22:00", "07:00", "america/new_york").unwrap();
         assert_eq!(q.to_json().time_zone, "America/New_York");
         assert_eq!(
             q.window_end(utc("2026-07-01T03:00:00Z")),
