@@ -176,6 +176,14 @@ CACHE_NODE = "cache.r7g.xlarge"
 CACHE_NODE_GIB = 26.32
 CACHE_USABLE = 0.75  # ElastiCache reserves 25% of a node's memory by default
 CACHE_REPLICAS = 1  # per shard, Multi-AZ
+# Share of messages whose receiver is offline: such a message also creates a notification,
+# a NOTIFICATION_CREATED and (once per conversation burst) an email. The saved table runs
+# measured receivers online only; the offline row is scaled from them by the
+# offline/online ratio of a run that measured both on one VM.
+OFFLINE_MESSAGE_SHARE = 0.3
+OFFLINE_RATIO_RUNS = BENCH / "other-vm" / "cpu_cost-8feca3e.txt"
+MESSAGES = "POST /messages/{}"
+OFFLINE_MESSAGES = "POST /messages/{} (receiver offline)"
 
 
 @dataclass(frozen=True)
@@ -195,7 +203,10 @@ MIX = [
     MixRow("GET /presence (10 ids)", 20, "GET /presence", "GET /presence", 1, False),
     MixRow("GET /profile", 5, "GET /profile", "GET /profile", 1, False),
     MixRow("GET /users/{id}", 10, "GET /users/{}", "GET /users/{}", 1, False),
-    MixRow("POST /messages/{id}", 10, "POST /messages/{}", "POST /messages/{}", 2, True),
+    MixRow("POST /messages/{id}, receiver online", 10 * (1 - OFFLINE_MESSAGE_SHARE), MESSAGES,
+           "POST /messages/{}", 2, True),
+    MixRow("POST /messages/{id}, receiver offline", 10 * OFFLINE_MESSAGE_SHARE, OFFLINE_MESSAGES,
+           "POST /messages/{}", 2, True),
     MixRow("other reads: feed, notifications, conversations, history", 20, "GET /presence", "GET /feed", 3, False),
     MixRow("POST /auth/login (argon2id)", 1, "", "POST /auth/login", 4, True),
 ]
@@ -448,6 +459,7 @@ def table(header: list[str], rows: list[list[str]]) -> list[str]:
 @dataclass
 class Costed:
     row: MixRow
+    basis: str  # what its figures come from
     function: str
     memory: int
     gateway_us: float
@@ -542,35 +554,61 @@ def measured_section(cpu: list[CpuRun], consumers: list[ConsumerRun], provenance
     return out
 
 
-def costed_mix(cpu: list[CpuRun], tpl: Template) -> list[Costed]:
-    """Each mix row's Lambda duration, GB-s and Redis CPU, from the costlier end of the runs."""
+def offline_ratio(paired: list[CpuRun]) -> tuple[float, float]:
+    """Gateway and Redis CPU of a message to an offline receiver over one to an online
+    receiver, the largest over runs that measured both on one VM."""
+    both = [r for r in paired if MESSAGES in r.routes and OFFLINE_MESSAGES in r.routes]
+    if not both:
+        raise SystemExit(f"no run in {OFFLINE_RATIO_RUNS} measured both {MESSAGES!r} and {OFFLINE_MESSAGES!r}")
+    return (max(r.routes[OFFLINE_MESSAGES].gateway_us / r.routes[MESSAGES].gateway_us for r in both),
+            max(r.routes[OFFLINE_MESSAGES].redis_us / r.routes[MESSAGES].redis_us for r in both))
+
+
+def measured_cost(cpu: list[CpuRun], key: str, produces: bool) -> tuple[float, float]:
+    """Gateway and Redis CPU per request of one cpu_cost route, the costlier end of the runs."""
+    rs = runs_of(cpu, key)
+    gw = max(r.gateway_us for r in rs)
+    redis = max(r.redis_us for r in rs)
     drained = [r.drained_redis_us for r in cpu if r.drained_redis_us is not None]
+    if produces and drained:
+        # Counted until the consumers worked the messages off: their Redis work too.
+        redis = max(redis, max(drained))
+    return gw, redis
+
+
+def costed_mix(cpu: list[CpuRun], tpl: Template, paired: list[CpuRun]) -> list[Costed]:
+    """Each mix row's Lambda duration, GB-s and Redis CPU, from the costlier end of the runs."""
     costed = []
     for row in MIX:
         function = tpl.route_function.get(route_key(row.route), "")
         mem = tpl.memory.get(function, tpl.default_memory)
-        if row.measured:
-            rs = runs_of(cpu, row.measured)
-            gw = max(r.gateway_us for r in rs)
-            redis = max(r.redis_us for r in rs)
-            if row.produces and drained:
-                # Counted until the consumers worked the messages off: their Redis work too.
-                redis = max(redis, max(drained))
+        if row.measured == OFFLINE_MESSAGES and not any(OFFLINE_MESSAGES in r.routes for r in cpu):
+            gw, redis = measured_cost(cpu, MESSAGES, row.produces)
+            gw_x, redis_x = offline_ratio(paired)
+            gw, redis = gw * gw_x, redis * redis_x
+            basis = (f"{MESSAGES.replace('{}', '{id}')} × the offline/online ratio of "
+                     f"`{OFFLINE_RATIO_RUNS.relative_to(ROOT)}` "
+                     f"(gateway ×{gw_x:.2f}, Redis ×{redis_x:.2f})")
+        elif row.measured:
+            gw, redis = measured_cost(cpu, row.measured, row.produces)
+            basis = next(n for r in cpu for k, n in r.names.items() if k == row.measured)
         else:
             gw, redis = LOGIN_CPU_MS * 1000, LOGIN_REDIS_US
+            basis = f"{LOGIN_CPU_MS:g} ms CPU (README routes bench p50)"
         cpu_ms = gw / 1000 * CPU_SPEED * max(1.0, VCPU_MB / mem)
         duration = cpu_ms + row.round_trips * REDIS_RTT_MS + (MSK_PRODUCE_MS if row.produces else 0)
         billed = math.ceil(duration)
-        costed.append(Costed(row, function or "(Globals)", mem, gw, redis, cpu_ms, duration, billed,
+        costed.append(Costed(row, basis, function or "(Globals)", mem, gw, redis, cpu_ms, duration, billed,
                              billed / 1000 * mem / 1024))
     return costed
 
 
-def render(cpu: list[CpuRun], consumers: list[ConsumerRun], tpl: Template, provenance: list[str]) -> str:
+def render(cpu: list[CpuRun], consumers: list[ConsumerRun], tpl: Template, provenance: list[str],
+           paired: list[CpuRun]) -> str:
     """The generated section: inputs, assumptions, per-unit capacity, limits, monthly cost."""
     out = measured_section(cpu, consumers, provenance)
     say = out.append
-    costed = costed_mix(cpu, tpl)
+    costed = costed_mix(cpu, tpl, paired)
 
     per_dau = sum(c.row.per_dau for c in costed)
     req_day = DAU * per_dau
@@ -585,9 +623,7 @@ def render(cpu: list[CpuRun], consumers: list[ConsumerRun], tpl: Template, prove
     say("")
     out += table(
         ["request", "per DAU per day", "costed as (cpu_cost route)", "Redis round trips", "awaits an MSK produce"],
-        [[c.row.label, fmt(c.row.per_dau), next((n for r in cpu for k, n in r.names.items() if k == c.row.measured),
-                                                f"{LOGIN_CPU_MS:g} ms CPU (README routes bench p50)"),
-          str(c.row.round_trips), "yes" if c.row.produces else "no"] for c in costed]
+        [[c.row.label, fmt(c.row.per_dau), c.basis, str(c.row.round_trips), "yes" if c.row.produces else "no"] for c in costed]
         + [["**total**", f"**{fmt(per_dau)}**", "", "", ""]],
     )
     say("")
@@ -596,6 +632,7 @@ def render(cpu: list[CpuRun], consumers: list[ConsumerRun], tpl: Template, prove
     out += table(["assumption", "value"], [
         ["daily active users", f"{DAU:,}"],
         ["peak-hour rate ÷ daily average rate", f"{PEAK_FACTOR:g}"],
+        ["messages whose receiver is offline (a notification and an email more)", f"{OFFLINE_MESSAGE_SHARE:.0%}"],
         ["month", f"{DAYS_PER_MONTH} days of requests, {HOURS_PER_MONTH} h of running resources"],
         ["Redis main-thread utilisation sized for", f"{REDIS_TARGET:.0%}"],
         ["one Redis round trip in the VPC", f"{REDIS_RTT_MS:g} ms"],
@@ -664,7 +701,7 @@ def render(cpu: list[CpuRun], consumers: list[ConsumerRun], tpl: Template, prove
     say("")
 
     # ---- memory ----
-    msg_per_dau = next(c.row.per_dau for c in costed if c.row.measured == "POST /messages/{}")
+    msg_per_dau = sum(c.row.per_dau for c in costed if c.row.measured in (MESSAGES, OFFLINE_MESSAGES))
     mem_dau = (msg_per_dau * MEMORY_HORIZON_DAYS * BYTES_PER_MESSAGE
                + BYTES_NOTIFICATIONS_FULL
                + EVENTS_PER_DAU * ANALYTICS_DEDUPE_DAYS * BYTES_PER_EVENT_ID
@@ -841,7 +878,8 @@ def generated() -> str:
     if not consumers:
         raise SystemExit(f"no consumer table in {BENCH}/consumers*.txt")
     tpl = parse_template(TEMPLATE.read_text(encoding="utf-8"))
-    body = render(cpu, consumers, tpl, provenance)
+    paired = parse_cpu_cost(OFFLINE_RATIO_RUNS.read_text(encoding="utf-8"), OFFLINE_RATIO_RUNS.name)
+    body = render(cpu, consumers, tpl, provenance, paired)
     prices = table(
         ["price", "value", "source", "status"],
         [[k, f"{price_text(v)} {v.unit}", v.source, "read" if v.verified else "**assumption**"]
