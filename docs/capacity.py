@@ -323,7 +323,8 @@ def parse_cpu_cost(text: str, source: str) -> list[CpuRun]:
             run.names[key] = row[0]
         for line in rest.splitlines():
             low = line.lower()
-            if "drained:" in low:
+            if "drained:" in low and "receiver offline" not in low:
+                # The online row's line: what the model's drained Redis figure stands for.
                 run.drained = "drained: true" in low
                 gw = re.search(r"gateway[^:]*?([\d.,]+)\s*µs", line.split("):", 1)[-1])
                 redis = re.search(r"redis\s+([\d.,]+)\s*µs", low)
