@@ -31,6 +31,7 @@ use serde_json::{value::RawValue, Value};
 use uuid::Uuid;
 
 use crate::{
+    bootstrap::BoxFuture,
     error::AppError,
     events::{Envelope, EnvelopeHead, EventType, ENVELOPE_VERSION},
     metrics::{self, Emf},
@@ -679,14 +680,24 @@ impl Batch {
 pub async fn serve<S, F, Fut>(emf: Emf, state: S, consume: F) -> Result<(), lambda_http::Error>
 where
     S: Send + Sync + 'static,
-    F: Fn(&'static S, KafkaEvent) -> Fut + Copy + Send + 'static,
-    Fut: Future<Output = BatchOutcome> + Send,
+    F: Fn(&'static S, KafkaEvent) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = BatchOutcome> + Send + 'static,
 {
     let state: &'static S = Box::leak(Box::new(state));
+    let consume: &'static BatchHandler =
+        Box::leak(Box::new(move |event| Box::pin(consume(state, event)) as BoxFuture<_>));
+    batch_loop(emf, consume).await
+}
+
+/// A consumer's batch, boxed so the loop (compiled once, here; see [`crate::bootstrap`])
+/// is not generic over each function's types.
+type BatchHandler = dyn Fn(KafkaEvent) -> BoxFuture<BatchOutcome> + Send + Sync;
+
+async fn batch_loop(emf: Emf, consume: &'static BatchHandler) -> Result<(), lambda_http::Error> {
     lambda_http::lambda_runtime::run_concurrent(lambda_http::service_fn(
         move |event: lambda_http::LambdaEvent<KafkaEvent>| async move {
             let trace = event.context.xray_trace_id.clone();
-            let outcome = telemetry::in_invocation(trace, emf.invocation(consume(state, event.payload))).await;
+            let outcome = telemetry::in_invocation(trace, emf.invocation(consume(event.payload))).await;
             Ok::<_, lambda_http::Error>(outcome.response)
         },
     ))

@@ -23,6 +23,7 @@
 //! - [`tls`]: the process's rustls crypto provider and root certificates.
 //! - [`producer`]: the Kafka producer (pure Rust, key-hash partitioning).
 //! - [`consumer`]: decoding MSK batches, poison records and dead letters; the Kafka bootstraps' runtime loop.
+//! - [`bootstrap`]: the HTTP and scheduled bootstraps' runtime loops, compiled once.
 //! - [`outbox`]: events that could not be produced are parked in Redis and relayed later.
 //! - [`publisher`]: produce-or-park, the only way handlers emit events.
 //! - [`projection`]: which generation of the notifications/analytics keys readers use.
@@ -35,6 +36,7 @@
 pub mod api;
 pub mod asyncapi;
 pub mod aws_http;
+pub mod bootstrap;
 pub mod clock;
 pub mod config;
 pub mod consumer;

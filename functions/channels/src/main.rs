@@ -1,10 +1,8 @@
 //! Lambda bootstrap for the channels HTTP routes (preferences, unsubscribe): build the clients once, then serve.
 
-use std::convert::Infallible;
-
-use devconnect::{api, config::Config, metrics::Emf, telemetry, AppState};
+use devconnect::{bootstrap, config::Config, metrics::Emf, telemetry, AppState};
 use devconnect_channels::{settings::Settings, Channels};
-use lambda_http::{run_concurrent, service_fn, Error, Request, RequestExt};
+use lambda_http::Error;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -17,10 +15,5 @@ async fn main() -> Result<(), Error> {
         app: app.with_metrics(metrics),
         settings,
     }));
-    run_concurrent(service_fn(move |req: Request| async move {
-        let trace = req.lambda_context_ref().and_then(|c| c.xray_trace_id.clone());
-        let response = api::measured(&ch.app.metrics, req, |req| devconnect_channels::handle(ch, req));
-        Ok::<_, Infallible>(telemetry::in_invocation(trace, emf.invocation(response)).await)
-    }))
-    .await
+    bootstrap::serve_http(emf, &ch.app.metrics, |req| devconnect_channels::handle(ch, req)).await
 }

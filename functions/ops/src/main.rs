@@ -1,9 +1,7 @@
 //! Lambda bootstrap for GET /health.
 
-use std::convert::Infallible;
-
-use devconnect::{api, config::Config, metrics::Emf, telemetry, AppState};
-use lambda_http::{run_concurrent, service_fn, Error, Request, RequestExt};
+use devconnect::{bootstrap, config::Config, metrics::Emf, telemetry, AppState};
+use lambda_http::Error;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -13,10 +11,5 @@ async fn main() -> Result<(), Error> {
     let state = AppState::connect(Config::from_env()?, devconnect_ops::FUNCTION_NAME).await?;
     // Process-long, shared by the invocations that run at once (AWS_LAMBDA_MAX_CONCURRENCY).
     let state: &'static AppState = Box::leak(Box::new(state.with_metrics(metrics)));
-    run_concurrent(service_fn(move |req: Request| async move {
-        let trace = req.lambda_context_ref().and_then(|c| c.xray_trace_id.clone());
-        let response = api::measured(&state.metrics, req, |req| devconnect_ops::handle(state, req));
-        Ok::<_, Infallible>(telemetry::in_invocation(trace, emf.invocation(response)).await)
-    }))
-    .await
+    bootstrap::serve_http(emf, &state.metrics, |req| devconnect_ops::handle(state, req)).await
 }

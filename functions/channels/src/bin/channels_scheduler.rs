@@ -1,10 +1,9 @@
 //! Lambda bootstrap for the channels scheduler (every minute): releases SMS held by
 //! quiet hours and sends the digests of days that ended.
 
-use devconnect::{config::Config, metrics::Emf, telemetry, AppState};
+use devconnect::{bootstrap, config::Config, metrics::Emf, telemetry, AppState};
 use devconnect_channels::{settings::Settings, Channels};
-use lambda_runtime::{run_concurrent, service_fn, Error, LambdaEvent};
-use serde_json::Value;
+use lambda_runtime::Error;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -17,9 +16,5 @@ async fn main() -> Result<(), Error> {
         app: app.with_metrics(metrics),
         settings,
     }));
-    run_concurrent(service_fn(move |event: LambdaEvent<Value>| async move {
-        let trace = event.context.xray_trace_id.clone();
-        Ok::<_, Error>(telemetry::in_invocation(trace, emf.invocation(devconnect_channels::run_schedule(ch))).await?)
-    }))
-    .await
+    bootstrap::serve_scheduled(emf, |_event| async { Ok(devconnect_channels::run_schedule(ch).await?) }).await
 }

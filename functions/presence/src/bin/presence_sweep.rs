@@ -1,8 +1,8 @@
 //! Lambda bootstrap for the scheduled presence sweep (an EventBridge schedule invokes it).
 
-use devconnect::{config::Config, metrics::Emf, telemetry, AppState};
-use lambda_runtime::{run_concurrent, service_fn, Error, LambdaEvent};
-use serde_json::{json, Value};
+use devconnect::{bootstrap, config::Config, metrics::Emf, telemetry, AppState};
+use lambda_runtime::Error;
+use serde_json::json;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -11,13 +11,9 @@ async fn main() -> Result<(), Error> {
     let state = AppState::connect(Config::from_env()?, devconnect_presence::FUNCTION_NAME).await?;
     // Process-long, shared by the invocations that run at once (AWS_LAMBDA_MAX_CONCURRENCY).
     let state: &'static AppState = Box::leak(Box::new(state.with_metrics(metrics)));
-    run_concurrent(service_fn(move |event: LambdaEvent<Value>| async move {
-        let trace = event.context.xray_trace_id.clone();
-        let correlation = event.context.request_id.clone();
-        // Metrics flushed to stdout (EMF) once per run.
-        let marked =
-            telemetry::in_invocation(trace, emf.invocation(devconnect_presence::sweep(state, &correlation))).await?;
-        Ok::<_, Error>(json!({ "markedOffline": marked }))
-    }))
+    bootstrap::serve_scheduled(emf, move |event| async move {
+        let marked = devconnect_presence::sweep(state, &event.context.request_id).await?;
+        Ok(json!({ "markedOffline": marked }))
+    })
     .await
 }
