@@ -1,5 +1,6 @@
-//! The Lambda runtime loops the bootstraps run: one for API Gateway requests, one for
-//! scheduled (EventBridge) invocations; the Kafka one is [`crate::consumer::serve`].
+//! The Lambda runtime loops the bootstraps run: one for API Gateway HTTP requests, one for
+//! WebSocket route events, one for scheduled (EventBridge) invocations; the Kafka one is
+//! [`crate::consumer::serve`].
 //!
 //! Each loop is compiled once, here. A bootstrap hands its handler over as a closure that
 //! is boxed at the door, so lambda_runtime (its HTTP client, the event's JSON decoding, the
@@ -10,6 +11,7 @@
 
 use std::{convert::Infallible, future::Future, pin::Pin};
 
+use aws_lambda_events::event::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
 use lambda_http::{
     lambda_runtime::{self, LambdaEvent},
     service_fn, Body, Error, Request, RequestExt, Response,
@@ -23,9 +25,14 @@ use crate::{
 };
 
 /// A handler's future, boxed so the loop that awaits it is not generic over it.
-pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// A runtime loop: it runs on `main`'s thread (tokio's `block_on`), so it need not be `Send`
+/// (lambda_runtime's `run_concurrent` futures are not `Send` for every lifetime).
+pub(crate) type Loop = Pin<Box<dyn Future<Output = Result<(), Error>>>>;
 
 type HttpHandler = dyn Fn(Request) -> BoxFuture<Response<Body>> + Send + Sync;
+type WebSocketHandler = dyn Fn(ApiGatewayWebsocketProxyRequest) -> BoxFuture<ApiGatewayProxyResponse> + Send + Sync;
 type ScheduledHandler = dyn Fn(LambdaEvent<Value>) -> BoxFuture<Result<Value, Error>> + Send + Sync;
 
 /// Runs an HTTP function until the runtime stops: every request goes to `handle` (which
@@ -41,13 +48,36 @@ where
     http_loop(emf, metrics, handle).await
 }
 
-async fn http_loop(emf: Emf, metrics: &'static Metrics, handle: &'static HttpHandler) -> Result<(), Error> {
-    lambda_http::run_concurrent(service_fn(move |req: Request| async move {
-        let trace = req.lambda_context_ref().and_then(|c| c.xray_trace_id.clone());
-        let response = api::measured(metrics, req, handle);
-        Ok::<_, Infallible>(telemetry::in_invocation(trace, emf.invocation(response)).await)
-    }))
-    .await
+fn http_loop(emf: Emf, metrics: &'static Metrics, handle: &'static HttpHandler) -> Loop {
+    Box::pin(lambda_http::run_concurrent(service_fn(
+        move |req: Request| async move {
+            let trace = req.lambda_context_ref().and_then(|c| c.xray_trace_id.clone());
+            let response = api::measured(metrics, req, handle);
+            Ok::<_, Infallible>(telemetry::in_invocation(trace, emf.invocation(response)).await)
+        },
+    )))
+}
+
+/// Runs the WebSocket function until the runtime stops: every route event (`$connect`,
+/// `$disconnect`, `$default`) goes to `handle`, whose answer is the status (and the frame
+/// for the sender), under its invocation's X-Ray trace id, with the metrics flushed (EMF)
+/// once per invocation.
+pub async fn serve_websocket<F, Fut>(emf: Emf, handle: F) -> Result<(), Error>
+where
+    F: Fn(ApiGatewayWebsocketProxyRequest) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ApiGatewayProxyResponse> + Send + 'static,
+{
+    let handle: &'static WebSocketHandler = Box::leak(Box::new(move |event| Box::pin(handle(event)) as BoxFuture<_>));
+    websocket_loop(emf, handle).await
+}
+
+fn websocket_loop(emf: Emf, handle: &'static WebSocketHandler) -> Loop {
+    Box::pin(lambda_runtime::run_concurrent(service_fn(
+        move |event: LambdaEvent<ApiGatewayWebsocketProxyRequest>| async move {
+            let trace = event.context.xray_trace_id.clone();
+            Ok::<_, Error>(telemetry::in_invocation(trace, emf.invocation(handle(event.payload))).await)
+        },
+    )))
 }
 
 /// Runs a scheduled function until the runtime stops: every invocation goes to `run`
@@ -63,10 +93,11 @@ where
     scheduled_loop(emf, run).await
 }
 
-async fn scheduled_loop(emf: Emf, run: &'static ScheduledHandler) -> Result<(), Error> {
-    lambda_runtime::run_concurrent(service_fn(move |event: LambdaEvent<Value>| async move {
-        let trace = event.context.xray_trace_id.clone();
-        telemetry::in_invocation(trace, emf.invocation(run(event))).await
-    }))
-    .await
+fn scheduled_loop(emf: Emf, run: &'static ScheduledHandler) -> Loop {
+    Box::pin(lambda_runtime::run_concurrent(service_fn(
+        move |event: LambdaEvent<Value>| async move {
+            let trace = event.context.xray_trace_id.clone();
+            telemetry::in_invocation(trace, emf.invocation(run(event))).await
+        },
+    )))
 }

@@ -31,7 +31,7 @@ use serde_json::{value::RawValue, Value};
 use uuid::Uuid;
 
 use crate::{
-    bootstrap::BoxFuture,
+    bootstrap::{BoxFuture, Loop},
     error::AppError,
     events::{Envelope, EnvelopeHead, EventType, ENVELOPE_VERSION},
     metrics::{self, Emf},
@@ -693,15 +693,14 @@ where
 /// is not generic over each function's types.
 type BatchHandler = dyn Fn(KafkaEvent) -> BoxFuture<BatchOutcome> + Send + Sync;
 
-async fn batch_loop(emf: Emf, consume: &'static BatchHandler) -> Result<(), lambda_http::Error> {
-    lambda_http::lambda_runtime::run_concurrent(lambda_http::service_fn(
+fn batch_loop(emf: Emf, consume: &'static BatchHandler) -> Loop {
+    Box::pin(lambda_http::lambda_runtime::run_concurrent(lambda_http::service_fn(
         move |event: lambda_http::LambdaEvent<KafkaEvent>| async move {
             let trace = event.context.xray_trace_id.clone();
             let outcome = telemetry::in_invocation(trace, emf.invocation(consume(event.payload))).await;
             Ok::<_, lambda_http::Error>(outcome.response)
         },
-    ))
-    .await
+    )))
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ use lambda_http::Request;
 
 use crate::{
     api,
+    bootstrap::BoxFuture,
     config::Config,
     discovery::{self, DiscoveryError},
     error::AppError,
@@ -57,7 +58,14 @@ impl AppState {
     /// (lazy) Kafka producer for the function `source`. Metrics go to a fresh in-memory
     /// recorder (each local stack has its own); Lambda's `main` swaps in EMF with
     /// [`AppState::with_metrics`].
-    pub async fn connect(config: Config, source: &'static str) -> Result<Self, InitError> {
+    ///
+    /// Boxed here, so that this and discovery's AWS SDK calls compile once, in this crate,
+    /// not again in every bootstrap that awaits it (see [`crate::bootstrap`]).
+    pub fn connect(config: Config, source: &'static str) -> BoxFuture<Result<Self, InitError>> {
+        Box::pin(Self::connect_now(config, source))
+    }
+
+    async fn connect_now(config: Config, source: &'static str) -> Result<Self, InitError> {
         let endpoints = discovery::resolve(&config).await?;
         // Discovery knows a sharded cache (cluster-mode group, Serverless) even when
         // REDIS_CLUSTER is unset; REDIS_CLUSTER covers a cluster given as REDIS_URL.

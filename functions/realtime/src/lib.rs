@@ -39,6 +39,7 @@ use aws_lambda_events::{
 };
 use connections::Opener;
 use devconnect::{
+    bootstrap::BoxFuture,
     consumer::{Batch, BatchOutcome, Failure},
     keys, metrics,
     payloads::{Event, MessageSent, NotificationCreated, UserLogout},
@@ -67,12 +68,15 @@ pub struct Realtime {
 }
 
 impl Realtime {
-    /// In Lambda: configuration from the environment, clients built once.
-    pub async fn from_env() -> Result<Self, lambda_runtime::Error> {
-        let app = AppState::connect(devconnect::config::Config::from_env()?, FUNCTION_NAME).await?;
-        Ok(Self {
-            app,
-            pusher: Pusher::from_env().await?,
+    /// In Lambda: configuration from the environment, clients built once. Boxed here so
+    /// it compiles once for the two bootstraps (see `devconnect::bootstrap`).
+    pub fn from_env() -> BoxFuture<Result<Self, lambda_runtime::Error>> {
+        Box::pin(async {
+            let app = AppState::connect(devconnect::config::Config::from_env()?, FUNCTION_NAME).await?;
+            Ok(Self {
+                app,
+                pusher: Pusher::from_env().await?,
+            })
         })
     }
 }

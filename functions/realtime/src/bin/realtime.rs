@@ -1,9 +1,8 @@
 //! Lambda bootstrap for the WebSocket API routes ($connect, $disconnect, $default).
 
-use aws_lambda_events::event::apigw::ApiGatewayWebsocketProxyRequest;
-use devconnect::{metrics::Emf, telemetry};
+use devconnect::{bootstrap, metrics::Emf, telemetry};
 use devconnect_realtime::Realtime;
-use lambda_runtime::{run_concurrent, service_fn, Error, LambdaEvent};
+use lambda_runtime::Error;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -13,18 +12,5 @@ async fn main() -> Result<(), Error> {
     realtime.app = realtime.app.with_metrics(metrics);
     // Process-long, shared by the invocations that run at once (AWS_LAMBDA_MAX_CONCURRENCY).
     let realtime: &'static Realtime = Box::leak(Box::new(realtime));
-    run_concurrent(service_fn(
-        move |event: LambdaEvent<ApiGatewayWebsocketProxyRequest>| async move {
-            let trace = event.context.xray_trace_id.clone();
-            // Metrics (refused connects) flushed to stdout (EMF) once per event.
-            Ok::<_, Error>(
-                telemetry::in_invocation(
-                    trace,
-                    emf.invocation(devconnect_realtime::handle(realtime, event.payload)),
-                )
-                .await,
-            )
-        },
-    ))
-    .await
+    bootstrap::serve_websocket(emf, |event| devconnect_realtime::handle(realtime, event)).await
 }
