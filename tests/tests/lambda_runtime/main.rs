@@ -1,9 +1,10 @@
-//! The real auth bootstrap under a Lambda Runtime API emulator, against a real
-//! redis-server and tansu: what Lambda (and Lambda Managed Instances, where one
-//! execution environment serves `AWS_LAMBDA_MAX_CONCURRENCY` invocations at once) sees.
+//! Real bootstraps (auth, the presence sweep) under a Lambda Runtime API emulator,
+//! against a real redis-server and tansu: what Lambda (and Lambda Managed Instances, where
+//! one execution environment serves `AWS_LAMBDA_MAX_CONCURRENCY` invocations at once) sees.
 
 use std::time::Duration;
 
+use devconnect::keys;
 use devconnect_tests::{
     runtime_api::{http_event, Outcome, RuntimeApi},
     servers::{Broker, RedisServer},
@@ -14,6 +15,7 @@ use serde_json::{json, Value};
 use tokio::process::Child;
 
 const BOOTSTRAP: &str = env!("CARGO_BIN_EXE_auth-bootstrap");
+const PRESENCE_SWEEP: &str = env!("CARGO_BIN_EXE_presence-sweep-bootstrap");
 
 /// How long a debug-build bootstrap may take to start polling.
 const INIT_TIMEOUT: Duration = Duration::from_secs(20);
@@ -21,12 +23,16 @@ const INIT_TIMEOUT: Duration = Duration::from_secs(20);
 struct Environment {
     api: RuntimeApi,
     _bootstrap: Child,
-    _redis: RedisServer,
+    redis: RedisServer,
     _broker: Broker,
 }
 
-/// One execution environment: its own Redis and broker, explicit endpoints.
+/// One execution environment of the auth function: its own Redis and broker, explicit endpoints.
 async fn environment(max_concurrency: Option<&str>) -> Environment {
+    environment_of(BOOTSTRAP, "auth", max_concurrency).await
+}
+
+async fn environment_of(binary: &str, function: &str, max_concurrency: Option<&str>) -> Environment {
     let redis = RedisServer::start().await.expect("redis-server");
     let broker = Broker::start(&TOPICS).await.expect("tansu");
     let api = RuntimeApi::start().await.expect("runtime API emulator");
@@ -40,11 +46,11 @@ async fn environment(max_concurrency: Option<&str>) -> Environment {
     if let Some(n) = max_concurrency {
         vars.push(("AWS_LAMBDA_MAX_CONCURRENCY", n));
     }
-    let bootstrap = api.spawn(BOOTSTRAP, "auth", &vars).expect("auth bootstrap");
+    let bootstrap = api.spawn(binary, function, &vars).expect("bootstrap");
     Environment {
         api,
         _bootstrap: bootstrap,
-        _redis: redis,
+        redis,
         _broker: broker,
     }
 }
@@ -126,4 +132,55 @@ async fn without_max_concurrency_the_bootstrap_takes_one_invocation_at_a_time() 
         .await
         .expect("the next poll after the answer");
     assert_eq!(env.api.poll_count(), 2);
+}
+
+#[tokio::test]
+async fn the_presence_sweep_bootstrap_marks_a_lapsed_user_offline_once_and_answers_how_many() {
+    const A: &str = "0190c3a4-0000-7000-8000-00000000000a";
+    let env = environment_of(PRESENCE_SWEEP, "presence-sweep", None).await;
+    env.api.polls(1, INIT_TIMEOUT).await.expect("first poll");
+    let mut redis = redis::Client::open(env.redis.url())
+        .expect("redis url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    // A is online with a last heartbeat at the epoch: long past PRESENCE_TIMEOUT_SECS.
+    let _: () = redis::pipe()
+        .cmd("HSET")
+        .arg(keys::presence(A))
+        .arg(&[("online", 1), ("lastSeen", 1)])
+        .ignore()
+        .cmd("ZADD")
+        .arg(keys::ONLINE)
+        .arg(1)
+        .arg(A)
+        .ignore()
+        .query_async(&mut redis)
+        .await
+        .expect("A online");
+
+    // What an EventBridge schedule sends.
+    let scheduled = json!({"source": "aws.events", "detail-type": "Scheduled Event", "detail": {}});
+    let first = env.api.invoke(&scheduled).await.expect("invocation answered");
+    assert_eq!(
+        first.json().expect("an answer, not an error"),
+        json!({"markedOffline": 1})
+    );
+    let online: Option<f64> = redis::cmd("ZSCORE")
+        .arg(keys::ONLINE)
+        .arg(A)
+        .query_async(&mut redis)
+        .await
+        .expect("ZSCORE");
+    assert_eq!(online, None, "A is out of the online index");
+    let flag: Option<String> = redis::cmd("HGET")
+        .arg(keys::presence(A))
+        .arg("online")
+        .query_async(&mut redis)
+        .await
+        .expect("HGET");
+    assert_eq!(flag.as_deref(), Some("0"), "A is offline");
+
+    let second = env.api.invoke(&scheduled).await.expect("invocation answered");
+    assert_eq!(second.json().expect("an answer"), json!({"markedOffline": 0}));
 }
