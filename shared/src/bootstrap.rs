@@ -2,12 +2,14 @@
 //! WebSocket route events, one for scheduled (EventBridge) invocations; the Kafka one is
 //! [`crate::consumer::serve`].
 //!
-//! Each loop is compiled once, here. A bootstrap hands its handler over as a closure that
-//! is boxed at the door, so lambda_runtime (its HTTP client, the event's JSON decoding, the
-//! concurrency machinery) is not instantiated again over every bootstrap's own types. That
-//! instantiation was ~12 s of CPU per bootstrap in `sam build`, 19 times, and again after
-//! any change in `shared/` (issue 14, target 7). A boxed future per invocation costs one
-//! allocation.
+//! Why the boxes: an `async fn`'s body is compiled in the crate that polls its future, not
+//! in the one that defines it. When each bootstrap's `main` ran lambda_runtime over its own
+//! handler and awaited [`crate::AppState::connect`], all of that (the runtime's client and
+//! event decoding, endpoint discovery and its AWS SDK calls) was compiled again in every one
+//! of the 19 binaries: 10-14 s of CPU each, a quarter of a cold `sam build` and most of a
+//! rebuild after a change in `shared/` (issue 14, target 7). A loop here is a plain function
+//! returning a future boxed in this crate, so this crate compiles it once; a bootstrap
+//! compiles only its own handlers (boxed at the door: one allocation per invocation).
 
 use std::{convert::Infallible, future::Future, pin::Pin};
 
@@ -31,9 +33,19 @@ pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 /// (lambda_runtime's `run_concurrent` futures are not `Send` for every lifetime).
 pub(crate) type Loop = Pin<Box<dyn Future<Output = Result<(), Error>>>>;
 
-type HttpHandler = dyn Fn(Request) -> BoxFuture<Response<Body>> + Send + Sync;
-type WebSocketHandler = dyn Fn(ApiGatewayWebsocketProxyRequest) -> BoxFuture<ApiGatewayProxyResponse> + Send + Sync;
-type ScheduledHandler = dyn Fn(LambdaEvent<Value>) -> BoxFuture<Result<Value, Error>> + Send + Sync;
+/// A handler as the loops take it: for the life of the process, its futures boxed.
+pub(crate) type Handler<A, T> = &'static (dyn Fn(A) -> BoxFuture<T> + Send + Sync);
+
+/// `handle` as a [`Handler`]: this is generic, so it is compiled in the bootstrap, and it is
+/// all that is.
+pub(crate) fn boxed<A, T, F, Fut>(handle: F) -> Handler<A, T>
+where
+    A: 'static,
+    F: Fn(A) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = T> + Send + 'static,
+{
+    Box::leak(Box::new(move |arg| Box::pin(handle(arg)) as BoxFuture<T>))
+}
 
 /// Runs an HTTP function until the runtime stops: every request goes to `handle` (which
 /// never fails: errors are already JSON responses), is counted in `metrics` by route and
@@ -44,11 +56,10 @@ where
     F: Fn(Request) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Response<Body>> + Send + 'static,
 {
-    let handle: &'static HttpHandler = Box::leak(Box::new(move |req| Box::pin(handle(req)) as BoxFuture<_>));
-    http_loop(emf, metrics, handle).await
+    http_loop(emf, metrics, boxed(handle)).await
 }
 
-fn http_loop(emf: Emf, metrics: &'static Metrics, handle: &'static HttpHandler) -> Loop {
+fn http_loop(emf: Emf, metrics: &'static Metrics, handle: Handler<Request, Response<Body>>) -> Loop {
     Box::pin(lambda_http::run_concurrent(service_fn(
         move |req: Request| async move {
             let trace = req.lambda_context_ref().and_then(|c| c.xray_trace_id.clone());
@@ -67,11 +78,10 @@ where
     F: Fn(ApiGatewayWebsocketProxyRequest) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = ApiGatewayProxyResponse> + Send + 'static,
 {
-    let handle: &'static WebSocketHandler = Box::leak(Box::new(move |event| Box::pin(handle(event)) as BoxFuture<_>));
-    websocket_loop(emf, handle).await
+    websocket_loop(emf, boxed(handle)).await
 }
 
-fn websocket_loop(emf: Emf, handle: &'static WebSocketHandler) -> Loop {
+fn websocket_loop(emf: Emf, handle: Handler<ApiGatewayWebsocketProxyRequest, ApiGatewayProxyResponse>) -> Loop {
     Box::pin(lambda_runtime::run_concurrent(service_fn(
         move |event: LambdaEvent<ApiGatewayWebsocketProxyRequest>| async move {
             let trace = event.context.xray_trace_id.clone();
@@ -89,11 +99,10 @@ where
     F: Fn(LambdaEvent<Value>) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<Value, Error>> + Send + 'static,
 {
-    let run: &'static ScheduledHandler = Box::leak(Box::new(move |event| Box::pin(run(event)) as BoxFuture<_>));
-    scheduled_loop(emf, run).await
+    scheduled_loop(emf, boxed(run)).await
 }
 
-fn scheduled_loop(emf: Emf, run: &'static ScheduledHandler) -> Loop {
+fn scheduled_loop(emf: Emf, run: Handler<LambdaEvent<Value>, Result<Value, Error>>) -> Loop {
     Box::pin(lambda_runtime::run_concurrent(service_fn(
         move |event: LambdaEvent<Value>| async move {
             let trace = event.context.xray_trace_id.clone();

@@ -31,7 +31,7 @@ use serde_json::{value::RawValue, Value};
 use uuid::Uuid;
 
 use crate::{
-    bootstrap::{BoxFuture, Loop},
+    bootstrap::{self, Handler, Loop},
     error::AppError,
     events::{Envelope, EnvelopeHead, EventType, ENVELOPE_VERSION},
     metrics::{self, Emf},
@@ -684,16 +684,11 @@ where
     Fut: Future<Output = BatchOutcome> + Send + 'static,
 {
     let state: &'static S = Box::leak(Box::new(state));
-    let consume: &'static BatchHandler =
-        Box::leak(Box::new(move |event| Box::pin(consume(state, event)) as BoxFuture<_>));
-    batch_loop(emf, consume).await
+    batch_loop(emf, bootstrap::boxed(move |event| consume(state, event))).await
 }
 
-/// A consumer's batch, boxed so the loop (compiled once, here; see [`crate::bootstrap`])
-/// is not generic over each function's types.
-type BatchHandler = dyn Fn(KafkaEvent) -> BoxFuture<BatchOutcome> + Send + Sync;
-
-fn batch_loop(emf: Emf, consume: &'static BatchHandler) -> Loop {
+/// Compiled once, here, not in each bootstrap (see [`crate::bootstrap`]).
+fn batch_loop(emf: Emf, consume: Handler<KafkaEvent, BatchOutcome>) -> Loop {
     Box::pin(lambda_http::lambda_runtime::run_concurrent(lambda_http::service_fn(
         move |event: lambda_http::LambdaEvent<KafkaEvent>| async move {
             let trace = event.context.xray_trace_id.clone();
