@@ -17,7 +17,7 @@ use std::{
 };
 
 use anyhow::{bail, Context};
-use rskafka::client::{Client, ClientBuilder};
+use rskafka::client::{partition::UnknownTopicHandling, Client, ClientBuilder};
 
 /// A port the OS says is free right now (it may not be by the time it is used).
 pub fn free_port() -> u16 {
@@ -486,6 +486,37 @@ impl Server<Tansu> {
                 Err(_) => bail!("tansu on {} did not answer within 10 s", self.address()),
             }
         }
+    }
+
+    /// Every record on `topic` whose value is JSON (e.g. dead letters), across its 3
+    /// partitions: (partition, offset, key, value).
+    pub async fn records(&self, topic: &str) -> Vec<(i32, i64, String, serde_json::Value)> {
+        let client = self.client().await.expect("kafka client");
+        let mut out = Vec::new();
+        for partition in 0..3 {
+            let pc = client
+                .partition_client(topic, partition, UnknownTopicHandling::Retry)
+                .await
+                .expect("partition");
+            let mut offset = 0;
+            loop {
+                let (records, high) = pc.fetch_records(offset, 1..10_000_000, 50).await.expect("fetch");
+                for r in &records {
+                    let value = r.record.value.clone().unwrap_or_default();
+                    out.push((
+                        partition,
+                        r.offset,
+                        String::from_utf8_lossy(&r.record.key.clone().unwrap_or_default()).into_owned(),
+                        serde_json::from_slice(&value).expect("JSON"),
+                    ));
+                    offset = r.offset + 1;
+                }
+                if records.is_empty() || offset >= high {
+                    break;
+                }
+            }
+        }
+        out
     }
 }
 

@@ -11,7 +11,6 @@ use local_gateway::{
     server::{self, Gateway},
     template::Template,
 };
-use rskafka::client::partition::UnknownTopicHandling;
 use serde_json::{json, Value};
 
 use crate::{
@@ -285,32 +284,7 @@ impl Stack {
     /// Every record on `topic` whose value is JSON (e.g. dead letters), across partitions:
     /// (partition, offset, key, value).
     pub async fn records(&self, topic: &str) -> Vec<(i32, i64, String, Value)> {
-        let client = self.broker.client().await.expect("kafka client");
-        let mut out = Vec::new();
-        for partition in 0..3 {
-            let pc = client
-                .partition_client(topic, partition, UnknownTopicHandling::Retry)
-                .await
-                .expect("partition");
-            let mut offset = 0;
-            loop {
-                let (records, high) = pc.fetch_records(offset, 1..10_000_000, 50).await.expect("fetch");
-                for r in &records {
-                    let value = r.record.value.clone().unwrap_or_default();
-                    out.push((
-                        partition,
-                        r.offset,
-                        String::from_utf8_lossy(&r.record.key.clone().unwrap_or_default()).into_owned(),
-                        serde_json::from_slice(&value).expect("JSON"),
-                    ));
-                    offset = r.offset + 1;
-                }
-                if records.is_empty() || offset >= high {
-                    break;
-                }
-            }
-        }
-        out
+        self.broker.records(topic).await
     }
 
     /// One section of Redis's `INFO`, from the node the connection reaches.

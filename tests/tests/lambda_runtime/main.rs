@@ -1,4 +1,4 @@
-//! Real bootstraps (auth, the presence sweep) under a Lambda Runtime API emulator,
+//! Real bootstraps (auth, the presence sweep, the channels router) under a Lambda Runtime API emulator,
 //! against a real redis-server and tansu: what Lambda (and Lambda Managed Instances, where
 //! one execution environment serves `AWS_LAMBDA_MAX_CONCURRENCY` invocations at once) sees.
 
@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use devconnect::keys;
 use devconnect_tests::{
+    kafka::batch,
     runtime_api::{http_event, Outcome, RuntimeApi},
     servers::{Broker, RedisServer},
     stack::TOPICS,
@@ -16,6 +17,7 @@ use tokio::process::Child;
 
 const BOOTSTRAP: &str = env!("CARGO_BIN_EXE_auth-bootstrap");
 const PRESENCE_SWEEP: &str = env!("CARGO_BIN_EXE_presence-sweep-bootstrap");
+const CHANNELS_ROUTER: &str = env!("CARGO_BIN_EXE_channels-router-bootstrap");
 
 /// How long a debug-build bootstrap may take to start polling.
 const INIT_TIMEOUT: Duration = Duration::from_secs(20);
@@ -24,15 +26,20 @@ struct Environment {
     api: RuntimeApi,
     _bootstrap: Child,
     redis: RedisServer,
-    _broker: Broker,
+    broker: Broker,
 }
 
 /// One execution environment of the auth function: its own Redis and broker, explicit endpoints.
 async fn environment(max_concurrency: Option<&str>) -> Environment {
-    environment_of(BOOTSTRAP, "auth", max_concurrency).await
+    environment_of(BOOTSTRAP, "auth", max_concurrency, &[]).await
 }
 
-async fn environment_of(binary: &str, function: &str, max_concurrency: Option<&str>) -> Environment {
+async fn environment_of(
+    binary: &str,
+    function: &str,
+    max_concurrency: Option<&str>,
+    extra: &[(&'static str, &'static str)],
+) -> Environment {
     let redis = RedisServer::start().await.expect("redis-server");
     let broker = Broker::start(&TOPICS).await.expect("tansu");
     let api = RuntimeApi::start().await.expect("runtime API emulator");
@@ -46,12 +53,13 @@ async fn environment_of(binary: &str, function: &str, max_concurrency: Option<&s
     if let Some(n) = max_concurrency {
         vars.push(("AWS_LAMBDA_MAX_CONCURRENCY", n));
     }
+    vars.extend_from_slice(extra);
     let bootstrap = api.spawn(binary, function, &vars).expect("bootstrap");
     Environment {
         api,
         _bootstrap: bootstrap,
         redis,
-        _broker: broker,
+        broker,
     }
 }
 
@@ -137,7 +145,7 @@ async fn without_max_concurrency_the_bootstrap_takes_one_invocation_at_a_time() 
 #[tokio::test]
 async fn the_presence_sweep_bootstrap_marks_a_lapsed_user_offline_once_and_answers_how_many() {
     const A: &str = "0190c3a4-0000-7000-8000-00000000000a";
-    let env = environment_of(PRESENCE_SWEEP, "presence-sweep", None).await;
+    let env = environment_of(PRESENCE_SWEEP, "presence-sweep", None, &[]).await;
     env.api.polls(1, INIT_TIMEOUT).await.expect("first poll");
     let mut redis = redis::Client::open(env.redis.url())
         .expect("redis url")
@@ -183,4 +191,42 @@ async fn the_presence_sweep_bootstrap_marks_a_lapsed_user_offline_once_and_answe
 
     let second = env.api.invoke(&scheduled).await.expect("invocation answered");
     assert_eq!(second.json().expect("an answer"), json!({"markedOffline": 0}));
+}
+
+#[tokio::test]
+async fn the_channels_router_bootstrap_dead_letters_a_poison_record_and_reports_no_failed_records() {
+    let env = environment_of(
+        CHANNELS_ROUTER,
+        "channels-router",
+        None,
+        // Required in AWS (the router signs unsubscribe links).
+        &[("UNSUBSCRIBE_SECRET", "a-test-secret-of-at-least-32-bytes!")],
+    )
+    .await;
+    env.api.polls(1, INIT_TIMEOUT).await.expect("first poll");
+    let event = serde_json::to_value(batch("notification-events", &[b"{not json".to_vec()])).expect("event JSON");
+
+    let outcome = env.api.invoke(&event).await.expect("invocation answered");
+    let response = outcome
+        .json()
+        .expect("a partial batch response, not an invocation error");
+    assert_eq!(
+        response,
+        json!({"batchItemFailures": []}),
+        "a poison record is not retried"
+    );
+
+    let dead: Vec<Value> = env
+        .broker
+        .records("dead-letter-events")
+        .await
+        .into_iter()
+        .map(|(_, _, _, value)| value)
+        .collect();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert!(
+        dead[0]["reason"].as_str().unwrap_or_default().contains("not JSON"),
+        "{dead:?}"
+    );
+    assert_eq!(dead[0]["topic"], "notification-events");
 }
