@@ -11,9 +11,10 @@
 //! returning a future boxed in this crate, so this crate compiles it once; a bootstrap
 //! compiles only its own handlers (boxed at the door: one allocation per invocation).
 
-use std::{convert::Infallible, future::Future, pin::Pin};
+use std::{convert::Infallible, future::Future};
 
 use aws_lambda_events::event::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
+use futures::future::{BoxFuture, FutureExt, LocalBoxFuture};
 use lambda_http::{
     lambda_runtime::{self, LambdaEvent},
     service_fn, Body, Error, Request, RequestExt, Response,
@@ -26,15 +27,13 @@ use crate::{
     telemetry,
 };
 
-/// A handler's future, boxed so the loop that awaits it is not generic over it.
-pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
-
 /// A runtime loop: it runs on `main`'s thread (tokio's `block_on`), so it need not be `Send`
 /// (lambda_runtime's `run_concurrent` futures are not `Send` for every lifetime).
-pub(crate) type Loop = Pin<Box<dyn Future<Output = Result<(), Error>>>>;
+pub(crate) type Loop = LocalBoxFuture<'static, Result<(), Error>>;
 
-/// A handler as the loops take it: for the life of the process, its futures boxed.
-pub(crate) type Handler<A, T> = &'static (dyn Fn(A) -> BoxFuture<T> + Send + Sync);
+/// A handler as the loops take it: for the life of the process, its futures boxed so the
+/// loop that awaits them is not generic over them.
+pub(crate) type Handler<A, T> = &'static (dyn Fn(A) -> BoxFuture<'static, T> + Send + Sync);
 
 /// `handle` as a [`Handler`]: this is generic, so it is compiled in the bootstrap, and it is
 /// all that is.
@@ -44,7 +43,7 @@ where
     F: Fn(A) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = T> + Send + 'static,
 {
-    Box::leak(Box::new(move |arg| Box::pin(handle(arg)) as BoxFuture<T>))
+    Box::leak(Box::new(move |arg| handle(arg).boxed()))
 }
 
 /// Runs an HTTP function until the runtime stops: every request goes to `handle` (which
@@ -60,13 +59,12 @@ where
 }
 
 fn http_loop(emf: Emf, metrics: &'static Metrics, handle: Handler<Request, Response<Body>>) -> Loop {
-    Box::pin(lambda_http::run_concurrent(service_fn(
-        move |req: Request| async move {
-            let trace = req.lambda_context_ref().and_then(|c| c.xray_trace_id.clone());
-            let response = api::measured(metrics, req, handle);
-            Ok::<_, Infallible>(telemetry::in_invocation(trace, emf.invocation(response)).await)
-        },
-    )))
+    lambda_http::run_concurrent(service_fn(move |req: Request| async move {
+        let trace = req.lambda_context_ref().and_then(|c| c.xray_trace_id.clone());
+        let response = api::measured(metrics, req, handle);
+        Ok::<_, Infallible>(telemetry::in_invocation(trace, emf.invocation(response)).await)
+    }))
+    .boxed_local()
 }
 
 /// Runs the WebSocket function until the runtime stops: every route event (`$connect`,
@@ -82,12 +80,13 @@ where
 }
 
 fn websocket_loop(emf: Emf, handle: Handler<ApiGatewayWebsocketProxyRequest, ApiGatewayProxyResponse>) -> Loop {
-    Box::pin(lambda_runtime::run_concurrent(service_fn(
+    lambda_runtime::run_concurrent(service_fn(
         move |event: LambdaEvent<ApiGatewayWebsocketProxyRequest>| async move {
             let trace = event.context.xray_trace_id.clone();
             Ok::<_, Error>(telemetry::in_invocation(trace, emf.invocation(handle(event.payload))).await)
         },
-    )))
+    ))
+    .boxed_local()
 }
 
 /// Runs a scheduled function until the runtime stops: every invocation goes to `run`
@@ -103,10 +102,9 @@ where
 }
 
 fn scheduled_loop(emf: Emf, run: Handler<LambdaEvent<Value>, Result<Value, Error>>) -> Loop {
-    Box::pin(lambda_runtime::run_concurrent(service_fn(
-        move |event: LambdaEvent<Value>| async move {
-            let trace = event.context.xray_trace_id.clone();
-            telemetry::in_invocation(trace, emf.invocation(run(event))).await
-        },
-    )))
+    lambda_runtime::run_concurrent(service_fn(move |event: LambdaEvent<Value>| async move {
+        let trace = event.context.xray_trace_id.clone();
+        telemetry::in_invocation(trace, emf.invocation(run(event))).await
+    }))
+    .boxed_local()
 }

@@ -23,6 +23,7 @@ use std::{
 use aws_lambda_events::event::kafka::{KafkaEvent, KafkaRecord};
 use base64::{engine::general_purpose::STANDARD, Engine};
 use chrono::{DateTime, Utc};
+use futures::future::FutureExt;
 use serde::{
     de::{DeserializeSeed, IgnoredAny, MapAccess, Visitor},
     Deserialize, Deserializer,
@@ -689,13 +690,14 @@ where
 
 /// Compiled once, here, not in each bootstrap (see [`crate::bootstrap`]).
 fn batch_loop(emf: Emf, consume: Handler<KafkaEvent, BatchOutcome>) -> Loop {
-    Box::pin(lambda_http::lambda_runtime::run_concurrent(lambda_http::service_fn(
+    lambda_http::lambda_runtime::run_concurrent(lambda_http::service_fn(
         move |event: lambda_http::LambdaEvent<KafkaEvent>| async move {
             let trace = event.context.xray_trace_id.clone();
             let outcome = telemetry::in_invocation(trace, emf.invocation(consume(event.payload))).await;
             Ok::<_, lambda_http::Error>(outcome.response)
         },
-    )))
+    ))
+    .boxed_local()
 }
 
 #[cfg(test)]

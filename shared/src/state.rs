@@ -2,11 +2,11 @@
 
 use std::sync::Arc;
 
+use futures::future::{BoxFuture, FutureExt};
 use lambda_http::Request;
 
 use crate::{
     api,
-    bootstrap::BoxFuture,
     config::Config,
     discovery::{self, DiscoveryError},
     error::AppError,
@@ -61,8 +61,8 @@ impl AppState {
     ///
     /// Boxed here, so that this and discovery's AWS SDK calls compile once, in this crate,
     /// not again in every bootstrap that awaits it (see [`crate::bootstrap`]).
-    pub fn connect(config: Config, source: &'static str) -> BoxFuture<Result<Self, InitError>> {
-        Box::pin(Self::connect_now(config, source))
+    pub fn connect(config: Config, source: &'static str) -> BoxFuture<'static, Result<Self, InitError>> {
+        Self::connect_now(config, source).boxed()
     }
 
     async fn connect_now(config: Config, source: &'static str) -> Result<Self, InitError> {

@@ -39,7 +39,6 @@ use aws_lambda_events::{
 };
 use connections::Opener;
 use devconnect::{
-    bootstrap::BoxFuture,
     consumer::{Batch, BatchOutcome, Failure},
     keys, metrics,
     payloads::{Event, MessageSent, NotificationCreated, UserLogout},
@@ -48,6 +47,7 @@ use devconnect::{
     user, AppError, AppState,
 };
 use frames::{ClientFrame, ServerFrame};
+use futures::future::{BoxFuture, FutureExt};
 use pusher::{Pushed, Pusher};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -70,14 +70,15 @@ pub struct Realtime {
 impl Realtime {
     /// In Lambda: configuration from the environment, clients built once. Boxed here so
     /// it compiles once for the two bootstraps (see `devconnect::bootstrap`).
-    pub fn from_env() -> BoxFuture<Result<Self, lambda_runtime::Error>> {
-        Box::pin(async {
+    pub fn from_env() -> BoxFuture<'static, Result<Self, lambda_runtime::Error>> {
+        async {
             let app = AppState::connect(devconnect::config::Config::from_env()?, FUNCTION_NAME).await?;
             Ok(Self {
                 app,
                 pusher: Pusher::from_env().await?,
             })
-        })
+        }
+        .boxed()
     }
 }
 
