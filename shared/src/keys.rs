@@ -104,7 +104,7 @@ pub fn messages(a: &str, b: &str) -> String {
     format!("messages:{}", pair_tag(a, b))
 }
 
-/// Hash: the conversation's last message and per-user unread counts (`unread:<userId>`).
+/// Hash: per-user unread counts of a conversation (`unread:<userId>`); its last message is the stream's.
 pub fn conversation(a: &str, b: &str) -> String {
     format!("conversation:{}", pair_tag(a, b))
 }

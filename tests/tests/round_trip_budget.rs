@@ -87,7 +87,7 @@ async fn a_message_costs_two_round_trips_and_a_forged_token_one_more_than_a_live
     let a = stack.user("budget-a").await;
     let b = stack.user("budget-b").await;
     stack.connect(&a, &b).await;
-    // Warm: the first send loads the script (NOSCRIPT -> SCRIPT LOAD and a resend).
+    // Warm: the first send connects to the broker.
     assert_eq!(a.message(&b.id, "warm").await.status, 201);
     let path = format!("/messages/{}", b.id);
     let (status, n) = trips(&stack, "POST", &path, json!({"text": "hi"}), Some(a.client.token())).await;
