@@ -1,12 +1,12 @@
-//! Real bootstraps (auth, the presence sweep, the channels router) under a Lambda Runtime API emulator,
+//! Real bootstraps (auth, the presence sweep, the channels router, the notifications consumer) under a Lambda Runtime API emulator,
 //! against a real redis-server and tansu: what Lambda (and Lambda Managed Instances, where
 //! one execution environment serves `AWS_LAMBDA_MAX_CONCURRENCY` invocations at once) sees.
 
 use std::time::Duration;
 
-use devconnect::keys;
+use devconnect::{events::EventType, keys};
 use devconnect_tests::{
-    kafka::batch,
+    kafka::{batch, bytes, envelope},
     runtime_api::{http_event, Outcome, RuntimeApi},
     servers::{Broker, RedisServer},
     stack::TOPICS,
@@ -18,6 +18,7 @@ use tokio::process::Child;
 const BOOTSTRAP: &str = env!("CARGO_BIN_EXE_auth-bootstrap");
 const PRESENCE_SWEEP: &str = env!("CARGO_BIN_EXE_presence-sweep-bootstrap");
 const CHANNELS_ROUTER: &str = env!("CARGO_BIN_EXE_channels-router-bootstrap");
+const NOTIFICATIONS_CONSUMER: &str = env!("CARGO_BIN_EXE_notifications-consumer-bootstrap");
 
 /// How long a debug-build bootstrap may take to start polling.
 const INIT_TIMEOUT: Duration = Duration::from_secs(20);
@@ -229,4 +230,51 @@ async fn the_channels_router_bootstrap_dead_letters_a_poison_record_and_reports_
         "{dead:?}"
     );
     assert_eq!(dead[0]["topic"], "notification-events");
+}
+
+#[tokio::test]
+async fn the_notifications_consumer_bootstrap_notifies_an_offline_receiver_once_across_a_redelivery() {
+    const A: &str = "0190c3a4-0000-7000-8000-00000000000a";
+    const B: &str = "0190c3a4-0000-7000-8000-00000000000b";
+    let env = environment_of(NOTIFICATIONS_CONSUMER, "notifications-consumer", None, &[]).await;
+    env.api.polls(1, INIT_TIMEOUT).await.expect("first poll");
+    let message = envelope(
+        EventType::MessageSent,
+        A,
+        json!({"id": "1-0", "fromUserId": A, "toUserId": B, "text": "hi", "sentAt": "2026-01-01T00:00:00.000Z"}),
+    );
+    let event = serde_json::to_value(batch("message-events", &[bytes(&message)])).expect("event JSON");
+
+    for delivery in ["first", "redelivered"] {
+        let outcome = env.api.invoke(&event).await.expect("invocation answered");
+        assert_eq!(
+            outcome.json().expect("a partial batch response, not an invocation error"),
+            json!({"batchItemFailures": []}),
+            "{delivery}"
+        );
+    }
+
+    let mut redis = redis::Client::open(env.redis.url())
+        .expect("redis url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let listed: Vec<String> = redis::cmd("LRANGE")
+        .arg(keys::notifications(B))
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut redis)
+        .await
+        .expect("LRANGE");
+    assert_eq!(listed.len(), 1, "one notification for B: {listed:?}");
+    let created: Vec<Value> = env
+        .broker
+        .records("notification-events")
+        .await
+        .into_iter()
+        .map(|(_, _, _, value)| value)
+        .filter(|value| value["eventType"] == "NOTIFICATION_CREATED")
+        .collect();
+    assert_eq!(created.len(), 1, "one NOTIFICATION_CREATED: {created:?}");
+    assert_eq!(created[0]["data"]["recipientId"], B);
 }
