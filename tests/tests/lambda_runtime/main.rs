@@ -1,4 +1,5 @@
-//! Real bootstraps (auth, the presence sweep, the channels router, the notifications consumer) under a Lambda Runtime API emulator,
+//! Real bootstraps (auth, the presence sweep, the WebSocket routes, the channels router, the
+//! notifications consumer) under a Lambda Runtime API emulator,
 //! against a real redis-server and tansu: what Lambda (and Lambda Managed Instances, where
 //! one execution environment serves `AWS_LAMBDA_MAX_CONCURRENCY` invocations at once) sees.
 
@@ -18,6 +19,7 @@ use tokio::process::Child;
 const BOOTSTRAP: &str = env!("CARGO_BIN_EXE_auth-bootstrap");
 const PRESENCE_SWEEP: &str = env!("CARGO_BIN_EXE_presence-sweep-bootstrap");
 const CHANNELS_ROUTER: &str = env!("CARGO_BIN_EXE_channels-router-bootstrap");
+const REALTIME: &str = env!("CARGO_BIN_EXE_realtime-bootstrap");
 const NOTIFICATIONS_CONSUMER: &str = env!("CARGO_BIN_EXE_notifications-consumer-bootstrap");
 
 /// How long a debug-build bootstrap may take to start polling.
@@ -277,4 +279,58 @@ async fn the_notifications_consumer_bootstrap_notifies_an_offline_receiver_once_
         .collect();
     assert_eq!(created.len(), 1, "one NOTIFICATION_CREATED: {created:?}");
     assert_eq!(created[0]["data"]["recipientId"], B);
+}
+
+/// An API Gateway WebSocket event of `route` on connection `c-1`.
+fn websocket_event(route: &str, body: Option<&str>) -> Value {
+    json!({
+        "requestContext": {
+            "routeKey": route,
+            "connectionId": "c-1",
+            "requestId": "r-1",
+            "eventType": if route == "$connect" { "CONNECT" } else { "MESSAGE" },
+            "apiId": "local",
+            "stage": "local",
+            "domainName": "127.0.0.1",
+            "connectedAt": 1_764_000_000_000_i64,
+            "requestTimeEpoch": 1_764_000_000_000_i64,
+            "messageDirection": "IN",
+            "identity": {"sourceIp": "127.0.0.1"},
+        },
+        "headers": {},
+        "multiValueHeaders": {},
+        "isBase64Encoded": false,
+        "body": body,
+    })
+}
+
+#[tokio::test]
+async fn the_realtime_bootstrap_refuses_a_connect_without_a_session_and_tells_an_unknown_socket_to_reconnect() {
+    let env = environment_of(
+        REALTIME,
+        "realtime",
+        None,
+        // Required in AWS (where pushes go); neither invocation here pushes.
+        &[("WEBSOCKET_ENDPOINT", "http://127.0.0.1:9")],
+    )
+    .await;
+    env.api.polls(1, INIT_TIMEOUT).await.expect("first poll");
+
+    let connect = env
+        .api
+        .invoke(&websocket_event("$connect", None))
+        .await
+        .expect("invocation answered");
+    let connect = connect.json().expect("a response, not an invocation error");
+    assert_eq!(connect["statusCode"], 401, "{connect}");
+
+    let frame = env
+        .api
+        .invoke(&websocket_event("$default", Some(r#"{"action":"ping"}"#)))
+        .await
+        .expect("invocation answered");
+    let frame = frame.json().expect("a response, not an invocation error");
+    assert_eq!(frame["statusCode"], 200, "{frame}");
+    let body: Value = serde_json::from_str(frame["body"].as_str().expect("a frame back")).expect("JSON frame");
+    assert_eq!((body["type"].as_str(), body["code"].as_str()), (Some("error"), Some("unknown_connection")), "{body}");
 }
