@@ -1,5 +1,5 @@
 //! Real bootstraps (auth, the presence sweep, the WebSocket routes, the channels router, the
-//! notifications consumer) under a Lambda Runtime API emulator,
+//! notifications and analytics consumers) under a Lambda Runtime API emulator,
 //! against a real redis-server and tansu: what Lambda (and Lambda Managed Instances, where
 //! one execution environment serves `AWS_LAMBDA_MAX_CONCURRENCY` invocations at once) sees.
 
@@ -21,6 +21,7 @@ const PRESENCE_SWEEP: &str = env!("CARGO_BIN_EXE_presence-sweep-bootstrap");
 const CHANNELS_ROUTER: &str = env!("CARGO_BIN_EXE_channels-router-bootstrap");
 const REALTIME: &str = env!("CARGO_BIN_EXE_realtime-bootstrap");
 const NOTIFICATIONS_CONSUMER: &str = env!("CARGO_BIN_EXE_notifications-consumer-bootstrap");
+const ANALYTICS_CONSUMER: &str = env!("CARGO_BIN_EXE_analytics-consumer-bootstrap");
 
 /// How long a debug-build bootstrap may take to start polling.
 const INIT_TIMEOUT: Duration = Duration::from_secs(20);
@@ -333,4 +334,42 @@ async fn the_realtime_bootstrap_refuses_a_connect_without_a_session_and_tells_an
     assert_eq!(frame["statusCode"], 200, "{frame}");
     let body: Value = serde_json::from_str(frame["body"].as_str().expect("a frame back")).expect("JSON frame");
     assert_eq!((body["type"].as_str(), body["code"].as_str()), (Some("error"), Some("unknown_connection")), "{body}");
+}
+
+#[tokio::test]
+async fn the_analytics_consumer_bootstrap_counts_a_message_once_across_a_redelivery() {
+    const A: &str = "0190c3a4-0000-7000-8000-00000000000a";
+    const B: &str = "0190c3a4-0000-7000-8000-00000000000b";
+    let env = environment_of(ANALYTICS_CONSUMER, "analytics-consumer", None, &[]).await;
+    env.api.polls(1, INIT_TIMEOUT).await.expect("first poll");
+    let message = envelope(
+        EventType::MessageSent,
+        A,
+        json!({"id": "1-0", "fromUserId": A, "toUserId": B, "text": "hi", "sentAt": "2026-01-01T00:00:00.000Z"}),
+    );
+    let event = serde_json::to_value(batch("message-events", &[bytes(&message)])).expect("event JSON");
+
+    for delivery in ["first", "redelivered"] {
+        let outcome = env.api.invoke(&event).await.expect("invocation answered");
+        assert_eq!(
+            outcome.json().expect("a partial batch response, not an invocation error"),
+            json!({"batchItemFailures": []}),
+            "{delivery}"
+        );
+    }
+
+    // Counted on the envelope's day.
+    let day = message.timestamp.format("%Y-%m-%d").to_string();
+    let mut redis = redis::Client::open(env.redis.url())
+        .expect("redis url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let counted: Option<i64> = redis::cmd("HGET")
+        .arg(keys::analytics_day(&day[..7], &day))
+        .arg("MESSAGE_SENT")
+        .query_async(&mut redis)
+        .await
+        .expect("HGET");
+    assert_eq!(counted, Some(1), "one message counted once");
 }
