@@ -5,7 +5,10 @@
 
 use std::time::Duration;
 
-use devconnect::{events::EventType, keys};
+use devconnect::{
+    events::{Envelope, EventType},
+    keys,
+};
 use devconnect_tests::{
     kafka::{batch, bytes, envelope},
     runtime_api::{http_event, Outcome, RuntimeApi},
@@ -65,6 +68,43 @@ async fn environment_of(
         redis,
         broker,
     }
+}
+
+/// Two users of the consumer tests.
+const USER_A: &str = "0190c3a4-0000-7000-8000-00000000000a";
+const USER_B: &str = "0190c3a4-0000-7000-8000-00000000000b";
+
+/// A MESSAGE_SENT from [`USER_A`] to [`USER_B`].
+fn message_from_a_to_b() -> Envelope {
+    envelope(
+        EventType::MessageSent,
+        USER_A,
+        json!({"id": "1-0", "fromUserId": USER_A, "toUserId": USER_B, "text": "hi", "sentAt": "2026-01-01T00:00:00.000Z"}),
+    )
+}
+
+/// Once the consumer bootstrap polls, delivers `record` on `topic` to it twice (a
+/// redelivery, as after a timeout); each time the whole batch must succeed.
+async fn deliver_twice(env: &Environment, topic: &str, record: &Envelope) {
+    env.api.polls(1, INIT_TIMEOUT).await.expect("first poll");
+    let event = serde_json::to_value(batch(topic, &[bytes(record)])).expect("event JSON");
+    for delivery in ["first", "redelivered"] {
+        let outcome = env.api.invoke(&event).await.expect("invocation answered");
+        assert_eq!(
+            outcome.json().expect("a partial batch response, not an invocation error"),
+            json!({"batchItemFailures": []}),
+            "{delivery}"
+        );
+    }
+}
+
+/// A connection to the environment's Redis, to look at what the bootstrap wrote.
+async fn redis_of(env: &Environment) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(env.redis.url())
+        .expect("redis url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis")
 }
 
 /// The API Gateway response of one invocation: status and JSON body.
@@ -151,11 +191,7 @@ async fn the_presence_sweep_bootstrap_marks_a_lapsed_user_offline_once_and_answe
     const A: &str = "0190c3a4-0000-7000-8000-00000000000a";
     let env = environment_of(PRESENCE_SWEEP, "presence-sweep", None, &[]).await;
     env.api.polls(1, INIT_TIMEOUT).await.expect("first poll");
-    let mut redis = redis::Client::open(env.redis.url())
-        .expect("redis url")
-        .get_multiplexed_async_connection()
-        .await
-        .expect("redis");
+    let mut redis = redis_of(&env).await;
     // A is online with a last heartbeat at the epoch: long past PRESENCE_TIMEOUT_SECS.
     let _: () = redis::pipe()
         .cmd("HSET")
@@ -237,33 +273,13 @@ async fn the_channels_router_bootstrap_dead_letters_a_poison_record_and_reports_
 
 #[tokio::test]
 async fn the_notifications_consumer_bootstrap_notifies_an_offline_receiver_once_across_a_redelivery() {
-    const A: &str = "0190c3a4-0000-7000-8000-00000000000a";
-    const B: &str = "0190c3a4-0000-7000-8000-00000000000b";
     let env = environment_of(NOTIFICATIONS_CONSUMER, "notifications-consumer", None, &[]).await;
-    env.api.polls(1, INIT_TIMEOUT).await.expect("first poll");
-    let message = envelope(
-        EventType::MessageSent,
-        A,
-        json!({"id": "1-0", "fromUserId": A, "toUserId": B, "text": "hi", "sentAt": "2026-01-01T00:00:00.000Z"}),
-    );
-    let event = serde_json::to_value(batch("message-events", &[bytes(&message)])).expect("event JSON");
+    let message = message_from_a_to_b();
+    deliver_twice(&env, "message-events", &message).await;
 
-    for delivery in ["first", "redelivered"] {
-        let outcome = env.api.invoke(&event).await.expect("invocation answered");
-        assert_eq!(
-            outcome.json().expect("a partial batch response, not an invocation error"),
-            json!({"batchItemFailures": []}),
-            "{delivery}"
-        );
-    }
-
-    let mut redis = redis::Client::open(env.redis.url())
-        .expect("redis url")
-        .get_multiplexed_async_connection()
-        .await
-        .expect("redis");
+    let mut redis = redis_of(&env).await;
     let listed: Vec<String> = redis::cmd("LRANGE")
-        .arg(keys::notifications(B))
+        .arg(keys::notifications(USER_B))
         .arg(0)
         .arg(-1)
         .query_async(&mut redis)
@@ -279,7 +295,7 @@ async fn the_notifications_consumer_bootstrap_notifies_an_offline_receiver_once_
         .filter(|value| value["eventType"] == "NOTIFICATION_CREATED")
         .collect();
     assert_eq!(created.len(), 1, "one NOTIFICATION_CREATED: {created:?}");
-    assert_eq!(created[0]["data"]["recipientId"], B);
+    assert_eq!(created[0]["data"]["recipientId"], USER_B);
 }
 
 /// An API Gateway WebSocket event of `route` on connection `c-1`.
@@ -338,33 +354,13 @@ async fn the_realtime_bootstrap_refuses_a_connect_without_a_session_and_tells_an
 
 #[tokio::test]
 async fn the_analytics_consumer_bootstrap_counts_a_message_once_across_a_redelivery() {
-    const A: &str = "0190c3a4-0000-7000-8000-00000000000a";
-    const B: &str = "0190c3a4-0000-7000-8000-00000000000b";
     let env = environment_of(ANALYTICS_CONSUMER, "analytics-consumer", None, &[]).await;
-    env.api.polls(1, INIT_TIMEOUT).await.expect("first poll");
-    let message = envelope(
-        EventType::MessageSent,
-        A,
-        json!({"id": "1-0", "fromUserId": A, "toUserId": B, "text": "hi", "sentAt": "2026-01-01T00:00:00.000Z"}),
-    );
-    let event = serde_json::to_value(batch("message-events", &[bytes(&message)])).expect("event JSON");
-
-    for delivery in ["first", "redelivered"] {
-        let outcome = env.api.invoke(&event).await.expect("invocation answered");
-        assert_eq!(
-            outcome.json().expect("a partial batch response, not an invocation error"),
-            json!({"batchItemFailures": []}),
-            "{delivery}"
-        );
-    }
+    let message = message_from_a_to_b();
+    deliver_twice(&env, "message-events", &message).await;
 
     // Counted on the envelope's day.
     let day = message.timestamp.format("%Y-%m-%d").to_string();
-    let mut redis = redis::Client::open(env.redis.url())
-        .expect("redis url")
-        .get_multiplexed_async_connection()
-        .await
-        .expect("redis");
+    let mut redis = redis_of(&env).await;
     let counted: Option<i64> = redis::cmd("HGET")
         .arg(keys::analytics_day(&day[..7], &day))
         .arg("MESSAGE_SENT")
