@@ -518,6 +518,45 @@ impl Server<Tansu> {
         }
         out
     }
+
+    /// Every envelope on `topic`, across partitions, with its partition and record key.
+    pub async fn events(&self, topic: &str) -> Vec<ProducedEvent> {
+        self.records(topic)
+            .await
+            .into_iter()
+            .map(|(partition, offset, key, raw)| ProducedEvent {
+                partition,
+                offset,
+                key,
+                envelope: serde_json::from_value(raw.clone()).expect("envelope JSON"),
+                raw,
+            })
+            .collect()
+    }
+
+    /// Every dead letter so far (dead-letter-events, all partitions), as JSON.
+    pub async fn dead_letters(&self) -> Vec<serde_json::Value> {
+        self.records("dead-letter-events")
+            .await
+            .into_iter()
+            .map(|(_, _, _, value)| value)
+            .collect()
+    }
+}
+
+/// One record read back from the broker.
+#[derive(Debug)]
+pub struct ProducedEvent {
+    /// Partition it landed on.
+    pub partition: i32,
+    /// Its offset.
+    pub offset: i64,
+    /// Record key.
+    pub key: String,
+    /// The parsed envelope.
+    pub envelope: devconnect::events::Envelope,
+    /// The raw JSON, to check field names on the wire.
+    pub raw: serde_json::Value,
 }
 
 /// moto_server: a local double of the AWS APIs, in memory.

@@ -2,7 +2,7 @@
 
 use std::{collections::BTreeMap, collections::HashMap, net::SocketAddr, sync::Arc, time::Duration};
 
-use devconnect::{config::Config, events::Envelope, outbox::RelayReport, AppState};
+use devconnect::{config::Config, outbox::RelayReport, AppState};
 use local_gateway::{
     apigw::{self, HttpCall},
     default_template_path,
@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 
 use crate::{
     round_trips::CountingProxy,
-    servers::{Broker, RedisCluster, RedisServer},
+    servers::{Broker, ProducedEvent, RedisCluster, RedisServer},
 };
 
 /// Whether this test run asked for a Redis Cluster (`DEVCONNECT_TEST_REDIS=cluster`)
@@ -247,17 +247,7 @@ impl Stack {
 
     /// Every envelope on `topic`, across partitions, with its partition and record key.
     pub async fn events(&self, topic: &str) -> Vec<ProducedEvent> {
-        self.records(topic)
-            .await
-            .into_iter()
-            .map(|(partition, offset, key, raw)| ProducedEvent {
-                partition,
-                offset,
-                key,
-                envelope: serde_json::from_value(raw.clone()).expect("envelope JSON"),
-                raw,
-            })
-            .collect()
+        self.broker.events(topic).await
     }
 
     /// Runs one raw command against the stack's Redis, e.g. `["SET", key, "garbage"]` to
@@ -274,11 +264,7 @@ impl Stack {
 
     /// Every dead letter so far (dead-letter-events, all partitions), as JSON.
     pub async fn dead_letters(&self) -> Vec<Value> {
-        self.records("dead-letter-events")
-            .await
-            .into_iter()
-            .map(|(_, _, _, value)| value)
-            .collect()
+        self.broker.dead_letters().await
     }
 
     /// Every record on `topic` whose value is JSON (e.g. dead letters), across partitions:
@@ -393,21 +379,6 @@ async fn snapshot_node(conn: &mut redis::aio::MultiplexedConnection, out: &mut B
         }
         out.insert(key, format!("{kind}: {values:?}"));
     }
-}
-
-/// One record read back from the broker.
-#[derive(Debug)]
-pub struct ProducedEvent {
-    /// Partition it landed on.
-    pub partition: i32,
-    /// Its offset.
-    pub offset: i64,
-    /// Record key.
-    pub key: String,
-    /// The parsed envelope.
-    pub envelope: Envelope,
-    /// The raw JSON, to check field names on the wire.
-    pub raw: Value,
 }
 
 /// A small HTTP client of the gateway.

@@ -70,7 +70,7 @@ async fn environment_of(
     }
 }
 
-/// Two users of the consumer tests.
+/// Two users of the tests that write Redis or events directly.
 const USER_A: &str = "0190c3a4-0000-7000-8000-00000000000a";
 const USER_B: &str = "0190c3a4-0000-7000-8000-00000000000b";
 
@@ -188,7 +188,7 @@ async fn without_max_concurrency_the_bootstrap_takes_one_invocation_at_a_time() 
 
 #[tokio::test]
 async fn the_presence_sweep_bootstrap_marks_a_lapsed_user_offline_once_and_answers_how_many() {
-    const A: &str = "0190c3a4-0000-7000-8000-00000000000a";
+    const A: &str = USER_A;
     let env = environment_of(PRESENCE_SWEEP, "presence-sweep", None, &[]).await;
     env.api.polls(1, INIT_TIMEOUT).await.expect("first poll");
     let mut redis = redis_of(&env).await;
@@ -256,13 +256,7 @@ async fn the_channels_router_bootstrap_dead_letters_a_poison_record_and_reports_
         "a poison record is not retried"
     );
 
-    let dead: Vec<Value> = env
-        .broker
-        .records("dead-letter-events")
-        .await
-        .into_iter()
-        .map(|(_, _, _, value)| value)
-        .collect();
+    let dead = env.broker.dead_letters().await;
     assert_eq!(dead.len(), 1, "{dead:?}");
     assert!(
         dead[0]["reason"].as_str().unwrap_or_default().contains("not JSON"),
@@ -288,11 +282,11 @@ async fn the_notifications_consumer_bootstrap_notifies_an_offline_receiver_once_
     assert_eq!(listed.len(), 1, "one notification for B: {listed:?}");
     let created: Vec<Value> = env
         .broker
-        .records("notification-events")
+        .events("notification-events")
         .await
         .into_iter()
-        .map(|(_, _, _, value)| value)
-        .filter(|value| value["eventType"] == "NOTIFICATION_CREATED")
+        .filter(|e| e.envelope.event_type == EventType::NotificationCreated)
+        .map(|e| e.raw)
         .collect();
     assert_eq!(created.len(), 1, "one NOTIFICATION_CREATED: {created:?}");
     assert_eq!(created[0]["data"]["recipientId"], USER_B);
