@@ -66,9 +66,9 @@ local function seen_since(set, ids, horizon)
 end
 local function remember(set, marks, horizon, max)
   if #marks == 0 then return end
-  redis.call('ZREMRANGEBYSCORE', set, '-inf', horizon)
+  redis.call('ZREMRANGEBYSCORE', set, '-inf', string.format('%d', horizon))
   for c = 1, #marks, 1000 do redis.call('ZADD', set, unpack(marks, c, math.min(c + 999, #marks))) end
-  redis.call('ZREMRANGEBYRANK', set, 0, -(max + 1))
+  redis.call('ZREMRANGEBYRANK', set, '0', string.format('%d', -(max + 1)))
 end
 local function not_integer(key, field, value)
   if value and not string.match(value, '^%-?%d+$') then

@@ -116,7 +116,8 @@ while a <= #ARGV do
       local op, marker, payload, score = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
       if not known[m] and not seen[marker] then
         seen[marker] = true
-        marks[#marks + 1] = now
+        -- The clock as it came, text: Redis formats a Lua number with printf("%.17g").
+        marks[#marks + 1] = ARGV[1]
         marks[#marks + 1] = marker
         if op == 'send' then
           redis.call('RPUSH', KEYS[1], payload)
@@ -124,7 +125,7 @@ while a <= #ARGV do
           redis.call('ZADD', KEYS[3], score, payload)
         elseif op == 'cool' then
           -- A plain SET replaces a key of any type: it cannot fail.
-          redis.call('SET', KEYS[tonumber(ARGV[i + 4])], now, 'PX', score)
+          redis.call('SET', KEYS[tonumber(ARGV[i + 4])], ARGV[1], 'PX', score)
         else
           local list = KEYS[tonumber(ARGV[i + 4])]
           if redis.call('LLEN', list) < tonumber(ARGV[4]) then redis.call('RPUSH', list, payload) end
