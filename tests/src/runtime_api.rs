@@ -119,6 +119,10 @@ impl RuntimeApi {
             ("AWS_LAMBDA_LOG_GROUP_NAME", format!("/aws/lambda/{function}")),
             ("AWS_LAMBDA_LOG_STREAM_NAME", "local".to_string()),
             ("AWS_REGION", "us-east-1".to_string()),
+            // Lambda puts the execution role's credentials here; the SDK signs with them.
+            ("AWS_ACCESS_KEY_ID", "ASIAEXECUTIONROLE".to_string()),
+            ("AWS_SECRET_ACCESS_KEY", "execution-role-secret".to_string()),
+            ("AWS_SESSION_TOKEN", "execution-role-session".to_string()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))

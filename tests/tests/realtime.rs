@@ -450,3 +450,36 @@ async fn sockets_of(stack: &Stack, user: &str) -> Vec<String> {
         .await
         .unwrap()
 }
+
+#[tokio::test]
+async fn the_connections_api_refuses_an_unsigned_call_and_the_socket_receives_nothing() {
+    let stack = Stack::start().await;
+    let b = stack.user("receiver").await;
+    let mut socket = open(&stack, &b).await;
+    let ids: Vec<String> = redis::cmd("ZRANGE")
+        .arg(devconnect::keys::sockets(&b.id))
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut stack.state.store.conn())
+        .await
+        .expect("ZRANGE");
+    let id = ids.first().expect("the open socket is registered");
+
+    let forged = reqwest::Client::new()
+        .post(format!("{}/@connections/{id}", stack.base_url))
+        .body(r#"{"type":"message","message":{"text":"forged"}}"#)
+        .send()
+        .await
+        .expect("the gateway answers");
+    assert_eq!(forged.status(), 403);
+    assert_eq!(
+        forged.headers()["x-amzn-errortype"],
+        "MissingAuthenticationTokenException"
+    );
+    assert!(
+        frame_of(&mut socket, "message", Duration::from_millis(500))
+            .await
+            .is_none(),
+        "an unsigned call reached the socket"
+    );
+}

@@ -1,5 +1,6 @@
 //! Real bootstraps (auth, the presence sweep, the WebSocket routes, the channels router, the
-//! notifications and analytics consumers) under a Lambda Runtime API emulator,
+//! notifications and analytics consumers, the realtime pusher) under a Lambda Runtime API
+//! emulator,
 //! against a real redis-server and tansu: what Lambda (and Lambda Managed Instances, where
 //! one execution environment serves `AWS_LAMBDA_MAX_CONCURRENCY` invocations at once) sees.
 
@@ -13,7 +14,9 @@ use devconnect_tests::{
     kafka::{batch, bytes, envelope},
     runtime_api::{http_event, Outcome, RuntimeApi},
     servers::{Broker, RedisServer},
+    socket::{frame_of, open},
     stack::TOPICS,
+    Stack,
 };
 use futures::future::join_all;
 use serde_json::{json, Value};
@@ -25,6 +28,7 @@ const CHANNELS_ROUTER: &str = env!("CARGO_BIN_EXE_channels-router-bootstrap");
 const REALTIME: &str = env!("CARGO_BIN_EXE_realtime-bootstrap");
 const NOTIFICATIONS_CONSUMER: &str = env!("CARGO_BIN_EXE_notifications-consumer-bootstrap");
 const ANALYTICS_CONSUMER: &str = env!("CARGO_BIN_EXE_analytics-consumer-bootstrap");
+const REALTIME_PUSHER: &str = env!("CARGO_BIN_EXE_realtime-pusher-bootstrap");
 
 /// How long a debug-build bootstrap may take to start polling.
 const INIT_TIMEOUT: Duration = Duration::from_secs(20);
@@ -91,7 +95,9 @@ async fn deliver_twice(env: &Environment, topic: &str, record: &Envelope) {
     for delivery in ["first", "redelivered"] {
         let outcome = env.api.invoke(&event).await.expect("invocation answered");
         assert_eq!(
-            outcome.json().expect("a partial batch response, not an invocation error"),
+            outcome
+                .json()
+                .expect("a partial batch response, not an invocation error"),
             json!({"batchItemFailures": []}),
             "{delivery}"
         );
@@ -343,7 +349,11 @@ async fn the_realtime_bootstrap_refuses_a_connect_without_a_session_and_tells_an
     let frame = frame.json().expect("a response, not an invocation error");
     assert_eq!(frame["statusCode"], 200, "{frame}");
     let body: Value = serde_json::from_str(frame["body"].as_str().expect("a frame back")).expect("JSON frame");
-    assert_eq!((body["type"].as_str(), body["code"].as_str()), (Some("error"), Some("unknown_connection")), "{body}");
+    assert_eq!(
+        (body["type"].as_str(), body["code"].as_str()),
+        (Some("error"), Some("unknown_connection")),
+        "{body}"
+    );
 }
 
 #[tokio::test]
@@ -362,4 +372,46 @@ async fn the_analytics_consumer_bootstrap_counts_a_message_once_across_a_redeliv
         .await
         .expect("HGET");
     assert_eq!(counted, Some(1), "one message counted once");
+}
+
+#[tokio::test]
+async fn the_realtime_pusher_bootstrap_posts_a_message_to_the_receivers_socket_through_the_connections_api() {
+    // The local gateway serves the socket and the @connections endpoint; no emulated
+    // triggers run (`start`, not `start_full`), so only the bootstrap can push.
+    let stack = Stack::start().await;
+    let (a, b) = (stack.user("sender").await, stack.user("receiver").await);
+    let mut socket = open(&stack, &b).await;
+    let api = RuntimeApi::start().await.expect("runtime API emulator");
+    let (redis_url, brokers) = (stack.redis.url(), stack.broker.address());
+    let _bootstrap = api
+        .spawn(
+            REALTIME_PUSHER,
+            "realtime-pusher",
+            &[
+                ("REDIS_URL", redis_url.as_str()),
+                ("KAFKA_BROKERS", brokers.as_str()),
+                ("WEBSOCKET_ENDPOINT", stack.base_url.as_str()),
+            ],
+        )
+        .expect("bootstrap");
+    api.polls(1, INIT_TIMEOUT).await.expect("first poll");
+
+    let message = envelope(
+        EventType::MessageSent,
+        &a.id,
+        json!({"id": "1-0", "fromUserId": a.id, "toUserId": b.id, "text": "through the bootstrap", "sentAt": "2026-01-01T00:00:00.000Z"}),
+    );
+    let event = serde_json::to_value(batch("message-events", &[bytes(&message)])).expect("event JSON");
+    let outcome = api.invoke(&event).await.expect("invocation answered");
+    assert_eq!(
+        outcome
+            .json()
+            .expect("a partial batch response, not an invocation error"),
+        json!({"batchItemFailures": []})
+    );
+    let frame = frame_of(&mut socket, "message", Duration::from_secs(2))
+        .await
+        .expect("no message frame within 2 s");
+    assert_eq!(frame["message"]["text"], "through the bootstrap");
+    assert_eq!(frame["message"]["fromUserId"], a.id.as_str());
 }

@@ -2,6 +2,9 @@
 //! `$default` and `$disconnect` events for the realtime function, and the
 //! `@connections` management endpoint (PostToConnection, DeleteConnection,
 //! GetConnection) writes to the local sockets, so the real SDK client works locally.
+//! Like API Gateway's (IAM-authorised: `execute-api:ManageConnections`), it refuses a
+//! request that is not SigV4-signed; it cannot check the signature or the caller's
+//! policy, as there is no IAM here.
 //!
 //! As in API Gateway, a route answers the client with the function's response body
 //! only when template.yaml gives it a route response (two-way communication, see
@@ -316,8 +319,35 @@ async fn run(
     gateway.functions.invoke_websocket(gone).await;
 }
 
+/// API Gateway's answer to an unsigned `@connections` call: 403, before anything happens.
+fn unsigned(headers: &HeaderMap) -> Option<Response> {
+    let signed = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("AWS4-HMAC-SHA256 Credential="));
+    (!signed).then(|| {
+        (
+            StatusCode::FORBIDDEN,
+            [
+                ("content-type", "application/json"),
+                ("x-amzn-errortype", "MissingAuthenticationTokenException"),
+            ],
+            json!({"message": "Missing Authentication Token"}).to_string(),
+        )
+            .into_response()
+    })
+}
+
 /// POST /@connections/{id}: PostToConnection.
-pub async fn post_to_connection(State(gateway): State<Arc<Gateway>>, Path(id): Path<String>, body: Bytes) -> Response {
+pub async fn post_to_connection(
+    State(gateway): State<Arc<Gateway>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Some(refused) = unsigned(&headers) {
+        return refused;
+    }
     let text = String::from_utf8_lossy(&body).into_owned();
     if gateway.sockets.send(&id, Message::Text(text.into())) {
         StatusCode::OK.into_response()
@@ -327,7 +357,14 @@ pub async fn post_to_connection(State(gateway): State<Arc<Gateway>>, Path(id): P
 }
 
 /// DELETE /@connections/{id}: DeleteConnection.
-pub async fn delete_connection(State(gateway): State<Arc<Gateway>>, Path(id): Path<String>) -> Response {
+pub async fn delete_connection(
+    State(gateway): State<Arc<Gateway>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(refused) = unsigned(&headers) {
+        return refused;
+    }
     match gateway.sockets.remove(&id) {
         Some(tx) => {
             let _ = tx.send(Message::Close(None));
@@ -338,7 +375,14 @@ pub async fn delete_connection(State(gateway): State<Arc<Gateway>>, Path(id): Pa
 }
 
 /// GET /@connections/{id}: GetConnection.
-pub async fn get_connection(State(gateway): State<Arc<Gateway>>, Path(id): Path<String>) -> Response {
+pub async fn get_connection(
+    State(gateway): State<Arc<Gateway>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(refused) = unsigned(&headers) {
+        return refused;
+    }
     match gateway.sockets.connected_at(&id) {
         Some(at) => {
             let at = chrono::DateTime::from_timestamp_millis(at)
