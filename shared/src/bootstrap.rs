@@ -27,6 +27,35 @@ use crate::{
     telemetry,
 };
 
+/// The tokio runtime a bootstrap's `main` blocks on: one thread while Lambda sends one
+/// invocation at a time, the multi-threaded one when `AWS_LAMBDA_MAX_CONCURRENCY` (Lambda
+/// Managed Instances) lets several run at once.
+///
+/// One invocation at a time gains nothing from worker threads and pays for them: the
+/// request's task, the Redis connection's driver and the producer's wake one another across
+/// cores, and memory allocated on one thread is freed on another (mimalloc's slower
+/// cross-thread path, cache lines moving between cores). The `cpu_cost` bench's gateway
+/// on either runtime: 20-25 % less CPU per request on one thread
+/// (docs/PERFORMANCE-HISTORY.md).
+/// Blocking work (password hashing) still goes to the blocking pool, which both have.
+pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = match concurrent(std::env::var(MAX_CONCURRENCY_VAR).ok().as_deref()) {
+        true => tokio::runtime::Builder::new_multi_thread(),
+        false => tokio::runtime::Builder::new_current_thread(),
+    };
+    builder.enable_all().build()
+}
+
+/// Lambda's variable for how many invocations one execution environment takes at once.
+pub const MAX_CONCURRENCY_VAR: &str = "AWS_LAMBDA_MAX_CONCURRENCY";
+
+/// Whether [`MAX_CONCURRENCY_VAR`]'s value lets more than one invocation run at once.
+fn concurrent(max_concurrency: Option<&str>) -> bool {
+    max_concurrency
+        .and_then(|n| n.trim().parse::<u32>().ok())
+        .is_some_and(|n| n > 1)
+}
+
 /// A runtime loop: it runs on `main`'s thread (tokio's `block_on`), so it need not be `Send`
 /// (lambda_runtime's `run_concurrent` futures are not `Send` for every lifetime).
 pub(crate) type Loop = LocalBoxFuture<'static, Result<(), Error>>;
@@ -107,4 +136,17 @@ fn scheduled_loop(emf: Emf, run: Handler<LambdaEvent<Value>, Result<Value, Error
         telemetry::in_invocation(trace, emf.invocation(run(event))).await
     }))
     .boxed_local()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::concurrent;
+
+    #[test]
+    fn only_a_max_concurrency_above_one_gets_worker_threads() {
+        assert!(!concurrent(None));
+        assert!(!concurrent(Some("1")));
+        assert!(!concurrent(Some("many")));
+        assert!(concurrent(Some("8")));
+    }
 }

@@ -270,8 +270,17 @@ fn broker_cpu(pid: Option<u32>) -> Option<f64> {
     pid.map(|p| stat_cpu(&format!("/proc/{p}/stat")))
 }
 
-#[tokio::main]
-async fn main() {
+fn main() {
+    // The gateway on one thread, as `./infra/local/run` runs it; BENCH_RUNTIME=multi_thread
+    // measures it on tokio's worker threads instead, as it ran before.
+    let mut runtime = match std::env::var("BENCH_RUNTIME").as_deref() {
+        Ok("multi_thread") => tokio::runtime::Builder::new_multi_thread(),
+        _ => tokio::runtime::Builder::new_current_thread(),
+    };
+    runtime.enable_all().build().expect("runtime").block_on(bench());
+}
+
+async fn bench() {
     let secs: f64 = std::env::var("BENCH_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -483,7 +492,11 @@ async fn main() {
         let (process0, redis0) = (stat_cpu("/proc/self/stat"), stack.redis_cpu_seconds().await);
         let (broker0, requests0) = (broker_cpu(tansu), broker_requests());
         let window = Instant::now();
-        let run = drive(stack.base_url.clone(), requests, secs);
+        // Waited for off the runtime's threads: the gateway keeps serving on all of them.
+        let base = stack.base_url.clone();
+        let run = tokio::task::spawn_blocking(move || drive(base, requests, secs))
+            .await
+            .expect("load thread");
         let (process1, redis1) = (stat_cpu("/proc/self/stat"), stack.redis_cpu_seconds().await);
         let gateway = process1 - process0 - run.load_cpu;
         let ok = run.ok();

@@ -3,8 +3,11 @@
 use devconnect::{bootstrap, config::Config, metrics::Emf, telemetry, AppState};
 use lambda_http::Error;
 
-#[tokio::main]
-async fn main() -> Result<(), Error> {
+fn main() -> Result<(), Error> {
+    devconnect::bootstrap::runtime()?.block_on(serve())
+}
+
+async fn serve() -> Result<(), Error> {
     telemetry::init();
     // Metrics in CloudWatch Embedded Metric Format, flushed to stdout once per invocation.
     let (emf, metrics) = Emf::install(env!("CARGO_BIN_NAME"))?;

@@ -4,8 +4,11 @@ use devconnect::{config::Config, consumer, metrics::Emf, telemetry, AppState};
 use devconnect_channels::{settings::Settings, Channels};
 use lambda_runtime::Error;
 
-#[tokio::main]
-async fn main() -> Result<(), Error> {
+fn main() -> Result<(), Error> {
+    devconnect::bootstrap::runtime()?.block_on(serve())
+}
+
+async fn serve() -> Result<(), Error> {
     telemetry::init();
     let (emf, metrics) = Emf::install(env!("CARGO_BIN_NAME"))?;
     let app = AppState::connect(Config::from_env()?, devconnect_channels::FUNCTION_NAME).await?;

@@ -7,8 +7,11 @@ use lambda_runtime::Error;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[tokio::main]
-async fn main() -> Result<(), Error> {
+fn main() -> Result<(), Error> {
+    devconnect::bootstrap::runtime()?.block_on(serve())
+}
+
+async fn serve() -> Result<(), Error> {
     telemetry::init();
     let (emf, metrics) = Emf::install(env!("CARGO_BIN_NAME"))?;
     let state = AppState::connect(Config::from_env()?, FUNCTION_NAME).await?;

@@ -3,8 +3,11 @@
 use devconnect::{bootstrap, config::Config, metrics::Emf, telemetry, AppState};
 use lambda_runtime::Error;
 
-#[tokio::main]
-async fn main() -> Result<(), Error> {
+fn main() -> Result<(), Error> {
+    devconnect::bootstrap::runtime()?.block_on(serve())
+}
+
+async fn serve() -> Result<(), Error> {
     telemetry::init();
     let (emf, metrics) = Emf::install(env!("CARGO_BIN_NAME"))?;
     let state = AppState::connect(Config::from_env()?, devconnect_ops::FUNCTION_NAME).await?;

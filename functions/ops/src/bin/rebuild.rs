@@ -10,8 +10,11 @@ use devconnect::{config::Config, metrics::Emf, rebuild::Options, telemetry, AppS
 use devconnect_ops::rebuild::{rebuild, RebuildRequest};
 use lambda_runtime::{run, service_fn, Error, LambdaEvent};
 
-#[tokio::main]
-async fn main() -> Result<(), Error> {
+fn main() -> Result<(), Error> {
+    devconnect::bootstrap::runtime()?.block_on(serve())
+}
+
+async fn serve() -> Result<(), Error> {
     telemetry::init();
     let args: Vec<String> = std::env::args().skip(1).collect();
     if let Some(projection) = args.first() {

@@ -4,8 +4,11 @@ use devconnect::{bootstrap, config::Config, metrics::Emf, telemetry, AppState};
 use lambda_runtime::Error;
 use serde_json::json;
 
-#[tokio::main]
-async fn main() -> Result<(), Error> {
+fn main() -> Result<(), Error> {
+    devconnect::bootstrap::runtime()?.block_on(serve())
+}
+
+async fn serve() -> Result<(), Error> {
     telemetry::init();
     let (emf, metrics) = Emf::install(env!("CARGO_BIN_NAME"))?;
     let state = AppState::connect(Config::from_env()?, devconnect_presence::FUNCTION_NAME).await?;

@@ -4,8 +4,11 @@ use devconnect::{bootstrap, metrics::Emf, telemetry};
 use devconnect_realtime::Realtime;
 use lambda_runtime::Error;
 
-#[tokio::main]
-async fn main() -> Result<(), Error> {
+fn main() -> Result<(), Error> {
+    devconnect::bootstrap::runtime()?.block_on(serve())
+}
+
+async fn serve() -> Result<(), Error> {
     telemetry::init();
     let (emf, metrics) = Emf::install(env!("CARGO_BIN_NAME"))?;
     let mut realtime = Realtime::from_env().await?;

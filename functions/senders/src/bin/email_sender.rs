@@ -4,8 +4,11 @@ use devconnect::{config::Config, consumer, delivery::Channel, metrics::Emf, tele
 use devconnect_senders::{aws, consume, email, EMAIL_FUNCTION};
 use lambda_runtime::Error;
 
-#[tokio::main]
-async fn main() -> Result<(), Error> {
+fn main() -> Result<(), Error> {
+    devconnect::bootstrap::runtime()?.block_on(serve())
+}
+
+async fn serve() -> Result<(), Error> {
     telemetry::init();
     let (emf, metrics) = Emf::install(env!("CARGO_BIN_NAME"))?;
     let sender = email::Sender::from_env()?;
