@@ -118,7 +118,8 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
             "/@connections/{id}",
             post(websocket::post_to_connection)
                 .delete(websocket::delete_connection)
-                .get(websocket::get_connection),
+                .get(websocket::get_connection)
+                .route_layer(axum::middleware::from_fn(websocket::signed)),
         )
         .fallback(dispatch)
         .with_state(gateway)

@@ -22,9 +22,10 @@ use axum::{
     body::Bytes,
     extract::{
         ws::{Message, WebSocket, WebSocketUpgrade},
-        ConnectInfo, Path, RawQuery, State,
+        ConnectInfo, Path, RawQuery, Request, State,
     },
     http::{HeaderMap, StatusCode},
+    middleware::Next,
     response::{IntoResponse, Response},
 };
 use base64::{engine::general_purpose::STANDARD, Engine};
@@ -319,35 +320,30 @@ async fn run(
     gateway.functions.invoke_websocket(gone).await;
 }
 
-/// API Gateway's answer to an unsigned `@connections` call: 403, before anything happens.
-fn unsigned(headers: &HeaderMap) -> Option<Response> {
-    let signed = headers
+/// Guards the `@connections` routes as API Gateway's IAM authorisation does: a call
+/// without a SigV4 `Authorization` header gets 403 before anything happens.
+pub async fn signed(request: Request, next: Next) -> Response {
+    let signed = request
+        .headers()
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("AWS4-HMAC-SHA256 Credential="));
-    (!signed).then(|| {
-        (
-            StatusCode::FORBIDDEN,
-            [
-                ("content-type", "application/json"),
-                ("x-amzn-errortype", "MissingAuthenticationTokenException"),
-            ],
-            json!({"message": "Missing Authentication Token"}).to_string(),
-        )
-            .into_response()
-    })
+    if signed {
+        return next.run(request).await;
+    }
+    (
+        StatusCode::FORBIDDEN,
+        [
+            ("content-type", "application/json"),
+            ("x-amzn-errortype", "MissingAuthenticationTokenException"),
+        ],
+        json!({"message": "Missing Authentication Token"}).to_string(),
+    )
+        .into_response()
 }
 
 /// POST /@connections/{id}: PostToConnection.
-pub async fn post_to_connection(
-    State(gateway): State<Arc<Gateway>>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    if let Some(refused) = unsigned(&headers) {
-        return refused;
-    }
+pub async fn post_to_connection(State(gateway): State<Arc<Gateway>>, Path(id): Path<String>, body: Bytes) -> Response {
     let text = String::from_utf8_lossy(&body).into_owned();
     if gateway.sockets.send(&id, Message::Text(text.into())) {
         StatusCode::OK.into_response()
@@ -357,14 +353,7 @@ pub async fn post_to_connection(
 }
 
 /// DELETE /@connections/{id}: DeleteConnection.
-pub async fn delete_connection(
-    State(gateway): State<Arc<Gateway>>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-) -> Response {
-    if let Some(refused) = unsigned(&headers) {
-        return refused;
-    }
+pub async fn delete_connection(State(gateway): State<Arc<Gateway>>, Path(id): Path<String>) -> Response {
     match gateway.sockets.remove(&id) {
         Some(tx) => {
             let _ = tx.send(Message::Close(None));
@@ -375,14 +364,7 @@ pub async fn delete_connection(
 }
 
 /// GET /@connections/{id}: GetConnection.
-pub async fn get_connection(
-    State(gateway): State<Arc<Gateway>>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-) -> Response {
-    if let Some(refused) = unsigned(&headers) {
-        return refused;
-    }
+pub async fn get_connection(State(gateway): State<Arc<Gateway>>, Path(id): Path<String>) -> Response {
     match gateway.sockets.connected_at(&id) {
         Some(at) => {
             let at = chrono::DateTime::from_timestamp_millis(at)
