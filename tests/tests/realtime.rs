@@ -465,8 +465,14 @@ async fn the_connections_api_refuses_an_unsigned_call_and_the_socket_receives_no
         .expect("ZRANGE");
     let id = ids.first().expect("the open socket is registered");
 
+    // The id is base64 (it may hold a '/'): one path segment, percent-encoded as the SDK does.
+    let mut url = reqwest::Url::parse(&stack.base_url).expect("the gateway's URL");
+    url.path_segments_mut()
+        .expect("a base URL")
+        .pop_if_empty()
+        .extend(["@connections", id]);
     let forged = reqwest::Client::new()
-        .post(format!("{}/@connections/{id}", stack.base_url))
+        .post(url)
         .body(r#"{"type":"message","message":{"text":"forged"}}"#)
         .send()
         .await
