@@ -22,7 +22,8 @@ use crate::{store::Store, AppError};
 /// error text (starting with `WRONGTYPE`, so callers classify it like Redis's own type
 /// errors). `read(cmd, key, ...)` is a read that is also its key's type check (Redis
 /// refuses a read of the wrong type, so a script whose reads all come before its first
-/// write needs no TYPE per key) and `integer(key, field, value)` checks a value read;
+/// write needs no TYPE per key; the first write itself may go through it too, since a
+/// refused command writes nothing) and `integer(key, field, value)` checks a value read;
 /// both raise the same kind of error, naming the key. Dedupe sets (a sorted set of ids
 /// scored by when each was applied): `seen_since(set, ids, horizon)` says which ids it
 /// holds newer than `horizon` (a read: also the set's type check), and, after the
